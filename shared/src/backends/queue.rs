@@ -1,0 +1,460 @@
+//! The queue port: commands published durably (a publish that returns `Ok` survives a crash of
+//! any process), delivered at least once, acknowledged after the consumer's commit, retried
+//! with a delay, and parked in a dead-letter list after too many attempts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{BackendError, BackendResult};
+
+/// One command handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Identifies the delivery for ack / retry / dead-letter on its subscription.
+    pub id: u64,
+    pub payload: Bytes,
+    /// How many times the command was retried before this delivery.
+    pub attempts: u32,
+}
+
+/// A command parked after too many failed attempts.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub queue: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub reason: String,
+    pub failed_at: i64,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Publishes `payload` to `queue`; `Ok` means it is durably queued.
+    async fn publish(&self, queue: &str, payload: Bytes) -> BackendResult<()>;
+
+    /// Starts consuming `queue`. Several subscriptions may share a queue; each delivery goes
+    /// to one of them.
+    async fn subscribe(&self, queue: &str) -> BackendResult<Box<dyn Subscription>>;
+
+    /// The dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+
+    /// Puts every dead letter of `queue` back on it with its attempts reset; returns how many.
+    async fn replay_dead_letters(&self, queue: &str) -> BackendResult<usize>;
+
+    /// Commands waiting in `queue` (ready, delayed or being processed).
+    async fn depth(&self, queue: &str) -> BackendResult<u64>;
+
+    async fn ping(&self) -> BackendResult<()>;
+}
+
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Up to `max` deliveries; waits at most `wait` for the first one, and returns an empty
+    /// batch when none came (so a consumer loop can look at its shutdown signal).
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>>;
+
+    /// The commands are done with: they will not be delivered again.
+    async fn ack(&mut self, ids: &[u64]) -> BackendResult<()>;
+
+    /// Deliver the command again after `delay`, with its attempts counted up.
+    async fn retry(&mut self, id: u64, delay: Duration) -> BackendResult<()>;
+
+    /// Park the command in the dead-letter list with `reason`.
+    async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()>;
+}
+
+/// The embedded queue: a SQLite file under the data dir. Every write (publish, ack, retry,
+/// dead-letter) goes through one writer task that commits whatever is waiting in one
+/// transaction, so concurrent publishers share each fsync.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    ops: mpsc::Sender<Op>,
+    ready: Notify,
+    in_flight: Mutex<HashSet<i64>>,
+    /// When set, a publish also waits (up to this long) until its command is acked, so a
+    /// single-process deployment reads its own writes. The command is durable either way.
+    wait_for_processing: Option<Duration>,
+}
+
+type Reply<T> = oneshot::Sender<BackendResult<T>>;
+
+enum Op {
+    Publish { queue: String, payload: Bytes, reply: Reply<Option<oneshot::Receiver<()>>> },
+    Ack { ids: Vec<i64>, reply: Reply<()> },
+    Retry { id: i64, delay: Duration, reply: Reply<()> },
+    DeadLetter { id: i64, reason: String, reply: Reply<()> },
+    Replay { queue: String, reply: Reply<usize> },
+}
+
+impl EmbeddedQueue {
+    /// Opens (creating it if needed) the queue file `queue.db` under `dir`.
+    pub async fn open(dir: &Path, wait_for_processing: Option<Duration>) -> BackendResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| BackendError::Other(format!("data dir {}: {e}", dir.display())))?;
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(dir.join("queue.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        for statement in [
+            "CREATE TABLE IF NOT EXISTS queue_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+             queue TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
+             visible_at INTEGER NOT NULL, enqueued_at INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS queue_messages_ready ON queue_messages (queue, visible_at, id)",
+            "CREATE TABLE IF NOT EXISTS queue_dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+             queue TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL, \
+             failed_at INTEGER NOT NULL)",
+        ] {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        let (ops, rx) = mpsc::channel(4096);
+        let inner = Arc::new(Inner {
+            pool,
+            ops,
+            ready: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            wait_for_processing,
+        });
+        tokio::spawn(writer(Arc::downgrade(&inner), inner.pool.clone(), rx));
+        Ok(Self { inner })
+    }
+
+    async fn send<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> BackendResult<T> {
+        send(&self.inner, op).await
+    }
+}
+
+async fn send<T>(inner: &Inner, op: impl FnOnce(Reply<T>) -> Op) -> BackendResult<T> {
+    let (reply, answer) = oneshot::channel();
+    inner.ops.send(op(reply)).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+fn stopped() -> BackendError {
+    BackendError::Unavailable("embedded queue writer stopped".into())
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn publish(&self, queue: &str, payload: Bytes) -> BackendResult<()> {
+        let processed = self.send(|reply| Op::Publish { queue: queue.to_owned(), payload, reply }).await;
+        crate::metrics::record_publish(queue, processed.is_ok());
+        let processed = processed?;
+        if let (Some(processed), Some(limit)) = (processed, self.inner.wait_for_processing) {
+            let _durable_even_if_not_processed_yet = tokio::time::timeout(limit, processed).await;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, queue: &str) -> BackendResult<Box<dyn Subscription>> {
+        Ok(Box::new(EmbeddedSubscription { inner: self.inner.clone(), queue: queue.to_owned(), held: HashSet::new() }))
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> BackendResult<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, queue, payload, attempts, reason, failed_at FROM queue_dead_letters \
+             WHERE queue = ? ORDER BY id LIMIT ?",
+        )
+        .bind(queue)
+        .bind(limit as i64)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get::<i64, _>(0)? as u64,
+                    queue: row.try_get(1)?,
+                    payload: String::from_utf8_lossy(&row.try_get::<Vec<u8>, _>(2)?).into_owned(),
+                    attempts: row.try_get::<i64, _>(3)? as u32,
+                    reason: row.try_get(4)?,
+                    failed_at: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_dead_letters(&self, queue: &str) -> BackendResult<usize> {
+        self.send(|reply| Op::Replay { queue: queue.to_owned(), reply }).await
+    }
+
+    async fn depth(&self, queue: &str) -> BackendResult<u64> {
+        let depth: i64 = sqlx::query("SELECT COUNT(*) FROM queue_messages WHERE queue = ?")
+            .bind(queue)
+            .fetch_one(&self.inner.pool)
+            .await?
+            .try_get(0)?;
+        Ok(depth as u64)
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+}
+
+struct EmbeddedSubscription {
+    inner: Arc<Inner>,
+    queue: String,
+    /// Deliveries handed out and not yet settled; released if the subscription is dropped.
+    held: HashSet<i64>,
+}
+
+impl EmbeddedSubscription {
+    fn release(&mut self, ids: &[i64]) {
+        let mut in_flight = self.inner.in_flight.lock().expect("in-flight lock poisoned");
+        for id in ids {
+            self.held.remove(id);
+            in_flight.remove(id);
+        }
+    }
+}
+
+impl Drop for EmbeddedSubscription {
+    fn drop(&mut self) {
+        let held: Vec<i64> = self.held.drain().collect();
+        let mut in_flight = self.inner.in_flight.lock().expect("in-flight lock poisoned");
+        for id in held {
+            in_flight.remove(&id);
+        }
+        drop(in_flight);
+        self.inner.ready.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl Subscription for EmbeddedSubscription {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.inner.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let skip = self.inner.in_flight.lock().expect("in-flight lock poisoned").len();
+            let rows = sqlx::query(
+                "SELECT id, payload, attempts FROM queue_messages WHERE queue = ? AND visible_at <= ? \
+                 ORDER BY id LIMIT ?",
+            )
+            .bind(&self.queue)
+            .bind(crate::now_millis())
+            .bind((max + skip) as i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+            let mut batch = Vec::new();
+            {
+                let mut in_flight = self.inner.in_flight.lock().expect("in-flight lock poisoned");
+                for row in rows {
+                    let id: i64 = row.try_get(0)?;
+                    if batch.len() == max || !in_flight.insert(id) {
+                        continue;
+                    }
+                    self.held.insert(id);
+                    batch.push(Delivery {
+                        id: id as u64,
+                        payload: Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
+                        attempts: row.try_get::<i64, _>(2)? as u32,
+                    });
+                }
+            }
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(batch);
+            }
+            // Delayed retries become visible without a notification: poll for them too.
+            let nap = (deadline - now).min(Duration::from_millis(100));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&mut self, ids: &[u64]) -> BackendResult<()> {
+        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        send(&self.inner, |reply| Op::Ack { ids: ids.clone(), reply }).await?;
+        self.release(&ids);
+        crate::metrics::record_settled(&self.queue, "ack", ids.len());
+        Ok(())
+    }
+
+    async fn retry(&mut self, id: u64, delay: Duration) -> BackendResult<()> {
+        send(&self.inner, |reply| Op::Retry { id: id as i64, delay, reply }).await?;
+        self.release(&[id as i64]);
+        crate::metrics::record_settled(&self.queue, "retry", 1);
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()> {
+        send(&self.inner, |reply| Op::DeadLetter { id: id as i64, reason: reason.to_owned(), reply }).await?;
+        self.release(&[id as i64]);
+        crate::metrics::record_settled(&self.queue, "dead_letter", 1);
+        Ok(())
+    }
+}
+
+/// The one writer: takes every op waiting, commits them in one transaction, then answers.
+async fn writer(inner: std::sync::Weak<Inner>, pool: SqlitePool, mut rx: mpsc::Receiver<Op>) {
+    let mut waiters: HashMap<i64, oneshot::Sender<()>> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        while ops.len() < 2048 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        match apply(&pool, &ops).await {
+            Ok(outcomes) => {
+                let mut wake_consumers = false;
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    match (op, outcome) {
+                        (Op::Publish { reply, .. }, Outcome::Published(id)) => {
+                            wake_consumers = true;
+                            let (done, processed) = oneshot::channel();
+                            waiters.insert(id, done);
+                            let _ = reply.send(Ok(Some(processed)));
+                        }
+                        (Op::Ack { ids, reply }, _) => {
+                            for id in ids {
+                                if let Some(done) = waiters.remove(&id) {
+                                    let _ = done.send(());
+                                }
+                            }
+                            let _ = reply.send(Ok(()));
+                        }
+                        (Op::DeadLetter { id, reply, .. }, _) => {
+                            if let Some(done) = waiters.remove(&id) {
+                                let _ = done.send(());
+                            }
+                            let _ = reply.send(Ok(()));
+                        }
+                        (Op::Retry { reply, .. }, _) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        (Op::Replay { reply, .. }, Outcome::Replayed(count)) => {
+                            wake_consumers |= count > 0;
+                            let _ = reply.send(Ok(count));
+                        }
+                        (op, _) => answer_error(op, "unexpected queue outcome".into()),
+                    }
+                }
+                // A publisher that stopped waiting leaves a closed waiter behind: drop those.
+                if waiters.len() > 100_000 {
+                    waiters.retain(|_, done| !done.is_closed());
+                }
+                if wake_consumers && let Some(inner) = inner.upgrade() {
+                    inner.ready.notify_waiters();
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "embedded queue write failed");
+                let message = error.to_string();
+                for op in ops {
+                    answer_error(op, message.clone());
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Published(i64),
+    Done,
+    Replayed(usize),
+}
+
+fn answer_error(op: Op, message: String) {
+    let error = || BackendError::Unavailable(format!("embedded queue: {message}"));
+    match op {
+        Op::Publish { reply, .. } => drop(reply.send(Err(error()))),
+        Op::Ack { reply, .. } | Op::Retry { reply, .. } | Op::DeadLetter { reply, .. } => {
+            drop(reply.send(Err(error())))
+        }
+        Op::Replay { reply, .. } => drop(reply.send(Err(error()))),
+    }
+}
+
+async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let now = crate::now_millis();
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        let outcome = match op {
+            Op::Publish { queue, payload, .. } => {
+                let done = sqlx::query(
+                    "INSERT INTO queue_messages (queue, payload, attempts, visible_at, enqueued_at) VALUES (?, ?, 0, ?, ?)",
+                )
+                .bind(queue)
+                .bind(payload.as_ref())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Outcome::Published(done.last_insert_rowid())
+            }
+            Op::Ack { ids, .. } => {
+                for id in ids {
+                    sqlx::query("DELETE FROM queue_messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+                }
+                Outcome::Done
+            }
+            Op::Retry { id, delay, .. } => {
+                sqlx::query("UPDATE queue_messages SET attempts = attempts + 1, visible_at = ? WHERE id = ?")
+                    .bind(now + delay.as_millis() as i64)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                Outcome::Done
+            }
+            Op::DeadLetter { id, reason, .. } => {
+                sqlx::query(
+                    "INSERT INTO queue_dead_letters (queue, payload, attempts, reason, failed_at) \
+                     SELECT queue, payload, attempts + 1, ?, ? FROM queue_messages WHERE id = ?",
+                )
+                .bind(reason)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM queue_messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+                Outcome::Done
+            }
+            Op::Replay { queue, .. } => {
+                let moved = sqlx::query(
+                    "INSERT INTO queue_messages (queue, payload, attempts, visible_at, enqueued_at) \
+                     SELECT queue, payload, 0, ?, ? FROM queue_dead_letters WHERE queue = ? ORDER BY id",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM queue_dead_letters WHERE queue = ?").bind(queue).execute(&mut *tx).await?;
+                Outcome::Replayed(moved.rows_affected() as usize)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}

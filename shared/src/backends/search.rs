@@ -1,0 +1,261 @@
+//! The search port: message text indexed per chat, searched case-insensitively with every query
+//! term matching a word of the message whole or as a prefix, ranked by relevance then newest.
+//!
+//! Documents have deterministic ids (`scope` + number), so indexing the same message twice
+//! replaces it: redelivered commands and edits leave exactly one document.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term, doc};
+
+use super::{BackendError, BackendResult};
+
+/// Longest prefix indexed for a word; longer query terms are cut to it.
+pub const MAX_PREFIX_CHARS: usize = 20;
+
+/// A message as the index sees it. `scope` names its chat; hits never cross scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchDoc {
+    pub scope: String,
+    pub number: i64,
+    pub content: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SearchHit {
+    pub number: i64,
+    pub content: String,
+}
+
+#[async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// Adds or replaces `docs`; they are searchable once this returns.
+    async fn upsert(&self, docs: Vec<SearchDoc>) -> BackendResult<()>;
+
+    /// The best `limit` messages of `scope` matching every term of `query`.
+    async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>>;
+
+    async fn ping(&self) -> BackendResult<()>;
+
+    /// False for a read-only handle: its writes must go through the one process that indexes.
+    fn writable(&self) -> bool {
+        true
+    }
+}
+
+/// Lowercased words of `text`: runs of letters and digits.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// The id of a document: unique per scope and number.
+pub fn document_id(scope: &str, number: i64) -> String {
+    format!("{scope}#{number}")
+}
+
+fn truncate_chars(word: &str, max: usize) -> &str {
+    match word.char_indices().nth(max) {
+        Some((end, _)) => &word[..end],
+        None => word,
+    }
+}
+
+/// The embedded search adapter: a tantivy index under the data dir. Each word is indexed
+/// whole (for ranking exact words first) and as its prefixes (so `hel` finds "hello").
+#[derive(Clone)]
+pub struct TantivyIndex {
+    inner: Arc<TantivyInner>,
+}
+
+struct TantivyInner {
+    /// `None` for a read-only handle (another process holds the index's one writer).
+    writer: Option<Mutex<IndexWriter>>,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    scope: Field,
+    number: Field,
+    content: Field,
+    words: Field,
+    prefixes: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let tokens = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default().set_tokenizer("whitespace").set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        id: builder.add_text_field("id", STRING),
+        scope: builder.add_text_field("scope", STRING),
+        number: builder.add_i64_field("number", NumericOptions::default().set_stored().set_fast()),
+        content: builder.add_text_field("content", STORED),
+        words: builder.add_text_field("words", tokens.clone()),
+        prefixes: builder.add_text_field("prefixes", tokens),
+    };
+    (builder.build(), fields)
+}
+
+fn search_error(error: impl std::fmt::Display) -> BackendError {
+    BackendError::Search(error.to_string())
+}
+
+impl TantivyIndex {
+    /// Opens (creating it if needed) the index in `dir`.
+    pub fn open(dir: &Path) -> BackendResult<Self> {
+        std::fs::create_dir_all(dir).map_err(search_error)?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
+        let index = Index::open_or_create(directory, schema).map_err(search_error)?;
+        let writer = index.writer_with_num_threads(1, 64 * 1024 * 1024).map_err(|error| {
+            search_error(format!(
+                "{error} (one process indexes a tantivy index: run one consumer, or use Elasticsearch to scale out)"
+            ))
+        })?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(search_error)?;
+        Ok(Self { inner: Arc::new(TantivyInner { writer: Some(Mutex::new(writer)), reader, fields }) })
+    }
+
+    /// Opens the index in `dir` for searching only, following the commits of the process that
+    /// writes it (within about a second).
+    pub fn open_read_only(dir: &Path) -> BackendResult<Self> {
+        std::fs::create_dir_all(dir).map_err(search_error)?;
+        let (schema, fields) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
+        let index = Index::open_or_create(directory, schema).map_err(search_error)?;
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(search_error)?;
+        Ok(Self { inner: Arc::new(TantivyInner { writer: None, reader, fields }) })
+    }
+}
+
+impl TantivyInner {
+    fn upsert(&self, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
+        let f = self.fields;
+        let Some(writer) = &self.writer else {
+            return Err(tantivy::TantivyError::InvalidArgument("this search index handle is read-only".into()));
+        };
+        let mut writer = writer.lock().expect("index writer lock poisoned");
+        for message in docs {
+            let id = document_id(&message.scope, message.number);
+            let words = words(&message.content);
+            let mut prefixes = String::new();
+            for word in &words {
+                for (end, ch) in word.char_indices().take(MAX_PREFIX_CHARS) {
+                    prefixes.push_str(&word[..end + ch.len_utf8()]);
+                    prefixes.push(' ');
+                }
+            }
+            writer.delete_term(Term::from_field_text(f.id, &id));
+            writer.add_document(doc!(
+                f.id => id,
+                f.scope => message.scope,
+                f.number => message.number,
+                f.content => message.content,
+                f.words => words.join(" "),
+                f.prefixes => prefixes,
+            ))?;
+        }
+        writer.commit()?;
+        drop(writer);
+        self.reader.reload()
+    }
+
+    fn search(&self, scope: &str, query: &str, limit: usize) -> tantivy::Result<Vec<SearchHit>> {
+        let f = self.fields;
+        let terms = words(query);
+        if terms.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(TermQuery::new(Term::from_field_text(f.scope, scope), IndexRecordOption::Basic)),
+        )];
+        for term in &terms {
+            let prefix = truncate_chars(term, MAX_PREFIX_CHARS);
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(Term::from_field_text(f.prefixes, prefix), IndexRecordOption::WithFreqs)),
+            ));
+            // A whole-word match ranks above a prefix-only one.
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(Term::from_field_text(f.words, term), IndexRecordOption::WithFreqs)),
+                    2.0,
+                )),
+            ));
+        }
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let collector = TopDocs::with_limit(limit).tweak_score(move |segment: &tantivy::SegmentReader| {
+            let numbers = segment.fast_fields().i64("number").map(|column| column.first_or_default_col(0)).ok();
+            move |doc: tantivy::DocId, score: Score| (score, numbers.as_ref().map_or(0, |n| n.get_val(doc)))
+        });
+        let top: Vec<((Score, i64), DocAddress)> = searcher.search(&query, &collector)?;
+        top.into_iter()
+            .map(|((_, number), address)| {
+                let stored: TantivyDocument = searcher.doc(address)?;
+                let content = stored.get_first(f.content).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                Ok(SearchHit { number, content })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SearchIndex for TantivyIndex {
+    async fn upsert(&self, docs: Vec<SearchDoc>) -> BackendResult<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.upsert(docs)).await.map_err(search_error)?.map_err(search_error)
+    }
+
+    async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>> {
+        let inner = self.inner.clone();
+        let (scope, query) = (scope.to_owned(), query.to_owned());
+        tokio::task::spawn_blocking(move || inner.search(&scope, &query, limit))
+            .await
+            .map_err(search_error)?
+            .map_err(search_error)
+    }
+
+    async fn ping(&self) -> BackendResult<()> {
+        Ok(())
+    }
+
+    fn writable(&self) -> bool {
+        self.inner.writer.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_lowercased_runs_of_letters_and_digits() {
+        assert_eq!(words("Hello, WORLD! it's 2024"), ["hello", "world", "it", "s", "2024"]);
+        assert_eq!(words("Ünïcode Straße"), ["ünïcode", "straße"]);
+        assert!(words("  ...  ").is_empty());
+    }
+
+    #[test]
+    fn long_terms_are_cut_on_char_boundaries() {
+        assert_eq!(truncate_chars("ééééé", 2), "éé");
+        assert_eq!(truncate_chars("ab", 5), "ab");
+    }
+}

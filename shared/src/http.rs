@@ -1,0 +1,158 @@
+//! HTTP plumbing shared by every service: extractors that answer bad input with the JSON error
+//! body (never a 500), the JSON 404 / 405 fallbacks, and `serve` with graceful shutdown.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::shutdown::Shutdown;
+
+/// A JSON request body: 415 unless the content type is JSON, 413 over the body limit, 400 for
+/// malformed JSON, 422 for well-formed JSON of the wrong shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected a body with content-type application/json",
+            ));
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Reads the whole body, answering 413 when it is over the router's limit.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit")
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+/// Parses JSON with the 400 / 422 split of [`JsonBody`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::validation(error.to_string()),
+        _ => ApiError::bad_request(format!("malformed JSON: {error}")),
+    })
+}
+
+/// True for `application/json` and any `+json` media type.
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A query string: 400 with the JSON error body when it does not parse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded_from_str(query).map(QueryParams)
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| bad_query())?)
+        .map(|q| q.0)
+        .map_err(|rejection| ApiError::bad_request(format!("invalid query string: {}", rejection.body_text())))
+}
+
+fn bad_query() -> ApiError {
+    ApiError::bad_request("invalid query string")
+}
+
+/// The JSON 404 for a path no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The JSON 405 for a known path with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}
+
+/// Adds the JSON fallbacks to a finished router.
+pub fn with_fallbacks(router: Router) -> Router {
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Names the service that answered, so routing through the gateway can be checked.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// Adds `X-Served-By: <service>` to every response of `router`.
+pub fn served_by(router: Router, service: &'static str) -> Router {
+    router.layer(axum::middleware::map_response(move |mut response: axum::response::Response| async move {
+        response.headers_mut().insert(SERVED_BY, HeaderValue::from_static(service));
+        response
+    }))
+}
+
+/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.wait()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_json_content_type(&headers));
+        for (value, json) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("application/vnd.api+json", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_json_content_type(&headers), json, "{value}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_are_422() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+        }
+        assert_eq!(parse_json::<Body>(b"{").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse_json::<Body>(b"{\"name\": 5}").unwrap_err().code, ErrorCode::ValidationFailed);
+        assert_eq!(parse_json::<Body>(b"{}").unwrap_err().code, ErrorCode::ValidationFailed);
+    }
+}
