@@ -1,0 +1,106 @@
+//! The create routes: `POST /api/applications/:token/chats`, and for messages both the seed's
+//! `POST .../chats/:number` and the REST alias `POST .../chats/:number/messages`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use shared::http::JsonBody;
+use shared::{ApiError, ErrorCode};
+
+use crate::ChatWrite;
+use crate::commands::Command;
+use crate::model::{self, ChatBody, ChatView, MessageBody, MessageView};
+use crate::schema;
+
+pub fn router(state: ChatWrite) -> Router {
+    Router::new()
+        .route("/api/applications/{token}/chats", post(create_chat))
+        .route("/api/applications/{token}/chats/{chat_number}", post(create_message))
+        .route("/api/applications/{token}/chats/{chat_number}/messages", post(create_message))
+        .with_state(state)
+}
+
+async fn create_chat(
+    State(state): State<ChatWrite>,
+    Path(token): Path<String>,
+    JsonBody(body): JsonBody<ChatBody>,
+) -> Result<(StatusCode, Json<ChatView>), ApiError> {
+    let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
+    let application_id = state.application_id(&token).await?.ok_or_else(application_not_found)?;
+    let seed = schema::seed_chat_counter(&state.db, application_id);
+    let chat_number = state.counters.next(&state.keys.chat_counter(application_id), &seed).await?;
+    let created_at = shared::now_millis();
+    let command = Command::CreateChat { application_id, chat_number, chat_name: chat_name.clone(), created_at };
+    publish(&state, &command).await?;
+    tracing::debug!(application_id, chat_number, "chat queued");
+    let stamp = shared::rfc3339_millis(created_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(ChatView {
+            kind: "chat",
+            application_token: token,
+            chat_number,
+            chat_name,
+            messages_count: 0,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+        }),
+    ))
+}
+
+async fn create_message(
+    State(state): State<ChatWrite>,
+    Path((token, chat_number)): Path<(String, String)>,
+    JsonBody(body): JsonBody<MessageBody>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    let content = model::required_text("message_content", &body.message_content, model::MAX_MESSAGE_CHARS)?;
+    let chat_number = model::path_number("chat", &chat_number)?;
+    let application_id = state.application_id(&token).await?.ok_or_else(application_not_found)?;
+    if !chat_exists(&state, application_id, chat_number).await? {
+        return Err(ApiError::not_found("chat not found"));
+    }
+    let seed = schema::seed_message_counter(&state.db, application_id, chat_number);
+    let message_number = state.counters.next(&state.keys.message_counter(application_id, chat_number), &seed).await?;
+    let created_at = shared::now_millis();
+    let command =
+        Command::CreateMessage { application_id, chat_number, message_number, content: content.clone(), created_at };
+    publish(&state, &command).await?;
+    let stamp = shared::rfc3339_millis(created_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(MessageView {
+            kind: "message",
+            application_token: token,
+            chat_number,
+            message_number,
+            message_content: content,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+        }),
+    ))
+}
+
+/// A chat exists once persisted, and already from its 201 on: a number the chat counter has
+/// handed out belongs to a chat whose command is queued, so a message may follow at once.
+async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -> Result<bool, ApiError> {
+    if schema::chat_id(&state.db, application_id, chat_number).await?.is_some() {
+        return Ok(true);
+    }
+    let seed = schema::seed_chat_counter(&state.db, application_id);
+    let issued = state.counters.current(&state.keys.chat_counter(application_id), &seed).await?;
+    Ok(chat_number <= issued)
+}
+
+/// No 201 without a durably queued command: a queue that does not confirm gives 503.
+async fn publish(state: &ChatWrite, command: &Command) -> Result<(), ApiError> {
+    state.queue.publish(&state.keys.command_queue(), command.encode()).await.map_err(|error| {
+        tracing::warn!(%error, "command not confirmed by the queue");
+        ApiError::new(ErrorCode::ServiceUnavailable, "the command queue did not confirm the write; retry later")
+    })
+}
+
+fn application_not_found() -> ApiError {
+    ApiError::not_found("application not found")
+}

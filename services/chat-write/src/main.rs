@@ -1,0 +1,59 @@
+//! `chat-write`: the create routes of the chat API, scaled out behind the gateway.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// chat-write: creates chats and messages. Takes each number from the counters (Redis with
+/// REDIS_URL), publishes the command to the queue (RabbitMQ with AMQP_URL) and answers 201
+/// once the queue confirms it; 503 when it does not.
+#[derive(Debug, Parser)]
+#[command(name = "chat-write", version)]
+struct Cli {
+    /// TOML file with any of the settings (listen, max_body_bytes, data_dir, namespace, database_url, ...)
+    #[arg(long, env = "CHATMESH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8081]
+    #[arg(long, env = "CHATMESH_LISTEN")]
+    listen: Option<String>,
+    /// Directory for embedded backends, when their URL is unset [default: ./data]
+    #[arg(long, env = "CHATMESH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Prefix of Redis keys and queue names [default: chatmesh]
+    #[arg(long, env = "CHATMESH_NAMESPACE")]
+    namespace: Option<String>,
+    /// MySQL / MariaDB URL (mysql://user:pass@host/db); unset: SQLite under the data dir
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Redis URL for the counters; unset: in-process counters (one process only)
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// RabbitMQ URL for the command queue; unset: the embedded queue under the data dir
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shared::telemetry::init();
+    let mut config: chat_write::Config = shared::config::load(cli.config.as_deref())?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = cli.data_dir {
+        config.backends.data_dir = dir;
+    }
+    if let Some(namespace) = cli.namespace {
+        config.backends.namespace = namespace;
+    }
+    config.backends.database_url = cli.database_url.or(config.backends.database_url);
+    config.backends.redis_url = cli.redis_url.or(config.backends.redis_url);
+    config.backends.amqp_url = cli.amqp_url.or(config.backends.amqp_url);
+
+    let (trigger, shutdown) = shared::shutdown::channel();
+    trigger.trigger_on_signal();
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    println!("chat-write listening on http://{}", listener.local_addr()?);
+    chat_write::run(&config, listener, shutdown).await
+}

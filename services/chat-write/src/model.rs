@@ -1,0 +1,108 @@
+//! The JSON shapes clients see, and the validation of the fields they send.
+
+use serde::{Deserialize, Serialize};
+use shared::ApiError;
+
+/// Longest application or chat name, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+/// Longest message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 10_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({"type": "application", "application_token": "3f2b8c1e-9a4d-4e7b-b1c2-5d6e7f809a1b",
+    "application_name": "My App", "chats_count": 0, "created_at": "2024-01-01T00:00:00.000Z",
+    "updated_at": "2024-01-01T00:00:00.000Z"}))]
+pub struct ApplicationView {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "application")]
+    pub kind: &'static str,
+    pub application_token: String,
+    pub application_name: String,
+    pub chats_count: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({"type": "chat", "application_token": "3f2b8c1e-9a4d-4e7b-b1c2-5d6e7f809a1b",
+    "chat_number": 1, "chat_name": "general", "messages_count": 0, "created_at": "2024-01-01T00:00:00.000Z",
+    "updated_at": "2024-01-01T00:00:00.000Z"}))]
+pub struct ChatView {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "chat")]
+    pub kind: &'static str,
+    pub application_token: String,
+    pub chat_number: i64,
+    pub chat_name: String,
+    pub messages_count: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({"type": "message", "application_token": "3f2b8c1e-9a4d-4e7b-b1c2-5d6e7f809a1b",
+    "chat_number": 1, "message_number": 1, "message_content": "Hello, world", "created_at": "2024-01-01T00:00:00.000Z",
+    "updated_at": "2024-01-01T00:00:00.000Z"}))]
+pub struct MessageView {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "message")]
+    pub kind: &'static str,
+    pub application_token: String,
+    pub chat_number: i64,
+    pub message_number: i64,
+    pub message_content: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ChatBody {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "general")]
+    pub chat_name: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MessageBody {
+    /// Not blank, at most 10 000 characters.
+    #[schema(example = "Hello, world")]
+    pub message_content: String,
+}
+
+/// A required text field: not blank, at most `max` characters. Returns it trimmed.
+pub fn required_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::validation(format!("{field} must not be blank")));
+    }
+    if trimmed.chars().count() > max {
+        return Err(ApiError::validation(format!("{field} must be at most {max} characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A chat or message number from a path: a positive integer, or the resource cannot exist.
+pub fn path_number(kind: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::not_found(format!("{kind} not found")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_fields_are_trimmed_and_bounded() {
+        assert_eq!(required_text("f", "  hi ", 5).unwrap(), "hi");
+        assert!(required_text("f", "   ", 5).is_err());
+        assert!(required_text("f", "ééééé", 5).is_ok());
+        assert!(required_text("f", "éééééé", 5).is_err());
+    }
+
+    #[test]
+    fn path_numbers_are_positive_integers() {
+        assert_eq!(path_number("chat", "12").unwrap(), 12);
+        for bad in ["0", "-1", "abc", "1.5", "99999999999999999999"] {
+            assert!(path_number("chat", bad).is_err(), "{bad}");
+        }
+    }
+}

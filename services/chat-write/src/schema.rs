@@ -1,0 +1,168 @@
+//! The chat tables and the lookups both chat services make.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use shared::backends::BackendResult;
+use shared::backends::sql::{Database, Migration, optional_i64};
+use sqlx::Row;
+
+/// The chat schema. Internal ids stay inside the store; clients see tokens and numbers.
+/// Message text is a VARCHAR on MySQL: the driver reports TEXT columns as BLOBs.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "applications, chats, messages",
+    sqlite: &[
+        "CREATE TABLE applications (id INTEGER PRIMARY KEY AUTOINCREMENT, token VARCHAR(64) NOT NULL UNIQUE, \
+         name VARCHAR(255) NOT NULL, chats_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL)",
+        "CREATE TABLE chats (id INTEGER PRIMARY KEY AUTOINCREMENT, application_id BIGINT NOT NULL \
+         REFERENCES applications (id), number BIGINT NOT NULL, name VARCHAR(255) NOT NULL, \
+         messages_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+         UNIQUE (application_id, number))",
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id BIGINT NOT NULL REFERENCES chats (id), \
+         number BIGINT NOT NULL, content TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+         UNIQUE (chat_id, number))",
+    ],
+    mysql: &[
+        "CREATE TABLE IF NOT EXISTS applications (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         token VARCHAR(64) NOT NULL, name VARCHAR(255) NOT NULL, chats_count BIGINT NOT NULL DEFAULT 0, \
+         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, UNIQUE KEY applications_token (token)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS chats (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         application_id BIGINT NOT NULL, number BIGINT NOT NULL, name VARCHAR(255) NOT NULL, \
+         messages_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+         UNIQUE KEY chats_parent_number (application_id, number), \
+         CONSTRAINT chats_application FOREIGN KEY (application_id) REFERENCES applications (id)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS messages (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         chat_id BIGINT NOT NULL, number BIGINT NOT NULL, \
+         content VARCHAR(10000) NOT NULL, created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, UNIQUE KEY messages_parent_number (chat_id, number), \
+         CONSTRAINT messages_chat FOREIGN KEY (chat_id) REFERENCES chats (id)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    ],
+}];
+
+/// Counter keys, set names and queue names, all under one namespace.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str) -> Self {
+        Self { namespace: namespace.to_owned() }
+    }
+
+    pub fn chat_counter(&self, application_id: i64) -> String {
+        format!("{}:counter:chats:{application_id}", self.namespace)
+    }
+
+    pub fn message_counter(&self, application_id: i64, chat_number: i64) -> String {
+        format!("{}:counter:messages:{application_id}:{chat_number}", self.namespace)
+    }
+
+    /// The queue of chat commands.
+    pub fn command_queue(&self) -> String {
+        format!("{}.chat.commands", self.namespace)
+    }
+
+    /// Applications whose `chats_count` needs a flush.
+    pub fn touched_applications(&self) -> String {
+        format!("{}:touched:applications", self.namespace)
+    }
+
+    /// Chats whose `messages_count` needs a flush.
+    pub fn touched_chats(&self) -> String {
+        format!("{}:touched:chats", self.namespace)
+    }
+
+    pub fn count_flush_lock(&self) -> String {
+        format!("{}:lock:count-flush", self.namespace)
+    }
+}
+
+/// The search scope of a chat: internal, never shown to clients.
+pub fn search_scope(application_id: i64, chat_number: i64) -> String {
+    format!("{application_id}:{chat_number}")
+}
+
+/// Token to application id, filled as tokens are resolved.
+#[derive(Default)]
+pub struct TokenCache(Mutex<HashMap<String, i64>>);
+
+impl TokenCache {
+    const CAPACITY: usize = 100_000;
+
+    pub fn get(&self, token: &str) -> Option<i64> {
+        self.0.lock().expect("token cache poisoned").get(token).copied()
+    }
+
+    pub fn insert(&self, token: &str, id: i64) {
+        let mut map = self.0.lock().expect("token cache poisoned");
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(token.to_owned(), id);
+    }
+}
+
+pub async fn application_id(db: &Database, token: &str) -> BackendResult<Option<i64>> {
+    let row = sqlx::query("SELECT id FROM applications WHERE token = ?").bind(token).fetch_optional(db.pool()).await?;
+    Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+}
+
+pub async fn chat_id(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<Option<i64>> {
+    let row = sqlx::query("SELECT id FROM chats WHERE application_id = ? AND number = ?")
+        .bind(application_id)
+        .bind(chat_number)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+}
+
+/// Seeds the chat counter of an application from the highest persisted chat number.
+pub fn seed_chat_counter(
+    db: &Database,
+    application_id: i64,
+) -> impl Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {
+    let db = db.clone();
+    move || {
+        let db = db.clone();
+        async move {
+            let row = sqlx::query("SELECT MAX(number) FROM chats WHERE application_id = ?")
+                .bind(application_id)
+                .fetch_one(db.pool())
+                .await?;
+            Ok(optional_i64(&row, 0)?.unwrap_or(0))
+        }
+        .boxed()
+    }
+}
+
+/// Seeds the message counter of a chat from the highest persisted message number.
+pub fn seed_message_counter(
+    db: &Database,
+    application_id: i64,
+    chat_number: i64,
+) -> impl Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {
+    let db = db.clone();
+    move || {
+        let db = db.clone();
+        async move {
+            let row = sqlx::query(
+                "SELECT MAX(m.number) FROM messages m JOIN chats c ON c.id = m.chat_id \
+                 WHERE c.application_id = ? AND c.number = ?",
+            )
+            .bind(application_id)
+            .bind(chat_number)
+            .fetch_one(db.pool())
+            .await?;
+            Ok(optional_i64(&row, 0)?.unwrap_or(0))
+        }
+        .boxed()
+    }
+}
