@@ -1,0 +1,104 @@
+//! `.../chats/:number/messages` (reads) and `.../messages/:number` (read, edit). An edit is
+//! written to the store and re-indexed before it answers, so search follows it at once.
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use chat_write::commands::Command;
+use chat_write::model::{self, MessageBody, MessageView};
+use chat_write::schema::search_scope;
+use serde::Deserialize;
+use shared::ApiError;
+use shared::backends::search::SearchDoc;
+use shared::http::{JsonBody, QueryParams};
+
+use super::{PageParams, chat_id, link_header, trim_page};
+use crate::ChatRead;
+use crate::store;
+
+pub fn router() -> Router<ChatRead> {
+    Router::new().route("/api/applications/{token}/chats/{chat_number}/messages", get(list)).route(
+        "/api/applications/{token}/chats/{chat_number}/messages/{message_number}",
+        get(show).put(replace).patch(update),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateBody {
+    message_content: Option<String>,
+}
+
+fn message_not_found() -> ApiError {
+    ApiError::not_found("message not found")
+}
+
+async fn list(
+    State(state): State<ChatRead>,
+    OriginalUri(uri): OriginalUri,
+    Path((token, chat_number)): Path<(String, String)>,
+    QueryParams(params): QueryParams<PageParams>,
+) -> Result<(HeaderMap, Json<Vec<MessageView>>), ApiError> {
+    let page = params.numbered_page()?;
+    let (_, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
+    let rows = store::list_messages(&state.db, chat_id, &token, chat_number, page).await?;
+    let (rows, has_more) = trim_page(rows, &page);
+    let first = rows.first().map(|m| m.message_number.to_string());
+    let last = rows.last().map(|m| m.message_number.to_string());
+    Ok((link_header(uri.path(), &page, has_more, first, last), Json(rows)))
+}
+
+async fn show(
+    State(state): State<ChatRead>,
+    Path((token, chat_number, number)): Path<(String, String, String)>,
+) -> Result<Json<MessageView>, ApiError> {
+    let number = model::path_number("message", &number)?;
+    let (_, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
+    let view =
+        store::get_message(&state.db, chat_id, &token, chat_number, number).await?.ok_or_else(message_not_found)?;
+    Ok(Json(view))
+}
+
+async fn replace(
+    State(state): State<ChatRead>,
+    Path((token, chat_number, number)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<MessageBody>,
+) -> Result<Json<MessageView>, ApiError> {
+    edit(&state, &token, &chat_number, &number, Some(body.message_content)).await
+}
+
+async fn update(
+    State(state): State<ChatRead>,
+    Path((token, chat_number, number)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Json<MessageView>, ApiError> {
+    edit(&state, &token, &chat_number, &number, body.message_content).await
+}
+
+async fn edit(
+    state: &ChatRead,
+    token: &str,
+    chat_number: &str,
+    number: &str,
+    content: Option<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let content = content.map(|c| model::required_text("message_content", &c, model::MAX_MESSAGE_CHARS)).transpose()?;
+    let number = model::path_number("message", number)?;
+    let (application_id, chat_id, chat_number) = chat_id(state, token, chat_number).await?;
+    if let Some(content) = content {
+        if !store::update_message(&state.db, chat_id, number, &content, shared::now_millis()).await? {
+            return Err(message_not_found());
+        }
+        if state.search.writable() {
+            let doc = SearchDoc { scope: search_scope(application_id, chat_number), number, content };
+            state.search.upsert(vec![doc]).await?;
+        } else {
+            // The consumer process owns the index: it re-reads the text from the store.
+            let command = Command::IndexMessage { application_id, chat_number, message_number: number };
+            state.queue.publish(&state.keys.command_queue(), command.encode()).await?;
+        }
+    }
+    let view =
+        store::get_message(&state.db, chat_id, token, chat_number, number).await?.ok_or_else(message_not_found)?;
+    Ok(Json(view))
+}

@@ -1,0 +1,122 @@
+//! chat-read's routes, one module per resource, merged here.
+
+mod applications;
+mod chats;
+mod messages;
+mod search;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, header::LINK};
+use serde::Deserialize;
+use shared::ApiError;
+
+use crate::ChatRead;
+use crate::store::Page;
+
+pub fn router(state: ChatRead) -> Router {
+    Router::new()
+        .merge(applications::router())
+        .merge(chats::router())
+        .merge(messages::router())
+        .merge(search::router())
+        .with_state(state)
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// `?limit=&after=&before=` as sent; parsed by [`PageParams::page`].
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match &self.limit {
+            None => Ok(DEFAULT_PAGE_SIZE),
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE_SIZE}"))),
+        }
+    }
+
+    /// A page keyed on numbers (chats, messages).
+    pub fn numbered_page(&self) -> Result<Page, ApiError> {
+        let number = |name: &str, raw: &Option<String>| -> Result<Option<i64>, ApiError> {
+            raw.as_deref()
+                .map(|raw| {
+                    raw.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer")))
+                })
+                .transpose()
+        };
+        Ok(Page {
+            limit: self.limit()? + 1,
+            after: number("after", &self.after)?,
+            before: number("before", &self.before)?,
+        })
+    }
+}
+
+/// Drops the extra row fetched to learn whether more follow; returns the rows and that answer.
+pub fn trim_page<T>(mut rows: Vec<T>, page: &Page) -> (Vec<T>, bool) {
+    let limit = (page.limit - 1) as usize;
+    if rows.len() <= limit {
+        return (rows, false);
+    }
+    if page.after.is_none() && page.before.is_some() {
+        rows.remove(0);
+    } else {
+        rows.truncate(limit);
+    }
+    (rows, true)
+}
+
+/// The RFC 8288 `Link` header of a page: `next` after its last row when more follow (or when
+/// it was read backwards), `prev` before its first row when it was read from a cursor.
+pub fn link_header(path: &str, page: &Page, has_more: bool, first: Option<String>, last: Option<String>) -> HeaderMap {
+    let limit = page.limit - 1;
+    let backwards = page.after.is_none() && page.before.is_some();
+    let mut links = Vec::new();
+    if let Some(last) = last.filter(|_| has_more || backwards) {
+        links.push(format!("<{path}?limit={limit}&after={last}>; rel=\"next\""));
+    }
+    if let Some(first) = first.filter(|_| page.after.is_some() || (backwards && has_more)) {
+        links.push(format!("<{path}?limit={limit}&before={first}>; rel=\"prev\""));
+    }
+    let mut headers = HeaderMap::new();
+    if !links.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&links.join(", "))
+    {
+        headers.insert(LINK, value);
+    }
+    headers
+}
+
+fn application_not_found() -> ApiError {
+    ApiError::not_found("application not found")
+}
+
+fn chat_not_found() -> ApiError {
+    ApiError::not_found("chat not found")
+}
+
+/// Resolves a token to its application id, or 404.
+async fn application_id(state: &ChatRead, token: &str) -> Result<i64, ApiError> {
+    chat_write::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
+}
+
+/// Resolves a chat in an application to its id, or 404.
+async fn chat_id(state: &ChatRead, token: &str, raw_number: &str) -> Result<(i64, i64, i64), ApiError> {
+    let number = chat_write::model::path_number("chat", raw_number)?;
+    let application_id = application_id(state, token).await?;
+    let chat_id = chat_write::schema::chat_id(&state.db, application_id, number).await?.ok_or_else(chat_not_found)?;
+    Ok((application_id, chat_id, number))
+}

@@ -1,0 +1,341 @@
+//! The consumer: persists the commands chat-write queued.
+//!
+//! One step takes a batch off the queue and writes it in one transaction: chats first, then
+//! the messages whose chat is persisted (in the store or earlier in the batch). Only after the
+//! commit are the messages indexed and the batch acked, so a crash at any point means the
+//! batch is delivered again, and redelivery is harmless: inserts skip rows whose
+//! `(parent, number)` exists and search documents have deterministic ids.
+//!
+//! A message whose chat is not persisted yet waits (retried with backoff); a command that
+//! cannot be decoded, or keeps failing, goes to the dead-letter queue for ops to inspect and
+//! replay. A store that is down is not the command's fault: the batch is held and retried
+//! without counting attempts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chat_write::commands::Command;
+use chat_write::schema::search_scope;
+use shared::backends::queue::{Delivery, Subscription};
+use shared::backends::search::SearchDoc;
+use shared::backends::sql::placeholders;
+use shared::backends::{BackendError, BackendResult};
+use shared::shutdown::Shutdown;
+use sqlx::Row;
+
+use crate::{ChatRead, store};
+
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Most commands persisted in one transaction.
+    pub batch_size: usize,
+    /// Attempts before a command that keeps failing goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, capped at 30 s.
+    pub retry_base: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self { batch_size: 500, max_attempts: 8, retry_base: Duration::from_millis(250) }
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub persisted: usize,
+    pub retried: usize,
+    pub dead_lettered: usize,
+}
+
+pub struct Consumer {
+    state: ChatRead,
+    subscription: Box<dyn Subscription>,
+    config: ConsumerConfig,
+}
+
+struct Decoded {
+    delivery: Delivery,
+    command: Command,
+}
+
+impl Consumer {
+    pub async fn new(state: ChatRead, config: ConsumerConfig) -> BackendResult<Self> {
+        let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
+        Ok(Self { state, subscription, config })
+    }
+
+    /// Runs steps until `shutdown`, finishing the batch in hand.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        tracing::info!(queue = %self.state.keys.command_queue(), "chat consumer started");
+        let mut failures = 0u32;
+        while !shutdown.is_triggered() {
+            match self.step(Duration::from_millis(500)).await {
+                Ok(_) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    let pause = backoff(Duration::from_millis(200), failures);
+                    tracing::warn!(%error, ?pause, "consumer step failed, pausing");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.clone().wait() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("chat consumer stopped");
+    }
+
+    /// Processes every command queued now, then returns (startup drain, tests).
+    pub async fn drain(&mut self) -> BackendResult<StepReport> {
+        let mut total = StepReport::default();
+        loop {
+            let report = self.step(Duration::from_millis(50)).await?;
+            if report == StepReport::default() {
+                return Ok(total);
+            }
+            total.persisted += report.persisted;
+            total.retried += report.retried;
+            total.dead_lettered += report.dead_lettered;
+        }
+    }
+
+    /// Takes one batch (waiting up to `wait` for it) and settles every delivery in it.
+    pub async fn step(&mut self, wait: Duration) -> BackendResult<StepReport> {
+        let batch = self.subscription.next_batch(self.config.batch_size, wait).await?;
+        let mut report = StepReport::default();
+        let mut decoded = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match Command::decode(&delivery.payload) {
+                Ok(command) => decoded.push(Decoded { delivery, command }),
+                Err(error) => {
+                    tracing::error!(%error, delivery = delivery.id, "undecodable command, dead-lettering");
+                    self.subscription.dead_letter(delivery.id, &format!("undecodable command: {error}")).await?;
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+        if decoded.is_empty() {
+            return Ok(report);
+        }
+        let outcome = match persist(&self.state, &decoded).await {
+            Ok(outcome) => outcome,
+            Err(error) if is_data_error(&error) && decoded.len() > 1 => {
+                // One bad command must not hold up the rest: settle each on its own.
+                tracing::warn!(%error, "batch rejected by the store, persisting one by one");
+                let mut outcome = Outcome::default();
+                for one in decoded.chunks(1) {
+                    match persist(&self.state, one).await {
+                        Ok(single) => outcome.merge(single),
+                        Err(error) if is_data_error(&error) => {
+                            outcome.failed.push((one[0].delivery.id, error.to_string()))
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                outcome
+            }
+            Err(error) if is_data_error(&error) => {
+                let mut outcome = Outcome::default();
+                outcome.failed.push((decoded[0].delivery.id, error.to_string()));
+                outcome
+            }
+            Err(error) => return Err(error),
+        };
+
+        self.index(&outcome.indexed).await?;
+        let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
+        let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
+        if !touched_apps.is_empty() {
+            let members: Vec<String> = touched_apps.into_iter().collect();
+            self.state.counters.touch(&self.state.keys.touched_applications(), &members).await?;
+        }
+        if !touched_chats.is_empty() {
+            let members: Vec<String> = touched_chats.into_iter().collect();
+            self.state.counters.touch(&self.state.keys.touched_chats(), &members).await?;
+        }
+        // Ack only now: everything above is committed (store, index, touched sets).
+        self.subscription.ack(&outcome.done).await?;
+        report.persisted += outcome.done.len();
+
+        let attempts: HashMap<u64, u32> = decoded.iter().map(|d| (d.delivery.id, d.delivery.attempts)).collect();
+        let waiting = outcome.waiting.into_iter().map(|id| (id, "chat not persisted yet".to_owned()));
+        for (id, reason) in waiting.chain(outcome.failed) {
+            let attempt = attempts.get(&id).copied().unwrap_or(0) + 1;
+            if attempt >= self.config.max_attempts {
+                tracing::error!(delivery = id, attempt, %reason, "command keeps failing, dead-lettering");
+                self.subscription.dead_letter(id, &reason).await?;
+                report.dead_lettered += 1;
+            } else {
+                self.subscription.retry(id, backoff(self.config.retry_base, attempt)).await?;
+                report.retried += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Indexes the committed messages with the text the store holds now, so a redelivered
+    /// create never overwrites a later edit.
+    async fn index(&self, messages: &[(i64, i64, i64, i64)]) -> BackendResult<()> {
+        let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
+        for &(application_id, chat_number, chat_id, number) in messages {
+            by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
+        }
+        let mut docs = Vec::with_capacity(messages.len());
+        for ((application_id, chat_number, chat_id), numbers) in by_chat {
+            let scope = search_scope(application_id, chat_number);
+            for (number, content) in store::message_texts(&self.state.db, chat_id, &numbers).await? {
+                docs.push(SearchDoc { scope: scope.clone(), number, content });
+            }
+        }
+        self.state.search.upsert(docs).await
+    }
+}
+
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1 << attempt.min(10)).min(Duration::from_secs(30))
+}
+
+/// A store error caused by the data (a constraint, a bad value) rather than the store being
+/// unreachable: retrying the same command will not help, so it counts against its attempts.
+fn is_data_error(error: &BackendError) -> bool {
+    matches!(error, BackendError::Sql(sqlx::Error::Database(_)))
+}
+
+#[derive(Default)]
+struct Outcome {
+    done: Vec<u64>,
+    waiting: Vec<u64>,
+    failed: Vec<(u64, String)>,
+    /// (application id, chat number, chat id, message number) of persisted messages.
+    indexed: Vec<(i64, i64, i64, i64)>,
+    touched_applications: Vec<i64>,
+    touched_chats: Vec<i64>,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.done.extend(other.done);
+        self.waiting.extend(other.waiting);
+        self.failed.extend(other.failed);
+        self.indexed.extend(other.indexed);
+        self.touched_applications.extend(other.touched_applications);
+        self.touched_chats.extend(other.touched_chats);
+    }
+}
+
+/// Writes a batch in one transaction.
+async fn persist(state: &ChatRead, batch: &[Decoded]) -> BackendResult<Outcome> {
+    let db = &state.db;
+    let mut outcome = Outcome::default();
+    let mut tx = db.pool().begin().await?;
+
+    let chats: Vec<&Decoded> = batch.iter().filter(|d| matches!(d.command, Command::CreateChat { .. })).collect();
+    for chunk in chats.chunks(200) {
+        let sql = format!(
+            "{} INTO chats (application_id, number, name, messages_count, created_at, updated_at) VALUES {}",
+            db.insert_ignore(),
+            vec!["(?, ?, ?, 0, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for decoded in chunk {
+            if let Command::CreateChat { application_id, chat_number, chat_name, created_at } = &decoded.command {
+                query = query
+                    .bind(*application_id)
+                    .bind(*chat_number)
+                    .bind(chat_name.as_str())
+                    .bind(*created_at)
+                    .bind(*created_at);
+                outcome.touched_applications.push(*application_id);
+                outcome.done.push(decoded.delivery.id);
+            }
+        }
+        query.execute(&mut *tx).await?;
+    }
+
+    let messages: Vec<&Decoded> = batch
+        .iter()
+        .filter(|d| matches!(d.command, Command::CreateMessage { .. } | Command::IndexMessage { .. }))
+        .collect();
+    if !messages.is_empty() {
+        let parents: BTreeSet<(i64, i64)> = messages
+            .iter()
+            .filter_map(|d| match &d.command {
+                Command::CreateMessage { application_id, chat_number, .. }
+                | Command::IndexMessage { application_id, chat_number, .. } => Some((*application_id, *chat_number)),
+                Command::CreateChat { .. } => None,
+            })
+            .collect();
+        let mut chat_ids: HashMap<(i64, i64), i64> = HashMap::new();
+        let parents: Vec<(i64, i64)> = parents.into_iter().collect();
+        for chunk in parents.chunks(200) {
+            let sql = format!(
+                "SELECT id, application_id, number FROM chats WHERE {}",
+                vec!["(application_id = ? AND number = ?)"; chunk.len()].join(" OR ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (application_id, chat_number) in chunk {
+                query = query.bind(*application_id).bind(*chat_number);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                chat_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+            }
+        }
+        let mut ready = Vec::with_capacity(messages.len());
+        for decoded in &messages {
+            if let Command::IndexMessage { application_id, chat_number, message_number } = &decoded.command {
+                match chat_ids.get(&(*application_id, *chat_number)) {
+                    Some(&chat_id) => {
+                        outcome.done.push(decoded.delivery.id);
+                        outcome.indexed.push((*application_id, *chat_number, chat_id, *message_number));
+                    }
+                    None => {
+                        outcome.failed.push((decoded.delivery.id, "index request for a chat not in the store".into()))
+                    }
+                }
+            }
+        }
+        for decoded in messages {
+            if let Command::CreateMessage { application_id, chat_number, message_number, content, created_at } =
+                &decoded.command
+            {
+                match chat_ids.get(&(*application_id, *chat_number)) {
+                    Some(&chat_id) => ready.push((
+                        decoded.delivery.id,
+                        chat_id,
+                        *message_number,
+                        content.as_str(),
+                        *created_at,
+                        *application_id,
+                        *chat_number,
+                    )),
+                    None => outcome.waiting.push(decoded.delivery.id),
+                }
+            }
+        }
+        for chunk in ready.chunks(200) {
+            let sql = format!(
+                "{} INTO messages (chat_id, number, content, created_at, updated_at) VALUES {}",
+                db.insert_ignore(),
+                placeholders_rows(chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for (_, chat_id, number, content, created_at, _, _) in chunk {
+                query = query.bind(*chat_id).bind(*number).bind(*content).bind(*created_at).bind(*created_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (delivery, chat_id, number, _, _, application_id, chat_number) in ready {
+            outcome.done.push(delivery);
+            outcome.touched_chats.push(chat_id);
+            outcome.indexed.push((application_id, chat_number, chat_id, number));
+        }
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+fn placeholders_rows(rows: usize) -> String {
+    vec![format!("({})", placeholders(5)); rows].join(", ")
+}

@@ -1,0 +1,197 @@
+//! chat-read: applications, every read and update of the chat API, search, the consumer that
+//! persists what chat-write queues, and the per-minute count flush.
+//!
+//! # Layout
+//! - [`api`]: one module per resource with its routes; [`api::router`] merges them.
+//! - [`consumer`]: takes command batches off the queue, persists them in one transaction,
+//!   indexes the messages, and only then acks. [`consumer::Consumer::step`] runs one batch, so
+//!   tests can drive it.
+//! - [`counts`]: the count flush (`chats_count`, `messages_count`) run by tokio-cron-scheduler
+//!   under a lock, so one replica flushes at a time.
+//! - [`openapi`]: the OpenAPI document of the API routes, served at `/openapi.json`.
+//! - [`store`]: the SQL the API and the consumer run.
+
+pub mod api;
+pub mod consumer;
+pub mod counts;
+pub mod openapi;
+pub mod store;
+
+use std::sync::Arc;
+
+use chat_write::schema::Keys;
+use shared::backends::counters::Counters;
+use shared::backends::queue::Queue;
+use shared::backends::search::SearchIndex;
+use shared::backends::sql::Database;
+
+pub use api::router;
+
+/// Everything chat-read's roles share.
+#[derive(Clone)]
+pub struct ChatRead {
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
+    pub search: Arc<dyn SearchIndex>,
+    pub keys: Keys,
+}
+
+impl ChatRead {
+    pub fn new(
+        db: Database,
+        counters: Arc<dyn Counters>,
+        queue: Arc<dyn Queue>,
+        search: Arc<dyn SearchIndex>,
+        namespace: &str,
+    ) -> Self {
+        Self { db, counters, queue, search, keys: Keys::new(namespace) }
+    }
+
+    /// Creates or upgrades the chat tables.
+    pub async fn migrate(&self) -> Result<(), shared::backends::BackendError> {
+        self.db.migrate("chat", chat_write::schema::MIGRATIONS).await
+    }
+}
+
+/// chat-read's settings: defaults, then `--config FILE`, then `CHATMESH_*` and the backend
+/// URLs, then flags. Each role can be switched off, so ops run API replicas, consumers and
+/// the cron as separate processes.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server binds (health routes are served whatever the roles).
+    pub listen: String,
+    /// Serve the API routes.
+    pub api: bool,
+    /// Run the queue consumer.
+    pub consumer: bool,
+    /// Run the count flush.
+    pub cron: bool,
+    /// Six-field cron (seconds first) of the count flush.
+    pub count_flush_schedule: String,
+    /// Most commands the consumer persists in one transaction.
+    pub consumer_batch_size: usize,
+    /// Attempts before a failing command goes to the dead-letter queue.
+    pub consumer_max_attempts: u32,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    #[serde(flatten)]
+    pub backends: shared::config::BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let consumer = consumer::ConsumerConfig::default();
+        Self {
+            listen: "127.0.0.1:8082".to_owned(),
+            api: true,
+            consumer: true,
+            cron: true,
+            count_flush_schedule: counts::DEFAULT_SCHEDULE.to_owned(),
+            consumer_batch_size: consumer.batch_size,
+            consumer_max_attempts: consumer.max_attempts,
+            max_body_bytes: 64 * 1024,
+            backends: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn consumer_config(&self) -> consumer::ConsumerConfig {
+        consumer::ConsumerConfig {
+            batch_size: self.consumer_batch_size.max(1),
+            max_attempts: self.consumer_max_attempts.max(1),
+            ..consumer::ConsumerConfig::default()
+        }
+    }
+}
+
+/// Rebuilds the search index from the store (after losing the index, or moving to
+/// Elasticsearch); returns how many messages were indexed.
+pub async fn reindex(state: &ChatRead) -> Result<u64, shared::backends::BackendError> {
+    let mut after = 0;
+    let mut indexed = 0u64;
+    loop {
+        let page = store::messages_for_reindex(&state.db, after, 1000).await?;
+        let Some(last) = page.last() else { return Ok(indexed) };
+        after = last.0;
+        indexed += page.len() as u64;
+        let docs = page
+            .into_iter()
+            .map(|(_, application_id, chat_number, number, content)| shared::backends::search::SearchDoc {
+                scope: chat_write::schema::search_scope(application_id, chat_number),
+                number,
+                content,
+            })
+            .collect();
+        state.search.upsert(docs).await?;
+        tracing::info!(indexed, "reindexing");
+    }
+}
+
+/// Connects the backends and migrates; the state every role shares.
+pub async fn connect(config: &Config) -> anyhow::Result<(ChatRead, shared::backends::Backends)> {
+    let backends = shared::backends::Backends::connect(&config.backends, false).await?;
+    let search = shared::backends::open_search(&config.backends, config.consumer).await?;
+    tracing::info!(backends = %backends.description, "backends connected");
+    let state = ChatRead::new(
+        backends.db.clone(),
+        backends.counters.clone(),
+        backends.queue.clone(),
+        search,
+        &config.backends.namespace,
+    );
+    state.migrate().await?;
+    Ok((state, backends))
+}
+
+/// Runs the enabled roles until `shutdown`: the API (and health) on `listener`, the consumer,
+/// and the count flush.
+pub async fn run(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    shutdown: shared::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    let (state, backends) = connect(config).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.consumer {
+        let consumer = consumer::Consumer::new(state.clone(), config.consumer_config()).await?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            consumer.run(shutdown).await;
+            Ok(())
+        });
+    }
+    if config.cron {
+        counts::recount_all(&state.db).await?;
+        tasks.spawn(counts::run(state.clone(), config.count_flush_schedule.clone(), shutdown.clone()));
+    }
+    shared::metrics::watch_queue_depth(state.queue.clone(), state.keys.command_queue());
+    let mut checks = backends.readiness_checks();
+    let search = state.search.clone();
+    checks.push(shared::health::FnCheck::boxed("search", move || {
+        let search = search.clone();
+        Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
+    }));
+    let mut routes = shared::health::router("chat-read", checks);
+    if config.api {
+        routes = routes
+            .merge(shared::http::served_by(router(state.clone()), "chat-read"))
+            .merge(shared::openapi::router(openapi::document()));
+    }
+    let app = shared::http::with_fallbacks(routes).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
+    let app = shared::metrics::instrument(app);
+    tracing::info!(
+        address = %listener.local_addr()?,
+        api = config.api,
+        consumer = config.consumer,
+        cron = config.cron,
+        "chat-read running"
+    );
+    shared::http::serve(listener, app, shutdown).await?;
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! chat-read's OpenAPI document: applications, every read and update, and search.
+
+use chat_write::model::{ApplicationView, ChatBody, ChatView, MessageBody, MessageView};
+use serde::Deserialize;
+use shared::openapi::ErrorBody;
+use utoipa::{OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chat-read", description = "Applications, reads, updates and search of the chat API."),
+    paths(list_applications, create_application, show_application, replace_application, update_application, list_chats, show_chat, replace_chat, update_chat, list_messages, show_message, replace_message, update_message, search_messages),
+    components(schemas(ApplicationBody, ApplicationPatch, ChatPatch, MessagePatch, SearchHitDoc, ErrorBody)),
+    tags((name = "applications"), (name = "chats"), (name = "messages"), (name = "search"))
+)]
+pub struct ChatReadApi;
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ChatReadApi::openapi()
+}
+
+/// Creates or renames an application.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ApplicationBody {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App")]
+    application_name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ApplicationPatch {
+    #[schema(example = "My App")]
+    application_name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChatPatch {
+    #[schema(example = "general")]
+    chat_name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct MessagePatch {
+    #[schema(example = "Hello, world")]
+    message_content: Option<String>,
+}
+
+/// One search hit, ranked by relevance then newest.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"number": 1, "content": "Hello, world"}))]
+#[allow(dead_code)]
+pub struct SearchHitDoc {
+    number: i64,
+    content: String,
+}
+
+#[utoipa::path(
+    get, path = "/api/applications", tag = "applications",
+    summary = "List applications",
+    params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    responses(
+        (status = 200, description = "List applications", body = Vec<ApplicationView>),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_applications() {}
+
+#[utoipa::path(
+    post, path = "/api/applications", tag = "applications",
+    summary = "Create an application",
+    params(),
+    request_body = ApplicationBody,
+    responses(
+        (status = 201, description = "Create an application", body = ApplicationView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_application() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}", tag = "applications",
+    summary = "Show an application",
+    params(("token" = String, Path, description = "Application token")),
+    responses(
+        (status = 200, description = "Show an application", body = ApplicationView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn show_application() {}
+
+#[utoipa::path(
+    put, path = "/api/applications/{token}", tag = "applications",
+    summary = "Rename an application",
+    params(("token" = String, Path, description = "Application token")),
+    request_body = ApplicationBody,
+    responses(
+        (status = 200, description = "Rename an application", body = ApplicationView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn replace_application() {}
+
+#[utoipa::path(
+    patch, path = "/api/applications/{token}", tag = "applications",
+    summary = "Update an application",
+    params(("token" = String, Path, description = "Application token")),
+    request_body = ApplicationPatch,
+    responses(
+        (status = 200, description = "Update an application", body = ApplicationView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn update_application() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats", tag = "chats",
+    summary = "List the chats of an application",
+    params(("token" = String, Path, description = "Application token"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    responses(
+        (status = 200, description = "List the chats of an application", body = Vec<ChatView>),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_chats() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats",
+    summary = "Show a chat",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number")),
+    responses(
+        (status = 200, description = "Show a chat", body = ChatView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn show_chat() {}
+
+#[utoipa::path(
+    put, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats",
+    summary = "Rename a chat",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number")),
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "Rename a chat", body = ChatView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn replace_chat() {}
+
+#[utoipa::path(
+    patch, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats",
+    summary = "Update a chat",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number")),
+    request_body = ChatPatch,
+    responses(
+        (status = 200, description = "Update a chat", body = ChatView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn update_chat() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages",
+    summary = "List the messages of a chat",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    responses(
+        (status = 200, description = "List the messages of a chat", body = Vec<MessageView>),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_messages() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages",
+    summary = "Show a message",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("message_number" = i64, Path, description = "Message number")),
+    responses(
+        (status = 200, description = "Show a message", body = MessageView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn show_message() {}
+
+#[utoipa::path(
+    put, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages",
+    summary = "Edit a message",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("message_number" = i64, Path, description = "Message number")),
+    request_body = MessageBody,
+    responses(
+        (status = 200, description = "Edit a message", body = MessageView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn replace_message() {}
+
+#[utoipa::path(
+    patch, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages",
+    summary = "Update a message",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("message_number" = i64, Path, description = "Message number")),
+    request_body = MessagePatch,
+    responses(
+        (status = 200, description = "Update a message", body = MessageView),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn update_message() {}
+
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}/search", tag = "search",
+    summary = "Search the messages of a chat",
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("search_query" = Option<String>, Query, description = "Query (or a JSON body {\"search_query\"})"), ("q" = Option<String>, Query, description = "Alias of search_query"), ("limit" = Option<i64>, Query, description = "Most hits, 1 to 100")),
+    responses(
+        (status = 200, description = "Search the messages of a chat", body = Vec<SearchHitDoc>),
+        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 404, description = "Unknown token or number", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Missing, blank or too long field", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn search_messages() {}

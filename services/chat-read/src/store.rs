@@ -1,0 +1,247 @@
+//! The SQL of chat-read: reads and updates for the API, batched writes for the consumer.
+
+use shared::backends::BackendResult;
+use shared::backends::sql::{Database, placeholders};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use chat_write::model::{ApplicationView, ChatView, MessageView};
+
+/// A keyset page request: at most `limit` rows after or before a cursor.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub limit: i64,
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+}
+
+impl Page {
+    /// `WHERE` fragment on `column`, `ORDER BY` direction, and the bound cursor.
+    fn clause(&self, column: &str) -> (String, &'static str, Option<i64>) {
+        match (self.after, self.before) {
+            (Some(after), _) => (format!("AND {column} > ?"), "ASC", Some(after)),
+            (None, Some(before)) => (format!("AND {column} < ?"), "DESC", Some(before)),
+            (None, None) => (String::new(), "ASC", None),
+        }
+    }
+
+    /// Rows come back ascending whichever way the page was read.
+    fn finish<T>(&self, mut rows: Vec<T>) -> Vec<T> {
+        if self.after.is_none() && self.before.is_some() {
+            rows.reverse();
+        }
+        rows
+    }
+}
+
+fn application(row: &AnyRow) -> BackendResult<ApplicationView> {
+    Ok(ApplicationView {
+        kind: "application",
+        application_token: row.try_get("token")?,
+        application_name: row.try_get("name")?,
+        chats_count: row.try_get("chats_count")?,
+        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
+        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
+    })
+}
+
+pub async fn insert_application(db: &Database, token: &str, name: &str, now: i64) -> BackendResult<ApplicationView> {
+    sqlx::query("INSERT INTO applications (token, name, chats_count, created_at, updated_at) VALUES (?, ?, 0, ?, ?)")
+        .bind(token)
+        .bind(name)
+        .bind(now)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(ApplicationView {
+        kind: "application",
+        application_token: token.to_owned(),
+        application_name: name.to_owned(),
+        chats_count: 0,
+        created_at: shared::rfc3339_millis(now),
+        updated_at: shared::rfc3339_millis(now),
+    })
+}
+
+pub async fn get_application(db: &Database, token: &str) -> BackendResult<Option<(i64, ApplicationView)>> {
+    let row =
+        sqlx::query("SELECT id, token, name, chats_count, created_at, updated_at FROM applications WHERE token = ?")
+            .bind(token)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|row| Ok((row.try_get("id")?, application(&row)?))).transpose()
+}
+
+/// Applications in creation order; the cursor is the internal id of the cursor token's row.
+pub async fn list_applications(db: &Database, page: Page) -> BackendResult<Vec<ApplicationView>> {
+    let (cursor, order, bound) = page.clause("id");
+    let sql = format!(
+        "SELECT token, name, chats_count, created_at, updated_at FROM applications WHERE 1 = 1 {cursor} \
+         ORDER BY id {order} LIMIT ?"
+    );
+    let mut query = sqlx::query(&sql);
+    if let Some(bound) = bound {
+        query = query.bind(bound);
+    }
+    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
+    Ok(page.finish(rows.iter().map(application).collect::<BackendResult<Vec<_>>>()?))
+}
+
+pub async fn rename_application(db: &Database, id: i64, name: &str, now: i64) -> BackendResult<()> {
+    sqlx::query("UPDATE applications SET name = ?, updated_at = ? WHERE id = ?")
+        .bind(name)
+        .bind(now)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+fn chat(row: &AnyRow, token: &str) -> BackendResult<ChatView> {
+    Ok(ChatView {
+        kind: "chat",
+        application_token: token.to_owned(),
+        chat_number: row.try_get("number")?,
+        chat_name: row.try_get("name")?,
+        messages_count: row.try_get("messages_count")?,
+        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
+        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
+    })
+}
+
+pub async fn get_chat(
+    db: &Database,
+    application_id: i64,
+    token: &str,
+    number: i64,
+) -> BackendResult<Option<(i64, ChatView)>> {
+    let row = sqlx::query(
+        "SELECT id, number, name, messages_count, created_at, updated_at FROM chats \
+         WHERE application_id = ? AND number = ?",
+    )
+    .bind(application_id)
+    .bind(number)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|row| Ok((row.try_get("id")?, chat(&row, token)?))).transpose()
+}
+
+pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: Page) -> BackendResult<Vec<ChatView>> {
+    let (cursor, order, bound) = page.clause("number");
+    let sql = format!(
+        "SELECT number, name, messages_count, created_at, updated_at FROM chats WHERE application_id = ? {cursor} \
+         ORDER BY number {order} LIMIT ?"
+    );
+    let mut query = sqlx::query(&sql).bind(application_id);
+    if let Some(bound) = bound {
+        query = query.bind(bound);
+    }
+    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
+    Ok(page.finish(rows.iter().map(|r| chat(r, token)).collect::<BackendResult<Vec<_>>>()?))
+}
+
+pub async fn rename_chat(db: &Database, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
+    sqlx::query("UPDATE chats SET name = ?, updated_at = ? WHERE id = ?")
+        .bind(name)
+        .bind(now)
+        .bind(chat_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+fn message(row: &AnyRow, token: &str, chat_number: i64) -> BackendResult<MessageView> {
+    Ok(MessageView {
+        kind: "message",
+        application_token: token.to_owned(),
+        chat_number,
+        message_number: row.try_get("number")?,
+        message_content: row.try_get("content")?,
+        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
+        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
+    })
+}
+
+pub async fn get_message(
+    db: &Database,
+    chat_id: i64,
+    token: &str,
+    chat_number: i64,
+    number: i64,
+) -> BackendResult<Option<MessageView>> {
+    let row =
+        sqlx::query("SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number = ?")
+            .bind(chat_id)
+            .bind(number)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|row| message(&row, token, chat_number)).transpose()
+}
+
+pub async fn list_messages(
+    db: &Database,
+    chat_id: i64,
+    token: &str,
+    chat_number: i64,
+    page: Page,
+) -> BackendResult<Vec<MessageView>> {
+    let (cursor, order, bound) = page.clause("number");
+    let sql = format!(
+        "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? {cursor} \
+         ORDER BY number {order} LIMIT ?"
+    );
+    let mut query = sqlx::query(&sql).bind(chat_id);
+    if let Some(bound) = bound {
+        query = query.bind(bound);
+    }
+    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
+    Ok(page.finish(rows.iter().map(|r| message(r, token, chat_number)).collect::<BackendResult<Vec<_>>>()?))
+}
+
+pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &str, now: i64) -> BackendResult<bool> {
+    let done = sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE chat_id = ? AND number = ?")
+        .bind(content)
+        .bind(now)
+        .bind(chat_id)
+        .bind(number)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Message numbers and their current text, for (re)indexing what the store holds.
+pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, String)>> {
+    let mut texts = Vec::with_capacity(numbers.len());
+    for chunk in numbers.chunks(500) {
+        let sql = format!(
+            "SELECT number, content FROM messages WHERE chat_id = ? AND number IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(chat_id);
+        for number in chunk {
+            query = query.bind(*number);
+        }
+        for row in query.fetch_all(db.pool()).await? {
+            texts.push((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    Ok(texts)
+}
+
+/// One page of every message with its search scope, in id order after `after_id`:
+/// `(id, application id, chat number, message number, content)`.
+pub async fn messages_for_reindex(
+    db: &Database,
+    after_id: i64,
+    limit: i64,
+) -> BackendResult<Vec<(i64, i64, i64, i64, String)>> {
+    let rows = sqlx::query(
+        "SELECT m.id, c.application_id, c.number, m.number, m.content FROM messages m \
+         JOIN chats c ON c.id = m.chat_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))).collect()
+}
