@@ -1,0 +1,148 @@
+//! The `chatmesh` standalone server: every chatmesh service in one process, on the embedded
+//! backends by default (SQLite, in-process counters, the SQLite-backed queue, tantivy).
+//!
+//! # Layout
+//! - [`Config`]: listen address, data dir, count-flush schedule, body limit, backends.
+//! - [`start`]: connects the backends, migrates, drains commands left queued by a previous
+//!   run (so counters seed from a complete store), recounts, and returns the [`Server`].
+//! - [`Server::serve`]: serves until shutdown, with the consumer and the count flush beside it.
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use chat_read::ChatRead;
+use chat_read::consumer::{Consumer, ConsumerConfig};
+use chat_write::ChatWrite;
+use serde::{Deserialize, Serialize};
+use shared::backends::{Backends, open_search};
+use shared::config::BackendConfig;
+use shared::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// Six-field cron (seconds first) of the count flush.
+    pub count_flush_schedule: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The segments service's settings (`admin_token`, env `CHATMESH_ADMIN_TOKEN`).
+    #[serde(flatten)]
+    pub segments: segments::Settings,
+    #[serde(flatten)]
+    pub backends: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            count_flush_schedule: chat_read::counts::DEFAULT_SCHEDULE.to_owned(),
+            max_body_bytes: 64 * 1024,
+            segments: segments::Settings::default(),
+            backends: BackendConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Everything embedded under `data_dir`, listening on an ephemeral port.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self { listen: "127.0.0.1:0".to_owned(), backends: BackendConfig::embedded(data_dir), ..Self::default() }
+    }
+}
+
+/// A started server, ready to serve.
+pub struct Server {
+    router: Router,
+    consumer: Consumer,
+    read: ChatRead,
+    events: events::Embedded,
+    count_flush_schedule: String,
+}
+
+/// Connects, migrates and recovers; returns the server ready to serve.
+pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    let backends = Backends::connect(&config.backends, true).await?;
+    let search = open_search(&config.backends, true).await?;
+    tracing::info!(backends = %backends.description, "backends connected");
+    let read = ChatRead::new(
+        backends.db.clone(),
+        backends.counters.clone(),
+        backends.queue.clone(),
+        search,
+        &config.backends.namespace,
+    );
+    read.migrate().await?;
+    let write = ChatWrite::new(
+        backends.db.clone(),
+        backends.counters.clone(),
+        backends.queue.clone(),
+        &config.backends.namespace,
+    );
+
+    // Commands a previous run queued but did not persist are persisted before the first new
+    // number is handed out: counters seed from the store, so it must hold every number issued.
+    let mut consumer = Consumer::new(read.clone(), ConsumerConfig::default()).await?;
+    let recovered = consumer.drain().await?;
+    if recovered.persisted + recovered.retried + recovered.dead_lettered > 0 {
+        tracing::info!(?recovered, "commands left queued by the previous run processed");
+    }
+    chat_read::counts::recount_all(&read.db).await?;
+    let events = events::Embedded::start(&backends, &config.backends.namespace).await?;
+    // Segments live in the same store (chatmesh.db or DATABASE_URL) as everything else.
+    let segments = segments::Segments::new(backends.db.clone(), &config.segments).await?;
+    let segments = shared::http::served_by(segments::router(segments), "segments");
+
+    let router = router(write, read.clone(), events.router(), segments, &backends, config.max_body_bytes);
+    Ok(Server { router, consumer, read, events, count_flush_schedule: config.count_flush_schedule.clone() })
+}
+
+/// Every route of every service, with health, fallbacks and the body limit.
+fn router(
+    write: ChatWrite,
+    read: ChatRead,
+    events: Router,
+    segments: Router,
+    backends: &Backends,
+    max_body_bytes: usize,
+) -> Router {
+    shared::metrics::watch_queue_depth(backends.queue.clone(), read.keys.command_queue());
+    let mut checks = backends.readiness_checks();
+    let search = read.search.clone();
+    checks.push(shared::health::FnCheck::boxed("search", move || {
+        let search = search.clone();
+        Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
+    }));
+    let routes = Router::new()
+        .merge(shared::http::served_by(chat_write::router(write), "chat-write"))
+        .merge(shared::http::served_by(chat_read::router(read), "chat-read"))
+        .merge(events)
+        .merge(segments)
+        .merge(shared::health::router("chatmesh", checks))
+        .merge(shared::openapi::router(openapi_document()));
+    shared::metrics::instrument(shared::http::with_fallbacks(routes).layer(DefaultBodyLimit::max(max_body_bytes)))
+}
+
+/// The OpenAPI document of every route chatmesh serves.
+pub fn openapi_document() -> shared::openapi::OpenApiDocument {
+    shared::openapi::merge("chatmesh", [chat_write::openapi::document(), chat_read::openapi::document()])
+}
+
+impl Server {
+    /// Serves on `listener` until `shutdown`; then finishes in-flight requests and the
+    /// consumer's current batch.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
+        let cron = tokio::spawn(chat_read::counts::run(self.read.clone(), self.count_flush_schedule, shutdown.clone()));
+        let events = tokio::spawn(self.events.run(shutdown.clone()));
+        shared::http::serve(listener, self.router, shutdown).await?;
+        consumer.await?;
+        cron.await??;
+        events.await??;
+        Ok(())
+    }
+}

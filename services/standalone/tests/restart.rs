@@ -1,0 +1,110 @@
+//! The `chatmesh` binary killed (SIGKILL) mid-stream and started again on the same data dir:
+//! every acknowledged write is still there exactly once, and numbering continues without reuse.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chatmesh_e2e::Api;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+async fn start(dir: &std::path::Path) -> (Child, Api) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatmesh"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chatmesh");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("chatmesh listening on ") {
+                return url.to_owned();
+            }
+        }
+        panic!("chatmesh exited before listening");
+    })
+    .await
+    .expect("chatmesh starts within a minute");
+    (child, Api::new(&url))
+}
+
+async fn all_message_numbers(api: &Api, token: &str, chat: i64) -> Vec<i64> {
+    let mut numbers = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = api.get(&format!("/api/applications/{token}/chats/{chat}/messages?limit=100&after={after}")).await;
+        let items = page.body.as_array().expect("a list").clone();
+        if items.is_empty() {
+            return numbers;
+        }
+        for item in items {
+            after = item["message_number"].as_i64().unwrap();
+            numbers.push(after);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_sigkill_and_numbering_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, api) = start(dir.path()).await;
+    let token = api.create_application("durable").await;
+    let chat = api.create_chat(&token, "room").await;
+    api.create_message(&token, chat, "the first words").await;
+
+    // Writers create messages until the server dies under them.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (api, token, acknowledged) = (api.clone(), token.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let sent = api
+                        .http
+                        .post(api.url(&format!("/api/applications/{token}/chats/{chat}")))
+                        .json(&json!({ "message_content": format!("writer {w} message {i}") }))
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { return };
+                    if response.status() != 201 {
+                        return;
+                    }
+                    let Ok(body) = response.json::<serde_json::Value>().await else { return };
+                    acknowledged.lock().unwrap().push(body["message_number"].as_i64().unwrap());
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().await.unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged: Vec<i64> = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 20, "the writers got going before the kill: {}", acknowledged.len());
+
+    let (_server, api) = start(dir.path()).await;
+    let persisted = all_message_numbers(&api, &token, chat).await;
+    let unique: HashSet<i64> = persisted.iter().copied().collect();
+    assert_eq!(unique.len(), persisted.len(), "no message is persisted twice");
+    for number in std::iter::once(1).chain(acknowledged.iter().copied()) {
+        assert!(unique.contains(&number), "acknowledged message {number} was lost");
+    }
+    let max = *persisted.iter().max().unwrap();
+    let room = api.get(&format!("/api/applications/{token}/chats/{chat}")).await;
+    assert_eq!(room.body["messages_count"], persisted.len(), "counts are recounted at start");
+
+    let next = api.create_message(&token, chat, "after the restart").await;
+    assert!(next > max, "numbering continues above {max}, got {next}");
+    assert_eq!(api.create_chat(&token, "second room").await, chat + 1, "chat numbering continues too");
+    let hits = api.get(&format!("/api/applications/{token}/chats/{chat}/search?q=first")).await;
+    assert_eq!(hits.body[0]["number"], 1, "the index survived: {}", hits.text);
+    let app = api.get(&format!("/api/applications/{token}")).await;
+    assert_eq!(app.body["application_name"], "durable");
+}
