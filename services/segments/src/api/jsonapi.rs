@@ -1,0 +1,444 @@
+//! What every `/api/v1` route shares: JSON:API documents and the `errors` array, the bearer
+//! token check (401 / 403), request documents, and `page[number]` / `page[size]` pagination.
+//!
+//! Errors: `{"errors":[{"status":"400","code":"VALIDATION","detail":"...","source":{...}}]}`,
+//! with the codes of seed 002 (`VALIDATION` 400, `NOT_FOUND` 404, `CONFLICT` 409) and, for
+//! the rest, `UNAUTHORIZED` 401, `FORBIDDEN` 403, `PAYLOAD_TOO_LARGE` 413,
+//! `UNSUPPORTED_MEDIA_TYPE` 415 and `SERVICE_UNAVAILABLE` 503.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use shared::{ApiError, ErrorCode};
+
+use crate::Segments;
+use crate::auth::{self, Permission, Permissions};
+
+pub const MEDIA_TYPE: &str = "application/vnd.api+json";
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// One entry of the `errors` array.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub source: Option<Value>,
+}
+
+/// A JSON:API error response: one or more problems, answered with the first one's status.
+#[derive(Clone, Debug)]
+pub struct Errors(pub Vec<Problem>);
+
+impl Errors {
+    fn one(status: StatusCode, code: &'static str, detail: impl Into<String>, source: Option<Value>) -> Self {
+        Self(vec![Problem { status, code, detail: detail.into(), source }])
+    }
+
+    /// 400 `VALIDATION` about the field at JSON `pointer`.
+    pub fn validation(detail: impl Into<String>, pointer: Option<String>) -> Self {
+        Self::one(StatusCode::BAD_REQUEST, "VALIDATION", detail, pointer.map(|p| json!({ "pointer": p })))
+    }
+
+    /// 400 `VALIDATION` about a query parameter.
+    pub fn bad_parameter(detail: impl Into<String>, parameter: &str) -> Self {
+        Self::one(StatusCode::BAD_REQUEST, "VALIDATION", detail, Some(json!({ "parameter": parameter })))
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::one(StatusCode::NOT_FOUND, "NOT_FOUND", detail, Some(json!({ "parameter": "id" })))
+    }
+
+    pub fn conflict(detail: impl Into<String>, pointer: Option<String>) -> Self {
+        Self::one(StatusCode::CONFLICT, "CONFLICT", detail, pointer.map(|p| json!({ "pointer": p })))
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::one(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", detail, Some(json!({ "header": "Authorization" })))
+    }
+
+    pub fn forbidden(permission: Permission) -> Self {
+        Self::one(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("this token lacks the {} permission", permission.as_str()),
+            None,
+        )
+    }
+
+    /// A backend failed: logged in full, answered 503 without internals.
+    pub fn backend(context: &str, error: &dyn std::fmt::Display) -> Self {
+        Self::from(ApiError::backend(context, error))
+    }
+}
+
+impl From<ApiError> for Errors {
+    fn from(error: ApiError) -> Self {
+        let code = match error.code {
+            ErrorCode::BadRequest | ErrorCode::ValidationFailed => "VALIDATION",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        };
+        let status = match error.code {
+            ErrorCode::ValidationFailed => StatusCode::BAD_REQUEST,
+            other => other.status(),
+        };
+        Self::one(status, code, error.message, None)
+    }
+}
+
+impl From<sqlx::Error> for Errors {
+    fn from(error: sqlx::Error) -> Self {
+        Self::backend("database", &error)
+    }
+}
+
+impl IntoResponse for Errors {
+    fn into_response(self) -> Response {
+        let status = self.0.first().map_or(StatusCode::INTERNAL_SERVER_ERROR, |p| p.status);
+        let errors: Vec<Value> = self
+            .0
+            .into_iter()
+            .map(|problem| {
+                let mut entry = json!({
+                    "status": problem.status.as_u16().to_string(),
+                    "code": problem.code,
+                    "detail": problem.detail,
+                });
+                if let Some(source) = problem.source {
+                    entry["source"] = source;
+                }
+                entry
+            })
+            .collect();
+        let mut response = document(status, json!({ "errors": errors }));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"chatmesh\""));
+        }
+        response
+    }
+}
+
+/// A JSON:API document response.
+pub fn document(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/// A request whose bearer token holds permission `P` (a [`Permission`] as `u32`): 401 without
+/// a valid token, 403 without the permission. Checked before the body is read.
+pub struct Authorized<const P: u32>;
+
+pub type CanCreateSegments = Authorized<{ Permission::SegmentsCreate as u32 }>;
+pub type CanReadSegments = Authorized<{ Permission::SegmentsRead as u32 }>;
+pub type CanUpdateSegments = Authorized<{ Permission::SegmentsUpdate as u32 }>;
+pub type CanDeleteSegments = Authorized<{ Permission::SegmentsDelete as u32 }>;
+pub type CanReadFlags = Authorized<{ Permission::FlagsRead as u32 }>;
+pub type CanWriteFlags = Authorized<{ Permission::FlagsWrite as u32 }>;
+
+impl<const P: u32> FromRequestParts<Segments> for Authorized<P> {
+    type Rejection = Errors;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Segments) -> Result<Self, Self::Rejection> {
+        let permissions = authenticate(state, &parts.headers).await?;
+        let wanted = Permission::ALL.into_iter().find(|p| *p as u32 == P).unwrap_or(Permission::SegmentsRead);
+        if permissions.contains(wanted) { Ok(Self) } else { Err(Errors::forbidden(wanted)) }
+    }
+}
+
+/// The permissions of the request's bearer token.
+pub async fn authenticate(state: &Segments, headers: &HeaderMap) -> Result<Permissions, Errors> {
+    let Some(header) = headers.get(AUTHORIZATION) else {
+        return Err(Errors::unauthorized("missing bearer token (Authorization: Bearer <token>)"));
+    };
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| Errors::unauthorized("the Authorization header must be \"Bearer <token>\""))?;
+    if let Some(admin) = state.admin_token()
+        && auth::constant_time_eq(admin.as_bytes(), token.as_bytes())
+    {
+        return Ok(Permissions::all());
+    }
+    let hash = auth::hash_token(token);
+    if let Some(permissions) = state.key_cache().get(&hash) {
+        return Ok(permissions);
+    }
+    match crate::store::api_key_permissions(state.db(), &hash).await? {
+        Some(stored) => {
+            let permissions = Permissions::from_csv(&stored);
+            state.key_cache().insert(hash, permissions);
+            Ok(permissions)
+        }
+        None => Err(Errors::unauthorized("invalid or unknown token")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request documents
+
+/// A request body: either the flat object of the seed's examples (`{"key","name",...}`) or a
+/// JSON:API document (`{"data":{"type","attributes":{...}}}`). Error pointers follow the form
+/// the client sent.
+#[derive(Clone, Debug, Default)]
+pub struct Document {
+    pub fields: Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl Document {
+    pub fn from_value(value: Value) -> Result<Self, Errors> {
+        let Value::Object(mut object) = value else {
+            return Err(Errors::validation("the request body must be a JSON object", Some(String::new())));
+        };
+        match object.remove("data") {
+            None => Ok(Self { fields: object, prefix: "" }),
+            Some(Value::Object(mut data)) => match data.remove("attributes") {
+                None => Ok(Self { fields: Map::new(), prefix: "/data/attributes" }),
+                Some(Value::Object(attributes)) => Ok(Self { fields: attributes, prefix: "/data/attributes" }),
+                Some(_) => {
+                    Err(Errors::validation("data.attributes must be an object", Some("/data/attributes".to_owned())))
+                }
+            },
+            Some(_) => Err(Errors::validation("data must be an object", Some("/data".to_owned()))),
+        }
+    }
+
+    /// The JSON pointer of a field as the client sent it.
+    pub fn pointer(&self, field: &str) -> String {
+        format!("{}/{field}", self.prefix)
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Document {
+    type Rejection = Errors;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !shared::http::is_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("expected a body with content-type application/json or {MEDIA_TYPE}"),
+            )
+            .into());
+        }
+        let bytes = shared::http::read_body(req, state).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Errors::validation(format!("malformed JSON: {e}"), Some(String::new())))?;
+        Self::from_value(value)
+    }
+}
+
+/// Collects every field problem of one request, so a client learns them all at once.
+pub struct Checker<'a> {
+    pub doc: &'a Document,
+    pub problems: Vec<Problem>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(doc: &'a Document) -> Self {
+        Self { doc, problems: Vec::new() }
+    }
+
+    pub fn fail(&mut self, field: &str, detail: impl Into<String>) {
+        self.problems.extend(Errors::validation(detail, Some(self.doc.pointer(field))).0);
+    }
+
+    /// A string field: `Ok(None)` when absent (or null when `nullable`).
+    pub fn string(&mut self, field: &str, required: bool, nullable: bool, max_chars: usize) -> Option<Option<String>> {
+        match self.doc.get(field) {
+            None if required => {
+                self.fail(field, format!("{field} is required"));
+                None
+            }
+            None => None,
+            Some(Value::Null) if nullable => Some(None),
+            Some(Value::String(text)) => {
+                if required && text.trim().is_empty() {
+                    self.fail(field, format!("{field} must not be blank"));
+                    None
+                } else if text.chars().count() > max_chars {
+                    self.fail(field, format!("{field} must be at most {max_chars} characters"));
+                    None
+                } else {
+                    Some(Some(text.clone()))
+                }
+            }
+            Some(_) => {
+                self.fail(field, format!("{field} must be a string"));
+                None
+            }
+        }
+    }
+
+    /// A key: `[A-Za-z0-9_-]+`, at most 200 characters.
+    pub fn key(&mut self, field: &str, required: bool) -> Option<String> {
+        let key = self.string(field, required, false, 200)??;
+        if is_valid_key(&key) {
+            Some(key)
+        } else {
+            self.fail(field, format!("{field} may hold only letters, digits, hyphens and underscores"));
+            None
+        }
+    }
+
+    pub fn boolean(&mut self, field: &str) -> Option<bool> {
+        match self.doc.get(field) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.fail(field, format!("{field} must be a boolean"));
+                None
+            }
+        }
+    }
+
+    /// An optional integer from 0 to 100; `Some(None)` for an explicit null.
+    pub fn percent(&mut self, field: &str) -> Option<Option<i64>> {
+        match self.doc.get(field) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(value) => match value.as_i64().filter(|p| (0..=100).contains(p)) {
+                Some(percent) => Some(Some(percent)),
+                None => {
+                    self.fail(field, format!("{field} must be an integer from 0 to 100"));
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn finish(self) -> Result<(), Errors> {
+        if self.problems.is_empty() { Ok(()) } else { Err(Errors(self.problems)) }
+    }
+}
+
+/// `[A-Za-z0-9_-]+`, at most 200 characters: segment keys, legacy slugs and flag keys.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The `userId` and `attributes` of an evaluation request.
+pub fn evaluation_input(doc: &Document) -> Result<(String, Map<String, Value>), Errors> {
+    let user_id = match doc.get("userId") {
+        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= 191 => id.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        _ => {
+            return Err(Errors::validation(
+                "userId is required: a non-empty string of at most 191 characters",
+                Some(doc.pointer("userId")),
+            ));
+        }
+    };
+    let attributes = match doc.get("attributes") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(attributes)) => attributes.clone(),
+        Some(_) => return Err(Errors::validation("attributes must be an object", Some(doc.pointer("attributes")))),
+    };
+    Ok((user_id, attributes))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pagination
+
+/// `page[number]` (from 1) and `page[size]` (1 to 100, default 20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub number: i64,
+    pub size: i64,
+}
+
+impl Page {
+    pub fn from_query(query: &HashMap<String, String>) -> Result<Self, Errors> {
+        let read =
+            |name: &str, default: i64, max: i64| -> Result<i64, Errors> {
+                match query.get(name) {
+                    None => Ok(default),
+                    Some(raw) => raw.trim().parse::<i64>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                        Errors::bad_parameter(format!("{name} must be an integer from 1 to {max}"), name)
+                    }),
+                }
+            };
+        Ok(Self {
+            number: read("page[number]", 1, i64::MAX / MAX_PAGE_SIZE)?,
+            size: read("page[size]", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+        })
+    }
+
+    pub fn offset(&self) -> i64 {
+        (self.number - 1) * self.size
+    }
+
+    /// `meta` and `links` of a page of `path` holding `total` items in all.
+    pub fn meta_and_links(&self, path: &str, total: i64) -> (Value, Value) {
+        let pages = if total == 0 { 0 } else { (total + self.size - 1) / self.size };
+        let link = |number: i64| format!("{path}?page[number]={number}&page[size]={}", self.size);
+        let mut links = json!({ "self": link(self.number), "first": link(1), "last": link(pages.max(1)) });
+        if self.number > 1 {
+            links["prev"] = json!(link((self.number - 1).min(pages.max(1))));
+        }
+        if self.number < pages {
+            links["next"] = json!(link(self.number + 1));
+        }
+        (json!({ "totalItems": total, "totalPages": pages, "currentPage": self.number }), links)
+    }
+}
+
+/// The query string as a map, with the JSON:API error body when it does not parse.
+pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, Errors> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|query| query.0)
+        .map_err(|rejection| Errors::validation(format!("invalid query string: {}", rejection.body_text()), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_link_to_their_neighbours() {
+        let page = Page { number: 2, size: 20 };
+        let (meta, links) = page.meta_and_links("/api/v1/segments", 45);
+        assert_eq!(meta, json!({"totalItems": 45, "totalPages": 3, "currentPage": 2}));
+        assert_eq!(links["self"], "/api/v1/segments?page[number]=2&page[size]=20");
+        assert_eq!(links["prev"], "/api/v1/segments?page[number]=1&page[size]=20");
+        assert_eq!(links["next"], "/api/v1/segments?page[number]=3&page[size]=20");
+        assert_eq!(links["last"], "/api/v1/segments?page[number]=3&page[size]=20");
+    }
+
+    #[test]
+    fn keys() {
+        assert!(is_valid_key("premium-users_2"));
+        assert!(!is_valid_key("premium users"));
+        assert!(!is_valid_key(""));
+        assert!(!is_valid_key(&"a".repeat(201)));
+    }
+}

@@ -1,0 +1,381 @@
+//! segmentify's routes (seed 000), with its exact shapes:
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | /segments | 200 `[{"id","slug","is_deleted"}]`, deleted included |
+//! | GET | /segments/:slug | 200 `{"id","slug","is_deleted"}` |
+//! | POST | /segments `{"slug","percent"?}` | 201 + `Location` |
+//! | DELETE | /segments/:slug | 204 (soft delete) |
+//! | POST | /segments/users `{"id","add":[{"slug","expired"?}],"remove":[{"slug"}]}` | 200 `{"segments":[{"slug"}]}` |
+//! | GET | /segments/users/:id | 200 `[{"slug"}]` (active only) |
+//! | GET | /segments/users/:id/history?from=&to= | 200 `{"link"}` |
+//! | GET | /history/:id/:from/:to/history.csv | 200 CSV `user,slug,add\|remove,RFC3339` |
+//!
+//! Errors use the chatmesh error body: 404 for an unknown slug, 409 for a slug taken or a
+//! segment a flag uses, 422 for invalid fields. Changing a user's segments is all-or-nothing:
+//! an unknown or deleted slug in `add` (or an unknown one in `remove`) changes nothing.
+
+use std::collections::HashSet;
+
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{NaiveDate, NaiveTime};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::http::{JsonBody, QueryParams};
+use shared::{ApiError, ErrorCode};
+
+use super::jsonapi::is_valid_key;
+use super::{base_url, encode_segment};
+use crate::store::{self, SegmentRow};
+use crate::{Segments, percent};
+
+pub fn router() -> Router<Segments> {
+    Router::new()
+        .route("/segments", get(list_segments).post(create_segment))
+        .route("/segments/users", post(change_user_segments))
+        .route("/segments/users/{id}", get(user_segments))
+        .route("/segments/users/{id}/history", get(history_link))
+        .route("/segments/{slug}", get(get_segment).delete(delete_segment))
+        .route("/history/{id}/{from}/{to}/history.csv", get(history_csv))
+}
+
+/// Slugs the routes themselves use, so no segment may take them.
+const RESERVED_SLUGS: [&str; 1] = ["users"];
+/// Longest user id stored.
+const MAX_USER_ID_CHARS: usize = 191;
+
+fn segment_view(row: &SegmentRow) -> Value {
+    let mut view = json!({ "id": row.id, "slug": row.key, "is_deleted": row.deleted });
+    if let Some(percent) = row.percent {
+        view["percent"] = json!(percent);
+    }
+    view
+}
+
+async fn list_segments(State(state): State<Segments>) -> Result<Json<Value>, ApiError> {
+    let rows = store::all_segments(state.db()).await?;
+    Ok(Json(Value::Array(rows.iter().map(segment_view).collect())))
+}
+
+async fn get_segment(State(state): State<Segments>, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
+    let row = store::segment_by_slug(state.db(), &slug).await?.ok_or_else(|| segment_not_found(&slug))?;
+    Ok(Json(segment_view(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    slug: String,
+    #[serde(default)]
+    percent: Option<i64>,
+}
+
+async fn create_segment(
+    State(state): State<Segments>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    let slug = body.slug.trim().to_owned();
+    if !is_valid_key(&slug) {
+        return Err(ApiError::validation("slug must be 1 to 200 letters, digits, hyphens or underscores"));
+    }
+    if RESERVED_SLUGS.contains(&slug.as_str()) {
+        return Err(ApiError::validation(format!("slug \"{slug}\" is reserved")));
+    }
+    if let Some(percent) = body.percent
+        && !(0..=100).contains(&percent)
+    {
+        return Err(ApiError::validation("percent must be an integer from 0 to 100"));
+    }
+    let now = state.now();
+    let mut tx = store::write_tx(state.db()).await?;
+    if store::live_key_taken(&mut tx, &slug, None).await? {
+        return Err(slug_taken(&slug));
+    }
+    let new = store::NewSegment {
+        uuid: crate::new_uuid(),
+        key: slug.clone(),
+        name: slug.clone(),
+        description: None,
+        rule_type: "SIMPLE".to_owned(),
+        rule_content: None,
+        decision_id: None,
+        percent: body.percent,
+    };
+    let row = match store::insert_segment(&mut tx, &new, now).await {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Err(slug_taken(&slug)),
+        Err(error) => return Err(error.into()),
+    };
+    tx.commit().await?;
+    let location = format!("{}/segments/{}", base_url(&headers), encode_segment(&slug));
+    let mut response = (StatusCode::CREATED, Json(segment_view(&row))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn delete_segment(State(state): State<Segments>, Path(slug): Path<String>) -> Result<StatusCode, ApiError> {
+    let now = state.now();
+    let mut tx = store::write_tx(state.db()).await?;
+    let Some(row) = store::live_segment_by_key(&mut tx, state.dialect(), &slug).await? else {
+        drop(tx);
+        // Deleting a deleted segment changes nothing and succeeds; an unknown slug is a 404.
+        return match store::segment_by_slug(state.db(), &slug).await? {
+            Some(_) => Ok(StatusCode::NO_CONTENT),
+            None => Err(segment_not_found(&slug)),
+        };
+    };
+    if store::segment_in_use(&mut tx, row.id).await? {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("segment {slug} is used by a flag's targeting rule")));
+    }
+    store::soft_delete_segment(&mut tx, row.id, now).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeBody {
+    id: Value,
+    #[serde(default)]
+    add: Vec<AddItem>,
+    #[serde(default)]
+    remove: Vec<RemoveItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AddItem {
+    slug: String,
+    #[serde(default)]
+    expired: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveItem {
+    slug: String,
+}
+
+/// A user id from the body: an integer (as the seed sends) or a non-empty string.
+fn user_id_from_body(id: &Value) -> Result<String, ApiError> {
+    let text = match id {
+        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::String(s) if !s.trim().is_empty() => s.clone(),
+        _ => return Err(ApiError::validation("id must be an integer or a non-empty string")),
+    };
+    check_user_id(&text)?;
+    Ok(text)
+}
+
+fn check_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(ApiError::validation(format!("user id must be 1 to {MAX_USER_ID_CHARS} characters")));
+    }
+    Ok(())
+}
+
+async fn change_user_segments(
+    State(state): State<Segments>,
+    JsonBody(body): JsonBody<ChangeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = user_id_from_body(&body.id)?;
+    let now = state.now();
+    let mut add_slugs = Vec::with_capacity(body.add.len());
+    let mut expiries = Vec::with_capacity(body.add.len());
+    for item in &body.add {
+        if add_slugs.contains(&item.slug) {
+            return Err(ApiError::validation(format!("segment {} is added twice", item.slug)));
+        }
+        let expires_at = match &item.expired {
+            None => None,
+            Some(text) => {
+                let at = chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|_| ApiError::validation(format!("expired of {} must be an RFC 3339 time", item.slug)))?
+                    .timestamp_millis();
+                if at <= now {
+                    return Err(ApiError::validation(format!("expired of {} must be in the future", item.slug)));
+                }
+                Some(at)
+            }
+        };
+        add_slugs.push(item.slug.clone());
+        expiries.push(expires_at);
+    }
+    let remove_slugs: Vec<String> = body.remove.iter().map(|item| item.slug.clone()).collect();
+    if let Some(both) = remove_slugs.iter().find(|slug| add_slugs.contains(slug)) {
+        return Err(ApiError::validation(format!("segment {both} is both added and removed")));
+    }
+
+    let mut tx = store::write_tx(state.db()).await?;
+    let to_add = store::live_segments_by_keys(&mut tx, state.dialect(), &add_slugs).await?;
+    let missing: Vec<&str> =
+        add_slugs.iter().filter(|slug| !to_add.iter().any(|(_, key)| key == *slug)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(ApiError::not_found(format!("no live segment with slug {}; nothing changed", missing.join(", "))));
+    }
+    let to_remove = store::segments_by_keys(&mut tx, &remove_slugs).await?;
+    let unknown: Vec<&str> =
+        remove_slugs.iter().filter(|slug| !to_remove.iter().any(|(_, key)| key == *slug)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::not_found(format!("no segment with slug {}; nothing changed", unknown.join(", "))));
+    }
+    store::materialize_expired(&mut tx, &user_id, now).await?;
+    // Removes are written first: at one instant the history reads "remove, then add".
+    for (segment_id, _) in &to_remove {
+        store::remove_membership(&mut tx, &user_id, *segment_id, now).await?;
+    }
+    for (ordinal, (slug, expires_at)) in add_slugs.iter().zip(&expiries).enumerate() {
+        let segment_id = to_add.iter().find(|(_, key)| key == slug).map(|(id, _)| *id).unwrap_or_default();
+        store::add_membership(&mut tx, state.dialect(), &user_id, segment_id, ordinal as i64, *expires_at, now).await?;
+    }
+    let explicit = store::active_memberships(&mut tx, &user_id, now).await?;
+    tx.commit().await?;
+    let slugs = with_percentage_segments(&state, &user_id, explicit).await?;
+    Ok(Json(json!({ "segments": slugs })))
+}
+
+async fn user_segments(State(state): State<Segments>, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    check_user_id(&user_id)?;
+    let mut conn = state.db().pool().acquire().await?;
+    let explicit = store::active_memberships(&mut conn, &user_id, state.now()).await?;
+    drop(conn);
+    Ok(Json(with_percentage_segments(&state, &user_id, explicit).await?))
+}
+
+/// `[{"slug"}]`: the explicit memberships in the order they were added, then the percentage
+/// segments the user falls in.
+async fn with_percentage_segments(
+    state: &Segments,
+    user_id: &str,
+    explicit: Vec<(i64, String, Option<i64>)>,
+) -> Result<Value, ApiError> {
+    let snapshot = state.snapshot().await?;
+    let seen: HashSet<i64> = explicit.iter().map(|(id, _, _)| *id).collect();
+    let mut slugs: Vec<Value> = explicit.into_iter().map(|(_, slug, _)| json!({ "slug": slug })).collect();
+    for segment in &snapshot.segments {
+        if let Some(share) = segment.percent
+            && !seen.contains(&segment.id)
+            && percent::in_percentage(&segment.key, user_id, share)
+        {
+            slugs.push(json!({ "slug": segment.key }));
+        }
+    }
+    Ok(Value::Array(slugs))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_date(name: &str, text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request(format!("{name} must be a date as YYYY-MM-DD")))
+}
+
+/// `[from 00:00, the day after to 00:00)` in UTC milliseconds.
+fn date_range(from: NaiveDate, to: NaiveDate) -> Result<(i64, i64), ApiError> {
+    if to < from {
+        return Err(ApiError::bad_request("to must not be before from"));
+    }
+    let start = from.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+    let end = to.succ_opt().unwrap_or(NaiveDate::MAX).and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+    Ok((start, end))
+}
+
+async fn history_link(
+    State(state): State<Segments>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check_user_id(&user_id)?;
+    let from = match &query.from {
+        Some(text) => parse_date("from", text)?,
+        None => NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default(),
+    };
+    let to = match &query.to {
+        Some(text) => parse_date("to", text)?,
+        None => chrono::DateTime::from_timestamp_millis(state.now()).unwrap_or_default().date_naive(),
+    };
+    date_range(from, to)?;
+    let link = format!(
+        "{}/history/{}/{}/{}/history.csv",
+        base_url(&headers),
+        encode_segment(&user_id),
+        from.format("%Y-%m-%d"),
+        to.format("%Y-%m-%d")
+    );
+    Ok(Json(json!({ "link": link })))
+}
+
+async fn history_csv(
+    State(state): State<Segments>,
+    Path((user_id, from, to)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    check_user_id(&user_id)?;
+    let (start, end) = date_range(parse_date("from", &from)?, parse_date("to", &to)?)?;
+    let now = state.now();
+    // Expiries that passed are written to the history first, so they show as removes.
+    if store::has_expired(state.db(), &user_id, now).await? {
+        let mut tx = store::write_tx(state.db()).await?;
+        store::materialize_expired(&mut tx, &user_id, now).await?;
+        tx.commit().await?;
+    }
+    let lines = store::history(state.db(), &user_id, start, end).await?;
+    let mut csv = String::with_capacity(lines.len() * 64);
+    for line in lines {
+        csv.push_str(&csv_field(&line.user_id));
+        csv.push(',');
+        csv.push_str(&csv_field(&line.slug));
+        csv.push(',');
+        csv.push_str(&line.action);
+        csv.push(',');
+        csv.push_str(&crate::rfc3339_seconds(line.at));
+        csv.push('\n');
+    }
+    let mut response = csv.into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"history.csv\""));
+    Ok(response)
+}
+
+/// RFC 4180 quoting, for user ids that hold commas, quotes or line breaks.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
+}
+
+fn segment_not_found(slug: &str) -> ApiError {
+    ApiError::not_found(format!("segment {slug} not found"))
+}
+
+fn slug_taken(slug: &str) -> ApiError {
+    ApiError::new(ErrorCode::Conflict, format!("segment {slug} already exists"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        assert_eq!(csv_field("73234"), "73234");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn a_range_covers_whole_days() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let (start, end) = date_range(day("2023-08-30"), day("2023-08-31")).unwrap();
+        assert_eq!(end - start, 2 * 86_400_000);
+        assert!(date_range(day("2023-08-31"), day("2023-08-30")).is_err());
+    }
+}

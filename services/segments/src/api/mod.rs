@@ -1,0 +1,69 @@
+//! The segments routes: one module per resource, merged here.
+//!
+//! | routes | module |
+//! |---|---|
+//! | `/segments`, `/segments/users`, `/history/...` (seed 000, unauthenticated) | [`legacy`] |
+//! | `/api/v1/segments`, `/api/v1/segments/evaluate` (seed 002) | [`segments`] |
+//! | `/api/v1/decisions` | [`decisions`] |
+//! | `/api/v1/flags` | [`flags`] |
+
+pub mod decisions;
+pub mod flags;
+pub mod jsonapi;
+pub mod legacy;
+pub mod segments;
+
+use axum::Router;
+use axum::http::HeaderMap;
+
+use crate::Segments;
+
+/// Every route of the service (without health or fallbacks: the binary that serves them adds
+/// those once).
+pub fn router(state: Segments) -> Router {
+    Router::new()
+        .merge(legacy::router())
+        .merge(segments::router())
+        .merge(decisions::router())
+        .merge(flags::router())
+        .with_state(state)
+}
+
+/// `scheme://host` of the request as the client addressed it (through a proxy's
+/// `X-Forwarded-*` headers when present), for the absolute URLs the legacy routes answer with;
+/// empty (so URLs stay relative) when the headers give nothing usable.
+pub fn base_url(headers: &HeaderMap) -> String {
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or("").trim());
+    let host = header("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| header("host"));
+    let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))) else {
+        return String::new();
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+/// Whether `text` is a UUID in its canonical hyphenated form.
+pub fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

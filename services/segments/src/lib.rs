@@ -1,0 +1,290 @@
+//! segments: user segments for feature targeting. One store of segments behind two route
+//! families: segmentify's legacy routes (slugs, memberships with TTL, CSV history, percentage
+//! assignment) and the `/api/v1` JSON:API (SIMPLE and DMN rules, flags, evaluation).
+//!
+//! # Layout
+//! - [`store`]: the tables (SQLite and MySQL migrations) and every statement.
+//! - [`rules`]: SIMPLE rules ([`rules::simple`]) and DMN models ([`rules::dmn`], behind the
+//!   `dmn` feature), parsed and checked at write time, compiled for evaluation.
+//! - [`percent`]: murmur3 buckets for percentage segments, as Unleash computes them.
+//! - [`engine`]: the compiled snapshot of live segments, reloaded when the store's revision
+//!   moves, and the evaluation that says which segments a user is in and why.
+//! - [`auth`]: permissions, the admin token, minted API keys (stored hashed).
+//! - [`api`]: the routes: [`api::legacy`] (seed 000) and the v1 resources (seed 002).
+//! - [`Segments`]: the state every route shares, with an injectable [`Clock`] so TTL tests
+//!   move time instead of sleeping.
+
+pub mod api;
+pub mod auth;
+pub mod engine;
+pub mod percent;
+pub mod rules;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use shared::backends::sql::{Database, Dialect};
+use shared::config::BackendConfig;
+use shared::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+pub use api::router;
+pub use engine::{Reason, Snapshot};
+
+/// Milliseconds since the Unix epoch, as the service sees them. Tests pass a clock they move.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(shared::now_millis)
+}
+
+/// The service's own settings, flattened into its config and into the standalone server's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Bootstrap bearer token holding every `/api/v1` permission (env `CHATMESH_ADMIN_TOKEN`).
+    /// Unset: only keys minted with `segments mint-key` are accepted.
+    pub admin_token: Option<String>,
+}
+
+/// The state every route shares.
+#[derive(Clone)]
+pub struct Segments(Arc<Inner>);
+
+struct Inner {
+    db: Database,
+    clock: Clock,
+    admin_token: Option<String>,
+    engine: engine::Engine,
+    keys: auth::KeyCache,
+}
+
+/// The segments a user is in at one revision of the store: indices into the snapshot's
+/// segments, each with its reason.
+pub struct Evaluation {
+    pub snapshot: Arc<Snapshot>,
+    pub matches: Vec<(usize, Reason)>,
+}
+
+impl Evaluation {
+    pub fn memberships(&self) -> impl Iterator<Item = (&engine::LiveSegment, Reason)> {
+        self.matches.iter().map(|(index, reason)| (&self.snapshot.segments[*index], *reason))
+    }
+}
+
+impl Segments {
+    /// Creates or upgrades the segments tables and returns the state, on the wall clock.
+    pub async fn new(db: Database, settings: &Settings) -> anyhow::Result<Self> {
+        Self::with_clock(db, settings, system_clock()).await
+    }
+
+    /// Same as [`Segments::new`] with the clock given.
+    pub async fn with_clock(db: Database, settings: &Settings, clock: Clock) -> anyhow::Result<Self> {
+        db.migrate("segments", store::MIGRATIONS).await?;
+        let admin_token = settings.admin_token.clone().filter(|token| !token.trim().is_empty());
+        if admin_token.is_none() {
+            tracing::warn!(
+                "no admin token configured (CHATMESH_ADMIN_TOKEN): /api/v1 accepts only API keys minted with \
+                 `segments mint-key`, and answers 401 to everyone until one is"
+            );
+        }
+        Ok(Self(Arc::new(Inner {
+            db,
+            clock,
+            admin_token,
+            engine: engine::Engine::default(),
+            keys: auth::KeyCache::default(),
+        })))
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.0.db
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.0.db.dialect()
+    }
+
+    /// Now, in epoch milliseconds, on the service's clock.
+    pub fn now(&self) -> i64 {
+        (self.0.clock)()
+    }
+
+    pub fn engine(&self) -> &engine::Engine {
+        &self.0.engine
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<&str> {
+        self.0.admin_token.as_deref()
+    }
+
+    pub(crate) fn key_cache(&self) -> &auth::KeyCache {
+        &self.0.keys
+    }
+
+    /// The compiled snapshot of the live segments at the store's current revision.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, sqlx::Error> {
+        self.0.engine.snapshot(&self.0.db).await
+    }
+
+    /// The segments `user_id` is in, given `attributes`, each with its reason.
+    pub async fn evaluate(&self, user_id: &str, attributes: &Map<String, Value>) -> Result<Evaluation, sqlx::Error> {
+        let mut conn = self.0.db.pool().acquire().await?;
+        let (revision, memberships) = store::revision_and_memberships(&mut conn, user_id, self.now()).await?;
+        drop(conn);
+        let explicit: HashMap<i64, Option<i64>> = memberships.into_iter().collect();
+        let snapshot = self.0.engine.snapshot_at(&self.0.db, revision).await?;
+        let matches = snapshot.evaluate(user_id, attributes, &explicit);
+        Ok(Evaluation { snapshot, matches })
+    }
+
+    /// Writes every expired membership to the history and drops it; returns how many. The
+    /// active lists never depend on this (they exclude expired rows themselves): it keeps the
+    /// table small and the history complete for users nobody asks about.
+    pub async fn sweep_expired(&self) -> Result<u64, sqlx::Error> {
+        let now = self.now();
+        let mut swept = 0;
+        loop {
+            let users = store::users_with_expired(&self.0.db, now, 500).await?;
+            if users.is_empty() {
+                return Ok(swept);
+            }
+            for user in users {
+                let mut tx = store::write_tx(&self.0.db).await?;
+                swept += store::materialize_expired(&mut tx, &user, now).await?;
+                tx.commit().await?;
+            }
+        }
+    }
+}
+
+/// A new random (version 4) UUID, the v1 id of segments, flags, decisions and keys.
+pub fn new_uuid() -> String {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// RFC 3339 in UTC to the second, the form both seeds show (`2024-01-15T10:30:00Z`).
+pub fn rfc3339_seconds(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The segments service's settings: defaults, then `--config FILE`, then `CHATMESH_*` and
+/// `DATABASE_URL`, then flags.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// Largest request body accepted, in bytes (DMN models can be large).
+    pub max_body_bytes: usize,
+    /// Seconds between sweeps that write expired memberships to the history.
+    pub sweep_interval_secs: u64,
+    #[serde(flatten)]
+    pub settings: Settings,
+    #[serde(flatten)]
+    pub backends: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8083".to_owned(),
+            max_body_bytes: 1024 * 1024,
+            sweep_interval_secs: 60,
+            settings: Settings::default(),
+            backends: BackendConfig::default(),
+        }
+    }
+}
+
+/// The store: MySQL / MariaDB at `DATABASE_URL`, else SQLite under the data dir.
+///
+/// The SQLite file is `chatmesh.db`, the one the standalone `chatmesh` server uses, rather
+/// than a file of its own: switching between the standalone server and this binary on one
+/// data dir keeps the same segments, and a key minted with `segments mint-key` works for
+/// both, just as every service shares one database when `DATABASE_URL` is set.
+pub async fn open_database(backends: &BackendConfig) -> anyhow::Result<Database> {
+    Ok(match &backends.database_url {
+        Some(url) => Database::connect(url).await?,
+        None => Database::open_sqlite(&backends.ensure_data_dir()?, "chatmesh.db").await?,
+    })
+}
+
+/// Every route of the service with `X-Served-By`, health, the JSON fallbacks and the body limit.
+pub fn app(state: Segments, max_body_bytes: usize) -> Router {
+    let db = state.db().clone();
+    let store_check = shared::health::FnCheck::boxed("store", move || {
+        let db = db.clone();
+        Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+    });
+    let routes = Router::new()
+        .merge(shared::http::served_by(router(state), "segments"))
+        .merge(shared::health::router("segments", vec![store_check]));
+    shared::http::with_fallbacks(routes).layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// Connects the store, migrates, and serves on `listener` until `shutdown`, sweeping expired
+/// memberships beside it.
+pub async fn run(config: &Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let db = open_database(&config.backends).await?;
+    let state = Segments::new(db, &config.settings).await?;
+    let sweeper = tokio::spawn(sweep_periodically(
+        state.clone(),
+        Duration::from_secs(config.sweep_interval_secs.max(1)),
+        shutdown.clone(),
+    ));
+    tracing::info!(address = %listener.local_addr()?, "segments listening");
+    let app = shared::metrics::instrument(app(state, config.max_body_bytes));
+    shared::http::serve(listener, app, shutdown).await?;
+    sweeper.await?;
+    Ok(())
+}
+
+/// Runs [`Segments::sweep_expired`] every `interval` until `shutdown`.
+pub async fn sweep_periodically(state: Segments, interval: Duration, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match state.sweep_expired().await {
+            Ok(0) => {}
+            Ok(swept) => tracing::debug!(swept, "expired memberships written to the history"),
+            Err(error) => tracing::warn!(%error, "membership sweep failed; retrying at the next interval"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_version_4() {
+        let id = new_uuid();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(api::is_uuid(&id));
+        assert_ne!(id, new_uuid());
+    }
+
+    #[test]
+    fn timestamps_to_the_second() {
+        assert_eq!(rfc3339_seconds(1_705_314_600_123), "2024-01-15T10:30:00Z");
+    }
+}

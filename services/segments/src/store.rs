@@ -1,0 +1,840 @@
+//! The segments tables and every statement the service runs, written once for SQLite and
+//! MySQL / MariaDB (`?` placeholders, BIGINT milliseconds, BIGINT 0/1 for booleans).
+//!
+//! - `segments`: one row per segment ever created; the legacy numeric `id`, the v1 `uuid`,
+//!   the slug / key. Deleting is soft (`deleted = 1`); `live_key` equals the key while the
+//!   segment is live and is NULL once deleted, so its UNIQUE index lets a key be reused after
+//!   a delete while the legacy list still shows the deleted row.
+//! - `segment_revision`: one counter bumped by every segment write, so evaluation knows with
+//!   one primary-key read whether its compiled snapshot is still current, in any process.
+//! - `segment_memberships` / `segment_history`: explicit memberships with their optional
+//!   expiry, and the add / remove lines of the CSV report. An expired membership is written to
+//!   the history as a `remove` at its expiry time when it is next touched (a change of the
+//!   user's segments, a report, a delete of the segment, or the periodic sweep); queries of
+//!   active segments exclude it before that, from the moment it expires.
+//! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
+
+use shared::backends::sql::{Database, Dialect, Migration, placeholders};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+pub type SqlResult<T> = Result<T, sqlx::Error>;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "segments, memberships, history, decisions, flags, api keys",
+    sqlite: &[
+        "CREATE TABLE segments (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid VARCHAR(36) NOT NULL UNIQUE, \
+         seg_key VARCHAR(200) NOT NULL, live_key VARCHAR(200) UNIQUE, name VARCHAR(200) NOT NULL, \
+         description TEXT, rule_type VARCHAR(8) NOT NULL, rule_content TEXT, decision_id VARCHAR(36), \
+         percent BIGINT, version BIGINT NOT NULL, deleted BIGINT NOT NULL DEFAULT 0, \
+         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, deleted_at BIGINT)",
+        "CREATE INDEX segments_key ON segments (seg_key)",
+        "CREATE TABLE segment_revision (id BIGINT PRIMARY KEY, revision BIGINT NOT NULL)",
+        "INSERT OR IGNORE INTO segment_revision (id, revision) VALUES (1, 0)",
+        "CREATE TABLE segment_memberships (user_id VARCHAR(191) NOT NULL, segment_id BIGINT NOT NULL, \
+         added_at BIGINT NOT NULL, ordinal BIGINT NOT NULL, expires_at BIGINT, PRIMARY KEY (user_id, segment_id))",
+        "CREATE INDEX segment_memberships_segment ON segment_memberships (segment_id)",
+        "CREATE INDEX segment_memberships_expiry ON segment_memberships (expires_at)",
+        "CREATE TABLE segment_history (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id VARCHAR(191) NOT NULL, \
+         segment_id BIGINT NOT NULL, action VARCHAR(8) NOT NULL, at BIGINT NOT NULL)",
+        "CREATE INDEX segment_history_user ON segment_history (user_id, at)",
+        "CREATE TABLE segment_decisions (uuid VARCHAR(36) PRIMARY KEY, name VARCHAR(200) NOT NULL, \
+         decision_name VARCHAR(200) NOT NULL, content TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        "CREATE TABLE segment_flags (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid VARCHAR(36) NOT NULL UNIQUE, \
+         flag_key VARCHAR(200) NOT NULL UNIQUE, name VARCHAR(200) NOT NULL, enabled BIGINT NOT NULL, \
+         default_variation BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE TABLE segment_flag_rules (flag_id BIGINT NOT NULL, position BIGINT NOT NULL, \
+         segment_id BIGINT NOT NULL, variation BIGINT NOT NULL, PRIMARY KEY (flag_id, position))",
+        "CREATE INDEX segment_flag_rules_segment ON segment_flag_rules (segment_id)",
+        "CREATE TABLE segment_api_keys (id VARCHAR(36) PRIMARY KEY, name VARCHAR(200) NOT NULL, \
+         key_hash VARCHAR(64) NOT NULL UNIQUE, permissions VARCHAR(500) NOT NULL, created_at BIGINT NOT NULL)",
+    ],
+    mysql: &[
+        "CREATE TABLE IF NOT EXISTS segments (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         uuid VARCHAR(36) NOT NULL, seg_key VARCHAR(200) NOT NULL, live_key VARCHAR(200) NULL, \
+         name VARCHAR(200) NOT NULL, description TEXT NULL, rule_type VARCHAR(8) NOT NULL, \
+         rule_content MEDIUMTEXT NULL, decision_id VARCHAR(36) NULL, percent BIGINT NULL, \
+         version BIGINT NOT NULL, deleted BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, deleted_at BIGINT NULL, UNIQUE KEY segments_uuid (uuid), \
+         UNIQUE KEY segments_live_key (live_key), KEY segments_key (seg_key)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS segment_revision (id BIGINT NOT NULL PRIMARY KEY, revision BIGINT NOT NULL) \
+         ENGINE=InnoDB",
+        "INSERT IGNORE INTO segment_revision (id, revision) VALUES (1, 0)",
+        "CREATE TABLE IF NOT EXISTS segment_memberships (user_id VARCHAR(191) NOT NULL, segment_id BIGINT NOT NULL, \
+         added_at BIGINT NOT NULL, ordinal BIGINT NOT NULL, expires_at BIGINT NULL, \
+         PRIMARY KEY (user_id, segment_id), KEY segment_memberships_segment (segment_id), \
+         KEY segment_memberships_expiry (expires_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS segment_history (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         user_id VARCHAR(191) NOT NULL, segment_id BIGINT NOT NULL, action VARCHAR(8) NOT NULL, at BIGINT NOT NULL, \
+         KEY segment_history_user (user_id, at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS segment_decisions (uuid VARCHAR(36) NOT NULL PRIMARY KEY, \
+         name VARCHAR(200) NOT NULL, decision_name VARCHAR(200) NOT NULL, content MEDIUMTEXT NOT NULL, \
+         created_at BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS segment_flags (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         uuid VARCHAR(36) NOT NULL, flag_key VARCHAR(200) NOT NULL, name VARCHAR(200) NOT NULL, \
+         enabled BIGINT NOT NULL, default_variation BIGINT NOT NULL, created_at BIGINT NOT NULL, \
+         updated_at BIGINT NOT NULL, UNIQUE KEY segment_flags_uuid (uuid), UNIQUE KEY segment_flags_key (flag_key)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE IF NOT EXISTS segment_flag_rules (flag_id BIGINT NOT NULL, position BIGINT NOT NULL, \
+         segment_id BIGINT NOT NULL, variation BIGINT NOT NULL, PRIMARY KEY (flag_id, position), \
+         KEY segment_flag_rules_segment (segment_id)) ENGINE=InnoDB",
+        "CREATE TABLE IF NOT EXISTS segment_api_keys (id VARCHAR(36) NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, \
+         key_hash VARCHAR(64) NOT NULL, permissions VARCHAR(500) NOT NULL, created_at BIGINT NOT NULL, \
+         UNIQUE KEY segment_api_keys_hash (key_hash)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    ],
+}];
+
+/// Begins a transaction that writes. SQLite takes its write lock at once (`BEGIN IMMEDIATE`),
+/// so a transaction that reads before it writes cannot fail on a lock upgrade; MySQL locks
+/// rows as statements touch them (see [`lock`]).
+pub async fn write_tx(db: &Database) -> SqlResult<Tx> {
+    match db.dialect() {
+        Dialect::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await,
+        Dialect::MySql => db.pool().begin().await,
+    }
+}
+
+/// The suffix that locks the rows a SELECT reads, until commit: MySQL only (SQLite's write
+/// transaction already holds the one database lock).
+pub fn lock(dialect: Dialect, exclusive: bool) -> &'static str {
+    match (dialect, exclusive) {
+        (Dialect::Sqlite, _) => "",
+        (Dialect::MySql, true) => " FOR UPDATE",
+        (Dialect::MySql, false) => " LOCK IN SHARE MODE",
+    }
+}
+
+/// The counter that says whether a compiled snapshot of the segments is current.
+pub async fn revision(db: &Database) -> SqlResult<i64> {
+    sqlx::query("SELECT revision FROM segment_revision WHERE id = 1").fetch_one(db.pool()).await?.try_get(0)
+}
+
+pub async fn bump_revision(conn: &mut AnyConnection) -> SqlResult<()> {
+    sqlx::query("UPDATE segment_revision SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+
+#[derive(Clone, Debug)]
+pub struct SegmentRow {
+    pub id: i64,
+    pub uuid: String,
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub rule_type: String,
+    pub rule_content: Option<String>,
+    pub decision_id: Option<String>,
+    pub percent: Option<i64>,
+    pub version: i64,
+    pub deleted: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const SEGMENT_COLUMNS: &str = "id, uuid, seg_key, name, description, rule_type, rule_content, decision_id, \
+                               percent, version, deleted, created_at, updated_at";
+
+/// A TEXT column: the Any driver reports MySQL TEXT as BLOB, so read bytes when it does.
+fn text(row: &AnyRow, index: usize) -> SqlResult<Option<String>> {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(text) => Ok(text),
+        Err(sqlx::Error::ColumnDecode { .. }) => match row.try_get::<Option<Vec<u8>>, _>(index)? {
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| sqlx::Error::ColumnDecode { index: index.to_string(), source: Box::new(e) }),
+            None => Ok(None),
+        },
+        Err(other) => Err(other),
+    }
+}
+
+fn segment_row(row: &AnyRow) -> SqlResult<SegmentRow> {
+    Ok(SegmentRow {
+        id: row.try_get(0)?,
+        uuid: row.try_get(1)?,
+        key: row.try_get(2)?,
+        name: row.try_get(3)?,
+        description: text(row, 4)?,
+        rule_type: row.try_get(5)?,
+        rule_content: text(row, 6)?,
+        decision_id: row.try_get(7)?,
+        percent: row.try_get(8)?,
+        version: row.try_get(9)?,
+        deleted: row.try_get::<i64, _>(10)? != 0,
+        created_at: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+    })
+}
+
+/// Every segment ever created, deleted ones included, oldest first.
+pub async fn all_segments(db: &Database) -> SqlResult<Vec<SegmentRow>> {
+    let rows = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments ORDER BY id")).fetch_all(db.pool()).await?;
+    rows.iter().map(segment_row).collect()
+}
+
+/// The segment a slug names: the live one, or else the one deleted last.
+pub async fn segment_by_slug(db: &Database, slug: &str) -> SqlResult<Option<SegmentRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {SEGMENT_COLUMNS} FROM segments WHERE seg_key = ? ORDER BY deleted, id DESC LIMIT 1"
+    ))
+    .bind(slug)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(segment_row).transpose()
+}
+
+/// The live segment with v1 id `uuid`, locked for update inside a transaction on MySQL.
+pub async fn live_segment_by_uuid(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    uuid: &str,
+    for_update: bool,
+) -> SqlResult<Option<SegmentRow>> {
+    let suffix = if for_update { lock(dialect, true) } else { "" };
+    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ? AND deleted = 0{suffix}"))
+        .bind(uuid)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(segment_row).transpose()
+}
+
+/// The live segment with `key`, locked for update inside a transaction on MySQL.
+pub async fn live_segment_by_key(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    key: &str,
+) -> SqlResult<Option<SegmentRow>> {
+    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE live_key = ?{}", lock(dialect, true)))
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(segment_row).transpose()
+}
+
+/// Whether a live segment other than `except_id` holds `key`.
+pub async fn live_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
+    let row = sqlx::query("SELECT id FROM segments WHERE live_key = ?").bind(key).fetch_optional(conn).await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
+        None => false,
+    })
+}
+
+/// What a new segment holds.
+#[derive(Clone, Debug)]
+pub struct NewSegment {
+    pub uuid: String,
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub rule_type: String,
+    pub rule_content: Option<String>,
+    pub decision_id: Option<String>,
+    pub percent: Option<i64>,
+}
+
+/// Inserts a segment (the caller checked its key is free) and bumps the revision.
+pub async fn insert_segment(conn: &mut AnyConnection, segment: &NewSegment, now: i64) -> SqlResult<SegmentRow> {
+    sqlx::query(
+        "INSERT INTO segments (uuid, seg_key, live_key, name, description, rule_type, rule_content, decision_id, \
+         percent, version, deleted, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
+    )
+    .bind(&segment.uuid)
+    .bind(&segment.key)
+    .bind(&segment.key)
+    .bind(&segment.name)
+    .bind(&segment.description)
+    .bind(&segment.rule_type)
+    .bind(&segment.rule_content)
+    .bind(&segment.decision_id)
+    .bind(segment.percent)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    bump_revision(&mut *conn).await?;
+    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ?"))
+        .bind(&segment.uuid)
+        .fetch_one(conn)
+        .await?;
+    segment_row(&row)
+}
+
+/// Writes every editable field of `segment`, bumps its version and the revision.
+pub async fn update_segment(conn: &mut AnyConnection, segment: &SegmentRow, now: i64) -> SqlResult<()> {
+    sqlx::query(
+        "UPDATE segments SET seg_key = ?, live_key = ?, name = ?, description = ?, rule_type = ?, rule_content = ?, \
+         decision_id = ?, percent = ?, version = version + 1, updated_at = ? WHERE id = ?",
+    )
+    .bind(&segment.key)
+    .bind(&segment.key)
+    .bind(&segment.name)
+    .bind(&segment.description)
+    .bind(&segment.rule_type)
+    .bind(&segment.rule_content)
+    .bind(&segment.decision_id)
+    .bind(segment.percent)
+    .bind(now)
+    .bind(segment.id)
+    .execute(&mut *conn)
+    .await?;
+    bump_revision(conn).await
+}
+
+/// One page of live segments, oldest first, and how many live segments there are.
+pub async fn live_segments_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<SegmentRow>, i64)> {
+    let total: i64 =
+        sqlx::query("SELECT COUNT(*) FROM segments WHERE deleted = 0").fetch_one(db.pool()).await?.try_get(0)?;
+    let rows =
+        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE deleted = 0 ORDER BY id LIMIT ? OFFSET ?"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(db.pool())
+            .await?;
+    Ok((rows.iter().map(segment_row).collect::<SqlResult<_>>()?, total))
+}
+
+/// Whether a flag's targeting rule uses the segment.
+pub async fn segment_in_use(conn: &mut AnyConnection, segment_id: i64) -> SqlResult<bool> {
+    let row = sqlx::query("SELECT flag_id FROM segment_flag_rules WHERE segment_id = ? LIMIT 1")
+        .bind(segment_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Soft-deletes a segment: it leaves the live set and frees its key; its members lose it, each
+/// with a `remove` history line (at its expiry when that came first).
+pub async fn soft_delete_segment(conn: &mut AnyConnection, segment_id: i64, now: i64) -> SqlResult<()> {
+    sqlx::query(
+        "UPDATE segments SET deleted = 1, live_key = NULL, version = version + 1, updated_at = ?, deleted_at = ? \
+         WHERE id = ?",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(segment_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO segment_history (user_id, segment_id, action, at) \
+         SELECT user_id, segment_id, 'remove', CASE WHEN expires_at IS NOT NULL AND expires_at <= ? \
+         THEN expires_at ELSE ? END FROM segment_memberships WHERE segment_id = ? ORDER BY added_at, ordinal",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(segment_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM segment_memberships WHERE segment_id = ?").bind(segment_id).execute(&mut *conn).await?;
+    bump_revision(conn).await
+}
+
+/// A live segment as evaluation needs it, with the DMN XML of its stored decision if any.
+#[derive(Clone, Debug)]
+pub struct LiveSegmentRow {
+    pub id: i64,
+    pub uuid: String,
+    pub key: String,
+    pub name: String,
+    pub version: i64,
+    pub rule_type: String,
+    pub rule_content: Option<String>,
+    pub decision_xml: Option<String>,
+    pub percent: Option<i64>,
+}
+
+pub async fn live_segments(db: &Database) -> SqlResult<Vec<LiveSegmentRow>> {
+    let rows = sqlx::query(
+        "SELECT s.id, s.uuid, s.seg_key, s.name, s.version, s.rule_type, s.rule_content, d.content, s.percent \
+         FROM segments s LEFT JOIN segment_decisions d ON d.uuid = s.decision_id WHERE s.deleted = 0 ORDER BY s.id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(LiveSegmentRow {
+                id: row.try_get(0)?,
+                uuid: row.try_get(1)?,
+                key: row.try_get(2)?,
+                name: row.try_get(3)?,
+                version: row.try_get(4)?,
+                rule_type: row.try_get(5)?,
+                rule_content: text(row, 6)?,
+                decision_xml: text(row, 7)?,
+                percent: row.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memberships and history
+
+/// Writes the user's expired memberships to the history as `remove` lines at their expiry
+/// time and drops them. Deleting first and writing only what was deleted keeps two
+/// concurrent callers from writing one expiry twice.
+pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i64) -> SqlResult<u64> {
+    let expired = sqlx::query(
+        "SELECT segment_id, expires_at FROM segment_memberships WHERE user_id = ? AND expires_at IS NOT NULL \
+         AND expires_at <= ? ORDER BY expires_at, ordinal",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut written = 0;
+    for row in expired {
+        let segment_id: i64 = row.try_get(0)?;
+        let expires_at: i64 = row.try_get(1)?;
+        let deleted =
+            sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ? AND expires_at = ?")
+                .bind(user_id)
+                .bind(segment_id)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
+        if deleted.rows_affected() == 1 {
+            insert_history(&mut *conn, user_id, segment_id, "remove", expires_at).await?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Whether the user has memberships that expired but are not in the history yet.
+pub async fn has_expired(db: &Database, user_id: &str, now: i64) -> SqlResult<bool> {
+    let row = sqlx::query(
+        "SELECT segment_id FROM segment_memberships WHERE user_id = ? AND expires_at IS NOT NULL AND expires_at <= ? \
+         LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Users with memberships that expired, for the sweep.
+pub async fn users_with_expired(db: &Database, now: i64, limit: i64) -> SqlResult<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT user_id FROM segment_memberships WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|row| row.try_get(0)).collect()
+}
+
+pub async fn insert_history(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    segment_id: i64,
+    action: &str,
+    at: i64,
+) -> SqlResult<()> {
+    sqlx::query("INSERT INTO segment_history (user_id, segment_id, action, at) VALUES (?, ?, ?, ?)")
+        .bind(user_id)
+        .bind(segment_id)
+        .bind(action)
+        .bind(at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `(id, key)` of the live segments among `keys`, share-locked on MySQL so that a concurrent
+/// delete waits for the memberships being added.
+pub async fn live_segments_by_keys(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    keys: &[String],
+) -> SqlResult<Vec<(i64, String)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, seg_key FROM segments WHERE live_key IN ({}){}",
+        placeholders(keys.len()),
+        lock(dialect, false)
+    );
+    let mut query = sqlx::query(&sql);
+    for key in keys {
+        query = query.bind(key);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+}
+
+/// `(id, key)` of every segment, live or deleted, holding one of `keys`.
+pub async fn segments_by_keys(conn: &mut AnyConnection, keys: &[String]) -> SqlResult<Vec<(i64, String)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT id, seg_key FROM segments WHERE seg_key IN ({})", placeholders(keys.len()));
+    let mut query = sqlx::query(&sql);
+    for key in keys {
+        query = query.bind(key);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+}
+
+/// Removes a membership; true (and a `remove` line) when the user had it.
+pub async fn remove_membership(conn: &mut AnyConnection, user_id: &str, segment_id: i64, now: i64) -> SqlResult<bool> {
+    let deleted = sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ?")
+        .bind(user_id)
+        .bind(segment_id)
+        .execute(&mut *conn)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    insert_history(conn, user_id, segment_id, "remove", now).await?;
+    Ok(true)
+}
+
+/// Adds a membership, or refreshes the expiry of the one the user has (the caller has written
+/// expired ones to the history first, so an existing membership is an active one). Only a new
+/// membership gets an `add` line.
+#[allow(clippy::too_many_arguments)]
+pub async fn add_membership(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    user_id: &str,
+    segment_id: i64,
+    ordinal: i64,
+    expires_at: Option<i64>,
+    now: i64,
+) -> SqlResult<()> {
+    let insert_ignore = match dialect {
+        Dialect::Sqlite => "INSERT OR IGNORE",
+        Dialect::MySql => "INSERT IGNORE",
+    };
+    let inserted = sqlx::query(&format!(
+        "{insert_ignore} INTO segment_memberships (user_id, segment_id, added_at, ordinal, expires_at) \
+         VALUES (?, ?, ?, ?, ?)"
+    ))
+    .bind(user_id)
+    .bind(segment_id)
+    .bind(now)
+    .bind(ordinal)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        insert_history(conn, user_id, segment_id, "add", now).await
+    } else {
+        sqlx::query("UPDATE segment_memberships SET expires_at = ? WHERE user_id = ? AND segment_id = ?")
+            .bind(expires_at)
+            .bind(user_id)
+            .bind(segment_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The revision counter and the user's active explicit memberships `(segment id, expires_at)`
+/// in one round trip: what every evaluation reads from the store.
+pub async fn revision_and_memberships(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    now: i64,
+) -> SqlResult<(i64, Vec<(i64, Option<i64>)>)> {
+    let rows = sqlx::query(
+        "SELECT r.revision, m.segment_id, m.expires_at FROM segment_revision r LEFT JOIN segment_memberships m \
+         ON m.user_id = ? AND (m.expires_at IS NULL OR m.expires_at > ?) WHERE r.id = 1",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    let mut revision = 0;
+    let mut memberships = Vec::with_capacity(rows.len());
+    for row in &rows {
+        revision = row.try_get(0)?;
+        if let Some(segment_id) = row.try_get::<Option<i64>, _>(1)? {
+            memberships.push((segment_id, row.try_get(2)?));
+        }
+    }
+    Ok((revision, memberships))
+}
+
+/// A user's active explicit memberships: `(segment id, key, expires_at)` in the order they
+/// were added; expired ones are excluded from the moment they expire.
+pub async fn active_memberships(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    now: i64,
+) -> SqlResult<Vec<(i64, String, Option<i64>)>> {
+    let rows = sqlx::query(
+        "SELECT s.id, s.seg_key, m.expires_at FROM segment_memberships m JOIN segments s ON s.id = m.segment_id \
+         WHERE m.user_id = ? AND s.deleted = 0 AND (m.expires_at IS NULL OR m.expires_at > ?) \
+         ORDER BY m.added_at, m.ordinal, s.id",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+}
+
+/// One line of the history report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryLine {
+    pub user_id: String,
+    pub slug: String,
+    pub action: String,
+    pub at: i64,
+}
+
+/// The user's history in `[from, to)`, ascending by time, then in the order it was written.
+pub async fn history(db: &Database, user_id: &str, from: i64, to: i64) -> SqlResult<Vec<HistoryLine>> {
+    let rows = sqlx::query(
+        "SELECT h.user_id, s.seg_key, h.action, h.at FROM segment_history h JOIN segments s ON s.id = h.segment_id \
+         WHERE h.user_id = ? AND h.at >= ? AND h.at < ? ORDER BY h.at, h.id",
+    )
+    .bind(user_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryLine {
+                user_id: row.try_get(0)?,
+                slug: row.try_get(1)?,
+                action: row.try_get(2)?,
+                at: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decisions
+
+#[derive(Clone, Debug)]
+pub struct DecisionRow {
+    pub uuid: String,
+    pub name: String,
+    pub decision_name: String,
+    pub content: String,
+    pub created_at: i64,
+}
+
+pub async fn insert_decision(db: &Database, decision: &DecisionRow) -> SqlResult<()> {
+    sqlx::query(
+        "INSERT INTO segment_decisions (uuid, name, decision_name, content, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&decision.uuid)
+    .bind(&decision.name)
+    .bind(&decision.decision_name)
+    .bind(&decision.content)
+    .bind(decision.created_at)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+pub async fn decision(conn: &mut AnyConnection, uuid: &str) -> SqlResult<Option<DecisionRow>> {
+    let row =
+        sqlx::query("SELECT uuid, name, decision_name, content, created_at FROM segment_decisions WHERE uuid = ?")
+            .bind(uuid)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|row| {
+        Ok(DecisionRow {
+            uuid: row.try_get(0)?,
+            name: row.try_get(1)?,
+            decision_name: row.try_get(2)?,
+            content: text(&row, 3)?.unwrap_or_default(),
+            created_at: row.try_get(4)?,
+        })
+    })
+    .transpose()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+#[derive(Clone, Debug)]
+pub struct FlagRow {
+    pub id: i64,
+    pub uuid: String,
+    pub key: String,
+    pub name: String,
+    pub enabled: bool,
+    pub default_variation: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A targeting rule: users in the segment get `variation`.
+#[derive(Clone, Debug)]
+pub struct FlagRuleRow {
+    pub segment_id: i64,
+    pub segment_uuid: String,
+    pub segment_key: String,
+    pub variation: bool,
+}
+
+const FLAG_COLUMNS: &str = "id, uuid, flag_key, name, enabled, default_variation, created_at, updated_at";
+
+fn flag_row(row: &AnyRow) -> SqlResult<FlagRow> {
+    Ok(FlagRow {
+        id: row.try_get(0)?,
+        uuid: row.try_get(1)?,
+        key: row.try_get(2)?,
+        name: row.try_get(3)?,
+        enabled: row.try_get::<i64, _>(4)? != 0,
+        default_variation: row.try_get::<i64, _>(5)? != 0,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+    })
+}
+
+/// The flag with v1 id (or key) `ident`, locked for update inside a MySQL transaction.
+pub async fn flag(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    ident: &str,
+    for_update: bool,
+) -> SqlResult<Option<FlagRow>> {
+    let suffix = if for_update { lock(dialect, true) } else { "" };
+    let row = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM segment_flags WHERE uuid = ? OR flag_key = ?{suffix}"))
+        .bind(ident)
+        .bind(ident)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(flag_row).transpose()
+}
+
+pub async fn flag_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
+    let row = sqlx::query("SELECT id FROM segment_flags WHERE flag_key = ?").bind(key).fetch_optional(conn).await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
+        None => false,
+    })
+}
+
+pub async fn flag_rules(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<Vec<FlagRuleRow>> {
+    let rows = sqlx::query(
+        "SELECT r.segment_id, s.uuid, s.seg_key, r.variation FROM segment_flag_rules r \
+         JOIN segments s ON s.id = r.segment_id WHERE r.flag_id = ? ORDER BY r.position",
+    )
+    .bind(flag_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(FlagRuleRow {
+                segment_id: row.try_get(0)?,
+                segment_uuid: row.try_get(1)?,
+                segment_key: row.try_get(2)?,
+                variation: row.try_get::<i64, _>(3)? != 0,
+            })
+        })
+        .collect()
+}
+
+pub async fn insert_flag(conn: &mut AnyConnection, flag: &FlagRow) -> SqlResult<i64> {
+    sqlx::query(
+        "INSERT INTO segment_flags (uuid, flag_key, name, enabled, default_variation, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&flag.uuid)
+    .bind(&flag.key)
+    .bind(&flag.name)
+    .bind(i64::from(flag.enabled))
+    .bind(i64::from(flag.default_variation))
+    .bind(flag.created_at)
+    .bind(flag.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT id FROM segment_flags WHERE uuid = ?").bind(&flag.uuid).fetch_one(conn).await?.try_get(0)
+}
+
+pub async fn update_flag(conn: &mut AnyConnection, flag: &FlagRow) -> SqlResult<()> {
+    sqlx::query(
+        "UPDATE segment_flags SET flag_key = ?, name = ?, enabled = ?, default_variation = ?, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(&flag.key)
+    .bind(&flag.name)
+    .bind(i64::from(flag.enabled))
+    .bind(i64::from(flag.default_variation))
+    .bind(flag.updated_at)
+    .bind(flag.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn replace_flag_rules(conn: &mut AnyConnection, flag_id: i64, rules: &[(i64, bool)]) -> SqlResult<()> {
+    sqlx::query("DELETE FROM segment_flag_rules WHERE flag_id = ?").bind(flag_id).execute(&mut *conn).await?;
+    for (position, (segment_id, variation)) in rules.iter().enumerate() {
+        sqlx::query("INSERT INTO segment_flag_rules (flag_id, position, segment_id, variation) VALUES (?, ?, ?, ?)")
+            .bind(flag_id)
+            .bind(position as i64)
+            .bind(*segment_id)
+            .bind(i64::from(*variation))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn delete_flag(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<()> {
+    sqlx::query("DELETE FROM segment_flag_rules WHERE flag_id = ?").bind(flag_id).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM segment_flags WHERE id = ?").bind(flag_id).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn flags_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<FlagRow>, i64)> {
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM segment_flags").fetch_one(db.pool()).await?.try_get(0)?;
+    let rows = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM segment_flags ORDER BY id LIMIT ? OFFSET ?"))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db.pool())
+        .await?;
+    Ok((rows.iter().map(flag_row).collect::<SqlResult<_>>()?, total))
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys
+
+pub async fn insert_api_key(
+    db: &Database,
+    id: &str,
+    name: &str,
+    key_hash: &str,
+    permissions: &str,
+    now: i64,
+) -> SqlResult<()> {
+    sqlx::query("INSERT INTO segment_api_keys (id, name, key_hash, permissions, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(id)
+        .bind(name)
+        .bind(key_hash)
+        .bind(permissions)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The permissions of the key whose hash is `key_hash`.
+pub async fn api_key_permissions(db: &Database, key_hash: &str) -> SqlResult<Option<String>> {
+    let row = sqlx::query("SELECT permissions FROM segment_api_keys WHERE key_hash = ?")
+        .bind(key_hash)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|row| row.try_get(0)).transpose()
+}

@@ -1,0 +1,323 @@
+//! Seed 000: slugs, memberships with TTL, the CSV history, percentage segments.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{HOUR, START, TestApp};
+
+/// Every example of seed 000, in the seed's order and with its responses.
+pub async fn seed_000_examples(app: &TestApp) {
+    // Create new segment: 201, Location, the segment.
+    let reply = app.create_slug("AVITO_VOICE_MESSAGES").await;
+    assert_eq!(reply.body, json!({"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}));
+    let reply = app.create_slug("AVITO_RED_BUTTON").await;
+    assert_eq!(reply.body, json!({"id": 2, "slug": "AVITO_RED_BUTTON", "is_deleted": false}));
+    assert_eq!(reply.header("location"), Some(app.url("/segments/AVITO_RED_BUTTON").as_str()));
+    assert!(reply.header("content-type").unwrap().starts_with("application/json"));
+    assert_eq!(reply.header("x-served-by"), Some("segments"));
+
+    // Get all existing segments.
+    let reply = app.get("/segments").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        json!([{"id":1,"slug":"AVITO_VOICE_MESSAGES","is_deleted":false},{"id":2,"slug":"AVITO_RED_BUTTON","is_deleted":false}])
+    );
+
+    // Get segment by slug.
+    let reply = app.get("/segments/AVITO_VOICE_MESSAGES").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"id":1,"slug":"AVITO_VOICE_MESSAGES","is_deleted":false}));
+
+    // The CSV example: RED_BUTTON added at 17:36:28, then the seed's change at 17:38:11.
+    app.create_slug("AVITO_RESEARCH_AMOGUS").await;
+    app.create_slug("AVITO_CHINESE_MARKET").await;
+    let reply = app.post("/segments/users", &json!({"id": 73234, "add": [{"slug": "AVITO_RED_BUTTON"}]})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({"segments": [{"slug": "AVITO_RED_BUTTON"}]}));
+    app.set_now(START + 103_000); // 2023-08-30T17:38:11Z
+
+    // Change user segments.
+    let reply = app
+        .post(
+            "/segments/users",
+            &json!({"id":73234,"add":[{"slug":"AVITO_RESEARCH_AMOGUS","expired":"2025-01-02T15:04:06Z"},{"slug":"AVITO_CHINESE_MARKET"}],"remove":[{"slug":"AVITO_RED_BUTTON"}]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({"segments":[{"slug":"AVITO_RESEARCH_AMOGUS"},{"slug":"AVITO_CHINESE_MARKET"}]}));
+
+    // Get user segments.
+    let reply = app.get("/segments/users/73234").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!([{"slug":"AVITO_RESEARCH_AMOGUS"},{"slug":"AVITO_CHINESE_MARKET"}]));
+
+    // Get user history: the link, then the CSV behind it.
+    let reply = app.get("/segments/users/73234/history?from=2023-08-30&to=2023-08-31").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"link": app.url("/history/73234/2023-08-30/2023-08-31/history.csv")}));
+    let csv = app.history_csv("73234", "2023-08-30", "2023-08-31").await;
+    assert_eq!(
+        csv,
+        "73234,AVITO_RED_BUTTON,add,2023-08-30T17:36:28Z\n\
+         73234,AVITO_RED_BUTTON,remove,2023-08-30T17:38:11Z\n\
+         73234,AVITO_RESEARCH_AMOGUS,add,2023-08-30T17:38:11Z\n\
+         73234,AVITO_CHINESE_MARKET,add,2023-08-30T17:38:11Z\n"
+    );
+    // Another range holds none of it.
+    assert_eq!(app.history_csv("73234", "2023-08-31", "2023-09-30").await, "");
+
+    // Delete segment: 204, then listed as deleted, and gone from its members.
+    let reply = app.delete("/segments/AVITO_VOICE_MESSAGES").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.text.is_empty());
+    let reply = app.get("/segments").await;
+    assert_eq!(reply.body[0], json!({"id":1,"slug":"AVITO_VOICE_MESSAGES","is_deleted":true}));
+    assert_eq!(app.get("/segments/AVITO_VOICE_MESSAGES").await.body["is_deleted"], true);
+    // Deleting it again changes nothing.
+    assert_eq!(app.delete("/segments/AVITO_VOICE_MESSAGES").await.status, StatusCode::NO_CONTENT);
+}
+
+/// Every refusal is a 4xx in the chatmesh error body, and a refused change changes nothing.
+pub async fn legacy_errors_change_nothing(app: &TestApp) {
+    app.create_slug("LIVE").await;
+    app.create_slug("GONE").await;
+    assert_eq!(app.delete("/segments/GONE").await.status, StatusCode::NO_CONTENT);
+    let reply = app.post("/segments/users", &json!({"id": 7, "add": [{"slug": "LIVE"}]})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let history_before = app.history_csv("7", "2023-08-01", "2023-09-01").await;
+
+    let cases = [
+        (json!({"id": 7, "add": [{"slug": "NOPE"}], "remove": [{"slug": "LIVE"}]}), StatusCode::NOT_FOUND),
+        (json!({"id": 7, "add": [{"slug": "GONE"}], "remove": [{"slug": "LIVE"}]}), StatusCode::NOT_FOUND),
+        (json!({"id": 7, "remove": [{"slug": "LIVE"}, {"slug": "NOPE"}]}), StatusCode::NOT_FOUND),
+        (json!({"id": 7, "add": [{"slug": "LIVE", "expired": "tomorrow"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"id": 7, "add": [{"slug": "LIVE", "expired": "2020-01-01T00:00:00Z"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"id": 7, "add": [{"slug": "LIVE"}], "remove": [{"slug": "LIVE"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"id": 7, "add": [{"slug": "LIVE"}, {"slug": "LIVE"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"id": 1.5, "add": []}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"id": "", "add": []}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"add": [{"slug": "LIVE"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"id": 7, "add": [{"expired": "2030-01-01T00:00:00Z"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, status) in cases {
+        let reply = app.post("/segments/users", &body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+        assert!(!reply.legacy_code().is_empty(), "{}", reply.text);
+        assert_eq!(app.user_slugs("7").await, ["LIVE"], "{body} changed the user's segments");
+    }
+    assert_eq!(app.history_csv("7", "2023-08-01", "2023-09-01").await, history_before);
+
+    let reply = app.get("/segments/NOPE").await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    assert_eq!(app.delete("/segments/NOPE").await.status, StatusCode::NOT_FOUND);
+    let reply = app.post("/segments", &json!({"slug": "LIVE"})).await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    // A deleted slug can be created again: a new segment, the old one stays listed.
+    let reply = app.post("/segments", &json!({"slug": "GONE"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body["is_deleted"], false);
+    assert_eq!(app.get("/segments").await.body.as_array().unwrap().len(), 3);
+    for body in [
+        json!({"slug": "has space"}),
+        json!({"slug": ""}),
+        json!({"slug": "users"}),
+        json!({"slug": "x".repeat(201)}),
+        json!({"slug": 5}),
+        json!({}),
+        json!({"slug": "P", "percent": 101}),
+        json!({"slug": "P", "percent": -1}),
+    ] {
+        let reply = app.post("/segments", &body).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reply.text);
+        assert_eq!(reply.legacy_code(), "VALIDATION_FAILED");
+    }
+    let reply = app.send_raw(Method::POST, "/segments", "application/json", "{\"slug\":", None).await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::BAD_REQUEST, "BAD_REQUEST"));
+    let reply = app.send_raw(Method::POST, "/segments", "text/plain", "{\"slug\":\"T\"}", None).await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    for query in ["from=2023-13-01&to=2023-12-01", "from=2023-09-02&to=2023-09-01", "from=yesterday"] {
+        let reply = app.get(&format!("/segments/users/7/history?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+    }
+    assert_eq!(app.get("/history/7/2023-01-01/nope/history.csv").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get("/segments/users").await.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// A membership with `expired` leaves the user's segments the moment it expires (no sweep
+/// needed), and the history shows its expiry as a `remove` at the expiry time.
+pub async fn ttl_expiry_without_sleeping(app: &TestApp) {
+    app.create_slug("TRIAL").await;
+    app.create_slug("FOREVER").await;
+    let expiry = START + HOUR;
+    let body = json!({"id": "u-1", "add": [{"slug": "TRIAL", "expired": helpers_at(expiry)}, {"slug": "FOREVER"}]});
+    let reply = app.post("/segments/users", &body).await;
+    assert_eq!(reply.body, json!({"segments": [{"slug": "TRIAL"}, {"slug": "FOREVER"}]}));
+
+    app.set_now(expiry - 1);
+    assert_eq!(app.user_slugs("u-1").await, ["TRIAL", "FOREVER"]);
+    app.set_now(expiry);
+    assert_eq!(app.user_slugs("u-1").await, ["FOREVER"], "expired at once, not at the next sweep");
+    assert!(!app.evaluate("u-1", json!({})).await.contains(&"TRIAL".to_owned()));
+
+    let csv = app.history_csv("u-1", "2023-08-30", "2023-08-30").await;
+    assert_eq!(
+        csv,
+        format!(
+            "u-1,TRIAL,add,{start}\nu-1,FOREVER,add,{start}\nu-1,TRIAL,remove,{end}\n",
+            start = helpers_at(START),
+            end = helpers_at(expiry)
+        )
+    );
+    // The sweep finds nothing left to write, and reading again writes nothing twice.
+    assert_eq!(app.state.sweep_expired().await.unwrap(), 0);
+    assert_eq!(app.history_csv("u-1", "2023-08-30", "2023-08-30").await, csv);
+
+    // The sweep writes expiries of users nobody asked about.
+    app.post(
+        "/segments/users",
+        &json!({"id": "u-2", "add": [{"slug": "TRIAL", "expired": helpers_at(expiry + HOUR)}]}),
+    )
+    .await;
+    app.set_now(expiry + 2 * HOUR);
+    assert_eq!(app.state.sweep_expired().await.unwrap(), 1);
+    assert!(
+        app.history_csv("u-2", "2023-08-30", "2023-08-30")
+            .await
+            .ends_with(&format!("u-2,TRIAL,remove,{}\n", helpers_at(expiry + HOUR)))
+    );
+}
+
+/// Re-adding refreshes the TTL (no new `add` line); re-adding after expiry is a new membership.
+pub async fn ttl_refresh_and_expired_re_add(app: &TestApp) {
+    app.create_slug("PROMO").await;
+    let add = |expiry: i64| json!({"id": 42, "add": [{"slug": "PROMO", "expired": helpers_at(expiry)}]});
+    app.post("/segments/users", &add(START + HOUR)).await;
+    app.set_now(START + HOUR / 2);
+    let reply = app.post("/segments/users", &add(START + 3 * HOUR)).await;
+    assert_eq!(reply.body, json!({"segments": [{"slug": "PROMO"}]}));
+    app.set_now(START + 2 * HOUR);
+    assert_eq!(app.user_slugs("42").await, ["PROMO"], "the refreshed TTL holds past the first expiry");
+    app.set_now(START + 3 * HOUR);
+    assert!(app.user_slugs("42").await.is_empty());
+    // Re-added after it expired: the expiry is written first, then a new add.
+    app.set_now(START + 4 * HOUR);
+    app.post("/segments/users", &json!({"id": 42, "add": [{"slug": "PROMO"}]})).await;
+    // Re-adding without `expired` makes it permanent.
+    app.set_now(START + 5 * HOUR);
+    app.post("/segments/users", &add(START + 6 * HOUR)).await;
+    app.post("/segments/users", &json!({"id": 42, "add": [{"slug": "PROMO"}]})).await;
+    app.set_now(START + 10 * HOUR);
+    assert_eq!(app.user_slugs("42").await, ["PROMO"]);
+    let csv = app.history_csv("42", "2023-08-30", "2023-08-31").await;
+    assert_eq!(
+        csv,
+        format!(
+            "42,PROMO,add,{}\n42,PROMO,remove,{}\n42,PROMO,add,{}\n",
+            helpers_at(START),
+            helpers_at(START + 3 * HOUR),
+            helpers_at(START + 4 * HOUR)
+        )
+    );
+}
+
+pub async fn deleting_a_segment_ends_its_memberships(app: &TestApp) {
+    app.create_slug("OLD").await;
+    app.create_slug("KEEP").await;
+    app.post("/segments/users", &json!({"id": 5, "add": [{"slug": "OLD"}, {"slug": "KEEP"}]})).await;
+    app.post("/segments/users", &json!({"id": 6, "add": [{"slug": "OLD", "expired": helpers_at(START + HOUR)}]})).await;
+    app.set_now(START + 2 * HOUR);
+    assert_eq!(app.delete("/segments/OLD").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.user_slugs("5").await, ["KEEP"]);
+    let csv = app.history_csv("5", "2023-08-30", "2023-08-30").await;
+    assert!(csv.ends_with(&format!("5,OLD,remove,{}\n", helpers_at(START + 2 * HOUR))), "{csv}");
+    // A membership that had expired before the delete is removed at its expiry, not later.
+    let csv = app.history_csv("6", "2023-08-30", "2023-08-30").await;
+    assert!(csv.ends_with(&format!("6,OLD,remove,{}\n", helpers_at(START + HOUR))), "{csv}");
+    // Removing a deleted segment from a user is allowed and changes nothing.
+    let reply = app.post("/segments/users", &json!({"id": 5, "remove": [{"slug": "OLD"}]})).await;
+    assert_eq!(reply.body, json!({"segments": [{"slug": "KEEP"}]}));
+}
+
+/// `percent` puts that share of all users, present and future, in the segment: the same
+/// users every time, as murmur3("{slug}:{userId}") % 100 + 1 <= percent says.
+pub async fn percent_assignment_is_stable_and_proportional(app: &TestApp) {
+    let reply = app.post("/segments", &json!({"slug": "ROLLOUT_30", "percent": 30})).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body["percent"], 30);
+    app.post("/segments", &json!({"slug": "NOBODY", "percent": 0})).await;
+    app.post("/segments", &json!({"slug": "EVERYBODY", "percent": 100})).await;
+    let mut inside = 0;
+    for user in 0..300 {
+        let id = user.to_string();
+        let slugs = app.user_slugs(&id).await;
+        let expected = segments::percent::bucket("ROLLOUT_30", &id) <= 30;
+        assert_eq!(slugs.contains(&"ROLLOUT_30".to_owned()), expected, "user {id}");
+        assert!(slugs.contains(&"EVERYBODY".to_owned()) && !slugs.contains(&"NOBODY".to_owned()));
+        inside += usize::from(expected);
+        if user % 50 == 0 {
+            assert_eq!(app.user_slugs(&id).await, slugs, "stable");
+        }
+    }
+    assert!((60..=120).contains(&inside), "{inside} of 300 users in a 30% segment");
+    // Evaluation gives the percentage as the reason, with the bucket.
+    let user = (0..).map(|u: u32| u.to_string()).find(|u| segments::percent::bucket("ROLLOUT_30", u) <= 30).unwrap();
+    let reply =
+        app.v1(Method::POST, "/api/v1/segments/evaluate", Some(&json!({"userId": user, "attributes": {}}))).await;
+    let rollout =
+        reply.body["data"].as_array().unwrap().iter().find(|s| s["attributes"]["key"] == "ROLLOUT_30").cloned();
+    let reason = &rollout.expect("in the rollout")["attributes"]["reason"];
+    assert_eq!(reason["kind"], "PERCENTAGE");
+    assert_eq!(reason["percent"], 30);
+    // A user explicitly added is in for that reason, whatever the bucket.
+    app.post("/segments/users", &json!({"id": "late", "add": [{"slug": "NOBODY"}]})).await;
+    assert_eq!(app.user_slugs("late").await[0], "NOBODY");
+}
+
+/// Unleash's published vectors, through the API: normalizedValue("123", "gr1") = 73 and
+/// normalizedValue("999", "groupX") = 25.
+pub async fn unleash_vectors_through_http(app: &TestApp) {
+    app.post("/segments", &json!({"slug": "gr1", "percent": 73})).await;
+    app.post("/segments", &json!({"slug": "groupX", "percent": 24})).await;
+    assert_eq!(app.user_slugs("123").await, ["gr1"], "bucket 73 is inside 73%");
+    assert!(!app.user_slugs("999").await.contains(&"groupX".to_owned()), "bucket 25 is outside 24%");
+    let reply = app.v1(Method::POST, "/api/v1/segments/evaluate", Some(&json!({"userId": "123"}))).await;
+    assert_eq!(reply.body["data"][0]["attributes"]["reason"]["bucket"], 73);
+}
+
+pub async fn bad_input_is_never_a_500(app: &TestApp) {
+    app.create_slug("S").await;
+    let long = "u".repeat(192);
+    let paths = [
+        format!("/segments/users/{long}"),
+        format!("/segments/users/{long}/history"),
+        "/segments/users/%F0%9F%98%80".to_owned(),
+        "/segments/users/a%2Fb/history?from=2023-01-01&to=2023-01-02".to_owned(),
+        "/segments/users/x/history?from=%ZZ".to_owned(),
+        "/segments/%00".to_owned(),
+        "/history/x/0000-00-00/2023-01-01/history.csv".to_owned(),
+    ];
+    for path in &paths {
+        let reply = app.get(path).await;
+        assert!(!reply.status.is_server_error(), "{path}: {}", reply.status);
+    }
+    for body in ["[]", "null", "{\"id\":{},\"add\":{}}", "{\"id\":1,\"add\":[1]}", "\"x\""] {
+        let reply = app.send_raw(Method::POST, "/segments/users", "application/json", body, None).await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.status);
+    }
+    // A user id with characters that need quoting or encoding survives the round trip.
+    let odd = "a,b \"c\"/d";
+    let reply = app.post("/segments/users", &json!({"id": odd, "add": [{"slug": "S"}]})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let encoded = "a%2Cb%20%22c%22%2Fd";
+    assert_eq!(app.user_slugs(encoded).await, ["S"]);
+    let csv = app.history_csv(encoded, "2023-08-30", "2023-08-30").await;
+    assert_eq!(csv, format!("\"a,b \"\"c\"\"/d\",S,add,{}\n", helpers_at(START)));
+}
+
+fn helpers_at(millis: i64) -> String {
+    crate::helpers::at(millis)
+}

@@ -1,0 +1,95 @@
+//! The segments service through HTTP: every scenario runs on SQLite and, when `DATABASE_URL`
+//! is set, again on a fresh MySQL / MariaDB database (skipped with a printed reason otherwise,
+//! a failure under `CHATMESH_REQUIRE_BACKENDS=1`).
+
+mod cli;
+#[cfg(feature = "dmn")]
+mod dmn;
+mod flags;
+mod helpers;
+mod legacy;
+mod v1;
+
+/// Declares each scenario `module::name` as `sqlite::module::name` and `mysql::module::name`.
+macro_rules! on_every_backend {
+    ($($(#[$attr:meta])* $module:ident: [$($name:ident),* $(,)?]);* $(;)?) => {
+        mod sqlite {
+            $($(#[$attr])* mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let app = crate::helpers::spawn(crate::helpers::Backend::Sqlite, stringify!($name))
+                            .await
+                            .expect("sqlite app");
+                        crate::$module::$name(&app).await;
+                    }
+                )*
+            })*
+        }
+        mod mysql {
+            $($(#[$attr])* mod $module {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let test = concat!("mysql::", stringify!($module), "::", stringify!($name));
+                        if let Some(app) = crate::helpers::spawn(crate::helpers::Backend::MySql, test).await {
+                            crate::$module::$name(&app).await;
+                        }
+                    }
+                )*
+            })*
+        }
+    };
+}
+
+on_every_backend! {
+    legacy: [
+        seed_000_examples,
+        legacy_errors_change_nothing,
+        ttl_expiry_without_sleeping,
+        ttl_refresh_and_expired_re_add,
+        deleting_a_segment_ends_its_memberships,
+        percent_assignment_is_stable_and_proportional,
+        unleash_vectors_through_http,
+        bad_input_is_never_a_500,
+    ];
+    v1: [
+        seed_002_examples,
+        seed_002_rule_examples,
+        authentication_and_permissions,
+        minted_keys_without_an_admin_token,
+        validation_errors,
+        pagination,
+        every_simple_operator,
+        userid_groups_and_missing_attributes,
+        evaluation_reasons_and_patch_applies_at_once,
+    ];
+    #[cfg(feature = "dmn")]
+    dmn: [
+        first_hit_policy,
+        unique_hit_policy,
+        collect_hit_policy,
+        object_and_truthy_outputs,
+        stored_decisions,
+        invalid_models_are_refused,
+        compiled_once_per_version,
+    ];
+    flags: [
+        flags_target_segments,
+        deleting_a_segment_in_use_is_a_conflict,
+        flag_validation_and_permissions,
+    ];
+    cli: [
+        mint_key_subcommand,
+    ];
+}
+
+#[test]
+fn binary_help_names_the_subcommands() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_segments")).arg("--help").output().expect("run");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("mint-key"), "{help}");
+    assert!(help.contains("8083"), "{help}");
+    assert!(help.contains("DATABASE_URL"), "{help}");
+}
