@@ -1,0 +1,339 @@
+//! `/events/`: accepting events (202 once durably queued; the consumer validates them), and
+//! listing, reading, replacing, patching and deleting the stored ones. An update is validated
+//! again, synchronously, by the same rules.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use shared::http::{JsonBody, QueryParams, is_json_content_type, read_body};
+use shared::{ApiError, ErrorCode};
+
+use super::{Invalid, PathParams, Refusal, both, next_page, page_limit};
+use crate::Events;
+use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
+use crate::store::{self, EventFilter, EventRow};
+use crate::time::{format_timestamp, parse_timestamp};
+use crate::validate::{self, Reason, ValidEvent, session_id_of};
+
+pub fn router() -> Router<Events> {
+    let router = both(Router::new(), "/events/", get(list).post(accept));
+    both(router, "/events/{id}/", get(show).put(replace).patch(update).delete(remove))
+}
+
+/// `POST /events/batch`, under its own body limit.
+pub fn batch_router() -> Router<Events> {
+    both(Router::new(), "/events/batch", post(accept_batch))
+}
+
+#[derive(Debug, Serialize)]
+struct SessionRef {
+    id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct EventView {
+    id: String,
+    session: SessionRef,
+    category: String,
+    name: String,
+    data: Box<RawValue>,
+    timestamp: String,
+    client_event_id: Option<String>,
+    received_at: String,
+    updated_at: String,
+}
+
+impl From<EventRow> for EventView {
+    fn from(row: EventRow) -> Self {
+        Self {
+            id: row.id,
+            session: SessionRef { id: row.session_id },
+            category: row.category,
+            name: row.name,
+            data: row.data,
+            timestamp: format_timestamp(row.timestamp),
+            client_event_id: row.client_event_id,
+            received_at: format_timestamp(row.received_at),
+            updated_at: format_timestamp(row.updated_at),
+        }
+    }
+}
+
+/// The JSON body of a request, as raw bytes: 415 unless it is JSON, 413 over the limit.
+async fn json_bytes(state: &Events, request: Request) -> Result<bytes::Bytes, ApiError> {
+    if !is_json_content_type(request.headers()) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with content-type application/json",
+        ));
+    }
+    read_body(request, state).await
+}
+
+fn malformed(error: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(format!("malformed JSON: {error}"))
+}
+
+/// `POST /events/`: 202 once the event is durably queued, whatever it holds (as long as it is
+/// JSON): the consumer stores it, or an error record under the same id.
+async fn accept(State(state): State<Events>, request: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = json_bytes(&state, request).await?;
+    let payload: &RawValue = serde_json::from_slice(&body).map_err(|e| malformed(&e))?;
+    let value: Value = serde_json::from_str(payload.get()).map_err(|e| malformed(&e))?;
+    let id = event_id(&value);
+    let queued = QueuedEvents {
+        received_at: state.clock.now_millis(),
+        items: vec![QueuedEvent { id: id.as_str().into(), payload, rejected: None }],
+    };
+    ingest::publish(&state, &queued).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "id": id,
+            "status": "queued",
+            "message": "the event will be stored once validated; an invalid one becomes an error record with this id",
+        })),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct BatchItem {
+    index: usize,
+    id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<Vec<Reason>>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchAccepted {
+    accepted: usize,
+    rejected: usize,
+    items: Vec<BatchItem>,
+}
+
+/// `POST /events/batch`: up to the batch limit of events, queued as one message. Each item is
+/// checked at once by every rule that needs no store, so the answer says which were accepted;
+/// a rejected item is queued too, so its error record (with the same id) is written as well.
+/// Whether the session exists is still the consumer's check.
+async fn accept_batch(
+    State(state): State<Events>,
+    request: Request,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let body = json_bytes(&state, request).await?;
+    let payloads: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::validation("a batch is a JSON array of events"),
+        _ => malformed(&error),
+    })?;
+    let max = state.settings.max_batch_events;
+    if payloads.is_empty() {
+        return Err(ApiError::validation("a batch holds at least one event"));
+    }
+    if payloads.len() > max {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("a batch holds at most {max} events")));
+    }
+    if let Err(error) = state.schemas.refresh_if_stale(&state.db).await {
+        tracing::warn!(%error, "could not reload event schemas; checking against the loaded ones");
+    }
+    let received_at = state.clock.now_millis();
+    let rules = state.rules(received_at);
+    let mut items = Vec::with_capacity(payloads.len());
+    let mut queued = Vec::with_capacity(payloads.len());
+    for (index, payload) in payloads.into_iter().enumerate() {
+        let value: Value = serde_json::from_str(payload.get()).map_err(|e| malformed(&e))?;
+        let id = event_id(&value);
+        let rejected = validate::check(value, &rules).err();
+        items.push(BatchItem {
+            index,
+            id: id.clone(),
+            status: if rejected.is_some() { "rejected" } else { "accepted" },
+            reasons: rejected.clone(),
+        });
+        queued.push(QueuedEvent { id: id.into(), payload, rejected });
+    }
+    ingest::publish(&state, &QueuedEvents { received_at, items: queued }).await?;
+    let rejected = items.iter().filter(|item| item.reasons.is_some()).count();
+    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { accepted: items.len() - rejected, rejected, items })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    session: Option<String>,
+    category: Option<String>,
+    name: Option<String>,
+    #[serde(rename = "timestamp__gte")]
+    timestamp_gte: Option<String>,
+    #[serde(rename = "timestamp__lte")]
+    timestamp_lte: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|raw| parse_timestamp(raw).map_err(|message| ApiError::bad_request(format!("{name}: {message}"))))
+        .transpose()
+}
+
+/// `GET /events/`: filtered by `session`, `category`, `name`, `timestamp__gte` and
+/// `timestamp__lte`, ordered by timestamp, paged by `limit` and the `after` cursor of the
+/// `Link` header.
+async fn list(
+    State(state): State<Events>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<(HeaderMap, Json<Vec<EventView>>), ApiError> {
+    let limit = page_limit(query.limit.as_deref())?;
+    let after = query
+        .after
+        .as_deref()
+        .map(|raw| {
+            raw.rsplit_once('_')
+                .and_then(|(ts, seq)| Some((ts.parse::<i64>().ok()?, seq.parse::<i64>().ok()?)))
+                .ok_or_else(|| ApiError::bad_request("after must be a cursor from a Link header"))
+        })
+        .transpose()?;
+    let filter = EventFilter {
+        session: query.session.clone(),
+        category: query.category.clone(),
+        name: query.name.clone(),
+        timestamp_gte: timestamp_filter("timestamp__gte", query.timestamp_gte.as_deref())?,
+        timestamp_lte: timestamp_filter("timestamp__lte", query.timestamp_lte.as_deref())?,
+        after,
+        limit: limit + 1,
+    };
+    let mut rows = store::list_events(&state.db, &filter).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.timestamp, row.seq));
+    let headers = next_page(
+        "/events/",
+        &[
+            ("session", query.session.as_deref()),
+            ("category", query.category.as_deref()),
+            ("name", query.name.as_deref()),
+            ("timestamp__gte", query.timestamp_gte.as_deref()),
+            ("timestamp__lte", query.timestamp_lte.as_deref()),
+        ],
+        limit,
+        cursor,
+    );
+    Ok((headers, Json(rows.into_iter().map(EventView::from).collect())))
+}
+
+fn event_not_found() -> ApiError {
+    ApiError::not_found("event not found")
+}
+
+async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<EventView>, ApiError> {
+    let row = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
+    Ok(Json(row.into()))
+}
+
+/// Attempts at an update that keeps losing to concurrent ones before answering 409.
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// `PUT /events/{id}/`: replaces the event's session, category, name, data and timestamp.
+async fn replace(
+    State(state): State<Events>,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<EventView>, Refusal> {
+    let event = validate_update(&state, body).await?;
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
+        if store::update_event(&state.db, &id, current.version, &event, state.clock.now_millis()).await? {
+            return reread(&state, &id).await;
+        }
+    }
+    Err(busy().into())
+}
+
+/// `PATCH /events/{id}/`: replaces the fields present in the body and validates the result. A
+/// patch applies to the version it read, or is redone on the newer one, so concurrent patches
+/// of different fields all land.
+async fn update(
+    State(state): State<Events>,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<EventView>, Refusal> {
+    let Value::Object(patch) = body else {
+        return Err(ApiError::validation("a PATCH body must be a JSON object").into());
+    };
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
+        let version = current.version;
+        let mut merged = editable_fields(current);
+        for field in ["session", "category", "name", "data", "timestamp"] {
+            if let Some(value) = patch.get(field) {
+                merged.insert(field.to_owned(), value.clone());
+            }
+        }
+        let event = validate_update(&state, Value::Object(merged)).await?;
+        if store::update_event(&state.db, &id, version, &event, state.clock.now_millis()).await? {
+            return reread(&state, &id).await;
+        }
+    }
+    Err(busy().into())
+}
+
+fn busy() -> ApiError {
+    ApiError::new(ErrorCode::Conflict, "the event kept changing while being updated; retry")
+}
+
+async fn reread(state: &Events, id: &str) -> Result<Json<EventView>, Refusal> {
+    let row = store::get_event(&state.db, id).await?.ok_or_else(event_not_found)?;
+    Ok(Json(row.into()))
+}
+
+/// The fields an update may change, as a client would send them.
+fn editable_fields(row: EventRow) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("session".into(), json!({"id": row.session_id}));
+    fields.insert("category".into(), Value::String(row.category));
+    fields.insert("name".into(), Value::String(row.name));
+    fields.insert("data".into(), serde_json::from_str(row.data.get()).unwrap_or(Value::Null));
+    fields.insert("timestamp".into(), Value::String(format_timestamp(row.timestamp)));
+    fields
+}
+
+/// Every rule of ingestion, the session's existence included, checked now: 422 with every
+/// reason when the update is invalid.
+async fn validate_update(state: &Events, payload: Value) -> Result<ValidEvent, Refusal> {
+    if let Err(error) = state.schemas.refresh_if_stale(&state.db).await {
+        tracing::warn!(%error, "could not reload event schemas; checking against the loaded ones");
+    }
+    let session_id = session_id_of(&payload).map(str::to_owned);
+    let outcome = validate::check(payload, &state.rules(state.clock.now_millis()));
+    let mut reasons = match outcome {
+        Ok(event) if session_exists(state, &event.session_id).await? => return Ok(event),
+        Ok(event) => vec![validate::session_unknown(&event.session_id)],
+        Err(mut reasons) => {
+            if let Some(session_id) = session_id.filter(|_| !reasons.iter().any(|r| r.pointer.starts_with("/session")))
+                && !session_exists(state, &session_id).await?
+            {
+                reasons.push(validate::session_unknown(&session_id));
+            }
+            reasons
+        }
+    };
+    reasons.sort_by(|a, b| a.pointer.cmp(&b.pointer));
+    Err(Refusal::Invalid(Invalid { message: "the event is invalid".to_owned(), reasons }))
+}
+
+async fn session_exists(state: &Events, id: &str) -> Result<bool, ApiError> {
+    if state.sessions.contains(id) {
+        return Ok(true);
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let found = store::existing_sessions(&mut conn, &[id]).await?;
+    let exists = !found.is_empty();
+    state.sessions.extend(found);
+    Ok(exists)
+}
+
+async fn remove(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<StatusCode, ApiError> {
+    if store::delete_event(&state.db, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(event_not_found()) }
+}

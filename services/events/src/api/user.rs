@@ -1,0 +1,133 @@
+//! `/user/...` (seed 003): batches of session start and end events, the session starts of the
+//! last days per country, and a user's last complete sessions. Both queries take `as_of` (a
+//! timestamp, default now) so historical data can be asked about as of any moment.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Request, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use shared::http::{QueryParams, is_json_content_type, read_body};
+use shared::{ApiError, ErrorCode};
+
+use crate::Events;
+use crate::time::parse_timestamp;
+use crate::user::{self, IngestCounts, SessionView, StartView};
+use crate::validate::Reason;
+
+/// Longest window of `last-events`, in days.
+pub const MAX_DAYS: i64 = 36_500;
+const DAY_MILLIS: i64 = 86_400_000;
+
+pub fn queries() -> Router<Events> {
+    Router::new().route("/user/last-events", get(last_events)).route("/user/last-sessions-user", get(last_sessions))
+}
+
+/// `POST /user/batches`, under its own body limit.
+pub fn batch_router() -> Router<Events> {
+    Router::new().route("/user/batches", post(batches))
+}
+
+#[derive(Debug, Serialize)]
+struct RejectedItem {
+    index: usize,
+    reasons: Vec<Reason>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchOutcome {
+    #[serde(flatten)]
+    counts: IngestCounts,
+    rejected: usize,
+    errors: Vec<RejectedItem>,
+}
+
+/// `POST /user/batches`: stores the valid events (duplicates ignored) and answers how many
+/// were stored, were duplicates, or were rejected (with every reason, by index).
+async fn batches(State(state): State<Events>, request: Request) -> Result<Json<BatchOutcome>, ApiError> {
+    if !is_json_content_type(request.headers()) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with content-type application/json",
+        ));
+    }
+    let body = read_body(request, &state).await?;
+    let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::validation("a batch is a JSON array of events"),
+        _ => ApiError::bad_request(format!("malformed JSON: {error}")),
+    })?;
+    let max = state.settings.max_user_batch_events;
+    if items.len() > max {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("a batch holds at most {max} events")));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let value: Value = serde_json::from_str(item.get())
+            .map_err(|error| ApiError::bad_request(format!("malformed JSON: {error}")))?;
+        match user::parse(&value) {
+            Ok(event) => events.push(event),
+            Err(reasons) => errors.push(RejectedItem { index, reasons }),
+        }
+    }
+    let counts = user::ingest(&state, &events, state.clock.now_millis()).await?;
+    Ok(Json(BatchOutcome { counts, rejected: errors.len(), errors }))
+}
+
+fn as_of(state: &Events, raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(state.clock.now_millis()),
+        Some(raw) => parse_timestamp(raw).map_err(|message| ApiError::bad_request(format!("as_of: {message}"))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LastEventsQuery {
+    days: Option<String>,
+    as_of: Option<String>,
+}
+
+/// `GET /user/last-events?days=X`: `{"<country>": [start, ...], ...}` with every country seen,
+/// each with its session starts of the X days up to `as_of`, newest first.
+async fn last_events(
+    State(state): State<Events>,
+    QueryParams(query): QueryParams<LastEventsQuery>,
+) -> Result<Json<BTreeMap<String, Vec<StartView>>>, ApiError> {
+    let days = query
+        .days
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("days is required"))?
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|days| (1..=MAX_DAYS).contains(days))
+        .ok_or_else(|| ApiError::bad_request(format!("days must be an integer from 1 to {MAX_DAYS}")))?;
+    let to = as_of(&state, query.as_of.as_deref())?;
+    let from = to.saturating_sub(days * DAY_MILLIS);
+    Ok(Json(user::starts_by_country(&state.db, from, to).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LastSessionsQuery {
+    user_id: Option<String>,
+    as_of: Option<String>,
+}
+
+/// `GET /user/last-sessions-user?user_id=`: the user's last 20 sessions complete by `as_of`,
+/// newest first.
+async fn last_sessions(
+    State(state): State<Events>,
+    QueryParams(query): QueryParams<LastSessionsQuery>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let user_id = query
+        .user_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request("user_id is required"))?;
+    let as_of = as_of(&state, query.as_of.as_deref())?;
+    Ok(Json(user::last_complete_sessions(&state.db, user_id, as_of).await?))
+}

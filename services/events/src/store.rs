@@ -1,0 +1,382 @@
+//! The SQL of the eye: sessions, events and error records. Plain functions over the
+//! [`Database`] port; every statement is written once with `?` placeholders for both dialects.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use shared::backends::BackendResult;
+use shared::backends::sql::{Database, Dialect, placeholders};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::validate::{Reason, ValidEvent};
+
+/// Rows per multi-row INSERT: well under both drivers' placeholder limits.
+const ROWS_PER_INSERT: usize = 200;
+
+/// Takes turns at writing. SQLite has one writer at a time anyway: waiting for a turn here is a
+/// cheap async wait (while the waiter validates its next batch, or serves requests), where
+/// waiting inside SQLite is its busy handler sleeping in growing steps. On MySQL writers run
+/// side by side and the gate is not used.
+#[derive(Clone, Default)]
+pub struct WriteGate(Arc<tokio::sync::Mutex<()>>);
+
+/// A write transaction holding its turn at the [`WriteGate`] until it commits or drops.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+/// Opens a write transaction (waiting for this process's turn on SQLite). On SQLite its
+/// connection also gets a 32 MiB page cache (SQLite's default is 2 MiB): once the indexes
+/// outgrow the cache, every insert otherwise re-reads index pages from the OS, which costs more
+/// than the insert itself. The setting stays with the pooled connection.
+pub async fn begin_write(db: &Database, gate: &WriteGate) -> Result<WriteTx, sqlx::Error> {
+    let turn = match db.dialect() {
+        Dialect::Sqlite => Some(gate.0.clone().lock_owned().await),
+        Dialect::MySql => None,
+    };
+    let mut tx = db.pool().begin().await?;
+    if db.dialect() == Dialect::Sqlite {
+        sqlx::query("PRAGMA cache_size = -32768").execute(&mut *tx).await?;
+    }
+    Ok(WriteTx { tx, _turn: turn })
+}
+
+/// A text column. MySQL reports TEXT columns as blobs to the `Any` driver, SQLite as text:
+/// this reads either.
+pub fn text(row: &AnyRow, index: usize) -> Result<String, sqlx::Error> {
+    optional_text(row, index)?
+        .ok_or_else(|| sqlx::Error::ColumnDecode { index: index.to_string(), source: "unexpected NULL".into() })
+}
+
+/// A nullable text column (see [`text`]).
+pub fn optional_text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(value) => Ok(value),
+        Err(_) => {
+            Ok(row.try_get::<Option<Vec<u8>>, _>(index)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+}
+
+// ---- sessions ----
+
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub seq: i64,
+    pub id: String,
+    pub created_at: i64,
+}
+
+fn session_row(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow { seq: row.try_get(0)?, id: text(row, 1)?, created_at: row.try_get(2)? })
+}
+
+pub async fn create_session(db: &Database, id: &str, now: i64) -> BackendResult<()> {
+    sqlx::query("INSERT INTO event_sessions (id, created_at) VALUES (?, ?)")
+        .bind(id)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+pub async fn get_session(db: &Database, id: &str) -> BackendResult<Option<SessionRow>> {
+    let row = sqlx::query("SELECT seq, id, created_at FROM event_sessions WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.as_ref().map(session_row).transpose()?)
+}
+
+/// Sessions in creation order after the cursor `after` (a `seq`).
+pub async fn list_sessions(db: &Database, after: Option<i64>, limit: i64) -> BackendResult<Vec<SessionRow>> {
+    let rows = sqlx::query("SELECT seq, id, created_at FROM event_sessions WHERE seq > ? ORDER BY seq LIMIT ?")
+        .bind(after.unwrap_or(i64::MIN))
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.iter().map(session_row).collect::<Result<_, _>>()?)
+}
+
+/// Which of `ids` are sessions in the store.
+pub async fn existing_sessions(conn: &mut AnyConnection, ids: &[&str]) -> BackendResult<HashSet<String>> {
+    let mut found = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!("SELECT id FROM event_sessions WHERE id IN ({})", placeholders(chunk.len()));
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.insert(text(&row, 0)?);
+        }
+    }
+    Ok(found)
+}
+
+// ---- events ----
+
+#[derive(Clone, Debug)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub session_id: String,
+    pub category: String,
+    pub name: String,
+    pub data: Box<RawValue>,
+    pub timestamp: i64,
+    pub client_event_id: Option<String>,
+    pub received_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, id, session_id, category, name, data, ts, client_event_id, received_at, updated_at, version";
+
+fn event_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
+    let data = text(row, 5)?;
+    Ok(EventRow {
+        seq: row.try_get(0)?,
+        id: text(row, 1)?,
+        session_id: text(row, 2)?,
+        category: text(row, 3)?,
+        name: text(row, 4)?,
+        data: RawValue::from_string(data)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "data".into(), source: Box::new(e) })?,
+        timestamp: row.try_get(6)?,
+        client_event_id: optional_text(row, 7)?,
+        received_at: row.try_get(8)?,
+        updated_at: row.try_get(9)?,
+        version: row.try_get(10)?,
+    })
+}
+
+/// A valid event on its way into the store.
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub event: &'a ValidEvent,
+    pub received_at: i64,
+}
+
+/// Inserts `events`, skipping ids already stored (a redelivery, or a client retry carrying the
+/// same client event id); returns how many were new.
+pub async fn insert_events(
+    conn: &mut AnyConnection,
+    insert_ignore: &str,
+    events: &[NewEvent<'_>],
+) -> BackendResult<u64> {
+    let mut inserted = 0;
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "{insert_ignore} INTO events (id, session_id, category, name, data, ts, client_event_id, received_at, \
+             updated_at, version) VALUES {}",
+            vec![format!("({}, 1)", placeholders(9)); chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for new in chunk {
+            let event = new.event;
+            query = query
+                .bind(new.id)
+                .bind(event.session_id.as_str())
+                .bind(event.category.as_str())
+                .bind(event.name.as_str())
+                .bind(serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned()))
+                .bind(event.timestamp)
+                .bind(event.client_event_id.as_deref())
+                .bind(new.received_at)
+                .bind(new.received_at);
+        }
+        inserted += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
+pub async fn get_event(db: &Database, id: &str) -> BackendResult<Option<EventRow>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.as_ref().map(event_row).transpose()?)
+}
+
+/// The filters and page of `GET /events/`.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub session: Option<String>,
+    pub category: Option<String>,
+    pub name: Option<String>,
+    pub timestamp_gte: Option<i64>,
+    pub timestamp_lte: Option<i64>,
+    /// Keyset cursor: the `(timestamp, seq)` of the last row of the previous page.
+    pub after: Option<(i64, i64)>,
+    pub limit: i64,
+}
+
+/// Events matching `filter`, ordered by timestamp (then arrival).
+pub async fn list_events(db: &Database, filter: &EventFilter) -> BackendResult<Vec<EventRow>> {
+    let mut conditions = Vec::new();
+    if filter.session.is_some() {
+        conditions.push("session_id = ?");
+    }
+    if filter.category.is_some() {
+        conditions.push("category = ?");
+    }
+    if filter.name.is_some() {
+        conditions.push("name = ?");
+    }
+    if filter.timestamp_gte.is_some() {
+        conditions.push("ts >= ?");
+    }
+    if filter.timestamp_lte.is_some() {
+        conditions.push("ts <= ?");
+    }
+    if filter.after.is_some() {
+        conditions.push("(ts > ? OR (ts = ? AND seq > ?))");
+    }
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events {} {} ORDER BY ts, seq LIMIT ?",
+        if conditions.is_empty() { "" } else { "WHERE" },
+        conditions.join(" AND ")
+    );
+    let mut query = sqlx::query(&sql);
+    for text in [&filter.session, &filter.category, &filter.name].into_iter().flatten() {
+        query = query.bind(text.as_str());
+    }
+    for bound in [filter.timestamp_gte, filter.timestamp_lte].into_iter().flatten() {
+        query = query.bind(bound);
+    }
+    if let Some((ts, seq)) = filter.after {
+        query = query.bind(ts).bind(ts).bind(seq);
+    }
+    let rows = query.bind(filter.limit).fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(event_row).collect::<Result<_, _>>()?)
+}
+
+/// Replaces the fields of event `id` if it is still at `version`; false when it changed (or
+/// went) meanwhile.
+pub async fn update_event(db: &Database, id: &str, version: i64, event: &ValidEvent, now: i64) -> BackendResult<bool> {
+    let done = sqlx::query(
+        "UPDATE events SET session_id = ?, category = ?, name = ?, data = ?, ts = ?, updated_at = ?, \
+         version = version + 1 WHERE id = ? AND version = ?",
+    )
+    .bind(event.session_id.as_str())
+    .bind(event.category.as_str())
+    .bind(event.name.as_str())
+    .bind(serde_json::to_string(&event.data).unwrap_or_else(|_| "{}".to_owned()))
+    .bind(event.timestamp)
+    .bind(now)
+    .bind(id)
+    .bind(version)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn delete_event(db: &Database, id: &str) -> BackendResult<bool> {
+    let done = sqlx::query("DELETE FROM events WHERE id = ?").bind(id).execute(db.pool()).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+// ---- errors ----
+
+#[derive(Clone, Debug)]
+pub struct ErrorRow {
+    pub seq: i64,
+    pub id: String,
+    pub session_id: Option<String>,
+    pub payload: String,
+    pub reasons: Vec<Reason>,
+    pub received_at: i64,
+    pub created_at: i64,
+}
+
+const ERROR_COLUMNS: &str = "seq, id, session_id, payload, reasons, received_at, created_at";
+
+fn error_row(row: &AnyRow) -> Result<ErrorRow, sqlx::Error> {
+    let reasons = text(row, 4)?;
+    Ok(ErrorRow {
+        seq: row.try_get(0)?,
+        id: text(row, 1)?,
+        session_id: optional_text(row, 2)?,
+        payload: text(row, 3)?,
+        reasons: serde_json::from_str(&reasons)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "reasons".into(), source: Box::new(e) })?,
+        received_at: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+    })
+}
+
+/// An error record on its way into the store.
+pub struct NewError<'a> {
+    pub id: &'a str,
+    pub session_id: Option<&'a str>,
+    pub payload: &'a str,
+    pub reasons: &'a [Reason],
+    pub received_at: i64,
+}
+
+/// Inserts error records, skipping ids already stored (redelivery); returns how many were new.
+pub async fn insert_errors(
+    conn: &mut AnyConnection,
+    insert_ignore: &str,
+    errors: &[NewError<'_>],
+    now: i64,
+) -> BackendResult<u64> {
+    let mut inserted = 0;
+    for chunk in errors.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "{insert_ignore} INTO event_errors (id, session_id, payload, reasons, received_at, created_at) VALUES {}",
+            vec![format!("({})", placeholders(6)); chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for error in chunk {
+            let session_id = error.session_id.map(|id| id.chars().take(200).collect::<String>());
+            query = query
+                .bind(error.id)
+                .bind(session_id)
+                .bind(error.payload)
+                .bind(serde_json::to_string(error.reasons).unwrap_or_else(|_| "[]".to_owned()))
+                .bind(error.received_at)
+                .bind(now);
+        }
+        inserted += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted)
+}
+
+pub async fn get_error(db: &Database, id: &str) -> BackendResult<Option<ErrorRow>> {
+    let sql = format!("SELECT {ERROR_COLUMNS} FROM event_errors WHERE id = ?");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.as_ref().map(error_row).transpose()?)
+}
+
+/// Error records in arrival order after the cursor `after` (a `seq`), optionally of one session.
+pub async fn list_errors(
+    db: &Database,
+    session: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> BackendResult<Vec<ErrorRow>> {
+    let sql = format!(
+        "SELECT {ERROR_COLUMNS} FROM event_errors WHERE seq > ? {} ORDER BY seq LIMIT ?",
+        if session.is_some() { "AND session_id = ?" } else { "" }
+    );
+    let mut query = sqlx::query(&sql).bind(after.unwrap_or(i64::MIN));
+    if let Some(session) = session {
+        query = query.bind(session);
+    }
+    let rows = query.bind(limit).fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(error_row).collect::<Result<_, _>>()?)
+}

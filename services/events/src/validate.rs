@@ -1,0 +1,284 @@
+//! Every rule an event of the eye must pass, checked all at once so an error record lists every
+//! reason, each with a code, a JSON pointer into the payload and a message.
+//!
+//! [`check`] runs the rules that need no store: shape, `data` a non-empty object, the timestamp
+//! parseable and not in the future, and the `(category, name)` schema. Whether the session is
+//! known is the caller's check ([`session_unknown`]), made against the store.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::schemas::SchemaRegistry;
+use crate::time::parse_timestamp;
+
+/// Longest category, name or client event id accepted.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// One reason an event was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable, machine-readable: `missing_field`, `invalid_type`, `blank`, `too_long`,
+    /// `not_an_object`, `data_not_object`, `data_empty`, `timestamp_invalid`,
+    /// `timestamp_in_future`, `session_unknown`, `schema_violation`, `unknown_event_type`.
+    pub code: String,
+    /// RFC 6901 pointer into the payload ("" for the payload itself).
+    pub pointer: String,
+    pub message: String,
+}
+
+impl Reason {
+    pub fn new(code: &str, pointer: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_owned(), pointer: pointer.to_owned(), message: message.into() }
+    }
+}
+
+/// An event that passed [`check`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidEvent {
+    pub session_id: String,
+    pub category: String,
+    pub name: String,
+    pub data: Map<String, Value>,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub client_event_id: Option<String>,
+}
+
+/// What the rules are checked against.
+#[derive(Clone, Copy)]
+pub struct Rules<'a> {
+    /// "Now" for the not-in-the-future rule: when the event was received.
+    pub now: i64,
+    /// How far ahead of `now` a timestamp may be (client clocks drift).
+    pub future_tolerance_ms: i64,
+    pub schemas: &'a SchemaRegistry,
+    /// Refuse events whose `(category, name)` has no registered schema.
+    pub require_schema: bool,
+}
+
+/// The session id an event names (`{"session": {"id": ...}}`, or a bare string), if any.
+pub fn session_id_of(payload: &Value) -> Option<&str> {
+    match payload.get("session")? {
+        Value::String(id) => Some(id),
+        session => session.get("id")?.as_str(),
+    }
+}
+
+/// The client event id of a payload, if it has a usable one.
+pub fn client_event_id_of(payload: &Value) -> Option<&str> {
+    payload.get("client_event_id")?.as_str().filter(|id| !id.trim().is_empty() && id.chars().count() <= MAX_LABEL_CHARS)
+}
+
+/// The reason for an event whose session the store does not know.
+pub fn session_unknown(session_id: &str) -> Reason {
+    Reason::new("session_unknown", "/session/id", format!("session {session_id:?} does not exist"))
+}
+
+/// Checks every rule that needs no store; all failures are reported, not just the first.
+pub fn check(payload: Value, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason>> {
+    let Value::Object(mut fields) = payload else {
+        return Err(vec![Reason::new("not_an_object", "", "an event must be a JSON object")]);
+    };
+    let mut reasons = Vec::new();
+
+    let session_id = match fields.get("session") {
+        None | Some(Value::Null) => {
+            reasons.push(Reason::new("missing_field", "/session", "session is required, as {\"id\": \"<uuid>\"}"));
+            None
+        }
+        Some(Value::String(id)) => label(id, "/session", "session", &mut reasons),
+        Some(Value::Object(session)) => match session.get("id") {
+            None | Some(Value::Null) => {
+                reasons.push(Reason::new("missing_field", "/session/id", "session.id is required"));
+                None
+            }
+            Some(Value::String(id)) => label(id, "/session/id", "session.id", &mut reasons),
+            Some(_) => {
+                reasons.push(Reason::new("invalid_type", "/session/id", "session.id must be a string"));
+                None
+            }
+        },
+        Some(_) => {
+            reasons.push(Reason::new("invalid_type", "/session", "session must be an object {\"id\": \"<uuid>\"}"));
+            None
+        }
+    };
+    let category = required_label(&fields, "category", &mut reasons);
+    let name = required_label(&fields, "name", &mut reasons);
+
+    let data = match fields.get("data") {
+        None | Some(Value::Null) => {
+            reasons.push(Reason::new("missing_field", "/data", "data is required"));
+            None
+        }
+        Some(Value::Object(data)) if data.is_empty() => {
+            reasons.push(Reason::new("data_empty", "/data", "data must not be empty"));
+            None
+        }
+        Some(data @ Value::Object(_)) => Some(data),
+        Some(_) => {
+            reasons.push(Reason::new("data_not_object", "/data", "data must be a JSON object"));
+            None
+        }
+    };
+
+    let timestamp = match fields.get("timestamp") {
+        None | Some(Value::Null) => {
+            reasons.push(Reason::new("missing_field", "/timestamp", "timestamp is required"));
+            None
+        }
+        Some(Value::String(text)) => match parse_timestamp(text) {
+            Ok(millis) if millis > rules.now.saturating_add(rules.future_tolerance_ms) => {
+                reasons.push(Reason::new(
+                    "timestamp_in_future",
+                    "/timestamp",
+                    format!("timestamp {text:?} is in the future"),
+                ));
+                None
+            }
+            Ok(millis) => Some(millis),
+            Err(message) => {
+                reasons.push(Reason::new("timestamp_invalid", "/timestamp", message));
+                None
+            }
+        },
+        Some(_) => {
+            reasons.push(Reason::new("invalid_type", "/timestamp", "timestamp must be a string"));
+            None
+        }
+    };
+
+    let client_event_id = match fields.get("client_event_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => label(id, "/client_event_id", "client_event_id", &mut reasons),
+        Some(_) => {
+            reasons.push(Reason::new("invalid_type", "/client_event_id", "client_event_id must be a string"));
+            None
+        }
+    };
+
+    if let (Some(category), Some(name), Some(data)) = (&category, &name, data) {
+        match rules.schemas.get(category, name) {
+            Some(schema) => {
+                for violation in schema.violations(data) {
+                    reasons.push(Reason {
+                        code: "schema_violation".to_owned(),
+                        pointer: format!("/data{}", violation.pointer),
+                        message: violation.message,
+                    });
+                }
+            }
+            None if rules.require_schema => reasons.push(Reason::new(
+                "unknown_event_type",
+                "/name",
+                format!("no schema is registered for category {category:?}, name {name:?}"),
+            )),
+            None => {}
+        }
+    }
+
+    match (session_id, category, name, timestamp, fields.remove("data")) {
+        (Some(session_id), Some(category), Some(name), Some(timestamp), Some(Value::Object(data)))
+            if reasons.is_empty() =>
+        {
+            Ok(ValidEvent { session_id, category, name, data, timestamp, client_event_id })
+        }
+        _ => Err(reasons),
+    }
+}
+
+fn required_label(fields: &Map<String, Value>, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
+    let pointer = format!("/{field}");
+    match fields.get(field) {
+        None | Some(Value::Null) => {
+            reasons.push(Reason::new("missing_field", &pointer, format!("{field} is required")));
+            None
+        }
+        Some(Value::String(text)) => label(text, &pointer, field, reasons),
+        Some(_) => {
+            reasons.push(Reason::new("invalid_type", &pointer, format!("{field} must be a string")));
+            None
+        }
+    }
+}
+
+/// A non-blank string of at most [`MAX_LABEL_CHARS`], kept as sent.
+fn label(text: &str, pointer: &str, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
+    if text.trim().is_empty() {
+        reasons.push(Reason::new("blank", pointer, format!("{field} must not be blank")));
+        None
+    } else if text.chars().count() > MAX_LABEL_CHARS {
+        reasons.push(Reason::new("too_long", pointer, format!("{field} is longer than {MAX_LABEL_CHARS} characters")));
+        None
+    } else {
+        Some(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn registry() -> SchemaRegistry {
+        SchemaRegistry::with_built_ins()
+    }
+
+    fn codes(result: Result<ValidEvent, Vec<Reason>>) -> Vec<(String, String)> {
+        let mut codes: Vec<_> = result.unwrap_err().into_iter().map(|r| (r.code, r.pointer)).collect();
+        codes.sort();
+        codes
+    }
+
+    #[test]
+    fn the_seed_example_passes() {
+        let schemas = registry();
+        let rules =
+            Rules { now: shared::now_millis(), future_tolerance_ms: 0, schemas: &schemas, require_schema: true };
+        let event = check(
+            json!({"session": {"id": "9ab1b579-7021-4e0c-8ea1-2ac9f52f3058"}, "category": "page interaction",
+                    "name": "pageview", "data": {"host": "www.consumeraffairs.com", "path": "/"},
+                    "timestamp": "2021-06-15 00:00:00"}),
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(event.session_id, "9ab1b579-7021-4e0c-8ea1-2ac9f52f3058");
+        assert_eq!(event.timestamp, 1_623_715_200_000);
+    }
+
+    #[test]
+    fn every_failure_is_reported() {
+        let schemas = registry();
+        let rules = Rules { now: 1_623_715_200_000, future_tolerance_ms: 0, schemas: &schemas, require_schema: false };
+        assert_eq!(
+            codes(check(json!({"session": {}, "category": "", "name": 5, "data": {}, "timestamp": "soon"}), &rules)),
+            [
+                ("blank".into(), "/category".into()),
+                ("data_empty".into(), "/data".into()),
+                ("invalid_type".into(), "/name".into()),
+                ("missing_field".into(), "/session/id".into()),
+                ("timestamp_invalid".into(), "/timestamp".into()),
+            ]
+        );
+        assert_eq!(
+            codes(check(
+                json!({"session": {"id": "s"}, "category": "page interaction", "name": "pageview",
+                        "data": {"host": "h"}, "timestamp": "2021-06-16T00:00:00Z"}),
+                &rules
+            )),
+            [("schema_violation".into(), "/data/path".into()), ("timestamp_in_future".into(), "/timestamp".into())]
+        );
+        assert_eq!(codes(check(json!([1]), &rules)), [("not_an_object".into(), "".into())]);
+    }
+
+    #[test]
+    fn unknown_types_pass_unless_schemas_are_required() {
+        let schemas = registry();
+        let mut rules = Rules { now: i64::MAX, future_tolerance_ms: 0, schemas: &schemas, require_schema: false };
+        let event = json!({"session": "s", "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-01-01"});
+        assert!(check(event.clone(), &rules).is_ok());
+        rules.require_schema = true;
+        assert_eq!(codes(check(event.clone(), &rules)), [("unknown_event_type".into(), "/name".into())]);
+    }
+}
