@@ -1,0 +1,326 @@
+//! The gateway's configuration: one TOML file (`deploy/gateway.toml`) with the server settings,
+//! the health check, the pools and the routing table, plus an optional upstreams file that
+//! replaces the upstream list of the pools it names (the process-mode mesh writes one, since
+//! its ports are chosen at start). Both are read at start and again on every reload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::routes::RoutePattern;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub server: ServerSettings,
+    pub health_check: HealthCheckSettings,
+    /// Pool name → upstreams (`host:port`; a host name is resolved to every address it has,
+    /// again every `health_check.resolve_interval_ms`).
+    pub pools: BTreeMap<String, Vec<String>>,
+    /// First match wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: listeners, threads, limits, timeouts. `listen`, `admin_listen` and `threads`
+/// take effect at start only; the rest also on reload.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// The public HTTP listener.
+    pub listen: String,
+    /// Metrics (`/metrics`), readiness (`/readyz`), pool state (`/upstreams`) and `POST /reload`.
+    pub admin_listen: String,
+    /// Worker threads of the proxy service (each pingora service has its own runtime).
+    pub threads: usize,
+    /// One work-stealing runtime over the threads (true), or one single-threaded runtime per
+    /// thread, each serving the connections it accepted (false).
+    pub work_stealing: bool,
+    /// The path the gateway answers itself (GET / HEAD), for its own liveness.
+    pub health_path: String,
+    /// The path the gateway answers itself with its readiness: 200 when every pool that has
+    /// upstreams has a healthy one, else 503 naming the others.
+    pub ready_path: String,
+    /// Larger request bodies get a JSON 413 without reaching an upstream.
+    pub max_body_bytes: usize,
+    /// An over-limit body up to this size is read and discarded so the connection stays usable
+    /// and the client sees the 413; a larger one closes the connection.
+    pub max_drain_bytes: usize,
+    /// How long a graceful shutdown (SIGTERM) waits at most for in-flight requests.
+    pub grace_period_seconds: u64,
+    /// After the grace period, how long the runtimes get to stop.
+    pub shutdown_timeout_seconds: u64,
+    /// Idle keep-alive connections kept per upstream.
+    pub upstream_keepalive_pool_size: usize,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the upstream's response (and between reads of it).
+    pub read_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+    /// How long an idle upstream connection stays in the keep-alive pool.
+    pub upstream_idle_timeout_ms: u64,
+    /// One log line per request (target `access`).
+    pub access_log: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8088".to_owned(),
+            admin_listen: "127.0.0.1:9088".to_owned(),
+            threads: 1,
+            work_stealing: true,
+            health_path: "/healthz".to_owned(),
+            ready_path: "/readyz".to_owned(),
+            max_body_bytes: 1024 * 1024,
+            max_drain_bytes: 16 * 1024 * 1024,
+            grace_period_seconds: 10,
+            shutdown_timeout_seconds: 2,
+            upstream_keepalive_pool_size: 256,
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            upstream_idle_timeout_ms: 15_000,
+            access_log: true,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn upstream_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_idle_timeout_ms)
+    }
+}
+
+/// `[health_check]`: active checks of every upstream, all from one background task.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckSettings {
+    /// GET this path; any 2xx passes.
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive passes that bring an upstream back.
+    pub healthy_after: u32,
+    /// Consecutive failures that take an upstream out. A refused or timed-out connection from
+    /// live traffic takes it out at once, whatever this says.
+    pub unhealthy_after: u32,
+    /// How often host names in pools are resolved again (replicas coming and going).
+    pub resolve_interval_ms: u64,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".to_owned(),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            healthy_after: 1,
+            unhealthy_after: 1,
+            resolve_interval_ms: 5000,
+        }
+    }
+}
+
+impl HealthCheckSettings {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn resolve_interval(&self) -> Duration {
+        Duration::from_millis(self.resolve_interval_ms)
+    }
+}
+
+/// One `[[routes]]` entry: requests whose method is in `methods` (any method when empty) and
+/// whose path matches one of `paths` go to `pool`.
+///
+/// Path patterns: `/literal/:param/**` — `:name` matches one non-empty segment, a final `**`
+/// matches the rest of the path (zero or more segments). The query string is not matched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub pool: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// Reads `path`, then applies `upstreams_file` when given.
+    pub fn load(path: &Path, upstreams_file: Option<&Path>) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let mut config: Self = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        if let Some(file) = upstreams_file {
+            let overrides = load_upstreams_file(file)?;
+            for (pool, upstreams) in overrides {
+                if !config.pools.contains_key(&pool) {
+                    bail!("{}: pool {pool:?} is not in {}", file.display(), path.display());
+                }
+                config.pools.insert(pool, upstreams);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the proxy relies on: every route names a known pool, patterns and methods
+    /// parse, upstreams look like `host:port`, limits are sane.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (index, route) in self.routes.iter().enumerate() {
+            if !self.pools.contains_key(&route.pool) {
+                bail!("route {index}: unknown pool {:?}", route.pool);
+            }
+            if route.paths.is_empty() {
+                bail!("route {index}: no paths");
+            }
+            for method in &route.methods {
+                http::Method::from_bytes(method.as_bytes())
+                    .with_context(|| format!("route {index}: bad method {method:?}"))?;
+            }
+            for pattern in &route.paths {
+                RoutePattern::parse(pattern).with_context(|| format!("route {index}"))?;
+            }
+        }
+        for (pool, upstreams) in &self.pools {
+            for upstream in upstreams {
+                split_host_port(upstream).with_context(|| format!("pool {pool:?}"))?;
+            }
+        }
+        if !self.server.health_path.starts_with('/') || !self.server.ready_path.starts_with('/') {
+            bail!("server.health_path and server.ready_path must start with '/'");
+        }
+        if !self.health_check.path.starts_with('/') {
+            bail!("health_check.path must start with '/'");
+        }
+        if self.server.threads == 0 {
+            bail!("server.threads must be at least 1");
+        }
+        if self.health_check.interval_ms == 0 || self.health_check.timeout_ms == 0 {
+            bail!("health_check.interval_ms and timeout_ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The upstreams file: `pool = ["host:port", ...]` lines.
+pub fn load_upstreams_file(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// `host:port` → (host, port); IPv6 literals in brackets.
+pub fn split_host_port(spec: &str) -> anyhow::Result<(&str, u16)> {
+    let (host, port) = spec.rsplit_once(':').with_context(|| format!("upstream {spec:?}: expected host:port"))?;
+    let port: u16 = port.parse().with_context(|| format!("upstream {spec:?}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        bail!("upstream {spec:?}: empty host");
+    }
+    Ok((host, port))
+}
+
+/// Where the config and the optional upstreams file live, and the command-line settings laid
+/// over them, kept for reloads.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub upstreams_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub threads: Option<usize>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> anyhow::Result<GatewayConfig> {
+        let mut config = GatewayConfig::load(&self.path, self.upstreams_file.as_deref())?;
+        if let Some(listen) = &self.listen {
+            config.server.listen.clone_from(listen);
+        }
+        if let Some(admin_listen) = &self.admin_listen {
+            config.server.admin_listen.clone_from(admin_listen);
+        }
+        if let Some(threads) = self.threads {
+            config.server.threads = threads;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        [server]
+        listen = "127.0.0.1:1"
+        [pools]
+        a = ["127.0.0.1:10", "a.internal:11"]
+        b = []
+        [[routes]]
+        pool = "a"
+        methods = ["POST"]
+        paths = ["/x/:id"]
+        [[routes]]
+        pool = "b"
+        paths = ["/y/**"]
+    "#;
+
+    #[test]
+    fn parses_and_applies_the_upstreams_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("g.toml");
+        std::fs::write(&config, SAMPLE).unwrap();
+        let loaded = GatewayConfig::load(&config, None).unwrap();
+        assert_eq!(loaded.server.listen, "127.0.0.1:1");
+        assert_eq!(loaded.server.max_body_bytes, 1024 * 1024, "defaults fill the rest");
+        assert_eq!(loaded.pools["a"].len(), 2);
+
+        let upstreams = dir.path().join("u.toml");
+        std::fs::write(&upstreams, "b = [\"127.0.0.1:20\"]\n").unwrap();
+        let loaded = GatewayConfig::load(&config, Some(&upstreams)).unwrap();
+        assert_eq!(loaded.pools["b"], ["127.0.0.1:20"]);
+        assert_eq!(loaded.pools["a"].len(), 2, "pools the file does not name keep theirs");
+
+        std::fs::write(&upstreams, "c = [\"127.0.0.1:20\"]\n").unwrap();
+        assert!(GatewayConfig::load(&config, Some(&upstreams)).is_err(), "an unknown pool is an error");
+    }
+
+    #[test]
+    fn rejects_bad_routes_and_upstreams() {
+        for bad in [
+            SAMPLE.replace("pool = \"b\"", "pool = \"nope\""),
+            SAMPLE.replace("\"POST\"", "\"PO ST\""),
+            SAMPLE.replace("/y/**", "y/**"),
+            SAMPLE.replace("a.internal:11", "a.internal"),
+            SAMPLE.replace("[server]", "[server]\nunknown_key = 1"),
+        ] {
+            let parsed: anyhow::Result<GatewayConfig> =
+                toml::from_str::<GatewayConfig>(&bad).map_err(Into::into).and_then(|c| c.validate().map(|()| c));
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_deploy_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml");
+        let config = GatewayConfig::load(&path, None).unwrap();
+        for pool in ["chat-write", "chat-read", "segments", "events"] {
+            assert!(config.pools.contains_key(pool), "{pool}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The live state every part of the gateway shares: the current [`Table`] (settings, routes,
+//! pools), swapped whole on reload, and the metrics.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use anyhow::Context;
+
+use crate::config::{ConfigSource, GatewayConfig, HealthCheckSettings, ServerSettings};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::routes::RouteTable;
+
+/// One consistent view of the configuration. A request holds the `Arc<Table>` it started
+/// with, so a reload never changes the pool under a request in flight.
+pub struct Table {
+    pub server: ServerSettings,
+    pub health_check: HealthCheckSettings,
+    pub routes: RouteTable,
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl Table {
+    /// Builds the table of `config`; pools of the same name in `previous` hand over their
+    /// members' health state.
+    pub fn build(config: &GatewayConfig, previous: Option<&Table>, metrics: &Metrics) -> anyhow::Result<Self> {
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, specs)| {
+                let old = previous.and_then(|t| t.pool(name));
+                Arc::new(Pool::new(name, specs, old.as_deref(), metrics))
+            })
+            .collect();
+        let routes = RouteTable::build(&config.routes, |name| pools.iter().position(|p| p.name == name))
+            .context("routing table")?;
+        Ok(Self { server: config.server.clone(), health_check: config.health_check.clone(), routes, pools })
+    }
+
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools.iter().find(|p| p.name == name).cloned()
+    }
+
+    /// Pools that have upstreams configured but none healthy: the gateway is ready when empty.
+    pub fn unready_pools(&self) -> Vec<&str> {
+        self.pools
+            .iter()
+            .filter(|pool| pool.is_configured() && !pool.members().iter().any(|u| u.is_healthy()))
+            .map(|pool| pool.name.as_str())
+            .collect()
+    }
+
+    /// (pool, upstream, healthy) for every member, for metrics and `/upstreams`.
+    pub fn health(&self) -> Vec<(String, String, bool)> {
+        self.pools
+            .iter()
+            .flat_map(|pool| {
+                pool.members().iter().map(|u| (pool.name.clone(), u.label.clone(), u.is_healthy())).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// The gateway: where its config comes from, the live table, the metrics.
+pub struct Gateway {
+    source: ConfigSource,
+    table: RwLock<Arc<Table>>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the health task after a reload, so new members are checked at once.
+    pub reloaded: tokio::sync::Notify,
+}
+
+impl Gateway {
+    pub fn new(source: ConfigSource, config: &GatewayConfig) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let table = Table::build(config, None, &metrics)?;
+        Ok(Self { source, table: RwLock::new(Arc::new(table)), metrics, reloaded: tokio::sync::Notify::new() })
+    }
+
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Reads the config again and swaps the table. On any error the running table stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let result = self.source.load().and_then(|config| {
+            let current = self.table();
+            if config.server.listen != current.server.listen
+                || config.server.admin_listen != current.server.admin_listen
+                || config.server.threads != current.server.threads
+            {
+                tracing::warn!("listen addresses and threads change only on restart");
+            }
+            Table::build(&config, Some(&current), &self.metrics)
+        });
+        match result {
+            Ok(table) => {
+                *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+                self.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reloaded.notify_one();
+                tracing::info!(config = %self.source.path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(config = %self.source.path.display(), error = format!("{error:#}"), "reload failed, keeping the running configuration");
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `gateway`: the chatmesh reverse proxy. Thin: parse flags, set up logs, [`gateway::run`].
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// gateway: the chatmesh reverse proxy (pingora). Routes each request by method and path to a
+/// pool of upstreams (round robin over the healthy ones, active health checks on /healthz),
+/// adds X-Request-Id, logs one access line per request (RUST_LOG, CHATMESH_LOG_FORMAT=json),
+/// answers errors as JSON, and serves Prometheus metrics on the admin port.
+///
+/// SIGHUP (or POST /reload on the admin port) reloads the config without dropping requests;
+/// SIGTERM stops accepting, finishes in-flight requests and exits; SIGINT exits at once.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version)]
+struct Cli {
+    /// The TOML config: server settings, health check, pools, routes
+    #[arg(long, env = "GATEWAY_CONFIG", default_value = "deploy/gateway.toml")]
+    config: PathBuf,
+    /// TOML file of `pool = ["host:port", ...]` replacing those pools' upstreams; re-read on reload
+    #[arg(long, env = "GATEWAY_UPSTREAMS_FILE")]
+    upstreams_file: Option<PathBuf>,
+    /// Public listen address (overrides server.listen)
+    #[arg(long, env = "GATEWAY_LISTEN")]
+    listen: Option<String>,
+    /// Admin listen address: /metrics, /readyz, /upstreams, POST /reload (overrides server.admin_listen)
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Proxy worker threads (overrides server.threads)
+    #[arg(long, env = "GATEWAY_THREADS")]
+    threads: Option<usize>,
+    /// Check the config (and upstreams file) and exit
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    gateway::init_telemetry();
+    let source = gateway::config::ConfigSource {
+        path: cli.config,
+        upstreams_file: cli.upstreams_file,
+        listen: cli.listen,
+        admin_listen: cli.admin_listen,
+        threads: cli.threads,
+    };
+    if cli.check {
+        let config = source.load()?;
+        println!(
+            "{}: ok ({} routes, pools: {})",
+            source.path.display(),
+            config.routes.len(),
+            config.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    }
+    gateway::run(source)
+}

@@ -1,0 +1,386 @@
+//! The proxy: one [`ProxyHttp`] implementation with short phase methods and per-request state
+//! in [`RequestCtx`].
+//!
+//! Retries: a request that never reached an upstream (the connection failed) goes to another
+//! healthy upstream whatever its method, and the failed upstream is taken out until its health
+//! check passes again. A request that failed after it was sent is retried once on another
+//! upstream only when its method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS); a POST or
+//! PATCH that may have reached an upstream is never sent twice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::gateway::{Gateway, Table};
+use crate::metrics::InFlight;
+use crate::pool::{Pool, Upstream};
+
+pub const REQUEST_ID: &str = "x-request-id";
+const SERVED_BY: &str = "x-served-by";
+
+pub struct GatewayProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+/// What one request carries through the phases.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    table: Option<Arc<Table>>,
+    pool: Option<Arc<Pool>>,
+    upstream: Option<Arc<Upstream>>,
+    /// Upstreams this request was sent to, in order.
+    tried: Vec<SocketAddr>,
+    /// Set once an idempotent request has been sent again after a failure.
+    resent: bool,
+    /// The retry may go to the upstream already tried (a stale keep-alive connection).
+    retry_same: bool,
+    body_bytes: usize,
+    _in_flight: InFlight,
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            table: None,
+            pool: None,
+            upstream: None,
+            tried: Vec::new(),
+            resent: false,
+            retry_same: false,
+            body_bytes: 0,
+            _in_flight: InFlight::new(&self.gateway.metrics),
+        }
+    }
+
+    /// Request id, the gateway's own health route, routing, and the body-size limit.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let table = self.gateway.table();
+        let req = session.req_header();
+        ctx.request_id = req
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| is_acceptable_request_id(id))
+            .map_or_else(new_request_id, str::to_owned);
+        let path = req.uri.path();
+        let method = &req.method;
+
+        if method == Method::GET || method == Method::HEAD {
+            if path == table.server.health_path {
+                let body = Bytes::from_static(br#"{"status":"ok","service":"gateway"}"#);
+                respond(session, ctx, 200, body, true).await?;
+                return Ok(true);
+            }
+            if path == table.server.ready_path {
+                let unready = table.unready_pools();
+                let (status, body) = if unready.is_empty() {
+                    (200, serde_json::json!({"status": "ready", "service": "gateway"}))
+                } else {
+                    (
+                        503,
+                        serde_json::json!({"status": "unready", "service": "gateway", "pools_without_healthy_upstream": unready}),
+                    )
+                };
+                respond(session, ctx, status, Bytes::from(body.to_string()), true).await?;
+                return Ok(true);
+            }
+        }
+        let Some(pool) = table.routes.find(method, path).map(|index| table.pools[index].clone()) else {
+            let message = format!("no route for {method} {path}");
+            respond(session, ctx, 404, error_body("NOT_FOUND", &message), true).await?;
+            return Ok(true);
+        };
+        if let Some(length) = content_length(req)
+            && length > table.server.max_body_bytes
+        {
+            // A client still sending its body when the connection closes may see a reset instead
+            // of the 413: read and discard the body first (up to max_drain_bytes), unless the
+            // client waits for `100 Continue` and so sends nothing.
+            let expects_continue = req
+                .headers
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let mut keepalive = false;
+            if !expects_continue && length <= table.server.max_drain_bytes {
+                let drain = session.as_downstream_mut().drain_request_body();
+                keepalive = matches!(tokio::time::timeout(table.server.read_timeout(), drain).await, Ok(Ok(())));
+            }
+            let message = format!("request body is over the {} byte limit", table.server.max_body_bytes);
+            respond(session, ctx, 413, error_body("PAYLOAD_TOO_LARGE", &message), keepalive).await?;
+            return Ok(true);
+        }
+        ctx.pool = Some(pool);
+        ctx.table = Some(table);
+        Ok(false)
+    }
+
+    /// Enforces the limit on bodies without a Content-Length (chunked).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(table)) = (body.as_ref(), ctx.table.as_ref()) {
+            ctx.body_bytes += chunk.len();
+            if ctx.body_bytes > table.server.max_body_bytes {
+                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body is over the limit"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(pool), Some(table)) = (ctx.pool.as_ref(), ctx.table.as_ref()) else {
+            return Err(Error::explain(ErrorType::InternalError, "no pool chosen"));
+        };
+        let exclude: &[SocketAddr] = if std::mem::take(&mut ctx.retry_same) { &[] } else { &ctx.tried };
+        let Some(upstream) = pool.select(exclude) else {
+            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("no healthy upstream in pool {}", pool.name),
+            ));
+        };
+        if !ctx.tried.is_empty() {
+            pool.metrics.retries.fetch_add(1, Relaxed);
+        }
+        ctx.tried.push(upstream.addr);
+        upstream.metrics.requests.fetch_add(1, Relaxed);
+        let mut peer = HttpPeer::new(upstream.addr, false, String::new());
+        let server = &table.server;
+        peer.options.connection_timeout = Some(server.connect_timeout());
+        peer.options.read_timeout = Some(server.read_timeout());
+        peer.options.write_timeout = Some(server.write_timeout());
+        peer.options.idle_timeout = Some(server.upstream_idle_timeout());
+        ctx.upstream = Some(upstream);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let forwarded = match upstream_request.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(earlier) => format!("{earlier}, {}", client.ip()),
+                None => client.ip().to_string(),
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// The request never left: take the upstream out and try another one.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(upstream)) = (ctx.pool.as_ref(), ctx.upstream.as_ref()) {
+            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
+            if upstream.mark_down() {
+                tracing::warn!(pool = %pool.name, upstream = %upstream.label, error = %e, "upstream unreachable, out until its health check passes");
+            }
+            e.set_retry(pool.has_alternative(&ctx.tried));
+        }
+        e
+    }
+
+    /// The request may have reached the upstream: only idempotent requests go again, once, to
+    /// another upstream (or to the same one on a fresh connection when a reused keep-alive
+    /// connection turned out closed and no other upstream is healthy).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let alternative = ctx.pool.as_ref().is_some_and(|pool| pool.has_alternative(&ctx.tried));
+        let retry = *e.esource() == ErrorSource::Upstream
+            && session.req_header().method.is_idempotent()
+            && !ctx.resent
+            && !session.as_ref().retry_buffer_truncated()
+            && (alternative || stale_connection);
+        if retry {
+            ctx.resent = true;
+            ctx.retry_same = !alternative;
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// JSON bodies for every error the gateway answers itself.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (status, code, message) = classify(e);
+        if status > 0 && session.response_written().is_none() {
+            let body = error_body(code, &message);
+            if let Err(error) = respond(session, ctx, status, body, false).await {
+                tracing::debug!(%error, "could not send the error response");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    /// Access log line and metrics, once per request.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let pool_name = ctx.pool.as_ref().map_or("gateway", |p| p.name.as_str());
+        match &ctx.pool {
+            Some(pool) => pool.metrics.observe(status, elapsed),
+            None => self.gateway.metrics.pool("gateway").observe(status, elapsed),
+        }
+        let log = ctx.table.as_ref().is_none_or(|t| t.server.access_log);
+        if log {
+            let req = session.req_header();
+            let upstream = ctx.upstream.as_ref().map(|u| u.label.as_str()).unwrap_or("-");
+            tracing::info!(
+                target: "access",
+                request_id = %ctx.request_id,
+                method = %req.method,
+                path = %req.uri.path(),
+                status,
+                pool = pool_name,
+                upstream,
+                tries = ctx.tried.len(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes = session.body_bytes_sent(),
+                error = e.map(|e| e.to_string()),
+                "request"
+            );
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // The access log line already records gateway-generated statuses.
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
+    }
+}
+
+/// Status, code and message for an error the gateway answers.
+fn classify(e: &Error) -> (u16, &'static str, String) {
+    let detail = e.context.as_ref().map_or_else(|| e.etype().as_str().to_owned(), ToString::to_string);
+    match e.etype() {
+        ErrorType::HTTPStatus(413) => (413, "PAYLOAD_TOO_LARGE", detail),
+        ErrorType::HTTPStatus(503) => (503, "SERVICE_UNAVAILABLE", detail),
+        ErrorType::HTTPStatus(status @ 400..=499) => (*status, "BAD_REQUEST", detail),
+        ErrorType::HTTPStatus(status) => (*status, "BAD_GATEWAY", detail),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            (504, "GATEWAY_TIMEOUT", "the upstream did not answer in time".to_owned())
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (502, "BAD_GATEWAY", "the upstream failed to answer".to_owned()),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => (0, "", String::new()),
+                _ => (400, "BAD_REQUEST", detail),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (500, "INTERNAL", "internal gateway error".to_owned()),
+        },
+    }
+}
+
+/// `{"error":{"code":...,"message":...}}`, the body every chatmesh error has.
+pub fn error_body(code: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "error": { "code": code, "message": message } }).to_string())
+}
+
+/// Writes a complete JSON response. With `keepalive`, the connection stays open (pingora
+/// drains an unread request body before reusing it).
+async fn respond(session: &mut Session, ctx: &RequestCtx, status: u16, body: Bytes, keepalive: bool) -> Result<()> {
+    if !keepalive {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header(SERVED_BY, "gateway")?;
+    if !ctx.request_id.is_empty() {
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    }
+    let head_only = session.req_header().method == Method::HEAD;
+    session.write_response_header(Box::new(resp), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+fn content_length(req: &RequestHeader) -> Option<usize> {
+    req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A client's id is kept when it is short printable ASCII (it goes into logs and headers).
+fn is_acceptable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// 128 random bits as 32 hex digits.
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_json_statuses() {
+        let (status, code, _) = classify(&Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"));
+        assert_eq!((status, code), (503, "SERVICE_UNAVAILABLE"));
+        let (status, code, _) = classify(&Error::new_up(ErrorType::ConnectRefused));
+        assert_eq!((status, code), (502, "BAD_GATEWAY"));
+        let (status, code, _) = classify(&Error::new_up(ErrorType::ReadTimedout));
+        assert_eq!((status, code), (504, "GATEWAY_TIMEOUT"));
+        let (status, _, _) = classify(&Error::new_down(ErrorType::ConnectionClosed));
+        assert_eq!(status, 0, "nobody to answer");
+        let body: serde_json::Value = serde_json::from_slice(&error_body("BAD_GATEWAY", "x")).unwrap();
+        assert_eq!(body["error"]["code"], "BAD_GATEWAY");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(is_acceptable_request_id("abc-123"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id("has space"));
+        assert!(!is_acceptable_request_id(&"x".repeat(129)));
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert_ne!(id, new_request_id());
+    }
+}

@@ -1,0 +1,193 @@
+//! The routing table: method + path pattern → pool, first match wins.
+
+use anyhow::bail;
+use http::Method;
+
+use crate::config::RouteConfig;
+
+/// One segment of a path pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `:name`: any one non-empty segment.
+    Param,
+    /// `**` (last only): the rest of the path, zero or more segments.
+    Rest,
+}
+
+/// A parsed path pattern such as `/api/applications/:token/chats` or `/sessions/**`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePattern {
+    segments: Vec<Segment>,
+}
+
+impl RoutePattern {
+    pub fn parse(pattern: &str) -> anyhow::Result<Self> {
+        let Some(rest) = pattern.strip_prefix('/') else {
+            bail!("path pattern {pattern:?} must start with '/'");
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            let segment = if *part == "**" {
+                if index + 1 != parts.len() {
+                    bail!("path pattern {pattern:?}: '**' must come last");
+                }
+                Segment::Rest
+            } else if let Some(name) = part.strip_prefix(':') {
+                if name.is_empty() {
+                    bail!("path pattern {pattern:?}: a parameter needs a name");
+                }
+                Segment::Param
+            } else if part.contains('*') || part.contains(':') {
+                bail!("path pattern {pattern:?}: '*' and ':' only as whole segments");
+            } else {
+                Segment::Literal((*part).to_owned())
+            };
+            segments.push(segment);
+        }
+        Ok(Self { segments })
+    }
+
+    /// Whether `path` (without its query string) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::Param => match parts.next() {
+                    Some(part) if !part.is_empty() => {}
+                    _ => return false,
+                },
+                Segment::Literal(literal) => match parts.next() {
+                    Some(part) if part == literal => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+struct Route {
+    /// Empty: any method.
+    methods: Vec<Method>,
+    patterns: Vec<RoutePattern>,
+    pool: usize,
+}
+
+/// The compiled `[[routes]]` of the config.
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Compiles `routes`; `pool_index` maps a pool name to its index in the live pool list.
+    pub fn build(routes: &[RouteConfig], pool_index: impl Fn(&str) -> Option<usize>) -> anyhow::Result<Self> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        for route in routes {
+            let Some(pool) = pool_index(&route.pool) else {
+                bail!("route to unknown pool {:?}", route.pool);
+            };
+            let methods = route
+                .methods
+                .iter()
+                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let patterns = route.paths.iter().map(|p| RoutePattern::parse(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            compiled.push(Route { methods, patterns, pool });
+        }
+        Ok(Self { routes: compiled })
+    }
+
+    /// The pool index for `method path`, or `None` when no route matches.
+    pub fn find(&self, method: &Method, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .find(|route| {
+                (route.methods.is_empty() || route.methods.contains(method))
+                    && route.patterns.iter().any(|p| p.matches(path))
+            })
+            .map(|route| route.pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    #[test]
+    fn patterns() {
+        let p = RoutePattern::parse("/api/applications/:token/chats").unwrap();
+        assert!(p.matches("/api/applications/abc/chats"));
+        assert!(!p.matches("/api/applications/abc/chats/1"));
+        assert!(!p.matches("/api/applications//chats"), "a parameter is never empty");
+        assert!(!p.matches("/api/applications/abc"));
+        assert!(!p.matches("/api/applications/abc/chatsx"));
+
+        let rest = RoutePattern::parse("/sessions/**").unwrap();
+        for path in ["/sessions", "/sessions/", "/sessions/1", "/sessions/1/x"] {
+            assert!(rest.matches(path), "{path}");
+        }
+        assert!(!rest.matches("/sessionsx"));
+        assert!(!rest.matches("/"));
+
+        let root = RoutePattern::parse("/").unwrap();
+        assert!(root.matches("/"));
+        assert!(!root.matches("/a"));
+
+        for bad in ["api", "/a/**/b", "/a/:", "/a/b*", "/a/x:y"] {
+            assert!(RoutePattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The routing of DESIGN.md, straight from `deploy/gateway.toml`.
+    #[test]
+    fn the_deploy_table_routes_every_documented_route() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml");
+        let config = GatewayConfig::load(&path, None).unwrap();
+        let names: Vec<&str> = config.pools.keys().map(String::as_str).collect();
+        let table = RouteTable::build(&config.routes, |name| names.iter().position(|n| *n == name)).unwrap();
+        let route = |method: &str, path: &str| {
+            table.find(&Method::from_bytes(method.as_bytes()).unwrap(), path).map(|i| names[i])
+        };
+        let app = "/api/applications/5f0c";
+        for (method, path, pool) in [
+            ("POST", format!("{app}/chats"), "chat-write"),
+            ("POST", format!("{app}/chats/3"), "chat-write"),
+            ("POST", format!("{app}/chats/3/messages"), "chat-write"),
+            ("GET", format!("{app}/chats/3/messages"), "chat-read"),
+            ("GET", format!("{app}/chats"), "chat-read"),
+            ("GET", format!("{app}/chats/3"), "chat-read"),
+            ("PUT", format!("{app}/chats/3"), "chat-read"),
+            ("PATCH", format!("{app}/chats/3/messages/2"), "chat-read"),
+            ("POST", format!("{app}/chats/3/messages/2"), "chat-read"),
+            ("GET", format!("{app}/chats/3/search"), "chat-read"),
+            ("POST", "/api/applications".to_owned(), "chat-read"),
+            ("GET", "/api/applications".to_owned(), "chat-read"),
+            ("DELETE", "/api/applications".to_owned(), "chat-read"),
+            ("PATCH", app.to_owned(), "chat-read"),
+            ("GET", "/segments".to_owned(), "segments"),
+            ("POST", "/segments/users".to_owned(), "segments"),
+            ("GET", "/segments/users/7/history".to_owned(), "segments"),
+            ("GET", "/history/report.csv".to_owned(), "segments"),
+            ("POST", "/api/v1/segments/evaluate".to_owned(), "segments"),
+            ("GET", "/api/v1/flags/1".to_owned(), "segments"),
+            ("POST", "/api/v1/decisions".to_owned(), "segments"),
+            ("POST", "/sessions/".to_owned(), "events"),
+            ("GET", "/events/".to_owned(), "events"),
+            ("DELETE", "/events/9".to_owned(), "events"),
+            ("GET", "/errors/".to_owned(), "events"),
+            ("POST", "/user/batches".to_owned(), "events"),
+            ("GET", "/user/last-events".to_owned(), "events"),
+        ] {
+            assert_eq!(route(method, &path), Some(pool), "{method} {path}");
+        }
+        for path in ["/", "/api", "/api/nothing-here", "/api/v1", "/api/v2/segments", "/metrics"] {
+            assert_eq!(route("GET", path), None, "{path}");
+        }
+    }
+}
