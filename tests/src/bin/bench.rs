@@ -1,0 +1,283 @@
+//! chatmesh-bench: load figures for the chat API.
+//!
+//! `standalone`: the `chatmesh` server on embedded backends: message-create requests/s and p99
+//! at 64 clients, search p50/p99 over a chat of 100,000 messages, and the server's peak RSS.
+//!
+//! `production`: chat-write on Redis + RabbitMQ against a trivial handler of the same server
+//! (its `/healthz`), and the consumer's persist rate into MySQL against a plain multi-row
+//! INSERT loop, each pair measured in the same run. Needs `DATABASE_URL`, `REDIS_URL`,
+//! `AMQP_URL`.
+//!
+//! Run with `cargo run --release -p chatmesh-e2e --bin chatmesh-bench -- standalone` (or
+//! `production`): the release binaries are built first.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chatmesh_e2e::load::{self, LoadReport};
+use chatmesh_e2e::processes::Service;
+use chatmesh_e2e::split::SplitChat;
+use chatmesh_e2e::{Api, Deployment};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "chatmesh-bench", about = "Load figures for the chat API")]
+struct Cli {
+    /// Concurrent clients
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds per measured run
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The standalone server on embedded backends
+    Standalone {
+        /// Messages in the searched chat
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Search queries to time
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+    },
+    /// chat-write and the consumer on MySQL + Redis + RabbitMQ
+    Production {
+        /// Commands queued before the consumer starts, for the persist rate
+        #[arg(long, default_value_t = 50_000)]
+        backlog: usize,
+    },
+}
+
+const WORDS: &[&str] = &[
+    "hello", "world", "chat", "message", "search", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "rust",
+    "tokio", "server", "client", "queue", "redis", "mysql", "index", "prefix", "ranking", "newest", "count", "flush",
+    "minute", "token", "number", "durable", "confirm", "replay", "letter", "gateway", "proxy", "health", "ready",
+    "metric", "latency", "thread", "socket", "stream", "batch", "commit", "before", "after", "again", "morning",
+    "evening", "coffee", "meeting", "lunch", "weekend", "project", "release", "deploy", "rollback", "incident",
+];
+
+fn sentence(seed: u64, words: usize) -> String {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..words)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            WORDS[(state >> 33) as usize % WORDS.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn create_messages(api: &Api, token: &str, chat: i64, clients: usize, seconds: u64) -> LoadReport {
+    let (api, token) = (api.clone(), token.to_owned());
+    load::run(clients, Duration::from_secs(seconds), move |i| {
+        let (api, token) = (api.clone(), token.clone());
+        async move {
+            let url = api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
+            let sent = api.http.post(url).json(&json!({ "message_content": sentence(i, 8) })).send().await;
+            matches!(sent, Ok(r) if r.status() == 201)
+        }
+    })
+    .await
+}
+
+async fn get_path(api: &Api, url: String, clients: usize, seconds: u64) -> LoadReport {
+    let http = api.http.clone();
+    let url = Arc::new(url);
+    load::run(clients, Duration::from_secs(seconds), move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move { matches!(http.get(url.as_str()).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Standalone { messages, queries } => standalone(cli.clients, cli.seconds, messages, queries).await,
+        Command::Production { backlog } => production(cli.clients, cli.seconds, backlog).await,
+    }
+}
+
+async fn standalone(clients: usize, seconds: u64, messages: usize, queries: usize) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().display().to_string();
+    let server = Service::start("chatmesh", &["--data-dir", &data_dir], &[("RUST_LOG", "warn")]).await;
+    let pid = server.pid().expect("pid");
+    let api = Api::new(&server.url);
+    println!("standalone chatmesh at {} (data under {data_dir}), {clients} clients", server.url);
+
+    let token = api.create_application("bench").await;
+    let chat = api.create_chat(&token, "load").await;
+    let health = get_path(&api, api.url("/healthz"), clients, seconds).await;
+    println!("GET /healthz (trivial handler)   {health}");
+    let create = create_messages(&api, &token, chat, clients, seconds).await;
+    println!("POST message (create)            {create}");
+    println!("create / trivial ratio           {:.1}%", 100.0 * create.rps() / health.rps());
+
+    let searched = api.create_chat(&token, "searched").await;
+    let started = Instant::now();
+    let fill = {
+        let (api, token) = (api.clone(), token.clone());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (api, token, next) = (api.clone(), token.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= messages {
+                            return;
+                        }
+                        api.create_message(&token, searched, &sentence(i as u64 + 7, 10)).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await?;
+        }
+        started.elapsed()
+    };
+    println!(
+        "filled a chat with {messages} messages in {:.1} s ({:.0} msg/s)",
+        fill.as_secs_f64(),
+        messages as f64 / fill.as_secs_f64()
+    );
+
+    let mut latencies = Vec::with_capacity(queries);
+    let mut hits = 0usize;
+    for i in 0..queries {
+        let word = WORDS[i % WORDS.len()];
+        let query = if i % 3 == 0 {
+            word[..3].to_owned()
+        } else if i % 3 == 1 {
+            word.to_owned()
+        } else {
+            format!("{word} {}", WORDS[(i * 7) % WORDS.len()])
+        };
+        let sent = Instant::now();
+        let reply = api
+            .get(&format!("/api/applications/{token}/chats/{searched}/search?q={}&limit=50", query.replace(' ', "%20")))
+            .await;
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        hits += reply.body.as_array().map_or(0, Vec::len);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "search over {messages} messages      p50 {:.2} ms  p99 {:.2} ms  ({queries} queries, {:.1} hits each)",
+        at(0.50),
+        at(0.99),
+        hits as f64 / queries as f64
+    );
+    println!("server peak RSS                  {:.1} MiB", load::peak_rss_mib(pid).unwrap_or(f64::NAN));
+    Ok(())
+}
+
+async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Result<()> {
+    let Some(mut mesh) = SplitChat::start("chatmesh-bench production", &[("RUST_LOG", "warn")]).await else {
+        anyhow::bail!("set DATABASE_URL, REDIS_URL and AMQP_URL");
+    };
+    let api = mesh.api();
+    println!("chat-write at {} on Redis + RabbitMQ, {clients} clients", mesh.write.url);
+    let token = api.create_application("bench").await;
+    let chat = api.create_chat(&token, "load").await;
+    let write = mesh.write.url.clone();
+    let health = get_path(&api, format!("{write}/healthz"), clients, seconds).await;
+    println!("chat-write GET /healthz (trivial handler, baseline)  {health}");
+    let create = create_messages(&api, &token, chat, clients, seconds).await;
+    println!("chat-write POST message (Redis + RabbitMQ confirm)   {create}");
+    println!("write path / baseline                                {:.1}%", 100.0 * create.rps() / health.rps());
+
+    // Consumer persist rate: queue a backlog with the consumer stopped, then time the drain.
+    mesh.consumer.kill().await;
+    let backlog_chat = api.create_chat(&token, "backlog").await;
+    let queued = create_until(&api, &token, backlog_chat, clients, backlog).await;
+    let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").expect("database url").1.clone();
+    let db = shared::backends::sql::Database::connect(&database_url).await?;
+    let started = Instant::now();
+    mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
+    loop {
+        let persisted: i64 = sqlx_count(
+            &db,
+            "SELECT COUNT(*) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE c.number = ?",
+            backlog_chat,
+        )
+        .await?;
+        if persisted as usize >= queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = started.elapsed().as_secs_f64();
+    let consumer_rate = queued as f64 / drained;
+    println!(
+        "consumer persist + index rate into MySQL            {consumer_rate:>9.0} msg/s ({queued} messages in {drained:.1} s, includes process start)"
+    );
+
+    // Baseline: a plain multi-row INSERT loop of the same rows into a scratch table.
+    sqlx::query(
+        "CREATE TABLE bench_messages (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, chat_id BIGINT NOT NULL, \
+         number BIGINT NOT NULL, content TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+         UNIQUE KEY (chat_id, number)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    )
+    .execute(db.pool())
+    .await?;
+    let started = Instant::now();
+    for (batch, chunk) in (0..queued).collect::<Vec<_>>().chunks(500).enumerate() {
+        let sql = format!(
+            "INSERT INTO bench_messages (chat_id, number, content, created_at, updated_at) VALUES {}",
+            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for i in chunk {
+            query = query
+                .bind(1_i64)
+                .bind(*i as i64 + 1)
+                .bind(sentence(*i as u64, 8))
+                .bind(batch as i64)
+                .bind(batch as i64);
+        }
+        query.execute(db.pool()).await?;
+    }
+    let baseline = queued as f64 / started.elapsed().as_secs_f64();
+    println!("plain multi-row INSERT loop (baseline)              {baseline:>9.0} rows/s");
+    println!("consumer / baseline                                 {:.1}%", 100.0 * consumer_rate / baseline);
+    drop(mesh);
+    Ok(())
+}
+
+async fn sqlx_count(db: &shared::backends::sql::Database, sql: &str, bind: i64) -> anyhow::Result<i64> {
+    use sqlx::Row;
+    Ok(sqlx::query(sql).bind(bind).fetch_one(db.pool()).await?.try_get(0)?)
+}
+
+/// Creates `total` messages with `clients` writers; returns how many got a 201.
+async fn create_until(api: &Api, token: &str, chat: i64, clients: usize, total: usize) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (api, token, next, done) = (api.clone(), token.to_owned(), next.clone(), done.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let url = api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
+                    let sent = api.http.post(url).json(&json!({ "message_content": "backlog message" })).send().await;
+                    if matches!(sent, Ok(r) if r.status() == 201) {
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,129 @@
+//! `chatmesh-stub`: a tiny HTTP/1.1 upstream for gateway tests. Every response names the stub
+//! (`X-Served-By: <name>`) and echoes what arrived: method, path, the `X-Request-Id` it got
+//! and the body size. `?delay_ms=N` answers after N ms, `?status=N` answers N; `--drop`
+//! closes every connection without answering (except `/healthz`), as a crashing process
+//! would. `GET /stats` counts the requests seen, by method.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Parser)]
+#[command(name = "chatmesh-stub")]
+struct Cli {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The name answered in X-Served-By
+    #[arg(long, default_value = "stub")]
+    name: String,
+    /// Close connections without answering (except /healthz and /stats)
+    #[arg(long)]
+    drop: bool,
+}
+
+type Stats = Arc<Mutex<BTreeMap<String, u64>>>;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let listener = TcpListener::bind(&cli.listen).await?;
+    println!("{} listening on http://{}", cli.name, listener.local_addr()?);
+    let name: Arc<str> = cli.name.into();
+    let stats = Stats::default();
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let (name, stats) = (name.clone(), stats.clone());
+        tokio::spawn(async move {
+            let _ = serve_connection(socket, &name, cli.drop, &stats).await;
+        });
+    }
+}
+
+async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: &Stats) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = socket.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split_whitespace();
+        let method = request_line.next().unwrap_or("").to_owned();
+        let target = request_line.next().unwrap_or("/").to_owned();
+        let mut content_length = 0usize;
+        let mut request_id = String::new();
+        let mut close = false;
+        for line in lines {
+            let Some((key, value)) = line.split_once(':') else { continue };
+            let value = value.trim();
+            match key.trim().to_ascii_lowercase().as_str() {
+                "content-length" => content_length = value.parse().unwrap_or(0),
+                "x-request-id" => request_id = value.to_owned(),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                _ => {}
+            }
+        }
+        while buf.len() < head_end + content_length {
+            let mut chunk = [0u8; 16384];
+            let read = socket.read(&mut chunk).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..read]);
+        }
+        buf.drain(..head_end + content_length);
+
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let param = |key: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_owned)
+        };
+        let internal = path == "/healthz" || path == "/stats";
+        if !internal {
+            *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(method.clone()).or_default() += 1;
+            if drop {
+                return Ok(());
+            }
+        }
+        if let Some(ms) = param("delay_ms").and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let status: u16 = param("status").and_then(|v| v.parse().ok()).unwrap_or(200);
+        let body = if path == "/stats" {
+            serde_json::to_string(&*stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner))?
+        } else {
+            serde_json::json!({
+                "served_by": name,
+                "method": method,
+                "path": path,
+                "request_id": request_id,
+                "body_bytes": content_length,
+            })
+            .to_string()
+        };
+        let response = format!(
+            "HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await?;
+        if close {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The chat HTTP suite, written once and run against any chatmesh deployment: the standalone
+//! server in-process, the services as separate processes on the production backends, and the
+//! mesh through the gateway. Also the load harness behind `chatmesh-bench`.
+//!
+//! # Layout
+//! - [`client`]: a small HTTP client for the chat API.
+//! - [`chat_suite`]: one async function per behaviour a client relies on.
+//! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
+//! - [`harness`]: the gateway and stub upstreams as child processes, for the gateway tests.
+//! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
+
+pub mod chat_suite;
+pub mod client;
+pub mod harness;
+pub mod load;
+pub mod mesh;
+pub mod processes;
+pub mod split;
+
+pub use client::Api;
+
+/// A running deployment the suite can talk to.
+pub trait Deployment: Send + Sync {
+    /// `http://host:port`, without a trailing slash.
+    fn base_url(&self) -> String;
+
+    /// Where the create routes go, when chat-write answers apart from [`Deployment::base_url`].
+    fn write_url(&self) -> Option<String> {
+        None
+    }
+
+    /// A client for this deployment.
+    fn api(&self) -> Api {
+        match self.write_url() {
+            Some(write) => Api::split(&self.base_url(), &write),
+            None => Api::new(&self.base_url()),
+        }
+    }
+}
+
+/// Declares one `#[tokio::test]` per chat-suite behaviour, each on a fresh deployment made by
+/// `$spawn().await` (any value implementing [`Deployment`]). With `optional`, `$spawn` answers
+/// an `Option`, `None` skipping the test (its backends are not configured).
+#[macro_export]
+macro_rules! chat_suite_tests {
+    (optional $spawn:path) => {
+        $crate::chat_suite_tests!(@optional $spawn; @names);
+    };
+    ($spawn:path) => {
+        $crate::chat_suite_tests!(@tests $spawn;
+            applications_lifecycle,
+            application_validation_errors,
+            chats_lifecycle,
+            messages_on_both_create_paths,
+            concurrent_chat_creations_get_exact_numbers,
+            concurrent_message_creations_get_exact_numbers,
+            message_right_after_its_chat,
+            search_semantics,
+            search_query_sources_and_errors,
+            pagination_and_link_headers,
+            counts_converge,
+            error_rules,
+            responses_never_carry_internal_ids,
+        );
+    };
+    (@optional $spawn:path; @names) => {
+        $crate::chat_suite_tests!(@optional $spawn;
+            applications_lifecycle,
+            application_validation_errors,
+            chats_lifecycle,
+            messages_on_both_create_paths,
+            concurrent_chat_creations_get_exact_numbers,
+            concurrent_message_creations_get_exact_numbers,
+            message_right_after_its_chat,
+            search_semantics,
+            search_query_sources_and_errors,
+            pagination_and_link_headers,
+            counts_converge,
+            error_rules,
+            responses_never_carry_internal_ids,
+        );
+    };
+    (@optional $spawn:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                // A spawn answering `None` has printed why its backends are missing.
+                let Some(deployment) = $spawn().await else { return };
+                let api = $crate::Deployment::api(&deployment);
+                $crate::chat_suite::$name(&api).await;
+                drop(deployment);
+            }
+        )*
+    };
+    (@tests $spawn:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let deployment = $spawn().await;
+                let api = $crate::Deployment::api(&deployment);
+                $crate::chat_suite::$name(&api).await;
+                drop(deployment);
+            }
+        )*
+    };
+}

@@ -1,0 +1,92 @@
+//! Runs chatmesh binaries as child processes for end-to-end and fault tests.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The path of a workspace binary, building the workspace's binaries once per test process
+/// when they are missing or stale (`cargo test` only builds a package's own binaries).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let release = cfg!(not(debug_assertions));
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--workspace", "--bins", "--quiet"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for the workspace binaries");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A running chatmesh process; killed when dropped.
+pub struct Service {
+    pub name: String,
+    pub url: String,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `binary` with `args` and `envs`, listening on an ephemeral port, and waits for
+    /// its "listening on" line.
+    pub async fn start(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Service {
+        let mut command = Command::new(binary(binary_name));
+        command
+            .args(args)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", std::env::var("CHATMESH_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {binary_name}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((_, url)) = line.split_once(" listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("{binary_name} exited before listening");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{binary_name} did not listen within a minute"));
+        // Keep draining stdout (where logs go) so the child never blocks on a full pipe;
+        // echoed to stderr when CHATMESH_TEST_LOG asks for logs.
+        let echo = std::env::var_os("CHATMESH_TEST_LOG").is_some();
+        let label = format!("{binary_name} {}", args.join(" "));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("[{label}] {line}");
+                }
+            }
+        });
+        Service { name: binary_name.to_owned(), url, child }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}

@@ -1,0 +1,69 @@
+//! chat-write and chat-read as separate processes on the production backends (MySQL / MariaDB,
+//! Redis, RabbitMQ; tantivy for search): one chat-write, and chat-read's API, consumer and
+//! cron each in its own process. Each deployment has its own database and namespace.
+
+use crate::processes::Service;
+
+/// The running processes of one split deployment.
+pub struct SplitChat {
+    pub write: Service,
+    pub read_api: Service,
+    pub consumer: Service,
+    pub cron: Service,
+    /// The environment every process got, to start more (or restart one) alike.
+    pub env: Vec<(String, String)>,
+    _data: tempfile::TempDir,
+}
+
+impl crate::Deployment for SplitChat {
+    fn base_url(&self) -> String {
+        self.read_api.url.clone()
+    }
+
+    fn write_url(&self) -> Option<String> {
+        Some(self.write.url.clone())
+    }
+}
+
+/// The three production URLs, or `None` (after printing why) when one is missing.
+pub fn production_urls(test: &str) -> Option<(String, String, String)> {
+    let database = shared::testing::backend_url("DATABASE_URL", test)?;
+    let redis = shared::testing::backend_url("REDIS_URL", test)?;
+    let amqp = shared::testing::backend_url("AMQP_URL", test)?;
+    Some((database, redis, amqp))
+}
+
+impl SplitChat {
+    /// Starts a deployment, or answers `None` when the production URLs are not set.
+    pub async fn start(test: &str, extra_env: &[(&str, &str)]) -> Option<SplitChat> {
+        let (database, redis, amqp) = production_urls(test)?;
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut env: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), shared::testing::fresh_mysql_database(&database).await),
+            ("REDIS_URL".into(), redis),
+            ("AMQP_URL".into(), amqp),
+            ("CHATMESH_NAMESPACE".into(), shared::testing::fresh_namespace("chat")),
+            ("CHATMESH_DATA_DIR".into(), data.path().display().to_string()),
+            ("CHATMESH_COUNT_FLUSH_SCHEDULE".into(), "* * * * * *".into()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        // chat-write first: it migrates the chat tables the others read.
+        let write = start(&env, "chat-write", &[]).await;
+        let consumer = start(&env, "chat-read", &["--api", "false", "--cron", "false"]).await;
+        let (read_api, cron) = tokio::join!(
+            start(&env, "chat-read", &["--consumer", "false", "--cron", "false"]),
+            start(&env, "chat-read", &["--api", "false", "--consumer", "false"]),
+        );
+        Some(SplitChat { write, read_api, consumer, cron, env, _data: data })
+    }
+
+    /// Starts one more process of `binary` with this deployment's environment.
+    pub async fn start_like(&self, binary: &str, args: &[&str]) -> Service {
+        start(&self.env, binary, args).await
+    }
+}
+
+async fn start(env: &[(String, String)], binary: &str, args: &[&str]) -> Service {
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Service::start(binary, args, &envs).await
+}

@@ -1,0 +1,251 @@
+//! Fault tests against the real servers, with chat-write and chat-read as separate processes:
+//! the consumer killed and restarted, RabbitMQ restarted, Redis flushed, and a poison command
+//! parked in the dead-letter queue and replayed. Each ends by checking that every 201 was
+//! persisted exactly once, with the content it was acknowledged with, and that numbers are
+//! unique. The tests take turns: they restart shared servers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chatmesh_e2e::split::SplitChat;
+use chatmesh_e2e::{Api, Deployment};
+use serde_json::json;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Writers creating messages in one chat until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<HashMap<i64, String>>>,
+    unavailable: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(api: &Api, token: &str, chat: i64, writers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(HashMap::new()));
+        let unavailable = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..writers)
+            .map(|w| {
+                let (api, token) = (api.clone(), token.to_owned());
+                let (stop, acknowledged, unavailable) = (stop.clone(), acknowledged.clone(), unavailable.clone());
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let content = format!("writer {w} message {i}");
+                        let url =
+                            api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
+                        let sent = api.http.post(url).json(&json!({ "message_content": content })).send().await;
+                        match sent {
+                            Ok(response) if response.status() == 201 => {
+                                let body: serde_json::Value = response.json().await.expect("201 body");
+                                let number = body["message_number"].as_i64().expect("number");
+                                let previous = acknowledged.lock().unwrap().insert(number, content);
+                                assert!(previous.is_none(), "number {number} was handed out twice");
+                            }
+                            Ok(response) if response.status() == 503 => {
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Ok(response) => panic!("unexpected {}: {:?}", response.status(), response.text().await),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, acknowledged, unavailable, tasks }
+    }
+
+    fn acknowledged_count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    async fn stop(self) -> (HashMap<i64, String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("writer");
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        (acknowledged, self.unavailable.load(Ordering::Relaxed))
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn all_messages(api: &Api, token: &str, chat: i64) -> HashMap<i64, String> {
+    let mut messages = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = api.get(&format!("/api/applications/{token}/chats/{chat}/messages?limit=100&after={after}")).await;
+        let items = page.body.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return messages;
+        }
+        for item in items {
+            after = item["message_number"].as_i64().unwrap();
+            let previous = messages.insert(after, item["message_content"].as_str().unwrap().to_owned());
+            assert!(previous.is_none(), "message {after} listed twice");
+        }
+    }
+}
+
+/// Every acknowledged message is persisted, once, with its content.
+async fn assert_all_persisted(api: &Api, token: &str, chat: i64, acknowledged: &HashMap<i64, String>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let persisted = loop {
+        let persisted = all_messages(api, token, chat).await;
+        if acknowledged.keys().all(|n| persisted.contains_key(n)) || Instant::now() > deadline {
+            break persisted;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for (number, content) in acknowledged {
+        assert_eq!(persisted.get(number), Some(content), "acknowledged message {number} lost or overwritten");
+    }
+}
+
+async fn setup(api: &Api) -> (String, i64) {
+    let token = api.create_application("faults").await;
+    let chat = api.create_chat(&token, "room").await;
+    (token, chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_killed_mid_stream_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = SplitChat::start("consumer_killed_mid_stream", &[]).await else { return };
+    let api = mesh.api();
+    let (token, chat) = setup(&api).await;
+    let load = Load::start(&api, &token, chat, 8);
+    wait_for("writes before the kill", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    mesh.consumer.kill().await;
+    let at_kill = load.acknowledged_count();
+    wait_for("writes while the consumer is down", Duration::from_secs(30), || {
+        load.acknowledged_count() > at_kill + 100
+    })
+    .await;
+    mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
+    let at_restart = load.acknowledged_count();
+    wait_for("writes after the restart", Duration::from_secs(30), || load.acknowledged_count() > at_restart + 100)
+        .await;
+    let (acknowledged, _) = load.stop().await;
+    assert_all_persisted(&api, &token, chat, &acknowledged).await;
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl").args(args).status().expect("run rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_restart_gives_503_then_recovers_and_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mesh) = SplitChat::start("rabbitmq_restart", &[]).await else { return };
+    let api = mesh.api();
+    let (token, chat) = setup(&api).await;
+    let load = Load::start(&api, &token, chat, 8);
+    wait_for("writes before the restart", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    rabbitmqctl(&["stop_app"]);
+    let unavailable = load.unavailable.clone();
+    wait_for("503s while RabbitMQ is down", Duration::from_secs(30), || unavailable.load(Ordering::Relaxed) > 5).await;
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    let at_start = load.acknowledged_count();
+    wait_for("201s after RabbitMQ is back", Duration::from_secs(60), || load.acknowledged_count() > at_start + 100)
+        .await;
+    let (acknowledged, unavailable) = load.stop().await;
+    assert!(unavailable > 0, "chat-write answered 503 while the broker was down");
+    assert_all_persisted(&api, &token, chat, &acknowledged).await;
+    drop(mesh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_mid_stream_never_reuses_a_number() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mesh) = SplitChat::start("redis_flushall", &[]).await else { return };
+    let api = mesh.api();
+    let (token, chat) = setup(&api).await;
+    let load = Load::start(&api, &token, chat, 8);
+    wait_for("writes before the flush", Duration::from_secs(30), || load.acknowledged_count() > 300).await;
+    let redis_url = std::env::var("REDIS_URL").unwrap();
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL").query_async::<()>(&mut redis).await.unwrap();
+    let max_before = *load.acknowledged.lock().unwrap().keys().max().unwrap();
+    let at_flush = load.acknowledged_count();
+    wait_for("writes after the flush", Duration::from_secs(30), || load.acknowledged_count() > at_flush + 100).await;
+    let (acknowledged, _) = load.stop().await;
+    assert!(acknowledged.keys().any(|n| *n > max_before), "numbering continues above the old maximum");
+    assert_all_persisted(&api, &token, chat, &acknowledged).await;
+    // Chat numbers continue too.
+    assert_eq!(api.create_chat(&token, "after the flush").await, chat + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_command_is_dead_lettered_and_replayed() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mesh) = SplitChat::start("poison_command", &[("CHATMESH_CONSUMER_MAX_ATTEMPTS", "3")]).await else {
+        return;
+    };
+    let api = mesh.api();
+    let (token, chat) = setup(&api).await;
+    // A message for chat 2 published before chat 2 exists: the consumer cannot persist it,
+    // retries, then parks it.
+    let namespace = mesh.env.iter().find(|(k, _)| k == "CHATMESH_NAMESPACE").unwrap().1.clone();
+    let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1.clone();
+    let db = shared::backends::sql::Database::connect(&database_url).await.unwrap();
+    let application_id = chat_write_application_id(&db, &token).await;
+    let poison = json!({
+        "type": "create_message", "application_id": application_id, "chat_number": chat + 1,
+        "message_number": 1, "content": "early bird", "created_at": 0
+    });
+    let queue = shared::backends::rabbitmq::RabbitQueue::connect(&std::env::var("AMQP_URL").unwrap()).await.unwrap();
+    let queue_name = format!("{namespace}.chat.commands");
+    shared::backends::queue::Queue::publish(&queue, &queue_name, poison.to_string().into()).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let out = chat_read(&mesh, &["dead-letters"]);
+        if out.contains("early bird") || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(listed.contains("early bird"), "the poison command is listed as a dead letter: {listed}");
+    assert!(listed.contains("chat not persisted yet"), "with its reason: {listed}");
+
+    // Once its chat exists, replaying the dead letter persists it.
+    assert_eq!(api.create_chat(&token, "late chat").await, chat + 1);
+    let replayed = chat_read(&mesh, &["replay-dead-letters"]);
+    assert!(replayed.contains("replayed 1 dead letters"), "{replayed}");
+    let message = api.get_eventually(&format!("/api/applications/{token}/chats/{}/messages/1", chat + 1)).await;
+    assert_eq!(message.body["message_content"], "early bird");
+    assert!(!chat_read(&mesh, &["dead-letters"]).contains("early bird"), "the dead-letter queue is empty again");
+}
+
+async fn chat_write_application_id(db: &shared::backends::sql::Database, token: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT id FROM applications WHERE token = ?").bind(token).fetch_one(db.pool()).await.unwrap().get(0)
+}
+
+fn chat_read(mesh: &SplitChat, args: &[&str]) -> String {
+    let output = std::process::Command::new(chatmesh_e2e::processes::binary("chat-read"))
+        .args(args)
+        .envs(mesh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run chat-read");
+    assert!(output.status.success(), "chat-read {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -1,0 +1,159 @@
+//! What the gateway tests share: the routes of DESIGN.md, configs derived from the deployed
+//! one, a load generator that records when each request started and how it ended.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chatmesh_e2e::harness::repo_root;
+use reqwest::Method;
+
+/// Every route of DESIGN.md with the pool that must serve it. `{app}`, `{chat}` and `{msg}`
+/// are filled in by the caller.
+pub const DESIGN_ROUTES: &[(&str, &str, &str)] = &[
+    // chat: creates go to chat-write, everything else of /api/applications to chat-read
+    ("POST", "/api/applications", "chat-read"),
+    ("GET", "/api/applications", "chat-read"),
+    ("GET", "/api/applications/{app}", "chat-read"),
+    ("PUT", "/api/applications/{app}", "chat-read"),
+    ("PATCH", "/api/applications/{app}", "chat-read"),
+    ("POST", "/api/applications/{app}/chats", "chat-write"),
+    ("GET", "/api/applications/{app}/chats", "chat-read"),
+    ("GET", "/api/applications/{app}/chats/{chat}", "chat-read"),
+    ("PUT", "/api/applications/{app}/chats/{chat}", "chat-read"),
+    ("PATCH", "/api/applications/{app}/chats/{chat}", "chat-read"),
+    ("POST", "/api/applications/{app}/chats/{chat}", "chat-write"),
+    ("POST", "/api/applications/{app}/chats/{chat}/messages", "chat-write"),
+    ("GET", "/api/applications/{app}/chats/{chat}/messages", "chat-read"),
+    ("GET", "/api/applications/{app}/chats/{chat}/messages/{msg}", "chat-read"),
+    ("PUT", "/api/applications/{app}/chats/{chat}/messages/{msg}", "chat-read"),
+    ("PATCH", "/api/applications/{app}/chats/{chat}/messages/{msg}", "chat-read"),
+    ("GET", "/api/applications/{app}/chats/{chat}/search?q=hello", "chat-read"),
+    // segments, legacy routes (seed 000)
+    ("GET", "/segments", "segments"),
+    ("POST", "/segments", "segments"),
+    ("GET", "/segments/some-slug", "segments"),
+    ("DELETE", "/segments/some-slug", "segments"),
+    ("POST", "/segments/users", "segments"),
+    ("GET", "/segments/users/7", "segments"),
+    ("GET", "/segments/users/7/history?from=2024-01-01&to=2024-02-01", "segments"),
+    ("GET", "/history/report.csv", "segments"),
+    // segments, /api/v1 (seed 002)
+    ("GET", "/api/v1/segments", "segments"),
+    ("POST", "/api/v1/segments", "segments"),
+    ("GET", "/api/v1/segments/1", "segments"),
+    ("PATCH", "/api/v1/segments/1", "segments"),
+    ("DELETE", "/api/v1/segments/1", "segments"),
+    ("POST", "/api/v1/segments/evaluate", "segments"),
+    ("GET", "/api/v1/flags", "segments"),
+    ("GET", "/api/v1/decisions", "segments"),
+    // events (seeds 001 and 003)
+    ("POST", "/sessions/", "events"),
+    ("GET", "/sessions/", "events"),
+    ("POST", "/events/", "events"),
+    ("GET", "/events/?session=1", "events"),
+    ("GET", "/events/1/", "events"),
+    ("PUT", "/events/1/", "events"),
+    ("PATCH", "/events/1/", "events"),
+    ("DELETE", "/events/1/", "events"),
+    ("GET", "/errors/", "events"),
+    ("GET", "/errors/1/", "events"),
+    ("POST", "/user/batches", "events"),
+    ("GET", "/user/last-events?days=7", "events"),
+    ("GET", "/user/last-sessions-user?user_id=1", "events"),
+];
+
+pub fn method(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("method")
+}
+
+/// `deploy/gateway.toml` with some `key = value` lines replaced, written under `dir`.
+pub fn config_with(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
+    let original = std::fs::read_to_string(repo_root().join("deploy/gateway.toml")).expect("deploy/gateway.toml");
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    for (key, value) in replacements {
+        let line = lines
+            .iter_mut()
+            .find(|line| line.split('=').next().is_some_and(|k| k.trim() == *key))
+            .unwrap_or_else(|| panic!("deploy/gateway.toml has no {key}"));
+        *line = format!("{key} = {value}");
+    }
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, lines.join("\n")).expect("write config");
+    path
+}
+
+/// The deployed config with fast health checks, for tests that wait on them.
+pub fn fast_config(dir: &Path) -> PathBuf {
+    config_with(dir, &[("interval_ms", "100"), ("timeout_ms", "100")])
+}
+
+/// A client that never reuses a connection the gateway may have closed in between.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+/// One request of a load run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub started: Instant,
+    pub finished: Instant,
+    /// The status, or `None` for a transport error.
+    pub status: Option<u16>,
+    pub body: String,
+}
+
+/// Sends `send(client, i)` from `concurrency` loops until `stop` is set; returns every outcome.
+pub async fn load<F, Fut>(concurrency: usize, stop: Arc<AtomicBool>, send: F) -> Vec<Outcome>
+where
+    F: Fn(reqwest::Client, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>> + Send,
+{
+    let send = Arc::new(send);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (send, stop) = (send.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            let mut outcomes = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, body) = match send(client.clone(), i).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        (Some(status), response.text().await.unwrap_or_default())
+                    }
+                    Err(error) => (None, error.to_string()),
+                };
+                outcomes.push(Outcome { started, finished: Instant::now(), status, body });
+                i += 1;
+            }
+            outcomes
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load task"));
+    }
+    all
+}
+
+/// Polls `check` every 10 ms for up to `timeout`; returns the instant it first held.
+pub async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Whether `pid` still runs (a zombie counts as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}

@@ -1,0 +1,219 @@
+//! The process-mode mesh (`deploy/mesh`) behind the gateway: the chat suite through it,
+//! routing to the real services, and a chat-write killed under load.
+//!
+//! On MySQL / MariaDB, Redis and RabbitMQ when `DATABASE_URL`, `REDIS_URL` and `AMQP_URL` are
+//! set (two chat-write processes), else on the embedded backends (one chat-write); with
+//! `CHATMESH_REQUIRE_BACKENDS` naming them, missing URLs fail instead.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chatmesh_e2e::harness::has_binary;
+use chatmesh_e2e::mesh::{MeshBackends, MeshOptions, ProcessMesh};
+use serde_json::{Value, json};
+
+use crate::helpers::{DESIGN_ROUTES, client, load, method, pid_alive, wait_until};
+
+/// The backends the mesh tests run on: the real servers when all three URLs are set.
+fn backends(test: &str) -> MeshBackends {
+    let backends = MeshBackends::from_env();
+    if matches!(backends, MeshBackends::Embedded) {
+        for var in ["DATABASE_URL", "REDIS_URL", "AMQP_URL"] {
+            // Fails when CHATMESH_REQUIRE_BACKENDS names a missing URL.
+            if shared::testing::backend_url(var, test).is_none() {
+                eprintln!("{test}: running the mesh on the embedded backends instead");
+                break;
+            }
+        }
+    }
+    backends
+}
+
+async fn start(options: MeshOptions) -> ProcessMesh {
+    tokio::task::spawn_blocking(move || ProcessMesh::start(&options)).await.expect("mesh start")
+}
+
+/// A chat-only mesh for each suite test.
+async fn spawn_chat_mesh() -> ProcessMesh {
+    start(MeshOptions {
+        backends: backends("gateway chat suite"),
+        services: Some(String::new()),
+        ..MeshOptions::default()
+    })
+    .await
+}
+
+mod chat_suite_through_the_gateway {
+    chatmesh_e2e::chat_suite_tests!(super::spawn_chat_mesh);
+}
+
+fn served_by(response: &reqwest::Response) -> String {
+    response.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+}
+
+/// Every route of DESIGN.md reaches the service that names itself in `X-Served-By`
+/// (segments and events when they are built).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_reaches_the_service_that_answers_it() {
+    let mesh = start(MeshOptions { backends: backends("mesh routing"), ..MeshOptions::default() }).await;
+    let api = chatmesh_e2e::Api::new(&mesh.url);
+    let app = api.create_application("routing").await;
+    let chat = api.create_chat(&app, "room").await;
+    let msg = api.create_message(&app, chat, "hello there").await;
+    api.get_eventually(&format!("/api/applications/{app}/chats/{chat}/messages/{msg}")).await;
+    let running: Vec<&str> = ["segments", "events"].into_iter().filter(|s| has_binary(s)).collect();
+    if running.len() < 2 {
+        eprintln!("mesh routing: only checking chat, segments and events are built: {running:?}");
+    }
+
+    let http = client();
+    let mut unnamed = Vec::new();
+    for (index, (verb, template, pool)) in DESIGN_ROUTES.iter().enumerate() {
+        if !pool.starts_with("chat") && !running.contains(pool) {
+            continue;
+        }
+        let path =
+            template.replace("{app}", &app).replace("{chat}", &chat.to_string()).replace("{msg}", &msg.to_string());
+        let body = json!({ "application_name": "a", "chat_name": "c", "message_content": "routed" });
+        let request_id = format!("route-check-{index}");
+        let response = http
+            .request(method(verb), format!("{}{path}", mesh.url))
+            .header("x-request-id", &request_id)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, name) = (response.status(), served_by(&response));
+        if name.is_empty() {
+            // A service's own 404 / 405 fallback may not name itself: the gateway's access
+            // line for this request says which pool it went to.
+            unnamed.push((request_id, *pool, format!("{verb} {path} answered {status}")));
+        } else {
+            assert_eq!(name, *pool, "{verb} {path} answered {status}");
+        }
+    }
+    for (request_id, pool, what) in unnamed {
+        let logged = wait_until(Duration::from_secs(5), || {
+            mesh.log("gateway")
+                .lines()
+                .any(|l| l.contains(&format!("request_id={request_id} ")) && l.contains(&format!("pool=\"{pool}\"")))
+        })
+        .await;
+        assert!(logged.is_some(), "{what}: no access line sending {request_id} to {pool}");
+        eprintln!("mesh routing: {what} without X-Served-By; the gateway sent it to {pool}");
+    }
+
+    let messages = http.get(format!("{}/api/applications/{app}/chats/{chat}/messages", mesh.url)).send().await.unwrap();
+    assert_eq!(
+        (messages.status().as_u16(), served_by(&messages)),
+        (200, "chat-read".to_owned()),
+        "a GET is never a create"
+    );
+    let unknown = http.get(format!("{}/api/nothing-here", mesh.url)).send().await.unwrap();
+    assert_eq!((unknown.status().as_u16(), served_by(&unknown)), (404, "gateway".to_owned()));
+}
+
+/// `deploy/mesh stop` ends exactly the processes `start` recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_script_stops_exactly_what_it_started() {
+    let mesh = start(MeshOptions { backends: backends("mesh script"), ..MeshOptions::default() }).await;
+    let pids = mesh.pids();
+    assert!(
+        pids.contains_key("gateway") && pids.contains_key("chat-write-1") && pids.contains_key("chat-read-1"),
+        "{pids:?}"
+    );
+    assert!(pids.values().all(|pid| pid_alive(*pid)));
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+
+    let output = mesh.stop();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for (name, pid) in &pids {
+        assert!(!pid_alive(*pid), "{name} ({pid}) still runs");
+    }
+    assert!(bystander.try_wait().unwrap().is_none(), "stop touched a process it did not start");
+    bystander.kill().unwrap();
+    let _ = bystander.wait();
+    assert!(http_refused(&mesh.url), "the gateway port is closed");
+}
+
+fn http_refused(url: &str) -> bool {
+    let addr = url.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).is_err()
+}
+
+/// Kills one of two chat-write processes (SIGKILL) under message-create load through the
+/// gateway. Only creates in flight at the kill may fail; once the gateway marks it out, no
+/// request reaches it; every 201 has its own message number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_two_chat_writes_under_load() {
+    let test = "killing_one_of_two_chat_writes_under_load";
+    let (Some(database_url), Some(redis_url), Some(amqp_url)) = (
+        shared::testing::backend_url("DATABASE_URL", test),
+        shared::testing::backend_url("REDIS_URL", test),
+        shared::testing::backend_url("AMQP_URL", test),
+    ) else {
+        return;
+    };
+    let mesh = start(MeshOptions {
+        backends: MeshBackends::Production { database_url, redis_url, amqp_url },
+        services: Some(String::new()),
+        ..MeshOptions::default()
+    })
+    .await;
+    let writers = mesh.upstreams()["chat-write"].clone();
+    assert_eq!(writers.len(), 2, "{writers:?}");
+    let api = chatmesh_e2e::Api::new(&mesh.url);
+    let app = api.create_application("kill").await;
+    let chat = api.create_chat(&app, "room").await;
+
+    let url = format!("{}/api/applications/{app}/chats/{chat}/messages", mesh.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(8, stop.clone(), move |http, i| {
+        let url = url.clone();
+        async move { http.post(url).json(&json!({ "message_content": format!("load {i}") })).send().await }
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let victim = mesh.pid("chat-write-1").expect("chat-write-1 pid");
+    let killed = std::time::Instant::now();
+    let status = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap();
+    assert!(status.success());
+    let gone = wait_until(Duration::from_secs(5), || !pid_alive(victim)).await.expect("chat-write-1 died");
+    let series = format!("{{pool=\"chat-write\",upstream=\"{}\"}}", writers[0]);
+    let healthy = format!("gateway_upstream_healthy{series}");
+    let requests = format!("gateway_upstream_requests_total{series}");
+    let noticed = wait_until(Duration::from_secs(5), || mesh.metric(&healthy) == Some(0.0)).await;
+    assert!(noticed.is_some(), "the gateway never marked the killed chat-write out");
+    let sent_when_noticed = mesh.metric(&requests).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.await.unwrap();
+
+    assert_eq!(
+        mesh.metric(&requests).unwrap(),
+        sent_when_noticed,
+        "requests reached chat-write-1 after it was marked out"
+    );
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(201)).collect();
+    for failure in &failed {
+        assert!(failure.started < gone, "a create sent after the kill failed: {failure:?}");
+        assert!(failure.finished >= killed, "a create failed before the kill: {failure:?}");
+    }
+    assert!(failed.len() <= 8, "more failures than requests in flight: {failed:?}");
+    let after = outcomes.iter().filter(|o| o.started > gone && o.status == Some(201)).count();
+    assert!(after > 20, "creates went on after the kill: {after}");
+
+    let mut numbers = BTreeSet::new();
+    for outcome in outcomes.iter().filter(|o| o.status == Some(201)) {
+        let body: Value = serde_json::from_str(&outcome.body).unwrap();
+        assert!(numbers.insert(body["message_number"].as_i64().unwrap()), "a number was issued twice: {body}");
+    }
+    eprintln!(
+        "{test}: {} creates, {} failed (in flight at the kill), {after} after it; noticed {:?} after the kill",
+        outcomes.len(),
+        failed.len(),
+        noticed.unwrap().saturating_duration_since(gone)
+    );
+}

@@ -1,0 +1,421 @@
+//! The gateway in front of stub upstreams (`chatmesh-stub`), which name themselves and echo
+//! what reached them: every behaviour of the gateway without any backend.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chatmesh_e2e::harness::{GatewayProcess, Stub, http_get, write_upstreams};
+use serde_json::Value;
+
+use crate::helpers::{DESIGN_ROUTES, client, config_with, fast_config, load, method, wait_until};
+
+fn stub_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chatmesh-stub"))
+}
+
+fn stub(name: &str) -> Stub {
+    Stub::start(&stub_binary(), name, None, false)
+}
+
+/// A gateway on `config` with one pool set to `members` and the others empty.
+fn gateway(dir: &Path, config: &Path, pool: &str, members: &[&Stub]) -> GatewayProcess {
+    let mut pools: Vec<(&str, Vec<String>)> =
+        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
+    for entry in &mut pools {
+        if entry.0 == pool {
+            entry.1 = members.iter().map(|s| s.addr.clone()).collect();
+        }
+    }
+    let gateway = GatewayProcess::start(dir, config, &pools);
+    gateway.wait_healthy(pool, &members.iter().map(|s| s.addr.as_str()).collect::<Vec<_>>());
+    gateway
+}
+
+fn served_by(response: &reqwest::Response) -> String {
+    response.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn stats(stub: &Stub, method: &str) -> u64 {
+    let body = http_get(&format!("http://{}/stats", stub.addr)).unwrap_or_default();
+    serde_json::from_str::<Value>(&body).ok().and_then(|v| v[method].as_u64()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_of_the_design_reaches_its_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let stubs: Vec<Stub> = ["chat-write", "chat-read", "segments", "events"].iter().map(|n| stub(n)).collect();
+    let pools: Vec<(&str, Vec<String>)> = ["chat-write", "chat-read", "segments", "events"]
+        .iter()
+        .zip(&stubs)
+        .map(|(p, s)| (*p, vec![s.addr.clone()]))
+        .collect();
+    let config = fast_config(dir.path());
+    let gateway = GatewayProcess::start(dir.path(), &config, &pools);
+    for (pool, stub) in ["chat-write", "chat-read", "segments", "events"].iter().zip(&stubs) {
+        gateway.wait_healthy(pool, &[&stub.addr]);
+    }
+    let http = client();
+    for (verb, template, pool) in DESIGN_ROUTES {
+        let path = template.replace("{app}", "5f0c9a").replace("{chat}", "3").replace("{msg}", "2");
+        let response = http
+            .request(method(verb), format!("{}{path}", gateway.url))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served_by(&response), *pool, "{verb} {path}");
+        let echoed = json(response).await;
+        let sent_path = path.split('?').next().unwrap();
+        assert_eq!(echoed["path"], sent_path, "the path reaches the upstream unchanged");
+        assert_eq!(echoed["method"], *verb);
+    }
+
+    for path in ["/", "/api", "/api/nothing-here", "/api/v2/segments", "/metrics", "/sessionsx"] {
+        let response = http.get(format!("{}{path}", gateway.url)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(served_by(&response), "gateway");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(json(response).await["error"]["code"], "NOT_FOUND", "{path}");
+    }
+    let health = http.get(format!("{}/healthz", gateway.url)).send().await.unwrap();
+    assert_eq!((health.status().as_u16(), served_by(&health)), (200, "gateway".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_or_made_passed_upstream_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = stub("chat-read");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let http = client();
+    let url = format!("{}/api/applications", gateway.url);
+
+    let response = http.get(&url).header("x-request-id", "client-chose-this-1").send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "client-chose-this-1");
+    assert_eq!(json(response).await["request_id"], "client-chose-this-1", "the upstream got the client's id");
+
+    let response = http.get(&url).send().await.unwrap();
+    let made = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.len() == 32 && made.chars().all(|c| c.is_ascii_hexdigit()), "{made}");
+    assert_eq!(json(response).await["request_id"], made.as_str());
+
+    let response = http.get(&url).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    assert_ne!(response.headers()["x-request-id"], "bad id with spaces", "an unprintable id is replaced");
+
+    let not_found = http.get(format!("{}/nope", gateway.url)).send().await.unwrap();
+    assert!(not_found.headers().contains_key("x-request-id"), "the gateway's own answers carry one too");
+
+    let logged = wait_until(Duration::from_secs(5), || {
+        let log = gateway.process.log_text();
+        log.lines()
+            .any(|l| l.contains("client-chose-this-1") && l.contains("status=200") && l.contains("pool=\"chat-read\""))
+            && log.contains(&made)
+    })
+    .await;
+    assert!(logged.is_some(), "one access line per request: {}", gateway.process.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_over_healthy_upstreams_and_back_after_a_passing_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = stub("first");
+    let mut second = stub("second");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&first, &second]);
+    let http = client();
+    let url = format!("{}/api/applications", gateway.url);
+
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        names.push(served_by(&http.get(&url).send().await.unwrap()));
+    }
+    assert_eq!(names.iter().filter(|n| *n == "first").count(), 5, "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "second").count(), 5, "{names:?}");
+
+    let second_addr = second.addr.clone();
+    drop(second.process);
+    for _ in 0..10 {
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!((response.status().as_u16(), served_by(&response)), (200, "first".to_owned()));
+    }
+    gateway.wait_healthy("chat-read", &[&first.addr]);
+
+    second = Stub::start(&stub_binary(), "second", Some(&second_addr), false);
+    gateway.wait_healthy("chat-read", &[&first.addr, &second.addr]);
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        names.push(served_by(&http.get(&url).send().await.unwrap()));
+    }
+    assert!(names.contains(&"second".to_owned()), "back in rotation: {names:?}");
+}
+
+/// Two chat-write stubs under create load (each answer takes 5 ms, so requests are in flight
+/// at any moment); one is killed. Only requests sent before it was gone may fail, and once the
+/// gateway has marked it unhealthy no request reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_upstream_under_load_fails_only_what_was_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let survivor = stub("survivor");
+    let mut victim = stub("victim");
+    let gateway = gateway(dir.path(), &config_with(dir.path(), &[]), "chat-write", &[&survivor, &victim]);
+    let url = format!("{}/api/applications/app/chats?delay_ms=5", gateway.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load(8, stop.clone(), move |http, _| {
+        let url = url.clone();
+        async move { http.post(url).header("content-type", "application/json").body("{\"chat_name\":\"c\"}").send().await }
+    }));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let killed = Instant::now();
+    victim.process.child.kill().unwrap();
+    victim.process.child.wait().unwrap();
+    let gone = Instant::now();
+    let victim_series = format!("{{pool=\"chat-write\",upstream=\"{}\"}}", victim.addr);
+    let healthy = format!("gateway_upstream_healthy{victim_series}");
+    let requests = format!("gateway_upstream_requests_total{victim_series}");
+    let noticed = wait_until(Duration::from_secs(5), || gateway.metric(&healthy) == Some(0.0)).await;
+    assert!(noticed.is_some(), "the gateway never marked the killed upstream out");
+    let sent_when_noticed = gateway.metric(&requests).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.await.unwrap();
+
+    assert_eq!(gateway.metric(&requests).unwrap(), sent_when_noticed, "requests reached it after it was marked out");
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(201) && o.status != Some(200)).collect();
+    for failure in &failed {
+        assert!(failure.started < gone, "a request sent after the kill failed: {failure:?}");
+        assert!(failure.finished >= killed, "a request failed before the kill: {failure:?}");
+        assert_eq!(failure.status, Some(502), "a failure is a JSON 502: {failure:?}");
+        assert!(failure.body.contains("BAD_GATEWAY"), "{failure:?}");
+    }
+    assert!(failed.len() <= 8, "at most one request per client was in flight: {}", failed.len());
+    let after: Vec<_> = outcomes.iter().filter(|o| o.started > gone).collect();
+    assert!(after.len() > 50, "load went on after the kill: {}", after.len());
+    assert!(stats(&survivor, "POST") > 0);
+}
+
+/// An upstream that passes its health check but drops requests (a crash mid-request): GETs are
+/// retried once on another upstream, POSTs never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_are_retried_once_and_posts_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let dropper = Stub::start(&stub_binary(), "dropper", None, true);
+    let good = stub("good");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&dropper, &good]);
+    let http = client();
+    let url = format!("{}/api/applications", gateway.url);
+
+    for _ in 0..20 {
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!((response.status().as_u16(), served_by(&response)), (200, "good".to_owned()));
+    }
+    let dropped_gets = stats(&dropper, "GET");
+    assert!(dropped_gets > 0, "round robin sent some GETs to the dropper first");
+    assert_eq!(stats(&good, "GET"), 20, "each GET reached the good upstream exactly once");
+    assert_eq!(gateway.metric("gateway_retries_total{pool=\"chat-read\"}"), Some(dropped_gets as f64));
+
+    let mut bad_gateways = 0;
+    for _ in 0..20 {
+        let response = http.post(&url).header("content-type", "application/json").body("{}").send().await.unwrap();
+        if response.status() == 502 {
+            assert_eq!(json(response).await["error"]["code"], "BAD_GATEWAY");
+            bad_gateways += 1;
+        } else {
+            assert_eq!(response.status(), 200);
+        }
+    }
+    let dropped_posts = stats(&dropper, "POST");
+    assert_eq!(bad_gateways, dropped_posts, "a POST that reached the dropper is not sent again");
+    assert_eq!(stats(&good, "POST") + dropped_posts, 20, "no POST was sent twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_one_other_upstream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let droppers: Vec<Stub> = (0..3).map(|i| Stub::start(&stub_binary(), &format!("d{i}"), None, true)).collect();
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &droppers.iter().collect::<Vec<_>>());
+    let response = client().get(format!("{}/api/applications", gateway.url)).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(json(response).await["error"]["code"], "BAD_GATEWAY");
+    let attempts: u64 = droppers.iter().map(|d| stats(d, "GET")).sum();
+    assert_eq!(attempts, 2, "the first try and one retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_503_504_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = stub("chat-read");
+    let config = config_with(dir.path(), &[("interval_ms", "100"), ("timeout_ms", "100"), ("read_timeout_ms", "300")]);
+    let gateway = gateway(dir.path(), &config, "chat-read", &[&slow]);
+    let http = client();
+
+    let unavailable = http.get(format!("{}/segments", gateway.url)).send().await.unwrap();
+    assert_eq!(unavailable.status(), 503, "a pool without a healthy upstream");
+    assert_eq!(json(unavailable).await["error"]["code"], "SERVICE_UNAVAILABLE");
+
+    let timed_out = http.get(format!("{}/api/applications?delay_ms=1000", gateway.url)).send().await.unwrap();
+    assert_eq!(timed_out.status(), 504);
+    assert_eq!(json(timed_out).await["error"]["code"], "GATEWAY_TIMEOUT");
+
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let too_large = http
+        .post(format!("{}/api/applications", gateway.url))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(json(too_large).await["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(stats(&slow, "POST"), 0, "an over-limit body never reaches the upstream");
+
+    // Chunked, so the limit is found while streaming (the stub, which does not read chunked
+    // bodies, is told to wait so it cannot answer first).
+    let addr = gateway.url.trim_start_matches("http://").to_owned();
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "POST /api/applications?delay_ms=2000 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..20 {
+            if write!(stream, "{:x}\r\n", chunk.len()).is_err() || stream.write_all(&chunk).is_err() || stream.write_all(b"\r\n").is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("PAYLOAD_TOO_LARGE"), "{reply}");
+}
+
+/// A reload (SIGHUP, or POST /reload) swaps the pools; a request already in flight to the
+/// old upstream finishes there; a bad config is refused and the running one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_pools_without_dropping_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = stub("old");
+    let new = stub("new");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&old]);
+    let http = client();
+    let url = format!("{}/api/applications", gateway.url);
+
+    let in_flight = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{url}?delay_ms=1500"));
+        async move { http.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let empty: Vec<String> = Vec::new();
+    write_upstreams(
+        &gateway.upstreams_file,
+        &[
+            ("chat-write", empty.clone()),
+            ("chat-read", vec![new.addr.clone()]),
+            ("segments", empty.clone()),
+            ("events", empty),
+        ],
+    );
+    gateway.process.signal("HUP");
+    gateway.wait_healthy("chat-read", &[&new.addr]);
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(served_by(&response), "new");
+    let finished = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        (finished.status().as_u16(), served_by(&finished)),
+        (200, "old".to_owned()),
+        "the in-flight request finished"
+    );
+    assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"ok\"}"), Some(1.0));
+
+    std::fs::write(&gateway.upstreams_file, "chat-read = [\"not an address\"]\n").unwrap();
+    let refused = http.post(format!("{}/reload", gateway.admin_url)).send().await.unwrap();
+    assert_eq!(refused.status(), 422);
+    assert_eq!(served_by(&http.get(&url).send().await.unwrap()), "new", "the running config stays");
+    assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"error\"}"), Some(1.0));
+}
+
+/// SIGTERM: no new connections, in-flight requests finish, and the process exits as soon as
+/// they have (not after the whole grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = stub("chat-read");
+    let mut gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let http = client();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let (http, url) = (http.clone(), format!("{}/api/applications?delay_ms=1000", gateway.url));
+            tokio::spawn(async move { http.get(url).send().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    gateway.process.signal("TERM");
+    for request in slow {
+        let response = request.await.unwrap().expect("an in-flight request completes");
+        assert_eq!(response.status(), 200);
+        assert_eq!(json(response).await["served_by"], "chat-read");
+    }
+    let exited = tokio::task::spawn_blocking(move || {
+        let exited = gateway.process.wait_exit(Duration::from_secs(5));
+        (exited, gateway)
+    })
+    .await
+    .unwrap();
+    assert!(exited.0, "the gateway did not exit after draining");
+    assert!(
+        term.elapsed() < Duration::from_secs(4),
+        "exited {:?} after SIGTERM (grace period is 10 s)",
+        term.elapsed()
+    );
+    assert!(exited.1.process.log_text().contains("no request in flight, exiting"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_the_admin_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = stub("chat-read");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let http = client();
+    for _ in 0..5 {
+        http.get(format!("{}/api/applications", gateway.url)).send().await.unwrap();
+    }
+    http.get(format!("{}/nope", gateway.url)).send().await.unwrap();
+    // The access phase (which counts) runs just after the response is written.
+    let mut text = String::new();
+    wait_until(Duration::from_secs(5), || {
+        text = http_get(&format!("{}/metrics", gateway.admin_url)).unwrap_or_default();
+        text.contains("gateway_requests_total{pool=\"gateway\",class=\"4xx\"} 1")
+    })
+    .await;
+    for series in [
+        "gateway_requests_total{pool=\"chat-read\",class=\"2xx\"} 5",
+        "gateway_requests_total{pool=\"gateway\",class=\"4xx\"} 1",
+        "gateway_request_duration_seconds_count{pool=\"chat-read\"} 5",
+        "gateway_in_flight_requests 0",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "gateway_upstream_requests_total{{pool=\"chat-read\",upstream=\"{}\"}} 5",
+            upstream.addr
+        ))
+    );
+    assert!(text.contains(&format!("gateway_upstream_healthy{{pool=\"chat-read\",upstream=\"{}\"}} 1", upstream.addr)));
+    let public = http.get(format!("{}/metrics", gateway.url)).send().await.unwrap();
+    assert_eq!(public.status(), 404, "metrics stay off the public port");
+    let ready = http.get(format!("{}/readyz", gateway.admin_url)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
