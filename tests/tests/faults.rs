@@ -188,8 +188,11 @@ async fn redis_flushall_mid_stream_never_reuses_a_number() {
     let (acknowledged, _) = load.stop().await;
     assert!(acknowledged.keys().any(|n| *n > max_before), "numbering continues above the old maximum");
     assert_all_persisted(&api, &token, chat, &acknowledged).await;
-    // Chat numbers continue too.
-    assert_eq!(api.create_chat(&token, "after the flush").await, chat + 1);
+    // Chat numbers continue too: never a number already handed out, and at most one
+    // reservation block skipped (the price of never asking the store per number).
+    let next_chat = api.create_chat(&token, "after the flush").await;
+    let block = shared::backends::redis_counters::RESERVATION_BLOCK;
+    assert!(next_chat > chat && next_chat <= chat + 1 + block, "chat {next_chat} follows chat {chat}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
