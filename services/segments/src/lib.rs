@@ -11,12 +11,14 @@
 //!   moves, and the evaluation that says which segments a user is in and why.
 //! - [`auth`]: permissions, the admin token, minted API keys (stored hashed).
 //! - [`api`]: the routes: [`api::legacy`] (seed 000) and the v1 resources (seed 002).
+//! - [`openapi`]: their OpenAPI 3.1 document, served at `/openapi.json` with docs at `/docs`.
 //! - [`Segments`]: the state every route shares, with an injectable [`Clock`] so TTL tests
 //!   move time instead of sleeping.
 
 pub mod api;
 pub mod auth;
 pub mod engine;
+pub mod openapi;
 pub mod percent;
 pub mod rules;
 pub mod store;
@@ -223,7 +225,8 @@ pub async fn open_database(backends: &BackendConfig) -> anyhow::Result<Database>
     })
 }
 
-/// Every route of the service with `X-Served-By`, health, the JSON fallbacks and the body limit.
+/// Every route of the service with `X-Served-By`, health, `/openapi.json` and `/docs`, the JSON
+/// fallbacks and the body limit.
 pub fn app(state: Segments, max_body_bytes: usize) -> Router {
     let db = state.db().clone();
     let store_check = shared::health::FnCheck::boxed("store", move || {
@@ -232,7 +235,8 @@ pub fn app(state: Segments, max_body_bytes: usize) -> Router {
     });
     let routes = Router::new()
         .merge(shared::http::served_by(router(state), "segments"))
-        .merge(shared::health::router("segments", vec![store_check]));
+        .merge(shared::health::router("segments", vec![store_check]))
+        .merge(shared::openapi::router(openapi::document()));
     shared::http::with_fallbacks(routes).layer(DefaultBodyLimit::max(max_body_bytes))
 }
 

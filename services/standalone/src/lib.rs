@@ -29,6 +29,9 @@ pub struct Config {
     pub count_flush_schedule: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request body the segments routes accept, in bytes (DMN models can be large; the
+    /// segments binary's own default).
+    pub segments_max_body_bytes: usize,
     /// The segments service's settings (`admin_token`, env `CHATMESH_ADMIN_TOKEN`).
     #[serde(flatten)]
     pub segments: segments::Settings,
@@ -42,6 +45,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".to_owned(),
             count_flush_schedule: chat_read::counts::DEFAULT_SCHEDULE.to_owned(),
             max_body_bytes: 64 * 1024,
+            segments_max_body_bytes: 1024 * 1024,
             segments: segments::Settings::default(),
             backends: BackendConfig::default(),
         }
@@ -95,7 +99,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let events = events::Embedded::start(&backends, &config.backends.namespace).await?;
     // Segments live in the same store (chatmesh.db or DATABASE_URL) as everything else.
     let segments = segments::Segments::new(backends.db.clone(), &config.segments).await?;
-    let segments = shared::http::served_by(segments::router(segments), "segments");
+    let segments = shared::http::served_by(segments::router(segments), "segments")
+        .layer(DefaultBodyLimit::max(config.segments_max_body_bytes));
 
     let router = router(write, read.clone(), events.router(), segments, &backends, config.max_body_bytes);
     Ok(Server { router, consumer, read, events, count_flush_schedule: config.count_flush_schedule.clone() })
@@ -129,7 +134,10 @@ fn router(
 
 /// The OpenAPI document of every route chatmesh serves.
 pub fn openapi_document() -> shared::openapi::OpenApiDocument {
-    shared::openapi::merge("chatmesh", [chat_write::openapi::document(), chat_read::openapi::document()])
+    shared::openapi::merge(
+        "chatmesh",
+        [chat_write::openapi::document(), chat_read::openapi::document(), segments::openapi::document()],
+    )
 }
 
 impl Server {

@@ -1,5 +1,5 @@
-//! `/openapi.json`: one OpenAPI 3.1 document with every chat operation, merged from chat-write
-//! and chat-read.
+//! `/openapi.json`: one OpenAPI 3.1 document with every chat and segments operation, merged
+//! from chat-write, chat-read and segments.
 
 use serde_json::Value;
 use shared::shutdown::channel;
@@ -26,6 +26,20 @@ async fn openapi_lists_every_chat_operation() {
         ("/api/applications/{token}/chats/{chat_number}/messages", &["get", "post"]),
         ("/api/applications/{token}/chats/{chat_number}/messages/{message_number}", &["get", "put", "patch"]),
         ("/api/applications/{token}/chats/{chat_number}/search", &["get"]),
+        ("/segments", &["get", "post"]),
+        ("/segments/{slug}", &["get", "delete"]),
+        ("/segments/users", &["post"]),
+        ("/segments/users/{id}", &["get"]),
+        ("/segments/users/{id}/history", &["get"]),
+        ("/history/{id}/{from}/{to}/history.csv", &["get"]),
+        ("/api/v1/segments", &["get", "post"]),
+        ("/api/v1/segments/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/segments/evaluate", &["post"]),
+        ("/api/v1/decisions", &["post"]),
+        ("/api/v1/decisions/{id}", &["get"]),
+        ("/api/v1/flags", &["get", "post"]),
+        ("/api/v1/flags/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/flags/{id}/evaluate", &["post"]),
     ];
     for (path, methods) in expected {
         for method in methods {
@@ -34,5 +48,20 @@ async fn openapi_lists_every_chat_operation() {
     }
     let error = &document["components"]["schemas"]["ErrorBody"];
     assert_eq!(error["example"]["error"]["code"], "NOT_FOUND");
+    // The v1 routes answer JSON:API documents and take a bearer token.
+    let create = &document["paths"]["/api/v1/segments"]["post"];
+    assert!(create["responses"]["201"]["content"]["application/vnd.api+json"].is_object());
+    assert!(create["responses"]["409"]["content"]["application/vnd.api+json"].is_object());
+    assert_eq!(create["security"][0]["bearerAuth"], serde_json::json!([]));
+    assert_eq!(document["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+    // Examples from the seeds.
+    let legacy = &document["components"]["schemas"]["LegacyChange"]["example"];
+    assert_eq!(legacy["id"], 73234);
+    assert_eq!(document["components"]["schemas"]["SegmentInput"]["example"]["key"], "premium-users");
+
+    // The segments binary serves its own document, and the docs page.
+    let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
     trigger.trigger();
 }

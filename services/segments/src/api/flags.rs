@@ -134,7 +134,9 @@ async fn resolve_rules(
         match segment {
             Some(segment) => resolved.push((segment.id, rule.variation)),
             None => {
-                return Err(Errors::validation(
+                // The body is well formed; it conflicts with the store's state (no such live
+                // segment, now): 409, with a pointer to the rule.
+                return Err(Errors::conflict(
                     format!("rule {index} names no live segment"),
                     Some(doc.pointer(&format!("rules/{index}/segmentId"))),
                 ));

@@ -326,7 +326,7 @@ impl<'a> Checker<'a> {
         match self.doc.get(field) {
             None => None,
             Some(Value::Null) => Some(None),
-            Some(value) => match value.as_i64().filter(|p| (0..=100).contains(p)) {
+            Some(value) => match as_integer(value).filter(|p| (0..=100).contains(p)) {
                 Some(percent) => Some(Some(percent)),
                 None => {
                     self.fail(field, format!("{field} must be an integer from 0 to 100"));
@@ -346,11 +346,37 @@ pub fn is_valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// An integral JSON number within JavaScript's safe range (|n| < 2^53) as its integer text:
+/// `7`, and `7.0` too (JSON does not tell them apart; JSON Schema's `integer` accepts both).
+/// Larger ids are sent as strings.
+pub fn integer_text(n: &serde_json::Number) -> Option<String> {
+    const SAFE: i64 = (1 << 53) - 1;
+    let value = match n.as_i64() {
+        Some(value) => value,
+        None => {
+            let f = n.as_f64()?;
+            if f.fract() != 0.0 || f.abs() > SAFE as f64 {
+                return None;
+            }
+            f as i64
+        }
+    };
+    (-SAFE..=SAFE).contains(&value).then(|| value.to_string())
+}
+
+/// A JSON number that is an integer (`87` or `87.0`) within the safe range, as `i64`.
+pub fn as_integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => integer_text(n)?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// The `userId` and `attributes` of an evaluation request.
 pub fn evaluation_input(doc: &Document) -> Result<(String, Map<String, Value>), Errors> {
     let user_id = match doc.get("userId") {
         Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= 191 => id.clone(),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(Value::Number(n)) if integer_text(n).is_some() => integer_text(n).unwrap_or_default(),
         _ => {
             return Err(Errors::validation(
                 "userId is required: a non-empty string of at most 191 characters",

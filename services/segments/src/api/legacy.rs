@@ -3,7 +3,7 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | /segments | 200 `[{"id","slug","is_deleted"}]`, deleted included |
-//! | GET | /segments/:slug | 200 `{"id","slug","is_deleted"}` |
+//! | GET | /segments/:slug | 200 `{"id","slug","is_deleted"}` (live only) |
 //! | POST | /segments `{"slug","percent"?}` | 201 + `Location` |
 //! | DELETE | /segments/:slug | 204 (soft delete) |
 //! | POST | /segments/users `{"id","add":[{"slug","expired"?}],"remove":[{"slug"}]}` | 200 `{"segments":[{"slug"}]}` |
@@ -13,7 +13,10 @@
 //!
 //! Errors use the chatmesh error body: 404 for an unknown slug, 409 for a slug taken or a
 //! segment a flag uses, 422 for invalid fields. Changing a user's segments is all-or-nothing:
-//! an unknown or deleted slug in `add` (or an unknown one in `remove`) changes nothing.
+//! an unknown or deleted slug in `add` (or an unknown one in `remove`) changes nothing. Removes
+//! apply before adds, so a slug in both ends up added; a slug added twice takes the expiry of its
+//! last entry. A history range whose `to` is before
+//! its `from` is empty. The OpenAPI document of these routes is [`crate::openapi`].
 
 use std::collections::HashSet;
 
@@ -62,8 +65,13 @@ async fn list_segments(State(state): State<Segments>) -> Result<Json<Value>, Api
     Ok(Json(Value::Array(rows.iter().map(segment_view).collect())))
 }
 
+/// A live segment: once deleted, its slug is 404 here (the list, deleted included, still
+/// shows it with `is_deleted: true`).
 async fn get_segment(State(state): State<Segments>, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
-    let row = store::segment_by_slug(state.db(), &slug).await?.ok_or_else(|| segment_not_found(&slug))?;
+    let row = store::segment_by_slug(state.db(), &slug)
+        .await?
+        .filter(|row| !row.deleted)
+        .ok_or_else(|| segment_not_found(&slug))?;
     Ok(Json(segment_view(&row)))
 }
 
@@ -71,7 +79,7 @@ async fn get_segment(State(state): State<Segments>, Path(slug): Path<String>) ->
 struct CreateBody {
     slug: String,
     #[serde(default)]
-    percent: Option<i64>,
+    percent: Option<Value>,
 }
 
 async fn create_segment(
@@ -79,18 +87,20 @@ async fn create_segment(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let slug = body.slug.trim().to_owned();
+    let slug = body.slug;
     if !is_valid_key(&slug) {
         return Err(ApiError::validation("slug must be 1 to 200 letters, digits, hyphens or underscores"));
     }
     if RESERVED_SLUGS.contains(&slug.as_str()) {
         return Err(ApiError::validation(format!("slug \"{slug}\" is reserved")));
     }
-    if let Some(percent) = body.percent
-        && !(0..=100).contains(&percent)
-    {
-        return Err(ApiError::validation("percent must be an integer from 0 to 100"));
-    }
+    let percent = match &body.percent {
+        None | Some(Value::Null) => None,
+        Some(value) => match super::jsonapi::as_integer(value).filter(|p| (0..=100).contains(p)) {
+            Some(percent) => Some(percent),
+            None => return Err(ApiError::validation("percent must be an integer from 0 to 100")),
+        },
+    };
     let now = state.now();
     let mut tx = store::write_tx(state.db()).await?;
     if store::live_key_taken(&mut tx, &slug, None).await? {
@@ -104,7 +114,7 @@ async fn create_segment(
         rule_type: "SIMPLE".to_owned(),
         rule_content: None,
         decision_id: None,
-        percent: body.percent,
+        percent,
     };
     let row = match store::insert_segment(&mut tx, &new, now).await {
         Ok(row) => row,
@@ -163,7 +173,9 @@ struct RemoveItem {
 /// A user id from the body: an integer (as the seed sends) or a non-empty string.
 fn user_id_from_body(id: &Value) -> Result<String, ApiError> {
     let text = match id {
-        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+        Value::Number(n) if super::jsonapi::integer_text(n).is_some() => {
+            super::jsonapi::integer_text(n).unwrap_or_default()
+        }
         Value::String(s) if !s.trim().is_empty() => s.clone(),
         _ => return Err(ApiError::validation("id must be an integer or a non-empty string")),
     };
@@ -187,28 +199,27 @@ async fn change_user_segments(
     let mut add_slugs = Vec::with_capacity(body.add.len());
     let mut expiries = Vec::with_capacity(body.add.len());
     for item in &body.add {
-        if add_slugs.contains(&item.slug) {
-            return Err(ApiError::validation(format!("segment {} is added twice", item.slug)));
-        }
         let expires_at = match &item.expired {
             None => None,
             Some(text) => {
                 let at = chrono::DateTime::parse_from_rfc3339(text)
                     .map_err(|_| ApiError::validation(format!("expired of {} must be an RFC 3339 time", item.slug)))?
                     .timestamp_millis();
-                if at <= now {
-                    return Err(ApiError::validation(format!("expired of {} must be in the future", item.slug)));
-                }
-                Some(at)
+                // A time already past ends the membership at once: it is added and removed now.
+                Some(at.max(now))
             }
         };
-        add_slugs.push(item.slug.clone());
-        expiries.push(expires_at);
+        // A slug added twice is added once, with the expiry of its last entry.
+        match add_slugs.iter().position(|slug| *slug == item.slug) {
+            Some(index) => expiries[index] = expires_at,
+            None => {
+                add_slugs.push(item.slug.clone());
+                expiries.push(expires_at);
+            }
+        }
     }
+    // A slug both removed and added ends up added: removes are applied first.
     let remove_slugs: Vec<String> = body.remove.iter().map(|item| item.slug.clone()).collect();
-    if let Some(both) = remove_slugs.iter().find(|slug| add_slugs.contains(slug)) {
-        return Err(ApiError::validation(format!("segment {both} is both added and removed")));
-    }
 
     let mut tx = store::write_tx(state.db()).await?;
     let to_add = store::live_segments_by_keys(&mut tx, state.dialect(), &add_slugs).await?;
@@ -278,14 +289,11 @@ fn parse_date(name: &str, text: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{name} must be a date as YYYY-MM-DD")))
 }
 
-/// `[from 00:00, the day after to 00:00)` in UTC milliseconds.
-fn date_range(from: NaiveDate, to: NaiveDate) -> Result<(i64, i64), ApiError> {
-    if to < from {
-        return Err(ApiError::bad_request("to must not be before from"));
-    }
+/// `[from 00:00, the day after to 00:00)` in UTC milliseconds; empty when `to` is before `from`.
+fn date_range(from: NaiveDate, to: NaiveDate) -> (i64, i64) {
     let start = from.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
     let end = to.succ_opt().unwrap_or(NaiveDate::MAX).and_time(NaiveTime::MIN).and_utc().timestamp_millis();
-    Ok((start, end))
+    (start, end.max(start))
 }
 
 async fn history_link(
@@ -303,7 +311,6 @@ async fn history_link(
         Some(text) => parse_date("to", text)?,
         None => chrono::DateTime::from_timestamp_millis(state.now()).unwrap_or_default().date_naive(),
     };
-    date_range(from, to)?;
     let link = format!(
         "{}/history/{}/{}/{}/history.csv",
         base_url(&headers),
@@ -319,7 +326,7 @@ async fn history_csv(
     Path((user_id, from, to)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     check_user_id(&user_id)?;
-    let (start, end) = date_range(parse_date("from", &from)?, parse_date("to", &to)?)?;
+    let (start, end) = date_range(parse_date("from", &from)?, parse_date("to", &to)?);
     let now = state.now();
     // Expiries that passed are written to the history first, so they show as removes.
     if store::has_expired(state.db(), &user_id, now).await? {
@@ -374,8 +381,9 @@ mod tests {
     #[test]
     fn a_range_covers_whole_days() {
         let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
-        let (start, end) = date_range(day("2023-08-30"), day("2023-08-31")).unwrap();
+        let (start, end) = date_range(day("2023-08-30"), day("2023-08-31"));
         assert_eq!(end - start, 2 * 86_400_000);
-        assert!(date_range(day("2023-08-31"), day("2023-08-30")).is_err());
+        let (start, end) = date_range(day("2023-08-31"), day("2023-08-30"));
+        assert_eq!(start, end, "an inverted range is empty");
     }
 }

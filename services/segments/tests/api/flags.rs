@@ -99,11 +99,11 @@ pub async fn deleting_a_segment_in_use_is_a_conflict(app: &TestApp) {
         app.v1(Method::DELETE, &format!("/api/v1/segments/{segment}"), None).await.status,
         StatusCode::NO_CONTENT
     );
-    // A deleted segment cannot be targeted.
+    // A deleted segment cannot be targeted: the body conflicts with the store's state.
     let reply = app
         .v1(Method::PATCH, &format!("/api/v1/flags/{flag}"), Some(&json!({"rules": [{"segmentId": segment}]})))
         .await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
 }
 
 pub async fn flag_validation_and_permissions(app: &TestApp) {
@@ -113,8 +113,6 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
         json!({"key": "k", "enabled": "yes"}),
         json!({"key": "k", "rules": {}}),
         json!({"key": "k", "rules": [{"variation": true}]}),
-        json!({"key": "k", "rules": [{"segmentKey": "missing"}]}),
-        json!({"key": "k", "rules": [{"segmentId": "550e8400-e29b-41d4-a716-446655440001"}]}),
     ] {
         let reply = app.v1(Method::POST, "/api/v1/flags", Some(&body)).await;
         assert_eq!(
@@ -123,6 +121,15 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
             "{body}: {}",
             reply.text
         );
+    }
+    // A rule naming no live segment conflicts with the store's state: 409, pointing at it.
+    for body in [
+        json!({"key": "k", "rules": [{"segmentKey": "missing"}]}),
+        json!({"key": "k", "rules": [{"segmentId": "550e8400-e29b-41d4-a716-446655440001"}]}),
+    ] {
+        let reply = app.v1(Method::POST, "/api/v1/flags", Some(&body)).await;
+        assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"), "{body}: {}", reply.text);
+        assert_eq!(reply.body["errors"][0]["source"]["pointer"], "/rules/0/segmentId");
     }
     assert_eq!(app.v1(Method::POST, "/api/v1/flags", Some(&json!({"key": "k"}))).await.status, StatusCode::CREATED);
     let reply = app.v1(Method::POST, "/api/v1/flags", Some(&json!({"key": "k"}))).await;
