@@ -24,28 +24,31 @@ pub fn document() -> utoipa::openapi::OpenApi {
 #[allow(dead_code)]
 pub struct ApplicationBody {
     /// Not blank, at most 255 characters.
-    #[schema(example = "My App")]
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
     application_name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ApplicationPatch {
-    #[schema(example = "My App")]
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
     application_name: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ChatPatch {
-    #[schema(example = "general")]
+    /// Not blank, at most 255 characters.
+    #[schema(example = "general", min_length = 1, max_length = 255, pattern = r"\S")]
     chat_name: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct MessagePatch {
-    #[schema(example = "Hello, world")]
+    /// Not blank, at most 10 000 characters.
+    #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
     message_content: Option<String>,
 }
 
@@ -61,10 +64,10 @@ pub struct SearchHitDoc {
 #[utoipa::path(
     get, path = "/api/applications", tag = "applications",
     summary = "List applications",
-    params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<String>, Query, description = "Keyset cursor: the token of the application the page starts after (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"), ("before" = Option<String>, Query, description = "Keyset cursor: the token of the application the page ends before (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")),
     responses(
         (status = 200, description = "List applications", body = Vec<ApplicationView>),
-        (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
+        (status = 400, description = "A bad limit or cursor, or a malformed query string", body = ErrorBody),
         (status = 404, description = "Unknown token or number", body = ErrorBody),
     )
 )]
@@ -77,7 +80,12 @@ fn list_applications() {}
     params(),
     request_body = ApplicationBody,
     responses(
-        (status = 201, description = "Create an application", body = ApplicationView),
+        (status = 201, description = "Create an application", body = ApplicationView,
+            links(
+                ("CreateChat" = (operation_id = "create_chat", parameters(("token" = "$response.body#/application_token")))),
+                ("ListChats" = (operation_id = "list_chats", parameters(("token" = "$response.body#/application_token")))),
+                ("ShowApplication" = (operation_id = "show_application", parameters(("token" = "$response.body#/application_token")))),
+            )),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
         (status = 404, description = "Unknown token or number", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
@@ -138,7 +146,7 @@ fn update_application() {}
 #[utoipa::path(
     get, path = "/api/applications/{token}/chats", tag = "chats",
     summary = "List the chats of an application",
-    params(("token" = String, Path, description = "Application token"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    params(("token" = String, Path, description = "Application token"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one", minimum = 0)),
     responses(
         (status = 200, description = "List the chats of an application", body = Vec<ChatView>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
@@ -198,7 +206,7 @@ fn update_chat() {}
 #[utoipa::path(
     get, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages",
     summary = "List the messages of a chat",
-    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)"), ("after" = Option<String>, Query, description = "Keyset cursor: items after this one"), ("before" = Option<String>, Query, description = "Keyset cursor: items before this one")),
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one", minimum = 0)),
     responses(
         (status = 200, description = "List the messages of a chat", body = Vec<MessageView>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
@@ -258,7 +266,7 @@ fn update_message() {}
 #[utoipa::path(
     get, path = "/api/applications/{token}/chats/{chat_number}/search", tag = "search",
     summary = "Search the messages of a chat",
-    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("search_query" = Option<String>, Query, description = "Query (or a JSON body {\"search_query\"})"), ("q" = Option<String>, Query, description = "Alias of search_query"), ("limit" = Option<i64>, Query, description = "Most hits, 1 to 100")),
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("q" = String, Query, description = "The query: not blank, at most 500 characters. Also accepted as `?search_query=` or as a JSON body `{\"search_query\"}` on the GET (the seed's way); without any of them the answer is 422", min_length = 1, max_length = 500, pattern = r"\S"), ("limit" = Option<i64>, Query, description = "Most hits, 1 to 100 (default 50)", minimum = 1, maximum = 100)),
     responses(
         (status = 200, description = "Search the messages of a chat", body = Vec<SearchHitDoc>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),

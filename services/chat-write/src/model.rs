@@ -58,14 +58,14 @@ pub struct MessageView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatBody {
     /// Not blank, at most 255 characters.
-    #[schema(example = "general")]
+    #[schema(example = "general", min_length = 1, max_length = 255, pattern = r"\S")]
     pub chat_name: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessageBody {
     /// Not blank, at most 10 000 characters.
-    #[schema(example = "Hello, world")]
+    #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
     pub message_content: String,
 }
 

@@ -25,7 +25,12 @@ pub fn document() -> utoipa::openapi::OpenApi {
     params(("token" = String, Path, description = "Application token")),
     request_body = ChatBody,
     responses(
-        (status = 201, description = "Chat created", body = ChatView),
+        (status = 201, description = "Chat created", body = ChatView,
+            links(
+                ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+                ("ShowChat" = (operation_id = "show_chat", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+                ("ListMessages" = (operation_id = "list_messages", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+            )),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, description = "Unknown application", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),

@@ -94,12 +94,24 @@ async fn rename(state: &ChatRead, token: &str, name: Option<String>) -> Result<J
 }
 
 /// The internal id behind a cursor token; clients only ever see tokens.
+/// Whether `text` has the shape of an application token (8-4-4-4-12 hex digits).
+fn is_token_shaped(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 async fn cursor(state: &ChatRead, raw: &Option<String>) -> Result<Option<i64>, ApiError> {
-    match raw {
-        None => Ok(None),
+    match raw.as_deref() {
+        None | Some("") => Ok(None),
+        Some(token) if !is_token_shaped(token) => Err(ApiError::bad_request("the cursor is not an application token")),
         Some(token) => match store::get_application(&state.db, token).await? {
             Some((id, _)) => Ok(Some(id)),
-            None => Err(ApiError::bad_request("the cursor names no application")),
+            // A well-formed cursor naming an application that does not exist, like an unknown
+            // token in a path.
+            None => Err(ApiError::not_found("the cursor names no application")),
         },
     }
 }
