@@ -48,7 +48,7 @@ fn chromium_or_skip(test: &str) -> Option<PathBuf> {
 /// Where the screenshot goes: beside the test binary, under the target dir.
 fn screenshot_path() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/docs-<hash> -> target/<profile>/../docs-screenshot
+    // <target>/<profile>/deps/docs-<hash> -> <target>/docs-screenshot
     let target = exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
     let dir = target.join("docs-screenshot");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
