@@ -66,12 +66,22 @@ async fn batch_limits_are_500_events_and_1_mb() {
     let big: Vec<Value> = (0..10)
         .map(|_| json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"blob": "x".repeat(110_000)}, "timestamp": "2021-06-15"}))
         .collect();
-    assert_eq!(app.post("/events/batch", &Value::Array(big)).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let body = serde_json::to_vec(&big).unwrap();
+    assert!(body.len() > 1024 * 1024);
+    assert_eq!(
+        app.post_raw("/events/batch", Some("application/json"), body)
+            .await
+            .expect_status_code(StatusCode::PAYLOAD_TOO_LARGE),
+        "PAYLOAD_TOO_LARGE"
+    );
     // A body near 1 MB but under it is fine (the single-event limit does not apply here).
     let near: Vec<Value> = (0..9)
         .map(|_| json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"blob": "x".repeat(110_000)}, "timestamp": "2021-06-15"}))
         .collect();
     assert_eq!(app.post("/events/batch", &Value::Array(near)).await.expect(StatusCode::ACCEPTED)["accepted"], 9);
+    // The refused batches queued nothing: only the nine are stored.
+    let report = app.drain().await;
+    assert_eq!((report.stored, report.rejected), (9, 0));
 
     for (body, status) in [
         ("[]", StatusCode::UNPROCESSABLE_ENTITY),
@@ -81,5 +91,8 @@ async fn batch_limits_are_500_events_and_1_mb() {
         assert_eq!(app.post_raw("/events/batch", Some("application/json"), body).await.status, status, "{body}");
     }
     assert_eq!(app.post_raw("/events/batch", Some("text/csv"), "a,b").await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(app.get("/events/batch").await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(app.get("/events/batch").await.expect_status_code(StatusCode::METHOD_NOT_ALLOWED), "METHOD_NOT_ALLOWED");
+    assert_eq!(app.drain().await.messages, 0, "no refused request queued anything");
+    let (stored, _) = app.all_pages("/events/?limit=500").await;
+    assert_eq!(stored.len(), 509);
 }

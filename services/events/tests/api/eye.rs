@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use events::clock::Clock;
 
-use crate::helpers::{TestApp, pageview, pairs, reasons, spawn_app};
+use crate::helpers::{self, TestApp, pageview, pairs, reasons, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_example_requests() {
@@ -119,6 +119,39 @@ async fn every_validation_failure_lands_in_errors_with_its_reasons() {
             pairs(&[("schema_violation", "/data/form")]),
         ),
         (json!([1, 2]), pairs(&[("not_an_object", "")])),
+        (json!(null), pairs(&[("not_an_object", "")])),
+        (
+            json!({"session": {"id": "  "}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15"}),
+            pairs(&[("blank", "/session/id")]),
+        ),
+        (
+            json!({"session": 42, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15"}),
+            pairs(&[("invalid_type", "/session")]),
+        ),
+        (
+            json!({"session": {}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15"}),
+            pairs(&[("missing_field", "/session/id")]),
+        ),
+        (
+            json!({"session": {"id": session}, "data": {"k": 1}, "timestamp": "2021-06-15"}),
+            pairs(&[("missing_field", "/category"), ("missing_field", "/name")]),
+        ),
+        (
+            json!({"session": {"id": session}, "category": "c".repeat(201), "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15", "client_event_id": "x".repeat(201)}),
+            pairs(&[("too_long", "/category"), ("too_long", "/client_event_id")]),
+        ),
+        (
+            json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"k": 1}}),
+            pairs(&[("missing_field", "/timestamp")]),
+        ),
+        (
+            json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": 1_623_715_200}),
+            pairs(&[("invalid_type", "/timestamp")]),
+        ),
+        (
+            json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-02-30 10:00:00"}),
+            pairs(&[("timestamp_invalid", "/timestamp")]),
+        ),
         // Every reason at once, not just the first.
         (
             json!({"session": {"id": 5}, "category": "", "name": "pageview", "data": [], "timestamp": in_a_day, "client_event_id": 7}),
@@ -148,10 +181,11 @@ async fn every_validation_failure_lands_in_errors_with_its_reasons() {
     }
     let (errors, _) = app.all_pages("/errors/?limit=5").await;
     assert_eq!(errors.len(), cases.len());
-    assert_eq!(
-        app.get(&format!("/errors/?session={session}")).await.expect(StatusCode::OK).as_array().unwrap().len(),
-        8
-    );
+    let of_session = cases.iter().filter(|(event, _)| helpers::session_id(event) == Some(session.as_str())).count();
+    assert_eq!(of_session, 13);
+    let (listed, _) = app.all_pages(&format!("/errors/?session={session}&limit=4")).await;
+    assert_eq!(listed.len(), of_session);
+    assert!(listed.iter().all(|error| error["session"] == session.as_str()));
     assert_eq!(app.get("/events/").await.expect(StatusCode::OK), json!([]));
     assert_eq!(app.get("/errors/no-such-id/").await.expect_status_code(StatusCode::NOT_FOUND), "NOT_FOUND");
 }
@@ -476,4 +510,176 @@ async fn bad_requests_are_json_4xx_never_500() {
     let id = app.post_event(&json!("just a string")).await;
     app.drain().await;
     assert_eq!(app.get(&format!("/errors/{id}/")).await.expect(StatusCode::OK)["payload"], "just a string");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_curl_commands_as_written() {
+    let app = spawn_app().await;
+    let cookie = "csrftoken=h6LZNrhpUQrxgd4GzjMbGhSN0FqBU9tHsX5roYes5A7zGfruy0frBM01N3NXctry";
+    // `curl --request POST --header 'Cookie: ...' --data-raw ''`: a form content type, no body.
+    let created = app
+        .client
+        .post(app.at("/sessions/"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let session: Value = created.json().await.unwrap();
+    let id = session["id"].as_str().unwrap().to_owned();
+    // `curl --request GET ... --data-raw ''`, with and without a JSON content type.
+    let listed = app
+        .client
+        .get(app.at("/sessions/"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(listed.json::<Value>().await.unwrap()[0]["id"], id.as_str());
+
+    let body = format!(
+        r#"{{
+"session": {{"id": "{id}"}},
+"category": "page interaction",
+"name": "pageview",
+"data": {{
+"host": "www.consumeraffairs.com",
+"path": "/"
+}},
+"timestamp": "2021-06-15 00:00:00"
+}}"#
+    );
+    let accepted = app.post_raw("/events/", Some("application/json"), body).await.expect(StatusCode::ACCEPTED);
+    assert_eq!(accepted["status"], "queued");
+    app.drain().await;
+    let get_json = |path: String| {
+        let request =
+            app.client.get(app.at(&path)).header("content-type", "application/json").header("cookie", cookie).body("");
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let all = get_json("/events/".to_owned()).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(all[0]["id"], accepted["id"]);
+    assert_eq!(all[0]["timestamp"], "2021-06-15T00:00:00.000Z");
+    for path in [
+        format!("/events/?session={id}"),
+        "/events/?category=page%20interaction".to_owned(),
+        "/events/?timestamp__lte=2021-07-01T03:31:27.425713Z&timestamp__gte=2021-06-15T00:00:00Z".to_owned(),
+    ] {
+        assert_eq!(get_json(path).await, all);
+    }
+    // Windows that exclude it, on either side.
+    for path in [
+        "/events/?session=f006fdcc-b20b-46f0-bbb9-142a7ca0757c",
+        "/events/?category=form%20interaction",
+        "/events/?timestamp__lte=2021-06-14T23:59:59.999Z",
+        "/events/?timestamp__gte=2021-06-15T00:00:00.001Z",
+    ] {
+        assert_eq!(get_json(path.to_owned()).await, json!([]), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_json_answers_and_never_stalls_the_consumer() {
+    let app = spawn_app().await;
+    let session = app.create_session().await;
+    let deep = format!("{{\"data\": {}{}}}", "[".repeat(300), "]".repeat(300));
+    let surrogate = format!(
+        r#"{{"session": {{"id": "{session}"}}, "category": "c\ud800", "name": "n", "data": {{"a": 1}}, "timestamp": "2021-06-15"}}"#
+    );
+    let huge_number = format!(
+        r#"{{"session": {{"id": "{session}"}}, "category": "c", "name": "n", "data": {{"a": 1e400}}, "timestamp": "2021-06-15"}}"#
+    );
+    let mut not_utf8 = br#"{"category": ""#.to_vec();
+    not_utf8.extend([0xff, 0xfe]);
+    not_utf8.extend(br#""}"#);
+    for (path, body) in [
+        ("/events/", deep.clone().into_bytes()),
+        ("/events/", surrogate.clone().into_bytes()),
+        ("/events/", huge_number.clone().into_bytes()),
+        ("/events/", not_utf8.clone()),
+        ("/events/batch", format!("[{deep}]").into_bytes()),
+        ("/events/batch", format!("[{surrogate}]").into_bytes()),
+        ("/events/batch", format!("[{huge_number}]").into_bytes()),
+        ("/user/batches", format!("[{deep}]").into_bytes()),
+        ("/user/batches", [b"[".as_slice(), &not_utf8, b"]"].concat()),
+        ("/events/batch", [b"[".as_slice(), &not_utf8, b"]"].concat()),
+        ("/schemas/", surrogate.clone().into_bytes()),
+    ] {
+        let answer = app.post_raw(path, Some("application/json"), body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}: {}", answer.body);
+        assert_eq!(answer.error_code(), "BAD_REQUEST");
+    }
+    for path in [
+        "/events/%FF/",
+        "/errors/%FF%FE/",
+        "/events/?category=%FF",
+        "/events/?after=9223372036854775807_9223372036854775807",
+        "/events/?after=99999999999999999999_1",
+        "/events/?timestamp__gte=9999-12-31&timestamp__lte=0001-01-01",
+        "/user/last-events?days=36500&as_of=0001-01-01",
+        "/user/last-events?days=99999999999999999999",
+        "/user/last-sessions-user?user_id=%00",
+    ] {
+        let answer = app.get(path).await;
+        assert!(answer.status.is_success() || answer.status.is_client_error(), "{path}: {}", answer.status);
+        if answer.status.is_client_error() {
+            assert!(answer.body["error"]["code"].is_string(), "{path}: {}", answer.body);
+        }
+    }
+
+    // Odd but valid content goes through the queue to the store, on either backend: NUL and
+    // four-byte characters, the longest labels, the oldest and latest timestamps.
+    let odd = [
+        json!({"session": {"id": session}, "category": "c\u{0}", "name": "😀 ".repeat(50), "data": {"a": "\u{0}", "b": "😀"}, "timestamp": "0001-01-01 00:00:00"}),
+        json!({"session": {"id": session}, "category": "é".repeat(200), "name": "n", "data": {"nested": {"deep": [1, {"x": null}]}}, "timestamp": "1970-01-01T00:00:00Z", "client_event_id": "ü".repeat(200)}),
+        json!({"session": {"id": session}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "-262144-01-01T00:00:00Z"}),
+        json!({"session": {"id": "😀".repeat(300)}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15"}),
+        json!({"session": {"id": format!("{session}\u{0}")}, "category": "c", "name": "n", "data": {"k": 1}, "timestamp": "2021-06-15"}),
+    ];
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for event in &odd {
+            ids.push(app.post_event(event).await);
+        }
+        ids
+    };
+    let batch = app.post("/events/batch", &Value::Array(odd.to_vec())).await.expect(StatusCode::ACCEPTED);
+    let report = app.drain().await;
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    // Stored: the first two, and the batch's first (its second repeats a client event id).
+    assert_eq!((report.stored, report.rejected), (3, 6), "{report:?}");
+    for (index, id) in ids.iter().enumerate() {
+        let stored = app.get(&format!("/events/{id}/")).await;
+        if index < 2 {
+            let event = stored.expect(StatusCode::OK);
+            assert_eq!(event["category"], odd[index]["category"]);
+            assert_eq!(event["name"], odd[index]["name"]);
+            assert_eq!(event["data"], odd[index]["data"]);
+        } else {
+            assert_eq!(stored.status, StatusCode::NOT_FOUND);
+            let error = app.get(&format!("/errors/{id}/")).await.expect(StatusCode::OK);
+            assert_eq!(error["payload"], odd[index]);
+        }
+    }
+    assert_eq!(
+        app.get("/events/?timestamp__lte=0001-01-01T00:00:00Z").await.expect(StatusCode::OK)[0]["id"],
+        ids[0].as_str()
+    );
+    let items = batch["items"].as_array().unwrap();
+    let statuses: Vec<&str> = items.iter().map(|item| item["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["accepted", "accepted", "rejected", "rejected", "accepted"], "{batch}");
+    assert_eq!(items[1]["id"], ids[1].as_str(), "the same client event id, the same event");
+    // The session with a trailing NUL is another (unknown) session, on either backend.
+    let error = app.get(&format!("/errors/{}/", ids[4])).await.expect(StatusCode::OK);
+    assert_eq!(reasons(&error), pairs(&[("session_unknown", "/session/id")]));
 }

@@ -49,6 +49,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     adjust(&mut config);
     let clock = Arc::new(ManualClock::starting_now());
     let (state, backends) = events::connect(&config, clock.clone()).await.expect("backends connect");
+    // The adapters really are the ones the environment names.
+    assert_eq!(
+        state.db.dialect() == shared::backends::sql::Dialect::MySql,
+        config.backends.database_url.is_some(),
+        "store: {}",
+        backends.description
+    );
+    assert_eq!(
+        backends.description.contains("queue=amqp"),
+        config.backends.amqp_url.is_some(),
+        "{}",
+        backends.description
+    );
     let consumer = Consumer::new(state.clone(), config.consumer_config()).await.expect("consumer subscribes");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -207,4 +220,9 @@ pub fn reasons(error: &Value) -> Vec<(String, String)> {
 
 pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+/// The `session.id` of an event payload, when it has a string one.
+pub fn session_id(event: &Value) -> Option<&str> {
+    event.get("session")?.get("id")?.as_str()
 }

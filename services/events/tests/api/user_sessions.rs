@@ -290,3 +290,71 @@ async fn concurrent_batches_complete_each_session_once() {
         assert_eq!(sessions.as_array().unwrap().len(), 5, "u{user}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_country_stays_missing_and_an_end_never_supplies_one() {
+    let app = spawn_app().await;
+    let batch = json!([
+        {"user_id": "u1", "event": "start", "session_id": "s1", "ts": "2021-06-15T10:00:00Z"},
+        {"user_id": "u1", "country": "ES", "event": "end", "session_id": "s1", "ts": "2021-06-15T10:10:00Z"},
+        {"user_id": "u2", "country": "", "event": "start", "session_id": "s2", "ts": "2021-06-15T11:00:00Z"},
+        {"user_id": "u2", "country": null, "event": "end", "session_id": "s2", "ts": "2021-06-15T11:30:00Z"},
+        {"user_id": "u3", "country": "  PT ", "event": "start", "session_id": "s3", "ts": "2021-06-15T12:00:00Z"},
+    ]);
+    let answer = app.post("/user/batches", &batch).await.expect(StatusCode::OK);
+    assert_eq!(answer, json!({"accepted": 5, "duplicates": 0, "rejected": 0, "errors": []}));
+
+    for (user, session) in [("u1", "s1"), ("u2", "s2")] {
+        let sessions = app.get(&format!("/user/last-sessions-user?user_id={user}")).await.expect(StatusCode::OK);
+        assert_eq!(sessions.as_array().unwrap().len(), 1, "{user}");
+        assert_eq!(sessions[0]["session_id"], session);
+        assert_eq!(sessions[0]["country"], Value::Null, "{user}: the start had none");
+    }
+    // Starts without a country are listed apart; the end's "ES" is no country seen.
+    let starts = app.get("/user/last-events?days=1&as_of=2021-06-16").await.expect(StatusCode::OK);
+    assert_eq!(
+        sessions_by_country(&starts),
+        BTreeMap::from([("PT".to_owned(), ids(&["s3"])), ("unknown".to_owned(), ids(&["s2", "s1"]))])
+    );
+    assert_eq!(starts["unknown"][0]["country"], Value::Null);
+    assert_eq!(starts["PT"][0]["country"], "PT");
+    // Outside the window every seen country is still listed, empty; "unknown" is not a country.
+    let later = app.get("/user/last-events?days=1&as_of=2021-07-16").await.expect(StatusCode::OK);
+    assert_eq!(later, json!({"PT": []}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_job_runs_on_its_schedule() {
+    let app = spawn_app_with(|config| config.settings.retention_days = 1).await;
+    let batch = json!([
+        {"user_id": "u", "country": "NL", "event": "start", "session_id": "old", "ts": "2021-06-15T10:00:00Z"},
+        {"user_id": "u", "event": "end", "session_id": "old", "ts": "2021-06-15T10:05:00Z"},
+    ]);
+    app.post("/user/batches", &batch).await.expect(StatusCode::OK);
+    let sessions = "/user/last-sessions-user?user_id=u";
+    assert_eq!(app.get(sessions).await.expect(StatusCode::OK).as_array().unwrap().len(), 1);
+
+    // The default schedule is a valid cron expression: the job starts and stops cleanly.
+    let (trigger, shutdown) = shared::shutdown::channel();
+    let daily = tokio::spawn(events::retention::run(
+        app.state.clone(),
+        events::retention::DEFAULT_SCHEDULE.to_owned(),
+        shutdown,
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    trigger.trigger();
+    daily.await.unwrap().expect("the daily job starts and stops");
+    assert_eq!(app.get(sessions).await.expect(StatusCode::OK).as_array().unwrap().len(), 1, "not due yet");
+
+    // Two days on, a job scheduled every second deletes them without being called.
+    app.clock.advance(Duration::from_secs(2 * 86_400));
+    let (trigger, shutdown) = shared::shutdown::channel();
+    let job = tokio::spawn(events::retention::run(app.state.clone(), "* * * * * *".to_owned(), shutdown));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !app.get(sessions).await.expect(StatusCode::OK).as_array().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the scheduled job did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trigger.trigger();
+    job.await.unwrap().expect("the job stops");
+}
