@@ -13,6 +13,7 @@
 //! - [`retention`]: the daily delete of user events past the retention period.
 //! - [`loader`]: the `.jsonl` loader behind `events load`.
 //! - [`clock`]: the injectable clock; [`time`]: timestamp parsing.
+//! - [`openapi`]: the OpenAPI document of the routes, served at `/openapi.json` (and `/docs`).
 
 pub mod api;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod ingest;
 pub mod loader;
 pub mod migrations;
+pub mod openapi;
 pub mod retention;
 pub mod schemas;
 pub mod store;
@@ -232,11 +234,12 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(
     Ok((state, backends))
 }
 
-/// The routes with health checks and the JSON fallbacks: the whole HTTP app of `events`.
+/// The routes with health checks, the OpenAPI document and the JSON fallbacks: the whole HTTP
+/// app of `events`.
 pub fn app(state: Option<Events>, backends: &Backends) -> Router {
     let mut routes = shared::health::router("events", backends.readiness_checks());
     if let Some(state) = state {
-        routes = routes.merge(router(state));
+        routes = routes.merge(router(state)).merge(shared::openapi::router(openapi::document()));
     }
     shared::http::with_fallbacks(routes)
 }

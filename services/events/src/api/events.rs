@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use shared::http::{JsonBody, QueryParams, is_json_content_type, read_body};
 use shared::{ApiError, ErrorCode};
 
-use super::{Invalid, PathParams, Refusal, both, next_page, page_limit};
+use super::{Invalid, PathParams, Refusal, both, next_page, page_limit, present};
 use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
 use crate::store::{self, EventFilter, EventRow};
@@ -186,9 +186,7 @@ async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<(HeaderMap, Json<Vec<EventView>>), ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
-    let after = query
-        .after
-        .as_deref()
+    let after = present(query.after.as_deref())
         .map(|raw| {
             raw.rsplit_once('_')
                 .and_then(|(ts, seq)| Some((ts.parse::<i64>().ok()?, seq.parse::<i64>().ok()?)))
@@ -241,6 +239,8 @@ async fn replace(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<EventView>, Refusal> {
+    // An unknown id is a 404 whatever the body holds.
+    store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
     let event = validate_update(&state, body).await?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;

@@ -52,7 +52,7 @@ pub const MAX_PAGE_SIZE: i64 = 500;
 
 /// `?limit=`: 1 to [`MAX_PAGE_SIZE`], [`DEFAULT_PAGE_SIZE`] when absent.
 fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw {
+    match present(raw) {
         None => Ok(DEFAULT_PAGE_SIZE),
         Some(raw) => raw
             .trim()
@@ -63,12 +63,18 @@ fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
-/// A `seq` cursor (`?after=`).
+/// A query value, `None` when absent or empty (`?after=` means no cursor).
+fn present(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|raw| !raw.is_empty())
+}
+
+/// A `seq` cursor (`?after=`; empty means none).
 fn seq_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
-    raw.map(|raw| {
-        raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("after must be a cursor from a Link header"))
-    })
-    .transpose()
+    present(raw)
+        .map(|raw| {
+            raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("after must be a cursor from a Link header"))
+        })
+        .transpose()
 }
 
 /// The `Link: <...>; rel="next"` header of a full page: the same query with `after` moved on.

@@ -364,6 +364,8 @@ async fn get_put_patch_delete_by_id_with_updates_validated_again() {
     assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     for answer in [
         app.put("/events/no-such-event/", &pageview(&session, "2021-06-15")).await,
+        // An unknown id is a 404 before the body is judged.
+        app.put("/events/no-such-event/", &json!({"data": {}})).await,
         app.patch("/events/no-such-event/", &json!({"name": "x"})).await,
         app.delete("/events/no-such-event/").await,
         app.get("/events/no-such-event/").await,
@@ -501,10 +503,16 @@ async fn bad_requests_are_json_4xx_never_500() {
         (app.get("/sessions/?after=x").await, StatusCode::BAD_REQUEST),
         (app.get("/sessions/nope/").await, StatusCode::NOT_FOUND),
         (app.get("/errors/?limit=1000").await, StatusCode::BAD_REQUEST),
+        (app.get("/events/?timestamp__gte=").await, StatusCode::BAD_REQUEST),
+        (app.get("/events/?after=%0B").await, StatusCode::BAD_REQUEST),
     ];
     for (answer, status) in cases {
         assert_eq!(answer.status, status, "{}", answer.body);
         assert!(answer.body["error"]["code"].is_string(), "{}", answer.body);
+    }
+    // An empty cursor or limit means none.
+    for path in ["/sessions/?after=", "/errors/?after=&limit=", "/events/?after="] {
+        assert_eq!(app.get(path).await.expect(StatusCode::OK), json!([]), "{path}");
     }
     // Anything that is JSON is accepted: what is wrong with it is the consumer's to record.
     let id = app.post_event(&json!("just a string")).await;

@@ -5,5 +5,6 @@ mod batches;
 mod eye;
 mod helpers;
 mod loader;
+mod openapi;
 mod schemas;
 mod user_sessions;
