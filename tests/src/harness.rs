@@ -54,7 +54,29 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A port free right now on 127.0.0.1, for processes that cannot report the one they bound.
+///
+/// Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, 32768.. by
+/// default): every process here that listens on port 0 or connects out gets an ephemeral
+/// port, so one of those could take a port picked from that range between this call and the
+/// bind it is meant for (a stub or service started before the gateway did, now and then).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PICKS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    for _ in 0..200 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(PICKS.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let port = low + u16::try_from(hasher.finish() % u64::from(high - low)).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
