@@ -5,11 +5,18 @@
 //!   validated and stored the last event (and, separately, how fast they were accepted);
 //! - `POST /user/batches`: events/s stored (that endpoint stores before answering);
 //! - `events load`: lines/s of the loader on a generated `.jsonl` file, in its own process;
-//! - the peak RSS (VmHWM) of the server and of the loader.
+//! - the peak RSS (VmHWM) of the server and of the loader;
+//!
+//! and, in the same run, two baselines the figures are divided by:
+//! - the same server answering the same request bodies from a trivial handler (reads the body,
+//!   answers a constant): what HTTP and the load generator alone allow;
+//! - a plain SQLite loop inserting the same rows (same tables, indexes and pragmas, multi-row
+//!   INSERTs, one transaction per few thousand rows): what the store alone allows.
 //!
 //! ```sh
-//! cargo run --release -p events --example bench
-//! cargo run --release -p events --example bench -- --events 400000 --user-events 1000000 --lines 1000000
+//! cargo build --release --workspace --example events_bench
+//! ${CARGO_TARGET_DIR:-target}/release/examples/events_bench
+//! ${CARGO_TARGET_DIR:-target}/release/examples/events_bench --events 400000 --user-events 1000000 --lines 1000000
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -67,14 +74,31 @@ fn config(data_dir: &Path) -> events::Config {
     config
 }
 
-/// The server role: the whole service on the embedded backends, until killed.
+/// The server role: the whole service on the embedded backends (as `events serve` runs it: the
+/// API and its consumers), plus the trivial handler of the HTTP baseline, until killed.
 async fn serve() -> anyhow::Result<()> {
     let data_dir = PathBuf::from(std::env::var("BENCH_DATA_DIR")?);
+    let config = config(&data_dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (_trigger, shutdown) = shared::shutdown::channel();
+    let (state, backends) = events::connect(&config, Arc::new(events::clock::SystemClock)).await?;
+    for _ in 0..config.consumer_tasks.max(1) {
+        let consumer = events::consumer::Consumer::new(state.clone(), config.consumer_config()).await?;
+        tokio::spawn(consumer.run(shutdown.clone()));
+    }
+    // The baseline: reads the whole body and answers a constant, nothing else.
+    let trivial = axum::Router::new().route(
+        "/bench/trivial",
+        axum::routing::post(|body: bytes::Bytes| async move {
+            (axum::http::StatusCode::ACCEPTED, axum::Json(json!({"bytes": body.len()})))
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024)),
+    );
+    let app = shared::metrics::instrument(events::app(Some(state), &backends).merge(trivial));
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    let (_trigger, shutdown) = shared::shutdown::channel();
-    events::run(&config(&data_dir), listener, shutdown).await
+    shared::http::serve(listener, app, shutdown).await?;
+    Ok(())
 }
 
 /// The loader role: `events load` on a file, then its summary and peak RSS as one JSON line.
@@ -165,6 +189,105 @@ async fn post_all(
     Ok(total)
 }
 
+/// Posts `bodies` (each of `per_body` events) to the trivial handler: events/s.
+async fn trivial_baseline(
+    client: &reqwest::Client,
+    server: &Server,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    per_body: usize,
+    clients: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let answered = post_all(client, format!("{}/bench/trivial", server.url), bodies.clone(), clients, |_| 1).await?;
+    Ok((answered as usize * per_body) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An event row of the eye as the consumer stores it.
+struct EventRow {
+    id: String,
+    session_id: String,
+    data: String,
+    ts: i64,
+}
+
+/// The store alone: `rows` inserted into the events table of a fresh SQLite file (the service's
+/// migrations, pragmas and page cache) by a plain loop of multi-row `INSERT OR IGNORE`, 200 rows
+/// a statement and 4,000 a transaction, as the consumer writes them. Returns events/s.
+async fn sqlite_events_baseline(dir: &Path, rows: &[EventRow]) -> anyhow::Result<f64> {
+    let db = shared::backends::sql::Database::open_sqlite(dir, "baseline-events.db").await?;
+    db.migrate("events", events::migrations::MIGRATIONS).await?;
+    let mut conn = db.pool().acquire().await?;
+    sqlx::query("PRAGMA cache_size = -32768").execute(&mut *conn).await?;
+    let started = Instant::now();
+    for transaction in rows.chunks(4_000) {
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        for chunk in transaction.chunks(200) {
+            let sql = format!(
+                "INSERT OR IGNORE INTO events (id, session_id, category, name, data, ts, client_event_id, \
+                 received_at, updated_at, version) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, NULL, ?, ?, 1)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.id.as_str())
+                    .bind(row.session_id.as_str())
+                    .bind("page interaction")
+                    .bind("pageview")
+                    .bind(row.data.as_str())
+                    .bind(row.ts)
+                    .bind(row.ts)
+                    .bind(row.ts);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The store alone for user events: the parsed lines inserted into `user_events` by a plain
+/// loop, 500 rows a statement and `per_transaction` a transaction. Returns events/s.
+async fn sqlite_user_baseline(dir: &Path, lines: &[String], per_transaction: usize) -> anyhow::Result<f64> {
+    let db = shared::backends::sql::Database::open_sqlite(dir, "baseline-user.db").await?;
+    db.migrate("events", events::migrations::MIGRATIONS).await?;
+    let rows: Vec<events::user::UserEvent> = lines
+        .iter()
+        .map(|line| events::user::parse(&serde_json::from_str(line).expect("generated JSON")).expect("valid line"))
+        .collect();
+    let mut conn = db.pool().acquire().await?;
+    sqlx::query("PRAGMA cache_size = -32768").execute(&mut *conn).await?;
+    let started = Instant::now();
+    // Received now, as the service stamps them.
+    let received_at = shared::now_millis();
+    for transaction in rows.chunks(per_transaction.max(1)) {
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        for chunk in transaction.chunks(500) {
+            let sql = format!(
+                "INSERT OR IGNORE INTO user_events (session_id, event, user_id, country, ts, received_at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(row.session_id.as_str())
+                    .bind(row.kind.as_str())
+                    .bind(row.user_id.as_str())
+                    .bind(row.country.as_deref())
+                    .bind(row.ts)
+                    .bind(received_at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn ratio(value: f64, baseline: f64) -> String {
+    format!("{:.2}x", value / baseline.max(f64::MIN_POSITIVE))
+}
+
 async fn bench(options: Options) -> anyhow::Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -172,34 +295,59 @@ async fn bench(options: Options) -> anyhow::Result<()> {
         .next()
         .unwrap_or("?")
         .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let dir = tempfile::tempdir()?;
-    println!("events ingest benchmark (embedded backends, data under {})", dir.path().display());
+    println!(
+        "events ingest benchmark: embedded backends (SQLite, on-disk queue), {cpus} CPUs, load average {load}, data under {}",
+        dir.path().display()
+    );
+
+    // The eye's events: valid pageviews over 100 sessions, in batches.
+    let session_ids: Vec<String> = (0..100).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let event = |i: usize, sessions: &[String]| {
+        json!({"session": {"id": sessions[i % sessions.len()]}, "category": "page interaction", "name": "pageview",
+               "data": {"host": "www.example.com", "path": format!("/articles/{i}"), "referrer": "https://search.example/"},
+               "timestamp": shared::rfc3339_millis(1_623_000_000_000 + i as i64 * 7)})
+    };
+    let baseline_rows: Vec<EventRow> = (0..options.events)
+        .map(|i| {
+            let value = event(i, &session_ids);
+            EventRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                session_id: session_ids[i % session_ids.len()].clone(),
+                data: value["data"].to_string(),
+                ts: 1_623_000_000_000 + i as i64 * 7,
+            }
+        })
+        .collect();
+    let sqlite_events = sqlite_events_baseline(&dir.path().join("baseline"), &baseline_rows).await?;
+    drop(baseline_rows);
+    let user_lines = user_events(options.user_events, 0);
+    let sqlite_user = sqlite_user_baseline(&dir.path().join("baseline"), &user_lines, options.user_batch).await?;
+
     let server = spawn_server(&dir.path().join("server"))?;
     let client = reqwest::Client::new();
-
-    // The eye: sessions, then batches of valid pageviews.
     let mut sessions = Vec::new();
     for _ in 0..100 {
         let answer: Value = client.post(format!("{}/sessions/", server.url)).send().await?.json().await?;
         sessions.push(answer["id"].as_str().expect("session id").to_owned());
     }
-    let bodies: Vec<Vec<u8>> = (0..options.events.div_ceil(options.batch))
-        .map(|b| {
-            let events: Vec<Value> = (0..options.batch.min(options.events - b * options.batch))
-                .map(|n| {
-                    let i = b * options.batch + n;
-                    json!({"session": {"id": sessions[i % sessions.len()]}, "category": "page interaction", "name": "pageview",
-                           "data": {"host": "www.example.com", "path": format!("/articles/{i}"), "referrer": "https://search.example/"},
-                           "timestamp": shared::rfc3339_millis(1_623_000_000_000 + i as i64 * 7)})
-                })
-                .collect();
-            serde_json::to_vec(&events).expect("events serialize")
-        })
-        .collect();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..options.events.div_ceil(options.batch))
+            .map(|b| {
+                let events: Vec<Value> = (0..options.batch.min(options.events - b * options.batch))
+                    .map(|n| event(b * options.batch + n, &sessions))
+                    .collect();
+                serde_json::to_vec(&events).expect("events serialize")
+            })
+            .collect(),
+    );
+    let trivial_events = trivial_baseline(&client, &server, &bodies, options.batch, options.clients).await?;
+
     let db = shared::backends::sql::Database::open_sqlite(&dir.path().join("server"), "chatmesh.db").await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let accepted = post_all(&client, format!("{}/events/batch", server.url), Arc::new(bodies), options.clients, |a| {
+    let accepted = post_all(&client, format!("{}/events/batch", server.url), bodies, options.clients, |a| {
         a["accepted"].as_u64().unwrap_or(0)
     })
     .await?;
@@ -217,52 +365,69 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let stored_in = started.elapsed();
     let cpu = cpu_seconds(server.child.id()) - cpu;
     let errors: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_errors").fetch_one(db.pool()).await?;
+    anyhow::ensure!(errors == 0, "{errors} benchmark events were refused");
+    let end_to_end = options.events as f64 / stored_in.as_secs_f64();
     println!(
-        "POST /events/batch   {:>9} events, {} per batch, {} clients: accepted {:>8.0} events/s, stored (validated, end to end) {:>8.0} events/s; server CPU {:.1} s ({:.0} events per CPU-second){}",
+        "POST /events/batch   {:>9} events, {} per batch, {} clients: accepted {:>7.0} events/s; stored (accepted, validated, stored) {:>7.0} events/s end to end; server CPU {:.1} s ({:.0} events per CPU-second)",
         options.events,
         options.batch,
         options.clients,
         options.events as f64 / accepted_in.as_secs_f64(),
-        options.events as f64 / stored_in.as_secs_f64(),
+        end_to_end,
         cpu,
         options.events as f64 / cpu.max(0.01),
-        if errors > 0 { format!(" ({errors} refused!)") } else { String::new() },
     );
+    println!(
+        "  baseline: same bodies to a trivial handler on the same server {:>7.0} events/s (ratio {}); plain SQLite insert loop of the same rows {:>7.0} events/s (ratio {})",
+        trivial_events,
+        ratio(end_to_end, trivial_events),
+        sqlite_events,
+        ratio(end_to_end, sqlite_events),
+    );
+    println!("  target >= 50000 events/s end to end: {}", if end_to_end >= 50_000.0 { "met" } else { "MISSED" });
 
     // User sessions: start and end of each session, ends sometimes first.
-    let user_lines = user_events(options.user_events, 0);
-    let bodies: Vec<Vec<u8>> = user_lines
-        .chunks(options.user_batch)
-        .map(|chunk| {
-            let mut body = b"[".to_vec();
-            body.extend(chunk.join(",").as_bytes());
-            body.push(b']');
-            body
-        })
-        .collect();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        user_lines
+            .chunks(options.user_batch)
+            .map(|chunk| {
+                let mut body = b"[".to_vec();
+                body.extend(chunk.join(",").as_bytes());
+                body.push(b']');
+                body
+            })
+            .collect(),
+    );
+    drop(user_lines);
+    let trivial_user = trivial_baseline(&client, &server, &bodies, options.user_batch, options.clients).await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let stored = post_all(&client, format!("{}/user/batches", server.url), Arc::new(bodies), options.clients, |a| {
+    let stored = post_all(&client, format!("{}/user/batches", server.url), bodies, options.clients, |a| {
         a["accepted"].as_u64().unwrap_or(0)
     })
     .await?;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(server.child.id()) - cpu;
     anyhow::ensure!(stored == options.user_events as u64, "stored {stored} of {}", options.user_events);
+    let user_rate = options.user_events as f64 / elapsed.as_secs_f64();
     println!(
-        "POST /user/batches   {:>9} events, {} per batch, {} clients: stored {:>8.0} events/s; server CPU {:.1} s ({:.0} events per CPU-second)",
+        "POST /user/batches   {:>9} events, {} per batch, {} clients: stored {:>7.0} events/s end to end; server CPU {:.1} s ({:.0} events per CPU-second)",
         options.user_events,
         options.user_batch,
         options.clients,
-        options.user_events as f64 / elapsed.as_secs_f64(),
+        user_rate,
         cpu,
         options.user_events as f64 / cpu.max(0.01),
     );
     println!(
-        "server peak RSS (VmHWM): {} MiB; machine load average before: {}",
-        vm_hwm_kib(server.child.id()) / 1024,
-        load
+        "  baseline: same bodies to a trivial handler on the same server {:>7.0} events/s (ratio {}); plain SQLite insert loop of the same rows {:>7.0} events/s (ratio {})",
+        trivial_user,
+        ratio(user_rate, trivial_user),
+        sqlite_user,
+        ratio(user_rate, sqlite_user),
     );
+    println!("  target >= 50000 events/s end to end: {}", if user_rate >= 50_000.0 { "met" } else { "MISSED" });
+    println!("server peak RSS (VmHWM): {} MiB", vm_hwm_kib(server.child.id()) / 1024);
     drop(server);
 
     // The loader on a generated file, in its own process.
@@ -287,16 +452,22 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     anyhow::ensure!(output.status.success(), "loader failed: {}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout)?;
     let summary = &report["summary"];
+    let lines_per_second = summary["lines"].as_f64().unwrap_or(0.0) / summary["seconds"].as_f64().unwrap_or(1.0);
     println!(
-        "events load          {:>9} lines ({} MiB): {:>8.0} lines/s ({} accepted, {} duplicate, {} rejected; {:.1} s with process start), peak RSS {} MiB",
+        "events load          {:>9} lines ({} MiB): {:>7.0} lines/s ({} accepted, {} duplicate, {} rejected; {:.1} s with process start), peak RSS {} MiB",
         summary["lines"],
         size / (1024 * 1024),
-        summary["lines"].as_f64().unwrap_or(0.0) / summary["seconds"].as_f64().unwrap_or(1.0),
+        lines_per_second,
         summary["accepted"],
         summary["duplicates"],
         summary["rejected"],
         wall.as_secs_f64(),
         report["vm_hwm_kib"].as_u64().unwrap_or(0) / 1024,
+    );
+    println!(
+        "  baseline: plain SQLite insert loop of user rows {:>7.0} events/s (ratio {})",
+        sqlite_user,
+        ratio(lines_per_second, sqlite_user)
     );
     Ok(())
 }
