@@ -124,11 +124,13 @@ fn required_text(fields: &Map<String, Value>, field: &str, max: usize, reasons: 
             reasons.push(Reason::new("blank", &pointer, format!("{field} must not be blank")));
             None
         }
-        Some(Value::String(text)) if text.chars().count() > max => {
+        Some(Value::String(text)) if text.trim().chars().count() > max => {
             reasons.push(Reason::new("too_long", &pointer, format!("{field} is longer than {max} characters")));
             None
         }
-        Some(Value::String(text)) => Some(text.clone()),
+        // Surrounding whitespace is not part of an id: MySQL's PAD SPACE collations ignore
+        // trailing spaces when comparing, so keeping them would make the backends disagree.
+        Some(Value::String(text)) => Some(text.trim().to_owned()),
         Some(_) => {
             reasons.push(Reason::new("invalid_type", &pointer, format!("{field} must be a string")));
             None

@@ -329,7 +329,8 @@ async fn session_exists(state: &Events, id: &str) -> Result<bool, ApiError> {
     }
     let mut conn = state.db.pool().acquire().await?;
     let found = store::existing_sessions(&mut conn, &[id]).await?;
-    let exists = !found.is_empty();
+    // Exactly this id: MySQL's collation also matches it with trailing spaces added.
+    let exists = found.contains(id);
     state.sessions.extend(found);
     Ok(exists)
 }

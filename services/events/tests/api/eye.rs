@@ -691,3 +691,22 @@ async fn hostile_input_gets_json_answers_and_never_stalls_the_consumer() {
     let error = app.get(&format!("/errors/{}/", ids[4])).await.expect(StatusCode::OK);
     assert_eq!(reasons(&error), pairs(&[("session_unknown", "/session/id")]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_with_trailing_spaces_is_another_session_on_every_backend() {
+    let app = spawn_app().await;
+    let session = app.create_session().await;
+    let padded = format!("{session}  ");
+    let id = app.post_event(&pageview(&padded, "2021-06-15")).await;
+    let stored = app.post_event(&pageview(&session, "2021-06-15")).await;
+    let report = app.drain().await;
+    assert_eq!((report.stored, report.rejected, report.dead_lettered), (1, 1, 0), "{report:?}");
+    let error = app.get(&format!("/errors/{id}/")).await.expect(StatusCode::OK);
+    assert_eq!(reasons(&error), pairs(&[("session_unknown", "/session/id")]));
+
+    let path = format!("/events/{stored}/");
+    let refused = app.patch(&path, &json!({"session": {"id": padded}})).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(reasons(&refused.body["error"]), pairs(&[("session_unknown", "/session/id")]));
+    assert_eq!(app.get(&path).await.expect(StatusCode::OK)["session"]["id"], session.as_str());
+}

@@ -358,3 +358,19 @@ async fn the_retention_job_runs_on_its_schedule() {
     trigger.trigger();
     job.await.unwrap().expect("the job stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_taken_without_surrounding_spaces_on_every_backend() {
+    let app = spawn_app().await;
+    let batch = json!([
+        {"user_id": "u1", "country": "FR", "event": "start", "session_id": "s1", "ts": "2021-06-15T10:00:00Z"},
+        {"user_id": " u1 ", "event": "end", "session_id": "s1  ", "ts": "2021-06-15T10:30:00Z"},
+        {"user_id": "u1", "event": "end", "session_id": " s1", "ts": "2021-06-15T10:40:00Z"},
+    ]);
+    let answer = app.post("/user/batches", &batch).await.expect(StatusCode::OK);
+    assert_eq!((answer["accepted"].as_u64(), answer["duplicates"].as_u64()), (Some(2), Some(1)));
+    let sessions = app.get("/user/last-sessions-user?user_id=u1").await.expect(StatusCode::OK);
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    assert_eq!(sessions[0]["session_id"], "s1");
+    assert_eq!(sessions[0]["duration_seconds"], 1800.0);
+}
