@@ -136,7 +136,12 @@ fn router(
 pub fn openapi_document() -> shared::openapi::OpenApiDocument {
     shared::openapi::merge(
         "chatmesh",
-        [chat_write::openapi::document(), chat_read::openapi::document(), segments::openapi::document()],
+        [
+            chat_write::openapi::document(),
+            chat_read::openapi::document(),
+            segments::openapi::document(),
+            events::openapi::document(),
+        ],
     )
 }
 

@@ -1,5 +1,5 @@
-//! `/openapi.json`: one OpenAPI 3.1 document with every chat and segments operation, merged
-//! from chat-write, chat-read and segments.
+//! `/openapi.json`: one OpenAPI 3.1 document with every chat, segments and events operation,
+//! merged from chat-write, chat-read, segments and events.
 
 use serde_json::Value;
 use shared::shutdown::channel;
@@ -40,6 +40,14 @@ async fn openapi_lists_every_chat_operation() {
         ("/api/v1/flags", &["get", "post"]),
         ("/api/v1/flags/{id}", &["get", "patch", "delete"]),
         ("/api/v1/flags/{id}/evaluate", &["post"]),
+        ("/sessions/", &["get", "post"]),
+        ("/events/", &["get", "post"]),
+        ("/events/{id}/", &["get", "put", "patch", "delete"]),
+        ("/events/batch", &["post"]),
+        ("/errors/", &["get"]),
+        ("/user/batches", &["post"]),
+        ("/user/last-events", &["get"]),
+        ("/user/last-sessions-user", &["get"]),
     ];
     for (path, methods) in expected {
         for method in methods {

@@ -169,7 +169,7 @@ async fn standalone(clients: usize, seconds: u64, messages: usize, queries: usiz
         hits += reply.body.as_array().map_or(0, Vec::len);
     }
     latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let at = |q: f64| percentile(&latencies, q);
     println!(
         "search over {messages} messages      p50 {:.2} ms  p99 {:.2} ms  ({queries} queries, {:.1} hits each)",
         at(0.50),
@@ -194,6 +194,26 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
     let create = create_messages(&api, &token, chat, clients, seconds).await;
     println!("chat-write POST message (Redis + RabbitMQ confirm)   {create}");
     println!("write path / baseline                                {:.1}%", 100.0 * create.rps() / health.rps());
+
+    // Read-after-write lag: how long after a 201 a GET of the new message still answers 404.
+    let mut lags = Vec::with_capacity(LAG_SAMPLES);
+    for i in 0..LAG_SAMPLES {
+        let number = api.create_message(&token, chat, &sentence(i as u64, 4)).await;
+        let created = Instant::now();
+        let path = format!("/api/applications/{token}/chats/{chat}/messages/{number}");
+        while api.get(&path).await.status != 200 {
+            anyhow::ensure!(created.elapsed() < Duration::from_secs(30), "message {number} never became readable");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lags.push(created.elapsed().as_secs_f64() * 1000.0);
+    }
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "read-after-write lag (201 to first 200 GET)          p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({LAG_SAMPLES} messages)",
+        percentile(&lags, 0.50),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
 
     // Consumer persist rate: queue a backlog with the consumer stopped, then time the drain.
     mesh.consumer.kill().await;
@@ -251,6 +271,13 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
     println!("consumer / baseline                                 {:.1}%", 100.0 * consumer_rate / baseline);
     drop(mesh);
     Ok(())
+}
+
+const LAG_SAMPLES: usize = 200;
+
+/// The `q` quantile of sorted, non-empty `values`.
+fn percentile(values: &[f64], q: f64) -> f64 {
+    values[((values.len() as f64 * q) as usize).min(values.len() - 1)]
 }
 
 async fn sqlx_count(db: &shared::backends::sql::Database, sql: &str, bind: i64) -> anyhow::Result<i64> {
