@@ -146,7 +146,16 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        if ctx.tried.is_empty() && !session.req_header().method.is_idempotent() {
+            // A request that is never sent twice must not go out on a pooled connection whose
+            // upstream has died: pingora tests a pooled connection for a pending close before
+            // reusing it, but only sees what the runtime's last I/O poll reported. Yielding once
+            // lets the runtime poll I/O first (tokio defers a yielded task until after that), so
+            // a close that has already arrived is seen, the dead connection is dropped, and the
+            // request goes to a live upstream instead of failing.
+            tokio::task::yield_now().await;
+        }
         let (Some(pool), Some(table)) = (ctx.pool.as_ref(), ctx.table.as_ref()) else {
             return Err(Error::explain(ErrorType::InternalError, "no pool chosen"));
         };
