@@ -261,5 +261,14 @@ pub async fn search_suite(index: Arc<dyn SearchIndex>) {
     index.upsert(vec![doc(&scope, 1, "goodbye moon")]).await.unwrap();
     assert_eq!(index.search(&scope, "moon", 10).await.unwrap().len(), 1, "indexing twice leaves one document");
 
+    // Staged documents become searchable by themselves within moments; a flush makes them durable.
+    index.stage(vec![doc(&scope, 8, "staged zebra")], 8).await.expect("stage");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while numbers(index.search(&scope, "zeb", 10).await.unwrap()) != [8] {
+        assert!(std::time::Instant::now() < deadline, "a staged document becomes searchable");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    index.flush().await.expect("flush");
+
     index.ping().await.expect("ping");
 }

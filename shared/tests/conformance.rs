@@ -66,6 +66,31 @@ async fn tantivy_index_keeps_documents_across_a_reopen() {
 }
 
 #[tokio::test]
+async fn tantivy_index_records_how_far_staged_documents_are_durable() {
+    use shared::backends::search::{SearchDoc, SearchIndex};
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |number, content: &str| SearchDoc { scope: "s".into(), number, content: content.into() };
+    {
+        let index = TantivyIndex::open(dir.path()).unwrap();
+        assert_eq!(index.indexed_watermark().await.unwrap(), Some(0), "a new index has indexed nothing");
+        index.stage(vec![doc(1, "first words")], 41).await.unwrap();
+        index.flush().await.unwrap();
+        assert_eq!(index.indexed_watermark().await.unwrap(), Some(41));
+        // An edit is committed at once and keeps the watermark.
+        index.upsert(vec![doc(1, "edited words")]).await.unwrap();
+        assert_eq!(index.indexed_watermark().await.unwrap(), Some(41));
+        // Staged and never flushed: committed when the index closes.
+        index.stage(vec![doc(2, "closing words")], 42).await.unwrap();
+    }
+    let index = TantivyIndex::open(dir.path()).unwrap();
+    assert_eq!(index.indexed_watermark().await.unwrap(), Some(42));
+    assert_eq!(index.search("s", "edited", 10).await.unwrap().len(), 1);
+    assert_eq!(index.search("s", "closing", 10).await.unwrap().len(), 1);
+    let read_only = TantivyIndex::open_read_only(dir.path()).unwrap();
+    assert_eq!(read_only.indexed_watermark().await.unwrap(), None, "only the writer catches up");
+}
+
+#[tokio::test]
 async fn mysql_store_passes_the_sql_suite() {
     let Some(url) = shared::testing::backend_url("DATABASE_URL", "mysql_store_passes_the_sql_suite") else {
         return;

@@ -61,7 +61,17 @@ struct Decoded {
 }
 
 impl Consumer {
+    /// Subscribes to the command queue, after indexing the messages a previous run persisted
+    /// but had not made durable in the search index yet.
     pub async fn new(state: ChatRead, config: ConsumerConfig) -> BackendResult<Self> {
+        if state.search.writable()
+            && let Some(watermark) = state.search.indexed_watermark().await?
+        {
+            let caught_up = crate::index_from(&state, watermark).await?;
+            if caught_up > 0 {
+                tracing::info!(caught_up, watermark, "messages persisted after the index's last commit indexed");
+            }
+        }
         let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
         Ok(Self { state, subscription, config })
     }
@@ -83,6 +93,9 @@ impl Consumer {
                     }
                 }
             }
+        }
+        if let Err(error) = self.state.search.flush().await {
+            tracing::warn!(%error, "search index flush at shutdown failed; it catches up at the next start");
         }
         tracing::info!("chat consumer stopped");
     }
@@ -119,6 +132,7 @@ impl Consumer {
         if decoded.is_empty() {
             return Ok(report);
         }
+        let started = std::time::Instant::now();
         let outcome = match persist(&self.state, &decoded).await {
             Ok(outcome) => outcome,
             Err(error) if is_data_error(&error) && decoded.len() > 1 => {
@@ -144,7 +158,9 @@ impl Consumer {
             Err(error) => return Err(error),
         };
 
-        self.index(&outcome.indexed).await?;
+        let persisted = started.elapsed();
+        self.index(&outcome.indexed, outcome.edits).await?;
+        let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
         if !touched_apps.is_empty() {
@@ -156,8 +172,17 @@ impl Consumer {
             self.state.counters.touch(&self.state.keys.touched_chats(), &members).await?;
         }
         // Ack only now: everything above is committed (store, index, touched sets).
+        let touched = started.elapsed();
         self.subscription.ack(&outcome.done).await?;
         report.persisted += outcome.done.len();
+        tracing::debug!(
+            batch = decoded.len(),
+            persist_ms = persisted.as_millis() as u64,
+            index_ms = (indexed - persisted).as_millis() as u64,
+            touch_ms = (touched - indexed).as_millis() as u64,
+            ack_ms = (started.elapsed() - touched).as_millis() as u64,
+            "batch settled"
+        );
 
         let attempts: HashMap<u64, u32> = decoded.iter().map(|d| (d.delivery.id, d.delivery.attempts)).collect();
         let waiting = outcome.waiting.into_iter().map(|id| (id, "chat not persisted yet".to_owned()));
@@ -176,20 +201,24 @@ impl Consumer {
     }
 
     /// Indexes the committed messages with the text the store holds now, so a redelivered
-    /// create never overwrites a later edit.
-    async fn index(&self, messages: &[(i64, i64, i64, i64)]) -> BackendResult<()> {
+    /// create never overwrites a later edit. New messages are staged (the index commits them
+    /// within moments, and a crash before that is caught up from the store at start); a batch
+    /// with an edit is committed before its ack.
+    async fn index(&self, messages: &[(i64, i64, i64, i64)], edits: bool) -> BackendResult<()> {
         let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
         for &(application_id, chat_number, chat_id, number) in messages {
             by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
         }
         let mut docs = Vec::with_capacity(messages.len());
+        let mut watermark = 0;
         for ((application_id, chat_number, chat_id), numbers) in by_chat {
             let scope = search_scope(application_id, chat_number);
-            for (number, content) in store::message_texts(&self.state.db, chat_id, &numbers).await? {
+            for (id, number, content) in store::message_texts(&self.state.db, chat_id, &numbers).await? {
+                watermark = watermark.max(id);
                 docs.push(SearchDoc { scope: scope.clone(), number, content });
             }
         }
-        self.state.search.upsert(docs).await
+        if edits { self.state.search.upsert(docs).await } else { self.state.search.stage(docs, watermark).await }
     }
 }
 
@@ -210,6 +239,8 @@ struct Outcome {
     failed: Vec<(u64, String)>,
     /// (application id, chat number, chat id, message number) of persisted messages.
     indexed: Vec<(i64, i64, i64, i64)>,
+    /// The batch re-indexes an edited message (its index update must be durable before the ack).
+    edits: bool,
     touched_applications: Vec<i64>,
     touched_chats: Vec<i64>,
 }
@@ -220,6 +251,7 @@ impl Outcome {
         self.waiting.extend(other.waiting);
         self.failed.extend(other.failed);
         self.indexed.extend(other.indexed);
+        self.edits |= other.edits;
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
     }
@@ -288,6 +320,7 @@ async fn persist(state: &ChatRead, batch: &[Decoded]) -> BackendResult<Outcome> 
                 match chat_ids.get(&(*application_id, *chat_number)) {
                     Some(&chat_id) => {
                         outcome.done.push(decoded.delivery.id);
+                        outcome.edits = true;
                         outcome.indexed.push((*application_id, *chat_number, chat_id, *message_number));
                     }
                     None => {

@@ -110,11 +110,20 @@ impl Config {
 /// Rebuilds the search index from the store (after losing the index, or moving to
 /// Elasticsearch); returns how many messages were indexed.
 pub async fn reindex(state: &ChatRead) -> Result<u64, shared::backends::BackendError> {
-    let mut after = 0;
+    index_from(state, 0).await
+}
+
+/// Indexes every message of the store with an id above `after_id`, in id order, and makes
+/// the index durable; returns how many messages were indexed.
+pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::backends::BackendError> {
+    let mut after = after_id;
     let mut indexed = 0u64;
     loop {
         let page = store::messages_for_reindex(&state.db, after, 1000).await?;
-        let Some(last) = page.last() else { return Ok(indexed) };
+        let Some(last) = page.last() else {
+            state.search.flush().await?;
+            return Ok(indexed);
+        };
         after = last.0;
         indexed += page.len() as u64;
         let docs = page
@@ -125,8 +134,8 @@ pub async fn reindex(state: &ChatRead) -> Result<u64, shared::backends::BackendE
                 content,
             })
             .collect();
-        state.search.upsert(docs).await?;
-        tracing::info!(indexed, "reindexing");
+        state.search.stage(docs, after).await?;
+        tracing::info!(indexed, "indexing from the store");
     }
 }
 

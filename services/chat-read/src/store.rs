@@ -210,11 +210,12 @@ pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &
 }
 
 /// Message numbers and their current text, for (re)indexing what the store holds.
-pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, String)>> {
+/// `(id, number, content)` of the messages of `chat_id` with `numbers`, as the store holds them.
+pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, i64, String)>> {
     let mut texts = Vec::with_capacity(numbers.len());
     for chunk in numbers.chunks(500) {
         let sql = format!(
-            "SELECT number, content FROM messages WHERE chat_id = ? AND number IN ({})",
+            "SELECT id, number, content FROM messages WHERE chat_id = ? AND number IN ({})",
             placeholders(chunk.len())
         );
         let mut query = sqlx::query(&sql).bind(chat_id);
@@ -222,7 +223,7 @@ pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> Back
             query = query.bind(*number);
         }
         for row in query.fetch_all(db.pool()).await? {
-            texts.push((row.try_get(0)?, row.try_get(1)?));
+            texts.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
         }
     }
     Ok(texts)

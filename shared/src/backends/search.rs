@@ -20,6 +20,9 @@ use super::{BackendError, BackendResult};
 /// Longest prefix indexed for a word; longer query terms are cut to it.
 pub const MAX_PREFIX_CHARS: usize = 20;
 
+/// How long a staged document waits, at most, for the commit that makes it searchable.
+pub const STAGE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A message as the index sees it. `scope` names its chat; hits never cross scopes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchDoc {
@@ -38,6 +41,26 @@ pub struct SearchHit {
 pub trait SearchIndex: Send + Sync {
     /// Adds or replaces `docs`; they are searchable once this returns.
     async fn upsert(&self, docs: Vec<SearchDoc>) -> BackendResult<()>;
+
+    /// Adds or replaces `docs`, new messages whose store ids go up to `watermark`, without
+    /// waiting for them to be durable in the index: they become searchable within
+    /// [`STAGE_COMMIT_INTERVAL`]. After a crash, [`SearchIndex::indexed_watermark`] says from
+    /// where to index the store again. Adapters whose writes are durable on return upsert.
+    async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        let _ = watermark;
+        self.upsert(docs).await
+    }
+
+    /// Makes every staged document durable now.
+    async fn flush(&self) -> BackendResult<()> {
+        Ok(())
+    }
+
+    /// The highest store id whose message is durably indexed, for adapters that stage;
+    /// `None` when every write is durable on return (nothing to catch up).
+    async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
+        Ok(None)
+    }
 
     /// The best `limit` messages of `scope` matching every term of `query`.
     async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>>;
@@ -76,9 +99,48 @@ pub struct TantivyIndex {
 
 struct TantivyInner {
     /// `None` for a read-only handle (another process holds the index's one writer).
-    writer: Option<Mutex<IndexWriter>>,
+    writer: Option<Mutex<Writer>>,
     reader: IndexReader,
+    index: Index,
     fields: Fields,
+}
+
+/// The index's one writer with what has been staged since its last commit.
+struct Writer {
+    writer: IndexWriter,
+    /// The highest store id staged; each commit records it as the commit's payload.
+    watermark: i64,
+    /// Documents were staged and not committed yet.
+    dirty: bool,
+}
+
+impl Writer {
+    fn commit(&mut self) -> tantivy::Result<()> {
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&self.watermark.to_string());
+        prepared.commit()?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// Commits staged documents every [`STAGE_COMMIT_INTERVAL`] until the index is dropped.
+fn committer(inner: std::sync::Weak<TantivyInner>) {
+    loop {
+        std::thread::sleep(STAGE_COMMIT_INTERVAL);
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(error) = inner.commit_staged() {
+            tracing::error!(%error, "search index commit failed; staged documents are indexed again at start");
+        }
+    }
+}
+
+impl Drop for TantivyInner {
+    fn drop(&mut self) {
+        if let Err(error) = self.commit_staged() {
+            tracing::error!(%error, "search index commit at shutdown failed");
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -118,13 +180,32 @@ impl TantivyIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
         let index = Index::open_or_create(directory, schema).map_err(search_error)?;
-        let writer = index.writer_with_num_threads(1, 64 * 1024 * 1024).map_err(|error| {
-            search_error(format!(
-                "{error} (one process indexes a tantivy index: run one consumer, or use Elasticsearch to scale out)"
-            ))
-        })?;
+        // A handle closing in this process may still hold the writer's lock for a moment.
+        let mut attempts = 0;
+        let writer = loop {
+            match index.writer_with_num_threads(1, 64 * 1024 * 1024) {
+                Ok(writer) => break writer,
+                Err(tantivy::TantivyError::LockFailure(..)) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(error) => {
+                    return Err(search_error(format!(
+                        "{error} (one process indexes a tantivy index: run one consumer, or use Elasticsearch to scale out)"
+                    )));
+                }
+            }
+        };
+        let watermark = payload_watermark(&index)?.unwrap_or(0);
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(search_error)?;
-        Ok(Self { inner: Arc::new(TantivyInner { writer: Some(Mutex::new(writer)), reader, fields }) })
+        let writer = Writer { writer, watermark, dirty: false };
+        let inner = Arc::new(TantivyInner { writer: Some(Mutex::new(writer)), reader, index, fields });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("search-commit".into())
+            .spawn(move || committer(weak))
+            .map_err(search_error)?;
+        Ok(Self { inner })
     }
 
     /// Opens the index in `dir` for searching only, following the commits of the process that
@@ -136,17 +217,57 @@ impl TantivyIndex {
         let index = Index::open_or_create(directory, schema).map_err(search_error)?;
         let reader =
             index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(search_error)?;
-        Ok(Self { inner: Arc::new(TantivyInner { writer: None, reader, fields }) })
+        Ok(Self { inner: Arc::new(TantivyInner { writer: None, reader, index, fields }) })
     }
 }
 
+/// The watermark the index's last commit recorded, if any.
+fn payload_watermark(index: &Index) -> BackendResult<Option<i64>> {
+    let metas = index.load_metas().map_err(search_error)?;
+    Ok(metas.payload.and_then(|payload| payload.parse().ok()))
+}
+
 impl TantivyInner {
-    fn upsert(&self, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
-        let f = self.fields;
+    fn writer(&self) -> tantivy::Result<std::sync::MutexGuard<'_, Writer>> {
         let Some(writer) = &self.writer else {
             return Err(tantivy::TantivyError::InvalidArgument("this search index handle is read-only".into()));
         };
+        Ok(writer.lock().expect("index writer lock poisoned"))
+    }
+
+    /// Adds `docs` and commits them (with anything staged before).
+    fn upsert(&self, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
+        let mut writer = self.writer()?;
+        self.add(&mut writer, docs)?;
+        writer.commit()?;
+        drop(writer);
+        self.reader.reload()
+    }
+
+    /// Adds `docs` for the next commit.
+    fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> tantivy::Result<()> {
+        let mut writer = self.writer()?;
+        self.add(&mut writer, docs)?;
+        writer.watermark = writer.watermark.max(watermark);
+        writer.dirty = true;
+        Ok(())
+    }
+
+    /// Commits what was staged, if anything.
+    fn commit_staged(&self) -> tantivy::Result<()> {
+        let Some(writer) = &self.writer else { return Ok(()) };
         let mut writer = writer.lock().expect("index writer lock poisoned");
+        if !writer.dirty {
+            return Ok(());
+        }
+        writer.commit()?;
+        drop(writer);
+        self.reader.reload()
+    }
+
+    fn add(&self, writer: &mut Writer, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
+        let f = self.fields;
+        let writer = &mut writer.writer;
         for message in docs {
             let id = document_id(&message.scope, message.number);
             let words = words(&message.content);
@@ -167,9 +288,7 @@ impl TantivyInner {
                 f.prefixes => prefixes,
             ))?;
         }
-        writer.commit()?;
-        drop(writer);
-        self.reader.reload()
+        Ok(())
     }
 
     fn search(&self, scope: &str, query: &str, limit: usize) -> tantivy::Result<Vec<SearchHit>> {
@@ -222,6 +341,26 @@ impl SearchIndex for TantivyIndex {
         }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.upsert(docs)).await.map_err(search_error)?.map_err(search_error)
+    }
+
+    async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.stage(docs, watermark))
+            .await
+            .map_err(search_error)?
+            .map_err(search_error)
+    }
+
+    async fn flush(&self) -> BackendResult<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commit_staged()).await.map_err(search_error)?.map_err(search_error)
+    }
+
+    async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
+        if self.inner.writer.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(payload_watermark(&self.inner.index)?.unwrap_or(0)))
     }
 
     async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>> {
