@@ -85,12 +85,18 @@ async fn create_message(
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has
 /// handed out belongs to a chat whose command is queued, so a message may follow at once.
 async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -> Result<bool, ApiError> {
-    if schema::chat_id(&state.db, application_id, chat_number).await?.is_some() {
+    if state.known_chats.contains(application_id, chat_number) {
         return Ok(true);
     }
-    let seed = schema::seed_chat_counter(&state.db, application_id);
-    let issued = state.counters.current(&state.keys.chat_counter(application_id), &seed).await?;
-    Ok(chat_number <= issued)
+    let exists = schema::chat_id(&state.db, application_id, chat_number).await?.is_some() || {
+        let seed = schema::seed_chat_counter(&state.db, application_id);
+        let issued = state.counters.current(&state.keys.chat_counter(application_id), &seed).await?;
+        chat_number >= 1 && chat_number <= issued
+    };
+    if exists {
+        state.known_chats.insert(application_id, chat_number);
+    }
+    Ok(exists)
 }
 
 /// No 201 without a durably queued command: a queue that does not confirm gives 503.

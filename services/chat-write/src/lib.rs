@@ -32,11 +32,20 @@ pub struct ChatWrite {
     pub queue: Arc<dyn Queue>,
     pub keys: schema::Keys,
     tokens: Arc<schema::TokenCache>,
+    /// Chats known to exist: a message create skips the store lookup for them.
+    pub(crate) known_chats: Arc<schema::KnownChats>,
 }
 
 impl ChatWrite {
     pub fn new(db: Database, counters: Arc<dyn Counters>, queue: Arc<dyn Queue>, namespace: &str) -> Self {
-        Self { db, counters, queue, keys: schema::Keys::new(namespace), tokens: Arc::default() }
+        Self {
+            db,
+            counters,
+            queue,
+            keys: schema::Keys::new(namespace),
+            tokens: Arc::default(),
+            known_chats: Arc::default(),
+        }
     }
 
     /// The internal id of the application with `token`, if it exists. Tokens never change

@@ -110,6 +110,27 @@ impl TokenCache {
     }
 }
 
+/// Chats known to exist, as `(application id, chat number)`. Chats are never deleted, so a
+/// chat once seen (persisted, or numbered by the chat counter) stays valid for good.
+#[derive(Default)]
+pub struct KnownChats(Mutex<std::collections::HashSet<(i64, i64)>>);
+
+impl KnownChats {
+    const CAPACITY: usize = 1_000_000;
+
+    pub fn contains(&self, application_id: i64, chat_number: i64) -> bool {
+        self.0.lock().expect("chat cache poisoned").contains(&(application_id, chat_number))
+    }
+
+    pub fn insert(&self, application_id: i64, chat_number: i64) {
+        let mut set = self.0.lock().expect("chat cache poisoned");
+        if set.len() >= Self::CAPACITY {
+            set.clear();
+        }
+        set.insert((application_id, chat_number));
+    }
+}
+
 pub async fn application_id(db: &Database, token: &str) -> BackendResult<Option<i64>> {
     let row = sqlx::query("SELECT id FROM applications WHERE token = ?").bind(token).fetch_optional(db.pool()).await?;
     Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
