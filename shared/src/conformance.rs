@@ -216,6 +216,25 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     assert_eq!(batch[0].attempts, 0);
     two.ack(&[batch[0].id]).await.unwrap();
 
+    // Acking part of a batch settles exactly that part: the rest is delivered again.
+    let partial = unique("conformance");
+    for payload in ["first", "second", "third"] {
+        queue.publish(&partial, Bytes::from(payload)).await.unwrap();
+    }
+    let mut sub = queue.subscribe(&partial).await.unwrap();
+    let mut batch = Vec::new();
+    while batch.len() < 3 {
+        batch.extend(sub.next_batch(3, Duration::from_secs(5)).await.unwrap());
+    }
+    let later: Vec<u64> = batch.iter().filter(|d| &d.payload[..] != b"first").map(|d| d.id).collect();
+    assert_eq!(later.len(), 2);
+    sub.ack(&later).await.unwrap();
+    drop(sub);
+    let mut sub = queue.subscribe(&partial).await.unwrap();
+    let again = sub.next_batch(10, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again.iter().map(|d| &d.payload[..]).collect::<Vec<_>>(), [b"first"], "only the unacked one");
+    sub.ack(&[again[0].id]).await.unwrap();
+
     queue.ping().await.expect("ping");
 }
 

@@ -349,6 +349,27 @@ impl Subscription for RabbitSubscription {
     }
 
     async fn ack(&mut self, ids: &[u64]) -> BackendResult<()> {
+        // One `multiple` ack settles a whole batch when it covers every delivery handed out
+        // up to its highest tag (the usual case: a batch is settled in one go).
+        if let Some(&highest) = ids.iter().max()
+            && ids.len() > 1
+        {
+            let settled: std::collections::HashSet<u64> = ids.iter().copied().collect();
+            if self.pending.keys().all(|tag| *tag > highest || settled.contains(tag)) {
+                let last = self.take(highest)?;
+                for id in ids {
+                    if *id != highest {
+                        self.take(*id)?;
+                    }
+                }
+                if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+                    self.drop_channel();
+                    return Err(unavailable(error));
+                }
+                crate::metrics::record_settled(&self.queue, "ack", ids.len());
+                return Ok(());
+            }
+        }
         for id in ids {
             let delivery = self.take(*id)?;
             if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
