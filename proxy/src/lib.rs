@@ -21,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod gateway;
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -74,7 +75,9 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
     admin.add_tcp(&server_settings.admin_listen);
     admin.threads = Some(1);
 
-    let health = background_service("health", health::HealthService { gateway: gateway.clone() });
+    let mut health = background_service("health", health::HealthService { gateway: gateway.clone() });
+    // A check round a second needs no more than one thread, whatever the proxy has.
+    health.threads = Some(1);
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -89,6 +92,7 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
     );
     println!("gateway listening on http://{}", server_settings.listen);
     server.run(RunArgs::default());
+    logs::flush();
     Ok(())
 }
 
@@ -109,6 +113,7 @@ fn exit_once_drained(server: &Server, gateway: &Arc<Gateway>, grace: Duration) {
         while started.elapsed() < grace {
             if metrics.in_flight.load(Relaxed) <= 0 {
                 tracing::info!(after_ms = started.elapsed().as_millis(), "no request in flight, exiting");
+                logs::flush();
                 std::process::exit(0);
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -118,11 +123,17 @@ fn exit_once_drained(server: &Server, gateway: &Arc<Gateway>, grace: Duration) {
 
 /// Tracing for the gateway: `RUST_LOG` filter (default `info`), JSON lines with
 /// `CHATMESH_LOG_FORMAT=json`, as the services do. pingora's `log` records go through it too.
+/// Lines go to stdout in batches ([`logs`]); call [`logs::flush`] before exiting.
 pub fn init_telemetry() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CHATMESH_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(ansi);
+    logs::start_flushing();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi)
+        .with_writer(logs::BufferedStdout);
     let _already_installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }

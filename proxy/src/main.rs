@@ -37,6 +37,13 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     gateway::init_telemetry();
+    let result = serve(cli);
+    // Log lines are written in batches: what is still pending goes out before the exit.
+    gateway::logs::flush();
+    result
+}
+
+fn serve(cli: Cli) -> anyhow::Result<()> {
     let source = gateway::config::ConfigSource {
         path: cli.config,
         upstreams_file: cli.upstreams_file,
