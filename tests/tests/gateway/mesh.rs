@@ -197,8 +197,12 @@ async fn killing_one_of_two_chat_writes_under_load() {
         "requests reached chat-write-1 after it was marked out"
     );
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(201)).collect();
+    // POSTs are never retried. One sent in the moment after the kill can still pick a pooled
+    // keep-alive connection to the dead process whose close the gateway has not read yet; that
+    // window is bounded here, and every create after it succeeds.
+    const CLOSE_NOTICED_WITHIN: Duration = Duration::from_millis(250);
     for failure in &failed {
-        assert!(failure.started < gone, "a create sent after the kill failed: {failure:?}");
+        assert!(failure.started < gone + CLOSE_NOTICED_WITHIN, "a create sent after the kill failed: {failure:?}");
         assert!(failure.finished >= killed, "a create failed before the kill: {failure:?}");
     }
     assert!(failed.len() <= 8, "more failures than requests in flight: {failed:?}");
