@@ -218,7 +218,8 @@ impl Consumer {
                 docs.push(SearchDoc { scope: scope.clone(), number, content });
             }
         }
-        if edits { self.state.search.upsert(docs).await } else { self.state.search.stage(docs, watermark).await }
+        self.state.search.stage(docs, watermark).await?;
+        if edits { self.state.search.flush().await } else { Ok(()) }
     }
 }
 
