@@ -8,6 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::net::TcpListener;
 
 use crate::error::{ApiError, ErrorCode};
@@ -38,14 +39,83 @@ where
 }
 
 /// Reads the whole body, answering 413 when it is over the router's limit.
+///
+/// An over-limit body is read to its end and discarded (up to [`MAX_DRAIN_BYTES`], within
+/// [`DRAIN_TIMEOUT`]) before the 413 goes out: a connection closed with unread data in it is
+/// reset, and a client still sending would see the reset instead of the 413.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit")
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {rejection}"))
+    let (parts, body) = req.into_parts();
+    let leftover = Arc::new(Mutex::new(None));
+    let body = axum::body::Body::new(Reclaimable { inner: Some(body), leftover: leftover.clone() });
+    match Bytes::from_request(Request::from_parts(parts, body), state).await {
+        Ok(bytes) => Ok(bytes),
+        Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            let rest = leftover.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(rest) = rest {
+                drain(rest).await;
+            }
+            Err(ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit"))
+        }
+        Err(rejection) => Err(ApiError::bad_request(format!("could not read the request body: {rejection}"))),
+    }
+}
+
+/// Largest over-limit body read and discarded before a 413; a larger one closes the connection.
+pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn drain(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > MAX_DRAIN_BYTES {
+                break;
+            }
         }
     })
+    .await;
+}
+
+/// A request body that, when dropped before its end, hands what is left to `leftover`.
+struct Reclaimable {
+    inner: Option<axum::body::Body>,
+    leftover: Arc<Mutex<Option<axum::body::Body>>>,
+}
+
+impl http_body::Body for Reclaimable {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        match self.inner.as_mut() {
+            Some(inner) => std::pin::Pin::new(inner).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Reclaimable {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take()
+            && !http_body::Body::is_end_stream(&inner)
+        {
+            *self.leftover.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
+        }
+    }
 }
 
 /// Parses JSON with the 400 / 422 split of [`JsonBody`].
