@@ -44,6 +44,9 @@ pub struct ServerSettings {
     /// The path the gateway answers itself with its readiness: 200 when every pool that has
     /// upstreams has a healthy one, else 503 naming the others.
     pub ready_path: String,
+    /// The path the gateway answers itself (GET / HEAD) with one OpenAPI document merged from
+    /// its pools' documents (each pool serves its own at this same path). Empty: not answered.
+    pub openapi_path: String,
     /// Larger request bodies get a JSON 413 without reaching an upstream.
     pub max_body_bytes: usize,
     /// An over-limit body up to this size is read and discarded so the connection stays usable
@@ -74,6 +77,7 @@ impl Default for ServerSettings {
             work_stealing: true,
             health_path: "/healthz".to_owned(),
             ready_path: "/readyz".to_owned(),
+            openapi_path: "/openapi.json".to_owned(),
             max_body_bytes: 1024 * 1024,
             max_drain_bytes: 16 * 1024 * 1024,
             grace_period_seconds: 10,

@@ -67,13 +67,21 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Wakes the health task after a reload, so new members are checked at once.
     pub reloaded: tokio::sync::Notify,
+    /// The merged `/openapi.json` (built per table, so a reload rebuilds it).
+    pub openapi: crate::openapi::OpenApiCache,
 }
 
 impl Gateway {
     pub fn new(source: ConfigSource, config: &GatewayConfig) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::default());
         let table = Table::build(config, None, &metrics)?;
-        Ok(Self { source, table: RwLock::new(Arc::new(table)), metrics, reloaded: tokio::sync::Notify::new() })
+        Ok(Self {
+            source,
+            table: RwLock::new(Arc::new(table)),
+            metrics,
+            reloaded: tokio::sync::Notify::new(),
+            openapi: Default::default(),
+        })
     }
 
     pub fn table(&self) -> Arc<Table> {

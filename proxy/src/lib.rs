@@ -10,6 +10,7 @@
 //! - [`proxy`]: the `ProxyHttp` phases: request id, routing, body limit, peer choice,
 //!   retries, JSON errors, access log.
 //! - [`health`]: the one background service: health checks, resolution, SIGHUP reload.
+//! - [`openapi`]: the merged `/openapi.json` of everything reachable through the gateway.
 //! - [`admin`]: the admin port: metrics, readiness, pool state, reload.
 //! - [`metrics`]: atomic counters rendered in the Prometheus text format.
 //!
@@ -23,6 +24,7 @@ pub mod gateway;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod openapi;
 pub mod pool;
 pub mod proxy;
 pub mod routes;

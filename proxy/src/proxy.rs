@@ -99,6 +99,10 @@ impl ProxyHttp for GatewayProxy {
                 respond(session, ctx, status, Bytes::from(body.to_string()), true).await?;
                 return Ok(true);
             }
+            if !table.server.openapi_path.is_empty() && path == table.server.openapi_path {
+                self.openapi(session, ctx, &table).await?;
+                return Ok(true);
+            }
         }
         let Some(pool) = table.routes.find(method, path).map(|index| table.pools[index].clone()) else {
             let message = format!("no route for {method} {path}");
@@ -302,6 +306,23 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
+impl GatewayProxy {
+    /// The merged OpenAPI document of every pool (see [`crate::openapi`]).
+    async fn openapi(&self, session: &mut Session, ctx: &RequestCtx, table: &Arc<Table>) -> Result<()> {
+        match self.gateway.openapi.get(table).await {
+            Ok(merged) => {
+                let missing = (!merged.missing_pools.is_empty()).then(|| merged.missing_pools.join(","));
+                let headers = missing.as_deref().map(|m| ("x-openapi-missing-pools", m));
+                respond_with(session, ctx, 200, merged.json, true, headers).await
+            }
+            Err(message) => {
+                tracing::warn!(%message, "no OpenAPI document to merge");
+                respond(session, ctx, 503, error_body("SERVICE_UNAVAILABLE", &message), true).await
+            }
+        }
+    }
+}
+
 /// Status, code and message for an error the gateway answers.
 fn classify(e: &Error) -> (u16, &'static str, String) {
     let detail = e.context.as_ref().map_or_else(|| e.etype().as_str().to_owned(), ToString::to_string);
@@ -332,6 +353,18 @@ pub fn error_body(code: &str, message: &str) -> Bytes {
 /// Writes a complete JSON response. With `keepalive`, the connection stays open (pingora
 /// drains an unread request body before reusing it).
 async fn respond(session: &mut Session, ctx: &RequestCtx, status: u16, body: Bytes, keepalive: bool) -> Result<()> {
+    respond_with(session, ctx, status, body, keepalive, None).await
+}
+
+/// [`respond`] with one more header.
+async fn respond_with(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    body: Bytes,
+    keepalive: bool,
+    extra: Option<(&'static str, &str)>,
+) -> Result<()> {
     if !keepalive {
         session.set_keepalive(None);
     }
@@ -339,6 +372,9 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, status: u16, body: Byt
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header(SERVED_BY, "gateway")?;
+    if let Some((name, value)) = extra {
+        resp.insert_header(name, value.to_owned())?;
+    }
     if !ctx.request_id.is_empty() {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
     }

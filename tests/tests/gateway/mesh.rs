@@ -115,6 +115,72 @@ async fn every_route_reaches_the_service_that_answers_it() {
     assert_eq!((unknown.status().as_u16(), served_by(&unknown)), (404, "gateway".to_owned()));
 }
 
+/// The gateway answers `/openapi.json` itself with one document merged from every pool's, which
+/// lists every API operation of every running service; `/docs` (Swagger UI, from a service)
+/// loads that document from the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_one_merged_openapi_document_and_the_docs() {
+    let mesh = start(MeshOptions { backends: backends("mesh openapi"), ..MeshOptions::default() }).await;
+    let http = client();
+    let merged = http.get(format!("{}/openapi.json", mesh.url)).send().await.unwrap();
+    assert_eq!((merged.status().as_u16(), served_by(&merged)), (200, "gateway".to_owned()));
+    assert!(merged.headers().get("x-openapi-missing-pools").is_none(), "every pool's document was merged");
+    let merged: Value = merged.json().await.unwrap();
+    assert_eq!(merged["openapi"], "3.1.0");
+    let listed = operations(&merged);
+
+    let api_prefixes = ["/api/", "/segments", "/history", "/sessions/", "/events/", "/errors/", "/user/"];
+    let mut expected = BTreeSet::new();
+    for (pool, addrs) in mesh.upstreams() {
+        if addrs.is_empty() {
+            continue;
+        }
+        let own: Value =
+            http.get(format!("http://{}/openapi.json", addrs[0])).send().await.unwrap().json().await.unwrap();
+        let own_operations = operations(&own);
+        assert!(!own_operations.is_empty(), "{pool} documents its operations");
+        for (verb, path) in own_operations {
+            if api_prefixes.iter().any(|prefix| path.starts_with(prefix)) {
+                assert!(
+                    merged["paths"][&path][&verb] == own["paths"][&path][&verb],
+                    "{verb} {path} of {pool} is in the merged document as {pool} documents it"
+                );
+                expected.insert((verb, path));
+            }
+        }
+    }
+    let api_listed: BTreeSet<_> =
+        listed.into_iter().filter(|(_, p)| api_prefixes.iter().any(|x| p.starts_with(x))).collect();
+    assert_eq!(api_listed, expected, "the merged document lists exactly the services' API operations");
+    let messages = &merged["paths"]["/api/applications/{token}/chats/{chat_number}/messages"];
+    assert!(messages.get("get").is_some() && messages.get("post").is_some(), "reads and creates of one path merged");
+    eprintln!("mesh openapi: {} operations merged from {} pools", expected.len(), mesh.upstreams().len());
+
+    let docs = http.get(format!("{}/docs", mesh.url)).send().await.unwrap();
+    assert_eq!(docs.status().as_u16(), 200);
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger-ui-bundle.js") && page.contains(r#"url: "/openapi.json""#), "{page}");
+    let script = http.get(format!("{}/docs/swagger-ui-bundle.js", mesh.url)).send().await.unwrap();
+    assert_eq!(script.status().as_u16(), 200);
+    assert!(script.bytes().await.unwrap().len() > 100_000, "the Swagger UI bundle is served through the gateway");
+}
+
+/// (method, path) of every operation in an OpenAPI document.
+fn operations(document: &Value) -> BTreeSet<(String, String)> {
+    let methods = ["get", "put", "post", "delete", "patch", "head", "options"];
+    document["paths"]
+        .as_object()
+        .map(|paths| {
+            paths
+                .iter()
+                .flat_map(|(path, item)| {
+                    methods.iter().filter(|m| item.get(**m).is_some()).map(|m| ((*m).to_owned(), path.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `deploy/mesh stop` ends exactly the processes `start` recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesh_script_stops_exactly_what_it_started() {

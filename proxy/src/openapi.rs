@@ -1,0 +1,312 @@
+//! The gateway's `/openapi.json`: one document for everything reachable through it, merged from
+//! the documents its pools serve.
+//!
+//! Each pool's document is fetched from one of its healthy upstreams and only the operations
+//! the routing table sends to that pool are kept, so every operation listed can be called
+//! through the gateway and reaches the service that documented it. Components (schemas,
+//! responses, ...) and tags are merged by name. The result is cached for [`CACHE_TTL`] and
+//! dropped on reload. A pool whose document cannot be fetched is left out and named in the
+//! `x-openapi-missing-pools` header; with none at all the gateway answers 503.
+//!
+//! `/docs` is not answered here: the routing table sends it to a service, whose Swagger UI page
+//! loads `/openapi.json` from the same origin, that is, this merged document.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::gateway::Table;
+
+/// How long a merged document is served before it is built again.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Largest document accepted from an upstream.
+const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+const HTTP_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// A merged document as served, and the pools it lacks.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    pub json: Bytes,
+    pub missing_pools: Vec<String>,
+}
+
+/// The cached merged document, tied to the table it was built from.
+#[derive(Default)]
+pub struct OpenApiCache {
+    entry: Mutex<Option<(Instant, usize, Merged)>>,
+}
+
+impl OpenApiCache {
+    /// The merged document for `table`, built again when older than [`CACHE_TTL`], when the
+    /// table changed (reload), or when a pool was missing from it.
+    pub async fn get(&self, table: &Arc<Table>) -> Result<Merged, String> {
+        let key = Arc::as_ptr(table) as usize;
+        if let Some((built, cached_key, merged)) = self.entry.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && *cached_key == key
+            && built.elapsed() < CACHE_TTL
+            && merged.missing_pools.is_empty()
+        {
+            return Ok(merged.clone());
+        }
+        let merged = build(table).await?;
+        *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), key, merged.clone()));
+        Ok(merged)
+    }
+}
+
+/// Fetches every configured pool's document and merges them.
+async fn build(table: &Table) -> Result<Merged, String> {
+    let path = &table.server.openapi_path;
+    let timeout = table.health_check.timeout().max(Duration::from_secs(2));
+    let fetches = table.pools.iter().enumerate().filter(|(_, pool)| pool.is_configured()).map(|(index, pool)| {
+        let members = pool.members();
+        async move {
+            for upstream in members.iter().filter(|u| u.is_healthy()) {
+                match fetch_json(upstream.addr, path, timeout).await {
+                    Ok(document) => return (index, Ok(document)),
+                    Err(error) => tracing::warn!(pool = %pool.name, upstream = %upstream.label, %error, "cannot fetch the pool's OpenAPI document"),
+                }
+            }
+            (index, Err(()))
+        }
+    });
+    let mut documents = Vec::new();
+    let mut missing_pools = Vec::new();
+    for (index, outcome) in futures::future::join_all(fetches).await {
+        match outcome {
+            Ok(document) => documents.push((index, document)),
+            Err(()) => missing_pools.push(table.pools[index].name.clone()),
+        }
+    }
+    if documents.is_empty() {
+        return Err(format!("no pool served its OpenAPI document (tried: {})", missing_pools.join(", ")));
+    }
+    let merged = merge(table, documents);
+    let json = serde_json::to_vec_pretty(&merged).map_err(|e| e.to_string())?;
+    Ok(Merged { json: Bytes::from(json), missing_pools })
+}
+
+/// Merges `(pool index, document)` pairs, keeping each document's operations that the table
+/// routes to its pool.
+pub fn merge(table: &Table, documents: Vec<(usize, Value)>) -> Value {
+    let mut paths = Map::new();
+    let mut components: Map<String, Value> = Map::new();
+    let mut tags: Vec<Value> = Vec::new();
+    let mut version = None;
+    for (pool, document) in documents {
+        version = version.or_else(|| document.pointer("/info/version").cloned());
+        let Value::Object(mut document) = document else { continue };
+        if let Some(Value::Object(own_paths)) = document.remove("paths") {
+            for (path, item) in own_paths {
+                let Value::Object(item) = item else { continue };
+                let sample = sample_path(&path);
+                for (key, operation) in item {
+                    if HTTP_METHODS.contains(&key.as_str()) {
+                        let Ok(method) = Method::from_bytes(key.to_ascii_uppercase().as_bytes()) else { continue };
+                        if table.routes.find(&method, &sample) != Some(pool) {
+                            continue;
+                        }
+                    }
+                    let merged_item = paths.entry(path.clone()).or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(merged_item) = merged_item {
+                        merged_item.entry(key).or_insert(operation);
+                    }
+                }
+            }
+        }
+        if let Some(Value::Object(own_components)) = document.remove("components") {
+            for (kind, entries) in own_components {
+                let Value::Object(entries) = entries else { continue };
+                let merged_kind = components.entry(kind).or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(merged_kind) = merged_kind {
+                    for (name, entry) in entries {
+                        merged_kind.entry(name).or_insert(entry);
+                    }
+                }
+            }
+        }
+        if let Some(Value::Array(own_tags)) = document.remove("tags") {
+            for tag in own_tags {
+                if !tags.iter().any(|t| t.get("name") == tag.get("name")) {
+                    tags.push(tag);
+                }
+            }
+        }
+    }
+    // Path items left with no operation (every one routed elsewhere) are dropped.
+    paths
+        .retain(|_, item| item.as_object().is_some_and(|item| item.keys().any(|k| HTTP_METHODS.contains(&k.as_str()))));
+    let mut merged = Map::new();
+    merged.insert("openapi".into(), "3.1.0".into());
+    merged.insert(
+        "info".into(),
+        serde_json::json!({
+            "title": "chatmesh",
+            "description": "Every operation reachable through the chatmesh gateway.",
+            "version": version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+        }),
+    );
+    merged.insert("paths".into(), Value::Object(paths));
+    if !components.is_empty() {
+        merged.insert("components".into(), Value::Object(components));
+    }
+    if !tags.is_empty() {
+        merged.insert("tags".into(), Value::Array(tags));
+    }
+    Value::Object(merged)
+}
+
+/// A concrete path matching the OpenAPI template `path`: each `{param}` becomes `x`.
+fn sample_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| if segment.starts_with('{') && segment.ends_with('}') { "x" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `GET path` on a fresh connection; the body of a 200 parsed as JSON.
+pub async fn fetch_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Value, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: chatmesh-gateway\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let mut response = Vec::with_capacity(64 * 1024);
+        let mut limited = (&mut stream).take(MAX_DOCUMENT_BYTES as u64 + 64 * 1024);
+        limited.read_to_end(&mut response).await.map_err(|e| format!("read: {e}"))?;
+        parse_response(&response)
+    };
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// The JSON body of a complete HTTP/1.1 response (Content-Length, chunked, or up to the close).
+fn parse_response(response: &[u8]) -> Result<Value, String> {
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("incomplete response head")?;
+    let head = std::str::from_utf8(&response[..split]).map_err(|_| "response head is not UTF-8")?;
+    let body = &response[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|line| line.split_whitespace().nth(1)).unwrap_or("");
+    if status != "200" {
+        return Err(format!("status {status}"));
+    }
+    let header = |name: &str| {
+        lines.clone().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        dechunk(body)?
+    } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.get(..length).ok_or("body shorter than its content-length")?.to_vec()
+    } else {
+        body.to_vec()
+    };
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!("document over {MAX_DOCUMENT_BYTES} bytes"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(body.len());
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(body.get(..size).ok_or("truncated chunk")?);
+        body = body.get(size + 2..).ok_or("truncated chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GatewayConfig;
+    use crate::metrics::Metrics;
+    use serde_json::json;
+
+    fn table() -> Table {
+        let config: GatewayConfig = toml::from_str(
+            r#"
+            [pools]
+            write = []
+            read = []
+            [[routes]]
+            pool = "write"
+            methods = ["POST"]
+            paths = ["/api/items"]
+            [[routes]]
+            pool = "read"
+            paths = ["/api/**"]
+            "#,
+        )
+        .unwrap();
+        Table::build(&config, None, &Metrics::default()).unwrap()
+    }
+
+    #[test]
+    fn keeps_only_the_operations_routed_to_the_documenting_pool() {
+        let write = json!({
+            "openapi": "3.1.0", "info": {"title": "write", "version": "1.2.3"},
+            "paths": {
+                "/api/items": {"post": {"operationId": "createItem"}, "parameters": []},
+                "/healthz": {"get": {"operationId": "writeHealth"}}
+            },
+            "components": {"schemas": {"Item": {"type": "object"}, "Error": {"type": "object"}}},
+            "tags": [{"name": "items"}]
+        });
+        let read = json!({
+            "openapi": "3.1.0", "info": {"title": "read", "version": "1.2.3"},
+            "paths": {
+                "/api/items": {"get": {"operationId": "listItems"}, "post": {"operationId": "notRoutedHere"}},
+                "/api/items/{id}": {"get": {"operationId": "getItem"}}
+            },
+            "components": {"schemas": {"Error": {"type": "string"}}, "responses": {"NotFound": {}}},
+            "tags": [{"name": "items"}, {"name": "reads"}]
+        });
+        let table = table();
+        let index = |name: &str| table.pools.iter().position(|p| p.name == name).unwrap();
+        let merged = merge(&table, vec![(index("write"), write), (index("read"), read)]);
+        assert_eq!(merged["openapi"], "3.1.0");
+        assert_eq!(merged["info"]["title"], "chatmesh");
+        assert_eq!(merged["info"]["version"], "1.2.3");
+        assert_eq!(merged["paths"]["/api/items"]["post"]["operationId"], "createItem");
+        assert_eq!(merged["paths"]["/api/items"]["get"]["operationId"], "listItems");
+        assert_eq!(merged["paths"]["/api/items/{id}"]["get"]["operationId"], "getItem");
+        assert!(merged["paths"].get("/healthz").is_none(), "not routed through the gateway");
+        assert_eq!(merged["components"]["schemas"]["Error"]["type"], "object", "first one wins");
+        assert!(merged["components"]["responses"]["NotFound"].is_object());
+        assert_eq!(merged["tags"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn parses_length_chunked_and_error_responses() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+        assert_eq!(parse_response(plain).unwrap(), json!({"a": 1}));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":2}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), json!({"a": 2}));
+        let failed = b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(failed).unwrap_err(), "status 404");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn samples_templated_paths() {
+        assert_eq!(sample_path("/api/applications/{token}/chats/{n}"), "/api/applications/x/chats/x");
+        assert_eq!(sample_path("/segments"), "/segments");
+    }
+}
