@@ -7,8 +7,19 @@
 //! `q.dead`. A broken connection is dropped and made again on the next call, so the adapter
 //! recovers by itself when RabbitMQ comes back; deliveries unacked on a lost channel are
 //! redelivered by the broker.
+//!
+//! # Group commit
+//! Publishes to one queue that arrive while earlier ones wait for their confirm travel together
+//! in one persistent message, an envelope (header `x-batch`: the count; body: each payload
+//! after its length as 4 big-endian bytes), so the broker writes, syncs and confirms once for
+//! all of them; every publish still returns only after the envelope's confirm. A lone publish
+//! goes as a plain message. A subscription splits envelopes back into one delivery per
+//! command and acks an envelope once every command in it is settled; a command retried or
+//! dead-lettered goes on alone (its copy confirmed before the envelope can be acked). A
+//! subscriber that dies with an envelope partly settled gets all of it again (at least once,
+//! as for any unacked delivery).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +32,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::queue::{DeadLetter, Delivery, Queue, Subscription};
 use super::{BackendError, BackendResult};
@@ -30,7 +41,14 @@ use super::{BackendError, BackendResult};
 const RETRY_TIERS_MS: [u64; 6] = [250, 1_000, 4_000, 15_000, 30_000, 60_000];
 const ATTEMPTS_HEADER: &str = "x-attempts";
 const REASON_HEADER: &str = "x-dead-letter-reason";
+const BATCH_HEADER: &str = "x-batch";
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most commands in one envelope, and its largest body.
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Envelopes of one queue waiting for their confirm at once; more publishes wait and go in the
+/// next envelope.
+const MAX_IN_FLIGHT: usize = 4;
 
 fn unavailable(error: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(format!("rabbitmq: {error}"))
@@ -44,6 +62,14 @@ pub struct RabbitQueue {
 struct Inner {
     url: String,
     link: Mutex<Option<Link>>,
+    /// The group-commit task of each queue published to.
+    batchers: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
+}
+
+/// A publish waiting to go out in an envelope.
+struct Pending {
+    payload: Bytes,
+    confirmed: oneshot::Sender<BackendResult<()>>,
 }
 
 struct Link {
@@ -92,7 +118,8 @@ fn dead_queue(queue: &str) -> String {
 impl RabbitQueue {
     /// Checks the broker answers at `url`; the connection is kept and remade as needed.
     pub async fn connect(url: &str) -> BackendResult<Self> {
-        let queue = Self { inner: Arc::new(Inner { url: url.to_owned(), link: Mutex::new(None) }) };
+        let inner = Inner { url: url.to_owned(), link: Mutex::new(None), batchers: Default::default() };
+        let queue = Self { inner: Arc::new(inner) };
         queue.publisher(None).await?;
         Ok(queue)
     }
@@ -169,6 +196,101 @@ impl RabbitQueue {
     }
 }
 
+impl RabbitQueue {
+    /// The group-commit task of `queue`, started on first use (and again if the runtime that
+    /// ran it has gone).
+    fn batcher(&self, queue: &str) -> mpsc::UnboundedSender<Pending> {
+        let mut batchers = self.inner.batchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = batchers.get(queue)
+            && !sender.is_closed()
+        {
+            return sender.clone();
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(group_commit(weak, queue.to_owned(), receiver));
+        batchers.insert(queue.to_owned(), sender.clone());
+        sender
+    }
+}
+
+/// Publishes what waits for `queue` in envelopes, up to [`MAX_IN_FLIGHT`] awaiting their
+/// confirm at once, and answers each publish with its envelope's outcome. Ends when the
+/// adapter is dropped.
+async fn group_commit(adapter: std::sync::Weak<Inner>, queue: String, mut waiting: mpsc::UnboundedReceiver<Pending>) {
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = waiting.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = next else { break };
+                let mut bytes = first.payload.len();
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                    let Ok(more) = waiting.try_recv() else { break };
+                    bytes += more.payload.len();
+                    batch.push(more);
+                }
+                let Some(inner) = adapter.upgrade() else { break };
+                let adapter = RabbitQueue { inner };
+                let queue = queue.clone();
+                in_flight.push(async move {
+                    let outcome = if batch.len() == 1 {
+                        adapter.publish_confirmed(&queue, &queue, &batch[0].payload, persistent(0, None)).await
+                    } else {
+                        let (body, properties) = envelope(&batch);
+                        adapter.publish_confirmed(&queue, &queue, &body, properties).await
+                    };
+                    let outcome = outcome.map_err(|error| match error {
+                        BackendError::Unavailable(message) => message,
+                        other => other.to_string(),
+                    });
+                    for pending in batch {
+                        let _ = pending.confirmed.send(outcome.clone().map_err(BackendError::Unavailable));
+                    }
+                });
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// The body and properties of an envelope carrying `batch`.
+fn envelope(batch: &[Pending]) -> (Vec<u8>, BasicProperties) {
+    let mut body = Vec::with_capacity(batch.iter().map(|p| p.payload.len() + 4).sum());
+    for pending in batch {
+        body.extend_from_slice(&(pending.payload.len() as u32).to_be_bytes());
+        body.extend_from_slice(&pending.payload);
+    }
+    let mut properties = persistent(0, None);
+    if let Some(headers) = properties.headers().clone() {
+        let mut headers = headers;
+        headers.insert(BATCH_HEADER.into(), AMQPValue::LongLongInt(batch.len() as i64));
+        properties = properties.with_headers(headers);
+    }
+    (body, properties)
+}
+
+/// The commands a delivered message carries: an envelope's parts, or the message itself. A
+/// body that does not frame as its header says is handed on whole (the consumer dead-letters
+/// what it cannot decode).
+fn split(data: Bytes, properties: &BasicProperties) -> Vec<Bytes> {
+    let Some(count) = header_i64(properties, BATCH_HEADER).filter(|c| *c > 0) else {
+        return vec![data];
+    };
+    let mut parts = Vec::with_capacity(count as usize);
+    let mut at = 0usize;
+    while at < data.len() {
+        let Some(length) = data.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
+            return vec![data];
+        };
+        let Some(part) = data.get(at + 4..at + 4 + length) else { return vec![data] };
+        parts.push(data.slice_ref(part));
+        at += 4 + length;
+    }
+    if parts.len() as i64 == count { parts } else { vec![data] }
+}
+
 /// Declares `queue`, its retry tiers and its dead-letter queue, all durable.
 async fn declare(channel: &Channel, queue: &str) -> BackendResult<()> {
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
@@ -193,7 +315,9 @@ async fn declare(channel: &Channel, queue: &str) -> BackendResult<()> {
 #[async_trait]
 impl Queue for RabbitQueue {
     async fn publish(&self, queue: &str, payload: Bytes) -> BackendResult<()> {
-        let outcome = self.publish_confirmed(queue, queue, &payload, persistent(0, None)).await;
+        let (confirmed, outcome) = oneshot::channel();
+        self.batcher(queue).send(Pending { payload, confirmed }).map_err(|_| unavailable("publisher stopped"))?;
+        let outcome = outcome.await.unwrap_or_else(|_| Err(unavailable("publisher stopped")));
         crate::metrics::record_publish(queue, outcome.is_ok());
         outcome
     }
@@ -204,6 +328,9 @@ impl Queue for RabbitQueue {
             queue: queue.to_owned(),
             live: None,
             pending: HashMap::new(),
+            parts: HashMap::new(),
+            ready: VecDeque::new(),
+            next_id: 0,
         }))
     }
 
@@ -274,8 +401,21 @@ struct RabbitSubscription {
     adapter: RabbitQueue,
     queue: String,
     live: Option<(Channel, lapin::Consumer)>,
-    /// Deliveries handed out on the live channel and not settled yet, by delivery tag.
-    pending: HashMap<u64, lapin::message::Delivery>,
+    /// Messages delivered on the live channel and not acked yet, by delivery tag.
+    pending: HashMap<u64, Unsettled>,
+    /// Handed-out command id → the delivery tag of the message carrying it.
+    parts: HashMap<u64, u64>,
+    /// Commands split off a message but not handed out yet (a batch holds at most `max`).
+    ready: VecDeque<Delivery>,
+    next_id: u64,
+}
+
+/// A delivered message (plain, or an envelope) with commands not settled yet.
+struct Unsettled {
+    acker: lapin::Acker,
+    attempts: u32,
+    /// Its commands' payloads by id, until each is settled.
+    payloads: HashMap<u64, Bytes>,
 }
 
 impl RabbitSubscription {
@@ -307,111 +447,180 @@ impl RabbitSubscription {
     fn drop_channel(&mut self) {
         self.live = None;
         self.pending.clear();
+        self.parts.clear();
+        self.ready.clear();
     }
 
-    fn take(&mut self, id: u64) -> BackendResult<lapin::message::Delivery> {
-        self.pending
-            .remove(&id)
-            .ok_or_else(|| unavailable("delivery belongs to a lost channel; the broker will redeliver it"))
+    /// Splits a delivered message into the commands it carries, ready to hand out.
+    fn receive(&mut self, delivery: lapin::message::Delivery) {
+        let attempts = header_i64(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0).max(0) as u32;
+        let parts = split(Bytes::from(delivery.data), &delivery.properties);
+        let mut payloads = HashMap::with_capacity(parts.len());
+        for payload in parts {
+            self.next_id += 1;
+            let id = self.next_id;
+            self.parts.insert(id, delivery.delivery_tag);
+            payloads.insert(id, payload.clone());
+            self.ready.push_back(Delivery { id, payload, attempts });
+        }
+        self.pending.insert(delivery.delivery_tag, Unsettled { acker: delivery.acker, attempts, payloads });
+    }
+
+    /// The message carrying command `id`, its payload and attempts.
+    fn part(&self, id: u64) -> BackendResult<(u64, Bytes, u32)> {
+        let lost = || unavailable("delivery belongs to a lost channel; the broker will redeliver it");
+        let tag = *self.parts.get(&id).ok_or_else(lost)?;
+        let message = self.pending.get(&tag).ok_or_else(lost)?;
+        Ok((tag, message.payloads.get(&id).cloned().ok_or_else(lost)?, message.attempts))
+    }
+
+    /// Marks command `id` settled; returns its message's tag once every command in it is.
+    fn settle(&mut self, id: u64) -> BackendResult<Option<u64>> {
+        let (tag, _, _) = self.part(id)?;
+        self.parts.remove(&id);
+        let message = self.pending.get_mut(&tag).expect("checked by part");
+        message.payloads.remove(&id);
+        Ok(message.payloads.is_empty().then_some(tag))
+    }
+
+    /// Acks the message `tag` on its own.
+    async fn ack_one(&mut self, tag: u64, outcome: &str) -> BackendResult<()> {
+        let message = self.pending.remove(&tag).expect("settled messages are pending");
+        if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+            self.drop_channel();
+            return Err(unavailable(error));
+        }
+        crate::metrics::record_settled(&self.queue, outcome, 1);
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Subscription for RabbitSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>> {
-        let consumer = self.consumer(max * 2).await?;
-        let first = match tokio::time::timeout(wait, consumer.next()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(None) => {
-                self.drop_channel();
-                return Err(unavailable("consumer cancelled"));
-            }
-            Ok(Some(Err(error))) => {
-                self.drop_channel();
-                return Err(unavailable(error));
-            }
-            Ok(Some(Ok(delivery))) => delivery,
-        };
-        let mut deliveries = vec![first];
-        while deliveries.len() < max {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => deliveries.push(delivery),
+        let max = max.max(1);
+        if self.ready.is_empty() {
+            let consumer = self.consumer(max * 2).await?;
+            let first = match tokio::time::timeout(wait, consumer.next()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(None) => {
+                    self.drop_channel();
+                    return Err(unavailable("consumer cancelled"));
+                }
+                Ok(Some(Err(error))) => {
+                    self.drop_channel();
+                    return Err(unavailable(error));
+                }
+                Ok(Some(Ok(delivery))) => delivery,
+            };
+            self.receive(first);
+        }
+        while self.ready.len() < max {
+            let Some((_, consumer)) = self.live.as_mut() else { break };
+            let next = consumer.next().now_or_never();
+            match next {
+                Some(Some(Ok(delivery))) => self.receive(delivery),
                 _ => break,
             }
         }
-        let mut batch = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let attempts = header_i64(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0).max(0) as u32;
-            batch.push(Delivery { id: delivery.delivery_tag, payload: Bytes::from(delivery.data.clone()), attempts });
-            self.pending.insert(delivery.delivery_tag, delivery);
-        }
-        Ok(batch)
+        let take = self.ready.len().min(max);
+        Ok(self.ready.drain(..take).collect())
     }
 
     async fn ack(&mut self, ids: &[u64]) -> BackendResult<()> {
-        // One `multiple` ack settles a whole batch when it covers every delivery handed out
-        // up to its highest tag (the usual case: a batch is settled in one go).
-        if let Some(&highest) = ids.iter().max()
-            && ids.len() > 1
+        let mut settled = Vec::new();
+        for id in ids {
+            if let Some(tag) = self.settle(*id)? {
+                settled.push(tag);
+            }
+        }
+        let commands = ids.len();
+        // One `multiple` ack settles every message up to the highest tag when all of them are
+        // settled (the usual case: a batch is settled in one go).
+        if let Some(&highest) = settled.iter().max()
+            && settled.len() > 1
         {
-            let settled: std::collections::HashSet<u64> = ids.iter().copied().collect();
-            if self.pending.keys().all(|tag| *tag > highest || settled.contains(tag)) {
-                let last = self.take(highest)?;
-                for id in ids {
-                    if *id != highest {
-                        self.take(*id)?;
-                    }
+            let done: HashSet<u64> = settled.iter().copied().collect();
+            if self.pending.keys().all(|tag| *tag > highest || done.contains(tag)) {
+                let last = self.pending.remove(&highest).expect("settled messages are pending");
+                for tag in &settled {
+                    self.pending.remove(tag);
                 }
                 if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
                     self.drop_channel();
                     return Err(unavailable(error));
                 }
-                crate::metrics::record_settled(&self.queue, "ack", ids.len());
+                crate::metrics::record_settled(&self.queue, "ack", commands);
                 return Ok(());
             }
         }
-        for id in ids {
-            let delivery = self.take(*id)?;
-            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        for tag in settled {
+            let message = self.pending.remove(&tag).expect("settled messages are pending");
+            if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
                 self.drop_channel();
                 return Err(unavailable(error));
             }
-            crate::metrics::record_settled(&self.queue, "ack", 1);
         }
+        crate::metrics::record_settled(&self.queue, "ack", commands);
         Ok(())
     }
 
     async fn retry(&mut self, id: u64, delay: Duration) -> BackendResult<()> {
-        let delivery = self.take(id)?;
-        let attempts = header_i64(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0).max(0) as u32 + 1;
+        let (_, payload, attempts) = self.part(id)?;
         let wanted = delay.as_millis() as u64;
         let tier =
             RETRY_TIERS_MS.iter().copied().find(|t| *t >= wanted).unwrap_or(RETRY_TIERS_MS[RETRY_TIERS_MS.len() - 1]);
         let target = retry_queue(&self.queue, tier);
         // The copy is confirmed before the original is acked: a crash in between redelivers
         // the original, never loses it.
-        if let Err(error) =
-            self.adapter.publish_confirmed(&self.queue, &target, &delivery.data, persistent(attempts, None)).await
-        {
-            self.pending.insert(id, delivery);
-            return Err(error);
+        self.adapter.publish_confirmed(&self.queue, &target, &payload, persistent(attempts + 1, None)).await?;
+        if let Some(tag) = self.settle(id)? {
+            self.ack_one(tag, "retry").await?;
+        } else {
+            crate::metrics::record_settled(&self.queue, "retry", 1);
         }
-        delivery.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?;
-        crate::metrics::record_settled(&self.queue, "retry", 1);
         Ok(())
     }
 
     async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()> {
-        let delivery = self.take(id)?;
-        let attempts = header_i64(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0).max(0) as u32 + 1;
+        let (_, payload, attempts) = self.part(id)?;
         let target = dead_queue(&self.queue);
-        let properties = persistent(attempts, Some(reason)).with_timestamp(chrono::Utc::now().timestamp() as u64);
-        if let Err(error) = self.adapter.publish_confirmed(&self.queue, &target, &delivery.data, properties).await {
-            self.pending.insert(id, delivery);
-            return Err(error);
+        let properties = persistent(attempts + 1, Some(reason)).with_timestamp(chrono::Utc::now().timestamp() as u64);
+        self.adapter.publish_confirmed(&self.queue, &target, &payload, properties).await?;
+        if let Some(tag) = self.settle(id)? {
+            self.ack_one(tag, "dead_letter").await?;
+        } else {
+            crate::metrics::record_settled(&self.queue, "dead_letter", 1);
         }
-        delivery.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?;
-        crate::metrics::record_settled(&self.queue, "dead_letter", 1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(payload: &'static [u8]) -> Pending {
+        Pending { payload: Bytes::from_static(payload), confirmed: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn envelopes_split_back_into_their_commands() {
+        let batch = [pending(b"{\"a\":1}"), pending(b""), pending(b"third")];
+        let (body, properties) = envelope(&batch);
+        assert_eq!(header_i64(&properties, BATCH_HEADER), Some(3));
+        assert_eq!(header_i64(&properties, ATTEMPTS_HEADER), Some(0));
+        assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
+        let parts = split(Bytes::from(body), &properties);
+        assert_eq!(parts, [&b"{\"a\":1}"[..], b"", b"third"]);
+    }
+
+    #[test]
+    fn plain_and_misframed_messages_are_one_command() {
+        let plain = split(Bytes::from_static(b"plain"), &persistent(0, None));
+        assert_eq!(plain, [&b"plain"[..]]);
+        let (body, properties) = envelope(&[pending(b"one"), pending(b"two")]);
+        let truncated = Bytes::from(body[..body.len() - 1].to_vec());
+        assert_eq!(split(truncated.clone(), &properties), [truncated], "handed on whole, to be dead-lettered");
     }
 }
