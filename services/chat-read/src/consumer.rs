@@ -133,7 +133,7 @@ impl Consumer {
             return Ok(report);
         }
         let started = std::time::Instant::now();
-        let outcome = match persist(&self.state, &decoded).await {
+        let mut outcome = match persist(&self.state, &decoded).await {
             Ok(outcome) => outcome,
             Err(error) if is_data_error(&error) && decoded.len() > 1 => {
                 // One bad command must not hold up the rest: settle each on its own.
@@ -159,7 +159,7 @@ impl Consumer {
         };
 
         let persisted = started.elapsed();
-        self.index(&outcome.indexed, outcome.edits).await?;
+        self.index(&outcome.indexed, std::mem::take(&mut outcome.fresh), outcome.edits).await?;
         let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
@@ -200,17 +200,19 @@ impl Consumer {
         Ok(report)
     }
 
-    /// Indexes the committed messages with the text the store holds now, so a redelivered
-    /// create never overwrites a later edit. New messages are staged (the index commits them
-    /// within moments, and a crash before that is caught up from the store at start); a batch
-    /// with an edit is committed before its ack.
-    async fn index(&self, messages: &[(i64, i64, i64, i64)], edits: bool) -> BackendResult<()> {
+    /// Indexes the committed messages: `fresh` ones (inserted by this batch, so their text is
+    /// the command's) as they are, the others with the text the store holds now, so a
+    /// redelivered create never overwrites a later edit. New messages are staged (the index
+    /// commits them within moments, and a crash before that is caught up from the store at
+    /// start); a batch with an edit is committed before its ack.
+    async fn index(&self, messages: &[(i64, i64, i64, i64)], fresh: Fresh, edits: bool) -> BackendResult<()> {
         let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
         for &(application_id, chat_number, chat_id, number) in messages {
             by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
         }
-        let mut docs = Vec::with_capacity(messages.len());
-        let mut watermark = 0;
+        let mut docs = fresh.docs;
+        docs.reserve(messages.len());
+        let mut watermark = fresh.watermark;
         for ((application_id, chat_number, chat_id), numbers) in by_chat {
             let scope = search_scope(application_id, chat_number);
             for (id, number, content) in store::message_texts(&self.state.db, chat_id, &numbers).await? {
@@ -233,13 +235,24 @@ fn is_data_error(error: &BackendError) -> bool {
     matches!(error, BackendError::Sql(sqlx::Error::Database(_)))
 }
 
+/// Messages a batch inserted (none of them existed), ready to index as they are.
+#[derive(Default)]
+struct Fresh {
+    docs: Vec<SearchDoc>,
+    /// A store id every one of them is at or above, and every message at or below which is
+    /// committed (so the index may claim it covers up to here once they are staged).
+    watermark: i64,
+}
+
 #[derive(Default)]
 struct Outcome {
     done: Vec<u64>,
     waiting: Vec<u64>,
     failed: Vec<(u64, String)>,
-    /// (application id, chat number, chat id, message number) of persisted messages.
+    /// (application id, chat number, chat id, message number) of persisted messages to index
+    /// with the text the store holds.
     indexed: Vec<(i64, i64, i64, i64)>,
+    fresh: Fresh,
     /// The batch re-indexes an edited message (its index update must be durable before the ack).
     edits: bool,
     touched_applications: Vec<i64>,
@@ -252,6 +265,8 @@ impl Outcome {
         self.waiting.extend(other.waiting);
         self.failed.extend(other.failed);
         self.indexed.extend(other.indexed);
+        self.fresh.docs.extend(other.fresh.docs);
+        self.fresh.watermark = self.fresh.watermark.max(other.fresh.watermark);
         self.edits |= other.edits;
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
@@ -358,12 +373,30 @@ async fn persist(state: &ChatRead, batch: &[Decoded]) -> BackendResult<Outcome> 
             for (_, chat_id, number, content, created_at, _, _) in chunk {
                 query = query.bind(*chat_id).bind(*number).bind(*content).bind(*created_at).bind(*created_at);
             }
-            query.execute(&mut *tx).await?;
-        }
-        for (delivery, chat_id, number, _, _, application_id, chat_number) in ready {
-            outcome.done.push(delivery);
-            outcome.touched_chats.push(chat_id);
-            outcome.indexed.push((application_id, chat_number, chat_id, number));
+            let inserted = query.execute(&mut *tx).await?;
+            // Every row new (no redelivery, no edit to keep): index the commands' own text. The
+            // insert id is the chunk's first (MySQL) or last (SQLite) id; less the chunk's
+            // length it is at or below every id of the chunk, so a watermark there never
+            // claims a row that is not staged.
+            let first_id = inserted
+                .last_insert_id()
+                .filter(|_| inserted.rows_affected() == chunk.len() as u64)
+                .map(|id| id - (chunk.len() as i64 - 1));
+            for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
+                outcome.done.push(delivery);
+                outcome.touched_chats.push(chat_id);
+                match first_id {
+                    Some(_) => outcome.fresh.docs.push(SearchDoc {
+                        scope: search_scope(application_id, chat_number),
+                        number,
+                        content: content.to_owned(),
+                    }),
+                    None => outcome.indexed.push((application_id, chat_number, chat_id, number)),
+                }
+            }
+            if let Some(id) = first_id {
+                outcome.fresh.watermark = outcome.fresh.watermark.max(id);
+            }
         }
     }
     tx.commit().await?;
