@@ -224,7 +224,16 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
     let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").expect("database url").1.clone();
     let db = shared::backends::sql::Database::connect(&database_url).await?;
     mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
-    // Timed from the first persisted row (process start excluded) to the last.
+    // Timed from the first persisted row (process start excluded) to the last. Progress is
+    // read as the highest persisted number (one index lookup, so polling does not load MySQL),
+    // then the count confirms every 201 is there.
+    let highest = || {
+        sqlx_count(
+            &db,
+            "SELECT COALESCE(MAX(m.number), 0) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE c.number = ?",
+            backlog_chat,
+        )
+    };
     let persisted = || {
         sqlx_count(
             &db,
@@ -233,16 +242,19 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
         )
     };
     let (started, at_start) = loop {
-        let count = persisted().await? as usize;
-        if count > 0 {
-            break (Instant::now(), count);
+        if highest().await? > 0 {
+            break (Instant::now(), persisted().await? as usize);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    while (persisted().await? as usize) < queued {
+    while highest().await? < queued.last_number {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while (persisted().await? as usize) < queued.created {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drained = started.elapsed().as_secs_f64();
+    let queued = queued.created;
     let consumer_rate = (queued - at_start) as f64 / drained;
     println!(
         "consumer persist + index rate into MySQL            {consumer_rate:>9.0} msg/s ({} messages in {drained:.2} s after the first)",
@@ -293,26 +305,41 @@ async fn sqlx_count(db: &shared::backends::sql::Database, sql: &str, bind: i64) 
     Ok(sqlx::query(sql).bind(bind).fetch_one(db.pool()).await?.try_get(0)?)
 }
 
-/// Creates `total` messages with `clients` writers; returns how many got a 201.
-async fn create_until(api: &Api, token: &str, chat: i64, clients: usize, total: usize) -> usize {
+/// What [`create_until`] got: how many 201s, and the highest message number among them.
+struct Created {
+    created: usize,
+    last_number: i64,
+}
+
+/// Creates `total` messages with `clients` writers.
+async fn create_until(api: &Api, token: &str, chat: i64, clients: usize, total: usize) -> Created {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (api, token, next, done) = (api.clone(), token.to_owned(), next.clone(), done.clone());
+            let (api, token, next) = (api.clone(), token.to_owned(), next.clone());
             tokio::spawn(async move {
+                let mut mine = Created { created: 0, last_number: 0 };
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                     let url = api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
                     let sent = api.http.post(url).json(&json!({ "message_content": "backlog message" })).send().await;
-                    if matches!(sent, Ok(r) if r.status() == 201) {
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Ok(response) = sent else { continue };
+                    if response.status() != 201 {
+                        continue;
                     }
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    mine.created += 1;
+                    mine.last_number = mine.last_number.max(body["message_number"].as_i64().unwrap_or(0));
                 }
+                mine
             })
         })
         .collect();
+    let mut all = Created { created: 0, last_number: 0 };
     for task in tasks {
-        let _ = task.await;
+        if let Ok(mine) = task.await {
+            all.created += mine.created;
+            all.last_number = all.last_number.max(mine.last_number);
+        }
     }
-    done.load(std::sync::atomic::Ordering::Relaxed)
+    all
 }
