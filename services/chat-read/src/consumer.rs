@@ -1,10 +1,17 @@
 //! The consumer: persists the commands chat-write queued.
 //!
-//! One step takes a batch off the queue and writes it in one transaction: chats first, then
-//! the messages whose chat is persisted (in the store or earlier in the batch). Only after the
-//! commit are the messages indexed and the batch acked, so a crash at any point means the
-//! batch is delivered again, and redelivery is harmless: inserts skip rows whose
-//! `(parent, number)` exists and search documents have deterministic ids.
+//! One step takes a batch off the queue and writes it: chats first, then the messages whose
+//! chat is persisted (in the store or earlier in the batch), each statement a multi-row
+//! `INSERT IGNORE` committed on its own. Only after the writes are the messages handed to the
+//! indexer and the batch acked, so a crash at any point means the batch is delivered again,
+//! and redelivery is harmless: inserts skip rows whose `(parent, number)` exists and search
+//! documents have deterministic ids.
+//!
+//! Indexing runs beside the loop, in order, on its own task: the next batch is written while
+//! the last one is indexed. New messages need not be indexed before their ack (the index
+//! records how far it is durable, and a consumer starting after a crash indexes every stored
+//! message above that from the store); a batch with an edit waits until its index update is
+//! durable before it is acked.
 //!
 //! A message whose chat is not persisted yet waits (retried with backoff); a command that
 //! cannot be decoded, or keeps failing, goes to the dead-letter queue for ops to inspect and
@@ -22,6 +29,7 @@ use shared::backends::sql::placeholders;
 use shared::backends::{BackendError, BackendResult};
 use shared::shutdown::Shutdown;
 use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{ChatRead, store};
 
@@ -53,7 +61,18 @@ pub struct Consumer {
     state: ChatRead,
     subscription: Box<dyn Subscription>,
     config: ConsumerConfig,
+    indexer: Indexer,
+    /// Chat ids by (application id, chat number): they never change once persisted.
+    chat_ids: ChatIds,
 }
+
+/// Rows of one INSERT statement at most, and their text's bytes.
+const STATEMENT_ROWS: usize = 1_000;
+const STATEMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Chat ids remembered at most (the cache starts over when full).
+const CACHED_CHATS: usize = 100_000;
+/// Batches waiting for the indexer before the loop waits for it.
+const INDEX_QUEUE: usize = 4;
 
 struct Decoded {
     delivery: Delivery,
@@ -73,7 +92,8 @@ impl Consumer {
             }
         }
         let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
-        Ok(Self { state, subscription, config })
+        let indexer = Indexer::start(state.clone());
+        Ok(Self { state, subscription, config, indexer, chat_ids: ChatIds::default() })
     }
 
     /// Runs steps until `shutdown`, finishing the batch in hand.
@@ -94,6 +114,7 @@ impl Consumer {
                 }
             }
         }
+        self.indexer.stop().await;
         if let Err(error) = self.state.search.flush().await {
             tracing::warn!(%error, "search index flush at shutdown failed; it catches up at the next start");
         }
@@ -106,6 +127,8 @@ impl Consumer {
         loop {
             let report = self.step(Duration::from_millis(50)).await?;
             if report == StepReport::default() {
+                // Everything handed to the indexer is staged (searchable) before returning.
+                self.indexer.barrier().await?;
                 return Ok(total);
             }
             total.persisted += report.persisted;
@@ -133,14 +156,14 @@ impl Consumer {
             return Ok(report);
         }
         let started = std::time::Instant::now();
-        let mut outcome = match persist(&self.state, &decoded).await {
+        let mut outcome = match persist(&self.state, &mut self.chat_ids, &decoded).await {
             Ok(outcome) => outcome,
             Err(error) if is_data_error(&error) && decoded.len() > 1 => {
                 // One bad command must not hold up the rest: settle each on its own.
                 tracing::warn!(%error, "batch rejected by the store, persisting one by one");
                 let mut outcome = Outcome::default();
                 for one in decoded.chunks(1) {
-                    match persist(&self.state, one).await {
+                    match persist(&self.state, &mut self.chat_ids, one).await {
                         Ok(single) => outcome.merge(single),
                         Err(error) if is_data_error(&error) => {
                             outcome.failed.push((one[0].delivery.id, error.to_string()))
@@ -159,7 +182,8 @@ impl Consumer {
         };
 
         let persisted = started.elapsed();
-        self.index(&outcome.indexed, std::mem::take(&mut outcome.fresh), outcome.edits).await?;
+        let job = IndexJob { stored: std::mem::take(&mut outcome.indexed), fresh: std::mem::take(&mut outcome.fresh) };
+        self.indexer.submit(job, outcome.edits).await?;
         let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
@@ -199,30 +223,134 @@ impl Consumer {
         }
         Ok(report)
     }
+}
 
-    /// Indexes the committed messages: `fresh` ones (inserted by this batch, so their text is
-    /// the command's) as they are, the others with the text the store holds now, so a
-    /// redelivered create never overwrites a later edit. New messages are staged (the index
-    /// commits them within moments, and a crash before that is caught up from the store at
-    /// start); a batch with an edit is committed before its ack.
-    async fn index(&self, messages: &[(i64, i64, i64, i64)], fresh: Fresh, edits: bool) -> BackendResult<()> {
-        let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
-        for &(application_id, chat_number, chat_id, number) in messages {
-            by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
-        }
-        let mut docs = fresh.docs;
-        docs.reserve(messages.len());
-        let mut watermark = fresh.watermark;
-        for ((application_id, chat_number, chat_id), numbers) in by_chat {
-            let scope = search_scope(application_id, chat_number);
-            for (id, number, content) in store::message_texts(&self.state.db, chat_id, &numbers).await? {
-                watermark = watermark.max(id);
-                docs.push(SearchDoc { scope: scope.clone(), number, content });
+/// What one batch leaves to index.
+#[derive(Default)]
+struct IndexJob {
+    /// (application id, chat number, chat id, message number) of messages to index with the
+    /// text the store holds now.
+    stored: Vec<(i64, i64, i64, i64)>,
+    fresh: Fresh,
+}
+
+/// The indexing task: stages each batch's messages in order, retrying one that fails until it
+/// passes (the next batches wait behind it, so the index's durable watermark never passes a
+/// message it does not hold).
+struct Indexer {
+    jobs: Option<mpsc::Sender<(IndexJob, Option<oneshot::Sender<()>>)>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Indexer {
+    fn start(state: ChatRead) -> Self {
+        let (jobs, mut queue) = mpsc::channel::<(IndexJob, Option<oneshot::Sender<()>>)>(INDEX_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some((job, durable)) = queue.recv().await {
+                let mut failures = 0u32;
+                loop {
+                    let outcome = async {
+                        stage(&state, &job).await?;
+                        if durable.is_some() { state.search.flush().await } else { Ok(()) }
+                    }
+                    .await;
+                    match outcome {
+                        Ok(()) => break,
+                        Err(error) => {
+                            failures += 1;
+                            let pause = backoff(Duration::from_millis(100), failures);
+                            tracing::error!(%error, ?pause, "indexing a persisted batch failed, retrying");
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+                if let Some(durable) = durable {
+                    let _ = durable.send(());
+                }
             }
-        }
-        self.state.search.stage(docs, watermark).await?;
-        if edits { self.state.search.flush().await } else { Ok(()) }
+        });
+        Self { jobs: Some(jobs), task: Some(task) }
     }
+
+    /// Hands `job` over; with `durable`, returns once its index update is committed.
+    async fn submit(&self, job: IndexJob, durable: bool) -> BackendResult<()> {
+        let stopped = || BackendError::Other("the indexer stopped".into());
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        if durable {
+            let (done, committed) = oneshot::channel();
+            jobs.send((job, Some(done))).await.map_err(|_| stopped())?;
+            committed.await.map_err(|_| stopped())
+        } else if job.stored.is_empty() && job.fresh.docs.is_empty() {
+            Ok(())
+        } else {
+            jobs.send((job, None)).await.map_err(|_| stopped())
+        }
+    }
+
+    /// Returns once every job handed over is staged and committed.
+    async fn barrier(&self) -> BackendResult<()> {
+        self.submit(IndexJob::default(), true).await
+    }
+
+    /// Finishes the jobs handed over, then ends the task.
+    async fn stop(&mut self) {
+        self.jobs.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Stages a batch's messages: fresh ones (inserted by the batch, so their text is the
+/// command's) as they are, the others with the text the store holds now, so a redelivered
+/// create never overwrites a later edit.
+async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
+    let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
+    for &(application_id, chat_number, chat_id, number) in &job.stored {
+        by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
+    }
+    let mut docs = job.fresh.docs.clone();
+    let mut watermark = job.fresh.watermark;
+    for ((application_id, chat_number, chat_id), numbers) in by_chat {
+        let scope = search_scope(application_id, chat_number);
+        for (id, number, content) in store::message_texts(&state.db, chat_id, &numbers).await? {
+            watermark = watermark.max(id);
+            docs.push(SearchDoc { scope: scope.clone(), number, content });
+        }
+    }
+    state.search.stage(docs, watermark).await
+}
+
+/// Chat ids already resolved.
+#[derive(Default)]
+struct ChatIds(HashMap<(i64, i64), i64>);
+
+impl ChatIds {
+    fn remember(&mut self, key: (i64, i64), id: i64) {
+        if self.0.len() >= CACHED_CHATS {
+            self.0.clear();
+        }
+        self.0.insert(key, id);
+    }
+}
+
+/// Consecutive runs of `items` of at most [`STATEMENT_ROWS`] items and about
+/// [`STATEMENT_BYTES`] of text (`text` gives an item's).
+fn statements<T>(items: &[T], text: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, item) in items.iter().enumerate() {
+        let size = text(item);
+        if index > start && (index - start == STATEMENT_ROWS || bytes + size > STATEMENT_BYTES) {
+            runs.push(&items[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
 }
 
 fn backoff(base: Duration, attempt: u32) -> Duration {
@@ -273,14 +401,18 @@ impl Outcome {
     }
 }
 
-/// Writes a batch in one transaction.
-async fn persist(state: &ChatRead, batch: &[Decoded]) -> BackendResult<Outcome> {
+/// Writes a batch: each statement commits on its own (a batch cut short by a crash is
+/// delivered again, and its rows already written are skipped).
+async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) -> BackendResult<Outcome> {
     let db = &state.db;
     let mut outcome = Outcome::default();
-    let mut tx = db.pool().begin().await?;
 
     let chats: Vec<&Decoded> = batch.iter().filter(|d| matches!(d.command, Command::CreateChat { .. })).collect();
-    for chunk in chats.chunks(200) {
+    let chat_name = |d: &&Decoded| match &d.command {
+        Command::CreateChat { chat_name, .. } => chat_name.len(),
+        _ => 0,
+    };
+    for chunk in statements(&chats, chat_name) {
         let sql = format!(
             "{} INTO chats (application_id, number, name, messages_count, created_at, updated_at) VALUES {}",
             db.insert_ignore(),
@@ -299,107 +431,105 @@ async fn persist(state: &ChatRead, batch: &[Decoded]) -> BackendResult<Outcome> 
                 outcome.done.push(decoded.delivery.id);
             }
         }
-        query.execute(&mut *tx).await?;
+        query.execute(db.pool()).await?;
     }
 
     let messages: Vec<&Decoded> = batch
         .iter()
         .filter(|d| matches!(d.command, Command::CreateMessage { .. } | Command::IndexMessage { .. }))
         .collect();
-    if !messages.is_empty() {
-        let parents: BTreeSet<(i64, i64)> = messages
-            .iter()
-            .filter_map(|d| match &d.command {
-                Command::CreateMessage { application_id, chat_number, .. }
-                | Command::IndexMessage { application_id, chat_number, .. } => Some((*application_id, *chat_number)),
-                Command::CreateChat { .. } => None,
-            })
-            .collect();
-        let mut chat_ids: HashMap<(i64, i64), i64> = HashMap::new();
-        let parents: Vec<(i64, i64)> = parents.into_iter().collect();
-        for chunk in parents.chunks(200) {
-            let sql = format!(
-                "SELECT id, application_id, number FROM chats WHERE {}",
-                vec!["(application_id = ? AND number = ?)"; chunk.len()].join(" OR ")
-            );
-            let mut query = sqlx::query(&sql);
-            for (application_id, chat_number) in chunk {
-                query = query.bind(*application_id).bind(*chat_number);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                chat_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
-            }
+    if messages.is_empty() {
+        return Ok(outcome);
+    }
+    let unknown: BTreeSet<(i64, i64)> = messages
+        .iter()
+        .filter_map(|d| match &d.command {
+            Command::CreateMessage { application_id, chat_number, .. }
+            | Command::IndexMessage { application_id, chat_number, .. } => Some((*application_id, *chat_number)),
+            Command::CreateChat { .. } => None,
+        })
+        .filter(|key| !chat_ids.0.contains_key(key))
+        .collect();
+    let unknown: Vec<(i64, i64)> = unknown.into_iter().collect();
+    for chunk in unknown.chunks(200) {
+        let sql = format!(
+            "SELECT id, application_id, number FROM chats WHERE {}",
+            vec!["(application_id = ? AND number = ?)"; chunk.len()].join(" OR ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (application_id, chat_number) in chunk {
+            query = query.bind(*application_id).bind(*chat_number);
         }
-        let mut ready = Vec::with_capacity(messages.len());
-        for decoded in &messages {
-            if let Command::IndexMessage { application_id, chat_number, message_number } = &decoded.command {
-                match chat_ids.get(&(*application_id, *chat_number)) {
-                    Some(&chat_id) => {
-                        outcome.done.push(decoded.delivery.id);
-                        outcome.edits = true;
-                        outcome.indexed.push((*application_id, *chat_number, chat_id, *message_number));
-                    }
-                    None => {
-                        outcome.failed.push((decoded.delivery.id, "index request for a chat not in the store".into()))
-                    }
-                }
-            }
+        for row in query.fetch_all(db.pool()).await? {
+            chat_ids.remember((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
         }
-        for decoded in messages {
-            if let Command::CreateMessage { application_id, chat_number, message_number, content, created_at } =
-                &decoded.command
-            {
-                match chat_ids.get(&(*application_id, *chat_number)) {
-                    Some(&chat_id) => ready.push((
-                        decoded.delivery.id,
-                        chat_id,
-                        *message_number,
-                        content.as_str(),
-                        *created_at,
-                        *application_id,
-                        *chat_number,
-                    )),
-                    None => outcome.waiting.push(decoded.delivery.id),
+    }
+    let mut ready = Vec::with_capacity(messages.len());
+    for decoded in &messages {
+        if let Command::IndexMessage { application_id, chat_number, message_number } = &decoded.command {
+            match chat_ids.0.get(&(*application_id, *chat_number)) {
+                Some(&chat_id) => {
+                    outcome.done.push(decoded.delivery.id);
+                    outcome.edits = true;
+                    outcome.indexed.push((*application_id, *chat_number, chat_id, *message_number));
                 }
-            }
-        }
-        for chunk in ready.chunks(200) {
-            let sql = format!(
-                "{} INTO messages (chat_id, number, content, created_at, updated_at) VALUES {}",
-                db.insert_ignore(),
-                placeholders_rows(chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for (_, chat_id, number, content, created_at, _, _) in chunk {
-                query = query.bind(*chat_id).bind(*number).bind(*content).bind(*created_at).bind(*created_at);
-            }
-            let inserted = query.execute(&mut *tx).await?;
-            // Every row new (no redelivery, no edit to keep): index the commands' own text. The
-            // insert id is the chunk's first (MySQL) or last (SQLite) id; less the chunk's
-            // length it is at or below every id of the chunk, so a watermark there never
-            // claims a row that is not staged.
-            let first_id = inserted
-                .last_insert_id()
-                .filter(|_| inserted.rows_affected() == chunk.len() as u64)
-                .map(|id| id - (chunk.len() as i64 - 1));
-            for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
-                outcome.done.push(delivery);
-                outcome.touched_chats.push(chat_id);
-                match first_id {
-                    Some(_) => outcome.fresh.docs.push(SearchDoc {
-                        scope: search_scope(application_id, chat_number),
-                        number,
-                        content: content.to_owned(),
-                    }),
-                    None => outcome.indexed.push((application_id, chat_number, chat_id, number)),
-                }
-            }
-            if let Some(id) = first_id {
-                outcome.fresh.watermark = outcome.fresh.watermark.max(id);
+                None => outcome.failed.push((decoded.delivery.id, "index request for a chat not in the store".into())),
             }
         }
     }
-    tx.commit().await?;
+    for decoded in messages {
+        if let Command::CreateMessage { application_id, chat_number, message_number, content, created_at } =
+            &decoded.command
+        {
+            match chat_ids.0.get(&(*application_id, *chat_number)) {
+                Some(&chat_id) => ready.push((
+                    decoded.delivery.id,
+                    chat_id,
+                    *message_number,
+                    content.as_str(),
+                    *created_at,
+                    *application_id,
+                    *chat_number,
+                )),
+                None => outcome.waiting.push(decoded.delivery.id),
+            }
+        }
+    }
+    for chunk in statements(&ready, |row| row.3.len()) {
+        let sql = format!(
+            "{} INTO messages (chat_id, number, content, created_at, updated_at) VALUES {}",
+            db.insert_ignore(),
+            placeholders_rows(chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, chat_id, number, content, created_at, _, _) in chunk {
+            query = query.bind(*chat_id).bind(*number).bind(*content).bind(*created_at).bind(*created_at);
+        }
+        let inserted = query.execute(db.pool()).await?;
+        // Every row new (no redelivery, no edit to keep): index the commands' own text. The
+        // insert id is the statement's first (MySQL) or last (SQLite) id; less the row count
+        // it is at or below every id of the statement, so a watermark there never claims a
+        // row that is not staged.
+        let first_id = inserted
+            .last_insert_id()
+            .filter(|_| inserted.rows_affected() == chunk.len() as u64)
+            .map(|id| id - (chunk.len() as i64 - 1));
+        for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
+            outcome.done.push(delivery);
+            outcome.touched_chats.push(chat_id);
+            match first_id {
+                Some(_) => outcome.fresh.docs.push(SearchDoc {
+                    scope: search_scope(application_id, chat_number),
+                    number,
+                    content: content.to_owned(),
+                }),
+                None => outcome.indexed.push((application_id, chat_number, chat_id, number)),
+            }
+        }
+        if let Some(id) = first_id {
+            outcome.fresh.watermark = outcome.fresh.watermark.max(id);
+        }
+    }
     Ok(outcome)
 }
 

@@ -241,6 +241,7 @@ async fn group_commit(adapter: std::sync::Weak<Inner>, queue: String, mut waitin
                         let (body, properties) = envelope(&batch);
                         adapter.publish_confirmed(&queue, &queue, &body, properties).await
                     };
+                    tracing::debug!(queue = %queue, commands = batch.len(), ok = outcome.is_ok(), "envelope confirmed");
                     let outcome = outcome.map_err(|error| match error {
                         BackendError::Unavailable(message) => message,
                         other => other.to_string(),
