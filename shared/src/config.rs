@@ -70,6 +70,42 @@ impl BackendConfig {
     }
 }
 
+/// Command-line flags, applied over the file and the environment (flags come last). Each
+/// binary names the flags it has; `None` leaves a setting as loaded.
+#[derive(Debug, Default)]
+pub struct Overrides<'a> {
+    pub listen: Option<&'a String>,
+    pub data_dir: Option<&'a PathBuf>,
+    pub namespace: Option<&'a String>,
+    pub database_url: Option<&'a String>,
+    pub redis_url: Option<&'a String>,
+    pub amqp_url: Option<&'a String>,
+    pub elasticsearch_url: Option<&'a String>,
+}
+
+impl Overrides<'_> {
+    /// Sets every given flag in `listen` and `backends`.
+    pub fn apply(&self, listen: &mut String, backends: &mut BackendConfig) {
+        fn set<T: Clone>(slot: &mut T, flag: Option<&T>) {
+            if let Some(value) = flag {
+                slot.clone_from(value);
+            }
+        }
+        fn set_url(slot: &mut Option<String>, flag: Option<&String>) {
+            if let Some(url) = flag {
+                *slot = Some(url.clone());
+            }
+        }
+        set(listen, self.listen);
+        set(&mut backends.data_dir, self.data_dir);
+        set(&mut backends.namespace, self.namespace);
+        set_url(&mut backends.database_url, self.database_url);
+        set_url(&mut backends.redis_url, self.redis_url);
+        set_url(&mut backends.amqp_url, self.amqp_url);
+        set_url(&mut backends.elasticsearch_url, self.elasticsearch_url);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +132,18 @@ mod tests {
             assert_eq!(sample.backends.data_dir, PathBuf::from("data"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn flags_override_only_what_they_name() {
+        let mut listen = "from-file".to_owned();
+        let mut backends = BackendConfig { redis_url: Some("redis://file".into()), ..BackendConfig::default() };
+        let (flag_listen, flag_db) = ("127.0.0.1:1".to_owned(), "mysql://flag/db".to_owned());
+        Overrides { listen: Some(&flag_listen), database_url: Some(&flag_db), ..Overrides::default() }
+            .apply(&mut listen, &mut backends);
+        assert_eq!(listen, "127.0.0.1:1");
+        assert_eq!(backends.database_url.as_deref(), Some("mysql://flag/db"));
+        assert_eq!(backends.redis_url.as_deref(), Some("redis://file"), "untouched without its flag");
+        assert_eq!(backends.namespace, "chatmesh");
     }
 }

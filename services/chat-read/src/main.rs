@@ -74,26 +74,22 @@ enum Command {
 impl Cli {
     fn config(&self) -> anyhow::Result<chat_read::Config> {
         let mut config: chat_read::Config = shared::config::load(self.config.as_deref())?;
-        if let Some(listen) = &self.listen {
-            config.listen.clone_from(listen);
+        shared::config::Overrides {
+            listen: self.listen.as_ref(),
+            data_dir: self.data_dir.as_ref(),
+            namespace: self.namespace.as_ref(),
+            database_url: self.database_url.as_ref(),
+            redis_url: self.redis_url.as_ref(),
+            amqp_url: self.amqp_url.as_ref(),
+            elasticsearch_url: self.elasticsearch_url.as_ref(),
         }
-        if let Some(dir) = &self.data_dir {
-            config.backends.data_dir.clone_from(dir);
-        }
-        if let Some(namespace) = &self.namespace {
-            config.backends.namespace.clone_from(namespace);
-        }
+        .apply(&mut config.listen, &mut config.backends);
         config.api = self.api.unwrap_or(config.api);
         config.consumer = self.consumer.unwrap_or(config.consumer);
         config.cron = self.cron.unwrap_or(config.cron);
         if let Some(schedule) = &self.count_flush_schedule {
             config.count_flush_schedule.clone_from(schedule);
         }
-        let backends = &mut config.backends;
-        backends.database_url = self.database_url.clone().or(backends.database_url.take());
-        backends.redis_url = self.redis_url.clone().or(backends.redis_url.take());
-        backends.amqp_url = self.amqp_url.clone().or(backends.amqp_url.take());
-        backends.elasticsearch_url = self.elasticsearch_url.clone().or(backends.elasticsearch_url.take());
         Ok(config)
     }
 }

@@ -43,18 +43,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init();
     let mut config: chat_write::Config = shared::config::load(cli.config.as_deref())?;
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
+    shared::config::Overrides {
+        listen: cli.listen.as_ref(),
+        data_dir: cli.data_dir.as_ref(),
+        namespace: cli.namespace.as_ref(),
+        database_url: cli.database_url.as_ref(),
+        redis_url: cli.redis_url.as_ref(),
+        amqp_url: cli.amqp_url.as_ref(),
+        elasticsearch_url: None,
     }
-    if let Some(dir) = cli.data_dir {
-        config.backends.data_dir = dir;
-    }
-    if let Some(namespace) = cli.namespace {
-        config.backends.namespace = namespace;
-    }
-    config.backends.database_url = cli.database_url.or(config.backends.database_url);
-    config.backends.redis_url = cli.redis_url.or(config.backends.redis_url);
-    config.backends.amqp_url = cli.amqp_url.or(config.backends.amqp_url);
+    .apply(&mut config.listen, &mut config.backends);
 
     let (trigger, shutdown) = shared::shutdown::channel();
     trigger.trigger_on_signal();

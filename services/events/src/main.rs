@@ -91,15 +91,15 @@ enum Command {
 impl Cli {
     fn config(&self) -> anyhow::Result<events::Config> {
         let mut config: events::Config = shared::config::load(self.config.as_deref())?;
-        if let Some(listen) = &self.listen {
-            config.listen.clone_from(listen);
+        shared::config::Overrides {
+            listen: self.listen.as_ref(),
+            data_dir: self.data_dir.as_ref(),
+            namespace: self.namespace.as_ref(),
+            database_url: self.database_url.as_ref(),
+            amqp_url: self.amqp_url.as_ref(),
+            ..Default::default()
         }
-        if let Some(dir) = &self.data_dir {
-            config.backends.data_dir.clone_from(dir);
-        }
-        if let Some(namespace) = &self.namespace {
-            config.backends.namespace.clone_from(namespace);
-        }
+        .apply(&mut config.listen, &mut config.backends);
         config.api = self.api.unwrap_or(config.api);
         config.consumer = self.consumer.unwrap_or(config.consumer);
         config.retention = self.retention.unwrap_or(config.retention);
@@ -107,9 +107,6 @@ impl Cli {
             config.retention_schedule.clone_from(schedule);
         }
         config.settings.retention_days = self.retention_days.unwrap_or(config.settings.retention_days);
-        let backends = &mut config.backends;
-        backends.database_url = self.database_url.clone().or(backends.database_url.take());
-        backends.amqp_url = self.amqp_url.clone().or(backends.amqp_url.take());
         Ok(config)
     }
 }

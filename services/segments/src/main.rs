@@ -58,13 +58,13 @@ enum Command {
 impl Cli {
     fn config(&self) -> anyhow::Result<segments::Config> {
         let mut config: segments::Config = shared::config::load(self.config.as_deref())?;
-        if let Some(listen) = &self.listen {
-            config.listen.clone_from(listen);
+        shared::config::Overrides {
+            listen: self.listen.as_ref(),
+            data_dir: self.data_dir.as_ref(),
+            database_url: self.database_url.as_ref(),
+            ..Default::default()
         }
-        if let Some(dir) = &self.data_dir {
-            config.backends.data_dir.clone_from(dir);
-        }
-        config.backends.database_url = self.database_url.clone().or(config.backends.database_url.take());
+        .apply(&mut config.listen, &mut config.backends);
         Ok(config)
     }
 }

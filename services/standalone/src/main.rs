@@ -44,12 +44,12 @@ enum Command {
 impl Cli {
     fn config(&self) -> anyhow::Result<chatmesh::Config> {
         let mut config: chatmesh::Config = shared::config::load(self.config.as_deref())?;
-        if let Some(listen) = &self.listen {
-            config.listen.clone_from(listen);
+        shared::config::Overrides {
+            listen: self.listen.as_ref(),
+            data_dir: self.data_dir.as_ref(),
+            ..Default::default()
         }
-        if let Some(dir) = &self.data_dir {
-            config.backends.data_dir.clone_from(dir);
-        }
+        .apply(&mut config.listen, &mut config.backends);
         if let Some(schedule) = &self.count_flush_schedule {
             config.count_flush_schedule.clone_from(schedule);
         }
