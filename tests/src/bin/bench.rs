@@ -220,7 +220,16 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
     // Consumer persist rate: queue a backlog with the consumer stopped, then time the drain.
     mesh.consumer.kill().await;
     let backlog_chat = api.create_chat(&token, "backlog").await;
+    let queueing = Instant::now();
     let queued = create_until(&api, &token, backlog_chat, clients, backlog).await;
+    let queueing = queueing.elapsed().as_secs_f64();
+    // The write side alone, as when the consumers run on other machines.
+    println!(
+        "chat-write POST message, consumer stopped            {:>9.0} req/s ({} creates in {queueing:.1} s; {:.1}% of baseline)",
+        queued.created as f64 / queueing,
+        queued.created,
+        100.0 * queued.created as f64 / queueing / health.rps()
+    );
     let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").expect("database url").1.clone();
     let db = shared::backends::sql::Database::connect(&database_url).await?;
     mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
