@@ -39,24 +39,42 @@ pub struct Merged {
 /// The cached merged document, tied to the table it was built from.
 #[derive(Default)]
 pub struct OpenApiCache {
-    entry: Mutex<Option<(Instant, usize, Merged)>>,
+    entry: Mutex<Option<Cached>>,
+    /// One build at a time: requests arriving meanwhile wait for it and share its result.
+    building: tokio::sync::Mutex<()>,
 }
 
+struct Cached {
+    built: Instant,
+    table: Arc<Table>,
+    merged: Merged,
+}
+
+/// How long a document missing a pool is served before the gateway tries that pool again.
+const RETRY_MISSING: Duration = Duration::from_secs(1);
+
 impl OpenApiCache {
-    /// The merged document for `table`, built again when older than [`CACHE_TTL`], when the
-    /// table changed (reload), or when a pool was missing from it.
+    /// The merged document for `table`, built again when older than [`CACHE_TTL`] (or
+    /// [`RETRY_MISSING`] when it lacks a pool) or when the table changed (reload).
     pub async fn get(&self, table: &Arc<Table>) -> Result<Merged, String> {
-        let key = Arc::as_ptr(table) as usize;
-        if let Some((built, cached_key, merged)) = self.entry.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
-            && *cached_key == key
-            && built.elapsed() < CACHE_TTL
-            && merged.missing_pools.is_empty()
-        {
-            return Ok(merged.clone());
+        if let Some(merged) = self.fresh(table) {
+            return Ok(merged);
+        }
+        let _building = self.building.lock().await;
+        if let Some(merged) = self.fresh(table) {
+            return Ok(merged);
         }
         let merged = build(table).await?;
-        *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), key, merged.clone()));
+        let cached = Cached { built: Instant::now(), table: table.clone(), merged: merged.clone() };
+        *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(cached);
         Ok(merged)
+    }
+
+    fn fresh(&self, table: &Arc<Table>) -> Option<Merged> {
+        let entry = self.entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let cached = entry.as_ref()?;
+        let ttl = if cached.merged.missing_pools.is_empty() { CACHE_TTL } else { RETRY_MISSING };
+        (Arc::ptr_eq(&cached.table, table) && cached.built.elapsed() < ttl).then(|| cached.merged.clone())
     }
 }
 

@@ -40,9 +40,10 @@ where
 
 /// Reads the whole body, answering 413 when it is over the router's limit.
 ///
-/// An over-limit body is read to its end and discarded (up to [`MAX_DRAIN_BYTES`], within
+/// An over-limit body of up to [`MAX_DRAIN_BYTES`] is read to its end and discarded (within
 /// [`DRAIN_TIMEOUT`]) before the 413 goes out: a connection closed with unread data in it is
-/// reset, and a client still sending would see the reset instead of the 413.
+/// reset, and a client still sending would see the reset instead of the 413. A larger one
+/// (by its Content-Length) gets the 413 at once and its connection closed.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
     let leftover = Arc::new(Mutex::new(None));
@@ -51,7 +52,9 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
         Ok(bytes) => Ok(bytes),
         Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             let rest = leftover.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(rest) = rest {
+            if let Some(rest) = rest
+                && http_body::Body::size_hint(&rest).lower() <= MAX_DRAIN_BYTES as u64
+            {
                 drain(rest).await;
             }
             Err(ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit"))
@@ -61,8 +64,8 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 }
 
 /// Largest over-limit body read and discarded before a 413; a larger one closes the connection.
-pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
-pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const MAX_DRAIN_BYTES: usize = 4 * 1024 * 1024;
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn drain(body: axum::body::Body) {
     use futures::StreamExt;

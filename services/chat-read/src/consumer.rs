@@ -8,10 +8,16 @@
 //! documents have deterministic ids.
 //!
 //! Indexing runs beside the loop, in order, on its own task: the next batch is written while
-//! the last one is indexed. New messages need not be indexed before their ack (the index
-//! records how far it is durable, and a consumer starting after a crash indexes every stored
-//! message above that from the store); a batch with an edit waits until its index update is
-//! durable before it is acked.
+//! the last one is indexed, each message with the text the store holds when it is indexed (so
+//! a redelivered create never overwrites a later edit). A batch of new messages need not be
+//! indexed before its ack when the index records how far it is durable (tantivy: a consumer
+//! starting after a crash indexes every stored message above that from the store). Every other
+//! batch waits until its index update is durable before it is acked: one with an edit, one
+//! with rows that already existed (their ids may lie below the durable mark), and every batch
+//! when the index keeps no such mark (Elasticsearch).
+//!
+//! A step that fails for a reason other than its data (the store is down) gives its deliveries
+//! back to the queue, which delivers them again after a pause.
 //!
 //! A message whose chat is not persisted yet waits (retried with backoff); a command that
 //! cannot be decoded, or keeps failing, goes to the dead-letter queue for ops to inspect and
@@ -62,6 +68,9 @@ pub struct Consumer {
     subscription: Box<dyn Subscription>,
     config: ConsumerConfig,
     indexer: Indexer,
+    /// Whether a batch of new messages may be acked before it is indexed (the index catches up
+    /// from the store after a crash); otherwise every batch waits for its index update.
+    index_catches_up: bool,
     /// Chat ids by (application id, chat number): they never change once persisted.
     chat_ids: ChatIds,
 }
@@ -73,6 +82,10 @@ const STATEMENT_BYTES: usize = 4 * 1024 * 1024;
 const CACHED_CHATS: usize = 100_000;
 /// Batches waiting for the indexer before the loop waits for it.
 const INDEX_QUEUE: usize = 4;
+/// Longest wait for a batch's index update before the step fails (and its deliveries go back).
+const INDEX_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait at shutdown for the indexer to finish what it was handed.
+const INDEX_DRAIN: Duration = Duration::from_secs(10);
 
 struct Decoded {
     delivery: Delivery,
@@ -83,9 +96,9 @@ impl Consumer {
     /// Subscribes to the command queue, after indexing the messages a previous run persisted
     /// but had not made durable in the search index yet.
     pub async fn new(state: ChatRead, config: ConsumerConfig) -> BackendResult<Self> {
-        if state.search.writable()
-            && let Some(watermark) = state.search.indexed_watermark().await?
-        {
+        let watermark = if state.search.writable() { state.search.indexed_watermark().await? } else { None };
+        let index_catches_up = watermark.is_some();
+        if let Some(watermark) = watermark {
             let caught_up = crate::index_from(&state, watermark).await?;
             if caught_up > 0 {
                 tracing::info!(caught_up, watermark, "messages persisted after the index's last commit indexed");
@@ -93,7 +106,7 @@ impl Consumer {
         }
         let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
         let indexer = Indexer::start(state.clone());
-        Ok(Self { state, subscription, config, indexer, chat_ids: ChatIds::default() })
+        Ok(Self { state, subscription, config, indexer, index_catches_up, chat_ids: ChatIds::default() })
     }
 
     /// Runs steps until `shutdown`, finishing the batch in hand.
@@ -111,6 +124,7 @@ impl Consumer {
                         _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.clone().wait() => {}
                     }
+                    self.resubscribe().await;
                 }
             }
         }
@@ -119,6 +133,15 @@ impl Consumer {
             tracing::warn!(%error, "search index flush at shutdown failed; it catches up at the next start");
         }
         tracing::info!("chat consumer stopped");
+    }
+
+    /// Gives every unsettled delivery back to the queue (a new subscription replaces this
+    /// one), so a batch held by a failed step is delivered again instead of waiting forever.
+    async fn resubscribe(&mut self) {
+        match self.state.queue.subscribe(&self.state.keys.command_queue()).await {
+            Ok(subscription) => self.subscription = subscription,
+            Err(error) => tracing::warn!(%error, "cannot subscribe again yet"),
+        }
     }
 
     /// Processes every command queued now, then returns (startup drain, tests).
@@ -182,8 +205,8 @@ impl Consumer {
         };
 
         let persisted = started.elapsed();
-        let job = IndexJob { stored: std::mem::take(&mut outcome.indexed), fresh: std::mem::take(&mut outcome.fresh) };
-        self.indexer.submit(job, outcome.edits).await?;
+        let durable = outcome.edits || outcome.existing || !self.index_catches_up;
+        self.indexer.submit(IndexJob { rows: std::mem::take(&mut outcome.indexed) }, durable).await?;
         let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
@@ -225,13 +248,11 @@ impl Consumer {
     }
 }
 
-/// What one batch leaves to index.
+/// What one batch leaves to index: (application id, chat number, chat id, message number)
+/// of each message, indexed with the text the store holds then.
 #[derive(Default)]
 struct IndexJob {
-    /// (application id, chat number, chat id, message number) of messages to index with the
-    /// text the store holds now.
-    stored: Vec<(i64, i64, i64, i64)>,
-    fresh: Fresh,
+    rows: Vec<(i64, i64, i64, i64)>,
 }
 
 /// The indexing task: stages each batch's messages in order, retrying one that fails until it
@@ -272,15 +293,21 @@ impl Indexer {
         Self { jobs: Some(jobs), task: Some(task) }
     }
 
-    /// Hands `job` over; with `durable`, returns once its index update is committed.
+    /// Hands `job` over; with `durable`, returns once its index update is committed (an error
+    /// after [`INDEX_WAIT`]).
     async fn submit(&self, job: IndexJob, durable: bool) -> BackendResult<()> {
         let stopped = || BackendError::Other("the indexer stopped".into());
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         if durable {
             let (done, committed) = oneshot::channel();
-            jobs.send((job, Some(done))).await.map_err(|_| stopped())?;
-            committed.await.map_err(|_| stopped())
-        } else if job.stored.is_empty() && job.fresh.docs.is_empty() {
+            let wait = async {
+                jobs.send((job, Some(done))).await.map_err(|_| stopped())?;
+                committed.await.map_err(|_| stopped())
+            };
+            tokio::time::timeout(INDEX_WAIT, wait)
+                .await
+                .unwrap_or_else(|_| Err(BackendError::Search("the index update did not become durable in time".into())))
+        } else if job.rows.is_empty() {
             Ok(())
         } else {
             jobs.send((job, None)).await.map_err(|_| stopped())
@@ -292,25 +319,27 @@ impl Indexer {
         self.submit(IndexJob::default(), true).await
     }
 
-    /// Finishes the jobs handed over, then ends the task.
+    /// Finishes the jobs handed over (for at most [`INDEX_DRAIN`]), then ends the task. What
+    /// is cut off is persisted and caught up from the store at the next start.
     async fn stop(&mut self) {
         self.jobs.take();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(INDEX_DRAIN, &mut task).await.is_err()
+        {
+            tracing::warn!("indexer still busy at shutdown; the rest is indexed from the store at the next start");
+            task.abort();
         }
     }
 }
 
-/// Stages a batch's messages: fresh ones (inserted by the batch, so their text is the
-/// command's) as they are, the others with the text the store holds now, so a redelivered
-/// create never overwrites a later edit.
+/// Stages a batch's messages with the text the store holds now.
 async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
     let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
-    for &(application_id, chat_number, chat_id, number) in &job.stored {
+    for &(application_id, chat_number, chat_id, number) in &job.rows {
         by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
     }
-    let mut docs = job.fresh.docs.clone();
-    let mut watermark = job.fresh.watermark;
+    let mut docs = Vec::with_capacity(job.rows.len());
+    let mut watermark = 0;
     for ((application_id, chat_number, chat_id), numbers) in by_chat {
         let scope = search_scope(application_id, chat_number);
         for (id, number, content) in store::message_texts(&state.db, chat_id, &numbers).await? {
@@ -326,10 +355,15 @@ async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
 struct ChatIds(HashMap<(i64, i64), i64>);
 
 impl ChatIds {
-    fn remember(&mut self, key: (i64, i64), id: i64) {
-        if self.0.len() >= CACHED_CHATS {
+    /// Starts over when `more` would pass [`CACHED_CHATS`] (before a lookup, so a batch never
+    /// loses what it looked up).
+    fn make_room(&mut self, more: usize) {
+        if self.0.len() + more > CACHED_CHATS {
             self.0.clear();
         }
+    }
+
+    fn remember(&mut self, key: (i64, i64), id: i64) {
         self.0.insert(key, id);
     }
 }
@@ -363,24 +397,15 @@ fn is_data_error(error: &BackendError) -> bool {
     matches!(error, BackendError::Sql(sqlx::Error::Database(_)))
 }
 
-/// Messages a batch inserted (none of them existed), ready to index as they are.
-#[derive(Default)]
-struct Fresh {
-    docs: Vec<SearchDoc>,
-    /// A store id every one of them is at or above, and every message at or below which is
-    /// committed (so the index may claim it covers up to here once they are staged).
-    watermark: i64,
-}
-
 #[derive(Default)]
 struct Outcome {
     done: Vec<u64>,
     waiting: Vec<u64>,
     failed: Vec<(u64, String)>,
-    /// (application id, chat number, chat id, message number) of persisted messages to index
-    /// with the text the store holds.
+    /// (application id, chat number, chat id, message number) of persisted messages to index.
     indexed: Vec<(i64, i64, i64, i64)>,
-    fresh: Fresh,
+    /// Some message of the batch was in the store already (a redelivery).
+    existing: bool,
     /// The batch re-indexes an edited message (its index update must be durable before the ack).
     edits: bool,
     touched_applications: Vec<i64>,
@@ -393,8 +418,7 @@ impl Outcome {
         self.waiting.extend(other.waiting);
         self.failed.extend(other.failed);
         self.indexed.extend(other.indexed);
-        self.fresh.docs.extend(other.fresh.docs);
-        self.fresh.watermark = self.fresh.watermark.max(other.fresh.watermark);
+        self.existing |= other.existing;
         self.edits |= other.edits;
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
@@ -451,6 +475,7 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         .filter(|key| !chat_ids.0.contains_key(key))
         .collect();
     let unknown: Vec<(i64, i64)> = unknown.into_iter().collect();
+    chat_ids.make_room(unknown.len());
     for chunk in unknown.chunks(200) {
         let sql = format!(
             "SELECT id, application_id, number FROM chats WHERE {}",
@@ -506,28 +531,11 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
             query = query.bind(*chat_id).bind(*number).bind(*content).bind(*created_at).bind(*created_at);
         }
         let inserted = query.execute(db.pool()).await?;
-        // Every row new (no redelivery, no edit to keep): index the commands' own text. The
-        // insert id is the statement's first (MySQL) or last (SQLite) id; less the row count
-        // it is at or below every id of the statement, so a watermark there never claims a
-        // row that is not staged.
-        let first_id = inserted
-            .last_insert_id()
-            .filter(|_| inserted.rows_affected() == chunk.len() as u64)
-            .map(|id| id - (chunk.len() as i64 - 1));
-        for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
+        outcome.existing |= inserted.rows_affected() < chunk.len() as u64;
+        for &(delivery, chat_id, number, _, _, application_id, chat_number) in chunk {
             outcome.done.push(delivery);
             outcome.touched_chats.push(chat_id);
-            match first_id {
-                Some(_) => outcome.fresh.docs.push(SearchDoc {
-                    scope: search_scope(application_id, chat_number),
-                    number,
-                    content: content.to_owned(),
-                }),
-                None => outcome.indexed.push((application_id, chat_number, chat_id, number)),
-            }
-        }
-        if let Some(id) = first_id {
-            outcome.fresh.watermark = outcome.fresh.watermark.max(id);
+            outcome.indexed.push((application_id, chat_number, chat_id, number));
         }
     }
     Ok(outcome)

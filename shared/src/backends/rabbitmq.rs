@@ -13,7 +13,9 @@
 //! in one persistent message, an envelope (header `x-batch`: the count; body: each payload
 //! after its length as 4 big-endian bytes), so the broker writes, syncs and confirms once for
 //! all of them; every publish still returns only after the envelope's confirm. A lone publish
-//! goes as a plain message. A subscription splits envelopes back into one delivery per
+//! goes as a plain message. An envelope is known by its body's first bytes ([`ENVELOPE_MAGIC`],
+//! which no JSON command starts with), so one that lost its headers (dead-lettered by an
+//! older consumer, then replayed) still splits. A subscription splits envelopes back into one delivery per
 //! command and acks an envelope once every command in it is settled; a command retried or
 //! dead-lettered goes on alone (its copy confirmed before the envelope can be acked). A
 //! subscriber that dies with an envelope partly settled gets all of it again (at least once,
@@ -42,6 +44,8 @@ const RETRY_TIERS_MS: [u64; 6] = [250, 1_000, 4_000, 15_000, 30_000, 60_000];
 const ATTEMPTS_HEADER: &str = "x-attempts";
 const REASON_HEADER: &str = "x-dead-letter-reason";
 const BATCH_HEADER: &str = "x-batch";
+/// The first bytes of an envelope's body.
+const ENVELOPE_MAGIC: &[u8] = b"\0chatmesh-envelope-1\0";
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most commands in one envelope, and its largest body.
 const MAX_BATCH: usize = 256;
@@ -258,7 +262,8 @@ async fn group_commit(adapter: std::sync::Weak<Inner>, queue: String, mut waitin
 
 /// The body and properties of an envelope carrying `batch`.
 fn envelope(batch: &[Pending]) -> (Vec<u8>, BasicProperties) {
-    let mut body = Vec::with_capacity(batch.iter().map(|p| p.payload.len() + 4).sum());
+    let mut body = Vec::with_capacity(ENVELOPE_MAGIC.len() + batch.iter().map(|p| p.payload.len() + 4).sum::<usize>());
+    body.extend_from_slice(ENVELOPE_MAGIC);
     for pending in batch {
         body.extend_from_slice(&(pending.payload.len() as u32).to_be_bytes());
         body.extend_from_slice(&pending.payload);
@@ -273,23 +278,31 @@ fn envelope(batch: &[Pending]) -> (Vec<u8>, BasicProperties) {
 }
 
 /// The commands a delivered message carries: an envelope's parts, or the message itself. A
-/// body that does not frame as its header says is handed on whole (the consumer dead-letters
-/// what it cannot decode).
-fn split(data: Bytes, properties: &BasicProperties) -> Vec<Bytes> {
-    let Some(count) = header_i64(properties, BATCH_HEADER).filter(|c| *c > 0) else {
+/// body that does not frame as an envelope is handed on whole (the consumer dead-letters what
+/// it cannot decode).
+fn split(data: Bytes) -> Vec<Bytes> {
+    let Some(framed) = data.strip_prefix(ENVELOPE_MAGIC) else {
         return vec![data];
     };
-    let mut parts = Vec::with_capacity(count as usize);
-    let mut at = 0usize;
-    while at < data.len() {
-        let Some(length) = data.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) else {
-            return vec![data];
-        };
-        let Some(part) = data.get(at + 4..at + 4 + length) else { return vec![data] };
+    let mut parts = Vec::with_capacity(framed.len() / 4 + 1);
+    let mut rest = framed;
+    while !rest.is_empty() {
+        let Some((length, tail)) = rest.split_first_chunk::<4>() else { return vec![data] };
+        let length = u32::from_be_bytes(*length) as usize;
+        let Some(part) = tail.get(..length) else { return vec![data] };
         parts.push(data.slice_ref(part));
-        at += 4 + length;
+        rest = &tail[length..];
     }
-    if parts.len() as i64 == count { parts } else { vec![data] }
+    parts
+}
+
+/// An ack's outcome: lapin answers `false` when the channel can no longer ack.
+fn acked(outcome: lapin::Result<bool>) -> BackendResult<()> {
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unavailable("the channel can no longer ack; the broker will redeliver")),
+        Err(error) => Err(unavailable(error)),
+    }
 }
 
 /// Declares `queue`, its retry tiers and its dead-letter queue, all durable.
@@ -370,7 +383,7 @@ impl Queue for RabbitQueue {
             let Some(message) = got else { break };
             self.publish_confirmed(queue, queue, &message.delivery.data, persistent(0, None)).await?;
             // Acked only once the copy on the main queue is confirmed.
-            message.delivery.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?;
+            acked(message.delivery.acker.ack(BasicAckOptions::default()).await)?;
             replayed += 1;
         }
         let _ = channel.close(200, "replayed".into()).await;
@@ -455,7 +468,7 @@ impl RabbitSubscription {
     /// Splits a delivered message into the commands it carries, ready to hand out.
     fn receive(&mut self, delivery: lapin::message::Delivery) {
         let attempts = header_i64(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0).max(0) as u32;
-        let parts = split(Bytes::from(delivery.data), &delivery.properties);
+        let parts = split(Bytes::from(delivery.data));
         let mut payloads = HashMap::with_capacity(parts.len());
         for payload in parts {
             self.next_id += 1;
@@ -487,9 +500,9 @@ impl RabbitSubscription {
     /// Acks the message `tag` on its own.
     async fn ack_one(&mut self, tag: u64, outcome: &str) -> BackendResult<()> {
         let message = self.pending.remove(&tag).expect("settled messages are pending");
-        if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+        if let Err(error) = acked(message.acker.ack(BasicAckOptions::default()).await) {
             self.drop_channel();
-            return Err(unavailable(error));
+            return Err(error);
         }
         crate::metrics::record_settled(&self.queue, outcome, 1);
         Ok(())
@@ -529,6 +542,10 @@ impl Subscription for RabbitSubscription {
     }
 
     async fn ack(&mut self, ids: &[u64]) -> BackendResult<()> {
+        // Every id must be live before any is settled, so a stale id changes nothing.
+        for id in ids {
+            self.part(*id)?;
+        }
         let mut settled = Vec::new();
         for id in ids {
             if let Some(tag) = self.settle(*id)? {
@@ -547,9 +564,9 @@ impl Subscription for RabbitSubscription {
                 for tag in &settled {
                     self.pending.remove(tag);
                 }
-                if let Err(error) = last.acker.ack(BasicAckOptions { multiple: true }).await {
+                if let Err(error) = acked(last.acker.ack(BasicAckOptions { multiple: true }).await) {
                     self.drop_channel();
-                    return Err(unavailable(error));
+                    return Err(error);
                 }
                 crate::metrics::record_settled(&self.queue, "ack", commands);
                 return Ok(());
@@ -557,9 +574,9 @@ impl Subscription for RabbitSubscription {
         }
         for tag in settled {
             let message = self.pending.remove(&tag).expect("settled messages are pending");
-            if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+            if let Err(error) = acked(message.acker.ack(BasicAckOptions::default()).await) {
                 self.drop_channel();
-                return Err(unavailable(error));
+                return Err(error);
             }
         }
         crate::metrics::record_settled(&self.queue, "ack", commands);
@@ -574,7 +591,9 @@ impl Subscription for RabbitSubscription {
         let target = retry_queue(&self.queue, tier);
         // The copy is confirmed before the original is acked: a crash in between redelivers
         // the original, never loses it.
-        self.adapter.publish_confirmed(&self.queue, &target, &payload, persistent(attempts + 1, None)).await?;
+        self.adapter
+            .publish_confirmed(&self.queue, &target, &payload, persistent(attempts.saturating_add(1), None))
+            .await?;
         if let Some(tag) = self.settle(id)? {
             self.ack_one(tag, "retry").await?;
         } else {
@@ -586,7 +605,8 @@ impl Subscription for RabbitSubscription {
     async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()> {
         let (_, payload, attempts) = self.part(id)?;
         let target = dead_queue(&self.queue);
-        let properties = persistent(attempts + 1, Some(reason)).with_timestamp(chrono::Utc::now().timestamp() as u64);
+        let properties =
+            persistent(attempts.saturating_add(1), Some(reason)).with_timestamp(chrono::Utc::now().timestamp() as u64);
         self.adapter.publish_confirmed(&self.queue, &target, &payload, properties).await?;
         if let Some(tag) = self.settle(id)? {
             self.ack_one(tag, "dead_letter").await?;
@@ -612,16 +632,18 @@ mod tests {
         assert_eq!(header_i64(&properties, BATCH_HEADER), Some(3));
         assert_eq!(header_i64(&properties, ATTEMPTS_HEADER), Some(0));
         assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
-        let parts = split(Bytes::from(body), &properties);
+        let parts = split(Bytes::from(body));
         assert_eq!(parts, [&b"{\"a\":1}"[..], b"", b"third"]);
     }
 
     #[test]
     fn plain_and_misframed_messages_are_one_command() {
-        let plain = split(Bytes::from_static(b"plain"), &persistent(0, None));
+        let plain = split(Bytes::from_static(b"plain"));
         assert_eq!(plain, [&b"plain"[..]]);
-        let (body, properties) = envelope(&[pending(b"one"), pending(b"two")]);
+        let (body, _) = envelope(&[pending(b"one"), pending(b"two")]);
         let truncated = Bytes::from(body[..body.len() - 1].to_vec());
-        assert_eq!(split(truncated.clone(), &properties), [truncated], "handed on whole, to be dead-lettered");
+        assert_eq!(split(truncated.clone()), [truncated], "handed on whole, to be dead-lettered");
+        // Without its headers (dead-lettered by an older consumer and replayed) it still splits.
+        assert_eq!(split(Bytes::from(body)), [&b"one"[..], b"two"]);
     }
 }
