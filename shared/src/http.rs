@@ -175,9 +175,32 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }
 
-/// Adds the JSON fallbacks to a finished router.
+/// Adds the JSON fallbacks to a finished router, and reads what a route left unread of a
+/// request body (see [`drain_unread_body`]).
 pub fn with_fallbacks(router: Router) -> Router {
-    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(drain_unread_body))
+}
+
+/// Reads to its end (up to [`MAX_DRAIN_BYTES`], within [`DRAIN_TIMEOUT`]) a request body the
+/// route answered without reading, as a 401 or 404 does, before the response goes out. The
+/// HTTP server closes a connection whose request body was left unread, and a client (or the
+/// gateway) that sends its next request on that kept-alive connection gets no answer; a POST
+/// is then never retried.
+pub async fn drain_unread_body(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let leftover = Arc::new(Mutex::new(None));
+    let body = axum::body::Body::new(Reclaimable { inner: Some(body), leftover: leftover.clone() });
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let rest = leftover.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(rest) = rest
+        && http_body::Body::size_hint(&rest).lower() <= MAX_DRAIN_BYTES as u64
+    {
+        drain(rest).await;
+    }
+    response
 }
 
 /// Names the service that answered, so routing through the gateway can be checked.
@@ -199,6 +222,47 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A route that answers without reading the body (as a 401 does) keeps the connection
+    /// usable for the next request, even when the body arrives after the headers.
+    #[tokio::test]
+    async fn a_body_left_unread_does_not_close_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let router =
+            with_fallbacks(Router::new().route(
+                "/guarded",
+                axum::routing::post(|| async { ApiError::new(ErrorCode::Unauthorized, "no token") }),
+            ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        tokio::spawn(serve(listener, router, shutdown));
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = br#"{"name":"late"}"#;
+        let head = format!(
+            "POST /guarded HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stream.write_all(body).await.unwrap();
+        let first = read_response(&mut stream).await;
+        assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+
+        stream.write_all(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let second = read_response(&mut stream).await;
+        assert!(second.starts_with("HTTP/1.1 404"), "the connection still answers: {second:?}");
+
+        async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+            let mut buf = vec![0u8; 4096];
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .unwrap_or(0);
+            String::from_utf8_lossy(&buf[..read]).into_owned()
+        }
+    }
 
     #[test]
     fn json_content_types() {
