@@ -38,32 +38,20 @@ where
     }
 }
 
-/// Reads the whole body, answering 413 when it is over the router's limit.
-///
-/// An over-limit body of up to [`MAX_DRAIN_BYTES`] is read to its end and discarded (within
-/// [`DRAIN_TIMEOUT`]) before the 413 goes out: a connection closed with unread data in it is
-/// reset, and a client still sending would see the reset instead of the 413. A larger one
-/// (by its Content-Length) gets the 413 at once and its connection closed.
+/// Reads the whole body, answering 413 when it is over the router's limit. What is left of an
+/// over-limit body is read and discarded by [`drain_unread_body`] before the 413 goes out.
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let (parts, body) = req.into_parts();
-    let leftover = Arc::new(Mutex::new(None));
-    let body = axum::body::Body::new(Reclaimable { inner: Some(body), leftover: leftover.clone() });
-    match Bytes::from_request(Request::from_parts(parts, body), state).await {
-        Ok(bytes) => Ok(bytes),
-        Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            let rest = leftover.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(rest) = rest
-                && http_body::Body::size_hint(&rest).lower() <= MAX_DRAIN_BYTES as u64
-            {
-                drain(rest).await;
-            }
-            Err(ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit"))
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit")
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {rejection}"))
         }
-        Err(rejection) => Err(ApiError::bad_request(format!("could not read the request body: {rejection}"))),
-    }
+    })
 }
 
-/// Largest over-limit body read and discarded before a 413; a larger one closes the connection.
+/// Largest unread body read and discarded before a response (a 413, a 401, ...); a larger one
+/// (by its Content-Length) is answered at once and its connection closed.
 pub const MAX_DRAIN_BYTES: usize = 4 * 1024 * 1024;
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
