@@ -157,10 +157,7 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
 pub async fn queue_suite(queue: Arc<dyn Queue>) {
     let name = unique("conformance");
     let published: HashSet<String> = (0..200).map(|i| format!("command-{i}")).collect();
-    futures::future::join_all(published.iter().map(|p| queue.publish(&name, Bytes::from(p.clone()))))
-        .await
-        .into_iter()
-        .for_each(|r| r.expect("publish"));
+    publish_concurrently(queue.as_ref(), &name, published.iter()).await;
     // Concurrent publishes may share one stored message (group commit): the depth counts
     // stored messages.
     let depth = queue.depth(&name).await.unwrap();
@@ -243,10 +240,7 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     // retrying one of them settles it on its own.
     let together = unique("conformance");
     let payloads: Vec<String> = (0..64).map(|i| format!("together-{i}")).collect();
-    futures::future::join_all(payloads.iter().map(|p| queue.publish(&together, Bytes::from(p.clone()))))
-        .await
-        .into_iter()
-        .for_each(|r| r.expect("publish"));
+    publish_concurrently(queue.as_ref(), &together, payloads.iter()).await;
     let mut sub = queue.subscribe(&together).await.unwrap();
     let mut batch = Vec::new();
     while batch.len() < 64 {
@@ -288,6 +282,14 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     assert!(sub.next_batch(10, Duration::from_millis(500)).await.unwrap().is_empty(), "all settled");
 
     queue.ping().await.expect("ping");
+}
+
+/// Publishes every payload to `name` at once (so an adapter may commit them together).
+async fn publish_concurrently(queue: &dyn Queue, name: &str, payloads: impl Iterator<Item = &String>) {
+    futures::future::join_all(payloads.map(|p| queue.publish(name, Bytes::from(p.clone()))))
+        .await
+        .into_iter()
+        .for_each(|r| r.expect("publish"));
 }
 
 /// Search: case-insensitive, prefix matching, every term required, scoped, ranked (whole

@@ -268,13 +268,10 @@ fn envelope(batch: &[Pending]) -> (Vec<u8>, BasicProperties) {
         body.extend_from_slice(&(pending.payload.len() as u32).to_be_bytes());
         body.extend_from_slice(&pending.payload);
     }
-    let mut properties = persistent(0, None);
-    if let Some(headers) = properties.headers().clone() {
-        let mut headers = headers;
-        headers.insert(BATCH_HEADER.into(), AMQPValue::LongLongInt(batch.len() as i64));
-        properties = properties.with_headers(headers);
-    }
-    (body, properties)
+    let properties = persistent(0, None);
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(BATCH_HEADER.into(), AMQPValue::LongLongInt(batch.len() as i64));
+    (body, properties.with_headers(headers))
 }
 
 /// The commands a delivered message carries: an envelope's parts, or the message itself. A
