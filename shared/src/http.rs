@@ -178,6 +178,10 @@ pub fn with_fallbacks(router: Router) -> Router {
 /// gateway) that sends its next request on that kept-alive connection gets no answer; a POST
 /// is then never retried.
 pub async fn drain_unread_body(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    if http_body::Body::is_end_stream(req.body()) {
+        // No body (most GETs): nothing to watch.
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     let leftover = Arc::new(Mutex::new(None));
     let body = axum::body::Body::new(Reclaimable { inner: Some(body), leftover: leftover.clone() });
