@@ -109,6 +109,31 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
     assert_eq!(seeds.load(Ordering::SeqCst), 1, "a missing key is seeded once (single flight)");
     assert_eq!(counters.current(&key, &seed).await.unwrap(), 141);
 
+    // Requests whose clients go away part-way (some while their number is being drawn) strand
+    // nobody: every other request is answered, and no number is handed out twice.
+    let key = unique("counter");
+    let mut seen = HashSet::new();
+    for pause_micros in [0, 50, 200, 1_000, 5_000] {
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (counters, key) = (counters.clone(), key.clone());
+                tokio::spawn(async move { counters.next(&key, &|| async { Ok(0) }.boxed()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(pause_micros)).await;
+        for task in tasks.iter().step_by(3) {
+            task.abort();
+        }
+        for task in tasks {
+            match tokio::time::timeout(Duration::from_secs(10), task).await.expect("no request is stranded") {
+                Ok(number) => assert!(seen.insert(number.expect("next")), "a number was handed out twice"),
+                Err(error) => assert!(error.is_cancelled()),
+            }
+        }
+    }
+    let last = counters.next(&key, &|| async { Ok(0) }.boxed()).await.unwrap();
+    assert!(seen.iter().all(|&n| n < last), "numbering goes on above every number handed out");
+
     let other = unique("counter");
     let zero = || async { Ok(0) }.boxed();
     assert_eq!(counters.current(&other, &zero).await.unwrap(), 0, "an unused key starts at its seed");

@@ -8,6 +8,9 @@
 //! script from the larger of the store's highest number and the key's reservation, once per
 //! key in this process (single flight). A number issued just before a flush and not yet
 //! covered is thrown away: the epoch key, recreated by every seed, tells the two apart.
+//!
+//! Requests for the same key that arrive while one is at Redis share the next round trip: one
+//! `INCRBY` by their count hands each its own number of a contiguous range (see [`Coalescer`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use sqlx::Row;
+use tokio::sync::oneshot;
 
 use super::counters::{Counters, Seed};
 use super::sql::{Database, Dialect, Migration};
@@ -32,11 +36,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
               high BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
 }];
 
-/// Increments an existing counter; returns nil when the key is missing, else
-/// `{number, cached reservation, epoch}`.
+/// Adds ARGV[1] to an existing counter; returns nil when the key is missing, else
+/// `{highest number of the range, cached reservation, epoch}`.
 const NEXT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local n = redis.call('INCR', KEYS[1])
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
 local epoch = redis.call('GET', KEYS[3]) or ''
 return {n, reserved, epoch}
@@ -92,6 +96,7 @@ pub struct RedisCounters {
     db: Database,
     epoch_key: String,
     seeding: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    coalescer: Coalescer,
     scripts: Scripts,
 }
 
@@ -125,6 +130,7 @@ impl RedisCounters {
             db,
             epoch_key: format!("{namespace}:counters:epoch"),
             seeding: Mutex::default(),
+            coalescer: Coalescer::default(),
             scripts: Scripts {
                 next: redis::Script::new(NEXT),
                 seed: redis::Script::new(SEED),
@@ -164,6 +170,49 @@ impl RedisCounters {
         Ok(())
     }
 
+    /// Draws `count` numbers for `key` in one round trip; returns the first of the range.
+    async fn next_range(&self, key: &str, seed: Seed<'_>, count: i64) -> BackendResult<i64> {
+        let mut redis = self.redis.clone();
+        for _ in 0..16 {
+            let issued: Option<(i64, i64, String)> = self
+                .scripts
+                .next
+                .key(key)
+                .key(Self::reserved_key(key))
+                .key(&self.epoch_key)
+                .arg(count)
+                .invoke_async(&mut redis)
+                .await
+                .map_err(unavailable)?;
+            let Some((last, reserved, epoch)) = issued else {
+                self.seed(key, seed).await?;
+                continue;
+            };
+            let first = last - count + 1;
+            if last <= reserved {
+                return Ok(first);
+            }
+            let high = last + RESERVATION_BLOCK;
+            self.reserve(key, high).await?;
+            self.scripts
+                .raise
+                .key(Self::reserved_key(key))
+                .arg(high)
+                .invoke_async::<i64>(&mut redis)
+                .await
+                .map_err(unavailable)?;
+            // Redis may have lost its keys while the reservation was written: numbers from
+            // before a re-seed may be handed out again after it, so they are thrown away.
+            let current: Option<String> =
+                redis::cmd("GET").arg(&self.epoch_key).query_async(&mut redis).await.map_err(unavailable)?;
+            if current.as_deref() == Some(epoch.as_str()) {
+                return Ok(first);
+            }
+            tracing::warn!(key, first, last, "counters were reset while numbers were reserved; drawing again");
+        }
+        Err(BackendError::Unavailable("redis: counters keep being reset".into()))
+    }
+
     /// Seeds a missing key, once per key in this process.
     async fn seed(&self, key: &str, seed: Seed<'_>) -> BackendResult<()> {
         let gate = {
@@ -200,43 +249,30 @@ impl RedisCounters {
 #[async_trait]
 impl Counters for RedisCounters {
     async fn next(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64> {
-        let mut redis = self.redis.clone();
-        for _ in 0..16 {
-            let issued: Option<(i64, i64, String)> = self
-                .scripts
-                .next
-                .key(key)
-                .key(Self::reserved_key(key))
-                .key(&self.epoch_key)
-                .invoke_async(&mut redis)
-                .await
-                .map_err(unavailable)?;
-            let Some((number, reserved, epoch)) = issued else {
-                self.seed(key, seed).await?;
-                continue;
-            };
-            if number <= reserved {
-                return Ok(number);
+        let mut turn = match self.coalescer.join(key) {
+            Turn::Lead(turn) => turn,
+            Turn::Wait(answer) => match answer.await {
+                Ok(Answer::Number(number)) => return Ok(number),
+                Ok(Answer::Failed(message)) => return Err(BackendError::Unavailable(message)),
+                Ok(Answer::Lead(turn)) => turn,
+                Err(_) => return Err(BackendError::Unavailable("redis: counter request abandoned".into())),
+            },
+        };
+        let waiting = turn.take() as i64;
+        match self.next_range(key, seed, waiting + 1).await {
+            Ok(first) => {
+                turn.answer(|index| Answer::Number(first + 1 + index as i64));
+                Ok(first)
             }
-            let high = number + RESERVATION_BLOCK;
-            self.reserve(key, high).await?;
-            self.scripts
-                .raise
-                .key(Self::reserved_key(key))
-                .arg(high)
-                .invoke_async::<i64>(&mut redis)
-                .await
-                .map_err(unavailable)?;
-            // Redis may have lost its keys while the reservation was written: a number from
-            // before a re-seed may be handed out again after it, so it is thrown away.
-            let current: Option<String> =
-                redis::cmd("GET").arg(&self.epoch_key).query_async(&mut redis).await.map_err(unavailable)?;
-            if current.as_deref() == Some(epoch.as_str()) {
-                return Ok(number);
+            Err(error) => {
+                let message = match &error {
+                    BackendError::Unavailable(message) => message.clone(),
+                    other => other.to_string(),
+                };
+                turn.answer(|_| Answer::Failed(message.clone()));
+                Err(error)
             }
-            tracing::warn!(key, number, "counters were reset while a number was reserved; drawing again");
         }
-        Err(BackendError::Unavailable("redis: counters keep being reset".into()))
     }
 
     async fn current(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64> {
@@ -301,5 +337,157 @@ impl Counters for RedisCounters {
         let mut redis = self.redis.clone();
         redis::cmd("PING").query_async::<String>(&mut redis).await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// Requests for the same key that arrive while another is at Redis wait; when the round trip
+/// in flight returns, one of them leads the next round for all of them. A leader that is
+/// cancelled (its client went away) hands its waiters and the lead on, so nobody is stranded.
+#[derive(Default)]
+struct Coalescer {
+    /// Keys with a round in flight, and the requests waiting for the next one.
+    keys: Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>>,
+}
+
+enum Answer {
+    Number(i64),
+    Failed(String),
+    Lead(LeadTurn),
+}
+
+enum Turn {
+    Lead(LeadTurn),
+    Wait(oneshot::Receiver<Answer>),
+}
+
+/// The right to make the next round trip for a key. Dropping it passes the lead to the first
+/// request still waiting, or frees the key when none is.
+struct LeadTurn {
+    keys: Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>>,
+    key: String,
+    /// Waiters taken for this round and not answered yet (given back if the round is dropped).
+    taken: Vec<oneshot::Sender<Answer>>,
+}
+
+impl Coalescer {
+    fn join(&self, key: &str) -> Turn {
+        let mut keys = self.keys.lock().expect("coalescer lock poisoned");
+        if let Some(waiting) = keys.get_mut(key) {
+            let (send, receive) = oneshot::channel();
+            waiting.push(send);
+            return Turn::Wait(receive);
+        }
+        keys.insert(key.to_owned(), Vec::new());
+        Turn::Lead(LeadTurn { keys: self.keys.clone(), key: key.to_owned(), taken: Vec::new() })
+    }
+}
+
+impl LeadTurn {
+    /// Takes every request waiting now into this round; returns how many.
+    fn take(&mut self) -> usize {
+        let mut keys = self.keys.lock().expect("coalescer lock poisoned");
+        let waiting = keys.get_mut(&self.key).expect("a led key stays registered");
+        self.taken.append(waiting);
+        self.taken.len()
+    }
+
+    /// Answers the requests taken into this round.
+    fn answer(&mut self, answer: impl Fn(usize) -> Answer) {
+        for (index, waiter) in self.taken.drain(..).enumerate() {
+            // A request that went away leaves its number unused (skipped, never reused).
+            let _ = waiter.send(answer(index));
+        }
+    }
+}
+
+impl Drop for LeadTurn {
+    fn drop(&mut self) {
+        let next = {
+            let mut keys = self.keys.lock().expect("coalescer lock poisoned");
+            let waiting = keys.get_mut(&self.key).expect("a led key stays registered");
+            waiting.splice(0..0, self.taken.drain(..));
+            if waiting.is_empty() {
+                keys.remove(&self.key);
+                None
+            } else {
+                Some(waiting.remove(0))
+            }
+        };
+        if let Some(next) = next {
+            let turn = LeadTurn { keys: self.keys.clone(), key: std::mem::take(&mut self.key), taken: Vec::new() };
+            // If that request went away too, the returned turn drops here (outside the lock)
+            // and passes the lead on again.
+            let _ = next.send(Answer::Lead(turn));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(turn: Turn) -> LeadTurn {
+        match turn {
+            Turn::Lead(turn) => turn,
+            Turn::Wait(_) => panic!("expected the lead"),
+        }
+    }
+
+    fn waiter(turn: Turn) -> oneshot::Receiver<Answer> {
+        match turn {
+            Turn::Wait(answer) => answer,
+            Turn::Lead(_) => panic!("expected to wait"),
+        }
+    }
+
+    fn number(answer: &mut oneshot::Receiver<Answer>) -> i64 {
+        match answer.try_recv() {
+            Ok(Answer::Number(number)) => number,
+            _ => panic!("expected a number"),
+        }
+    }
+
+    fn handed_lead(answer: &mut oneshot::Receiver<Answer>) -> LeadTurn {
+        match answer.try_recv() {
+            Ok(Answer::Lead(turn)) => turn,
+            _ => panic!("expected the lead"),
+        }
+    }
+
+    #[test]
+    fn requests_waiting_on_a_round_share_the_next_one() {
+        let coalescer = Coalescer::default();
+        let mut first = lead(coalescer.join("k"));
+        assert_eq!(first.take(), 0, "nobody waits yet");
+        let mut second = waiter(coalescer.join("k"));
+        let mut third = waiter(coalescer.join("k"));
+        let _other_key = lead(coalescer.join("other"));
+        first.answer(|_| unreachable!("nobody was taken"));
+        drop(first);
+        let mut next = handed_lead(&mut second);
+        assert!(third.try_recv().is_err(), "one request leads, the other still waits");
+        assert_eq!(next.take(), 1);
+        next.answer(|index| Answer::Number(10 + index as i64));
+        assert_eq!(number(&mut third), 10);
+        drop(next);
+        assert!(coalescer.keys.lock().unwrap().get("k").is_none(), "a key nobody waits for is freed");
+        let _again = lead(coalescer.join("k"));
+    }
+
+    #[test]
+    fn a_cancelled_round_gives_its_requests_back_and_passes_the_lead() {
+        let coalescer = Coalescer::default();
+        let mut first = lead(coalescer.join("k"));
+        let gone = waiter(coalescer.join("k"));
+        let mut second = waiter(coalescer.join("k"));
+        let mut third = waiter(coalescer.join("k"));
+        assert_eq!(first.take(), 3);
+        // The leader's client goes away while its round is at Redis, and so does a waiter.
+        drop(gone);
+        drop(first);
+        let mut next = handed_lead(&mut second);
+        assert_eq!(next.take(), 1, "the waiter taken into the cancelled round is served by the next");
+        next.answer(|index| Answer::Number(20 + index as i64));
+        assert_eq!(number(&mut third), 20);
     }
 }
