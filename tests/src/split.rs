@@ -61,6 +61,18 @@ impl SplitChat {
     pub async fn start_like(&self, binary: &str, args: &[&str]) -> Service {
         start(&self.env, binary, args).await
     }
+
+    /// [`SplitChat::start_like`] with some variables of the environment replaced.
+    pub async fn start_with(&self, binary: &str, args: &[&str], replaced: &[(&str, &str)]) -> Service {
+        let mut env = self.env.clone();
+        for (name, value) in replaced {
+            match env.iter_mut().find(|(k, _)| k == name) {
+                Some(entry) => entry.1 = (*value).to_owned(),
+                None => env.push(((*name).to_owned(), (*value).to_owned())),
+            }
+        }
+        start(&env, binary, args).await
+    }
 }
 
 async fn start(env: &[(String, String)], binary: &str, args: &[&str]) -> Service {

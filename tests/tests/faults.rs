@@ -1,8 +1,9 @@
 //! Fault tests against the real servers, with chat-write and chat-read as separate processes:
-//! the consumer killed and restarted, RabbitMQ restarted, Redis flushed, and a poison command
-//! parked in the dead-letter queue and replayed. Each ends by checking that every 201 was
-//! persisted exactly once, with the content it was acknowledged with, and that numbers are
-//! unique. The tests take turns: they restart shared servers.
+//! the consumer killed and restarted, RabbitMQ restarted, Redis flushed, a poison command parked
+//! in the dead-letter queue and replayed, and the consumer's store cut off and given back. Each
+//! ends by checking that every 201 was persisted exactly once, with the content it was
+//! acknowledged with, and that numbers are unique. The tests take turns: they restart shared
+//! servers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -235,6 +236,94 @@ async fn poison_command_is_dead_lettered_and_replayed() {
     let message = api.get_eventually(&format!("/api/applications/{token}/chats/{}/messages/1", chat + 1)).await;
     assert_eq!(message.body["message_content"], "early bird");
     assert!(!chat_read(&mesh, &["dead-letters"]).contains("early bird"), "the dead-letter queue is empty again");
+}
+
+/// A TCP relay in front of MariaDB that can cut every connection through it (a network
+/// outage between the consumer and the store) and let them through again.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if *watch.borrow() {
+                    continue; // refused: dropped at once
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// The consumer loses its store mid-stream (every connection cut, new ones refused) and gets it
+/// back: it recovers by itself, without a restart, and every 201 is persisted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_under_the_consumer_loses_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = SplitChat::start("store_outage_under_the_consumer", &[]).await else { return };
+    let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1.clone();
+    let mut url = reqwest::Url::parse(&database_url).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(3306));
+    let relay = Relay::start(target).await;
+    url.set_host(Some(&relay.addr.ip().to_string())).unwrap();
+    url.set_port(Some(relay.addr.port())).unwrap();
+    mesh.consumer.kill().await;
+    mesh.consumer =
+        mesh.start_with("chat-read", &["--api", "false", "--cron", "false"], &[("DATABASE_URL", url.as_str())]).await;
+    let consumer_pid = mesh.consumer.pid();
+
+    let api = mesh.api();
+    let (token, chat) = setup(&api).await;
+    let load = Load::start(&api, &token, chat, 8);
+    wait_for("writes before the outage", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    relay.cut(true);
+    let at_cut = load.acknowledged_count();
+    wait_for("writes during the outage", Duration::from_secs(30), || load.acknowledged_count() > at_cut + 200).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let persisted_during = all_messages(&api, &token, chat).await.len();
+    relay.cut(false);
+    let restored = Instant::now();
+    let at_restore = load.acknowledged_count();
+    wait_for("writes after the outage", Duration::from_secs(30), || load.acknowledged_count() > at_restore + 100).await;
+    let (acknowledged, _) = load.stop().await;
+    assert!(
+        persisted_during < at_restore,
+        "the outage held the consumer up: {persisted_during} of {at_restore} acknowledged were persisted during it"
+    );
+    assert_all_persisted(&api, &token, chat, &acknowledged).await;
+    eprintln!(
+        "store outage: {} creates acknowledged, {persisted_during} of the first {at_restore} persisted during the \
+         outage, all persisted {:?} after it ended",
+        acknowledged.len(),
+        restored.elapsed()
+    );
+    assert_eq!(mesh.consumer.pid(), consumer_pid, "the same consumer process recovered");
+    assert!(consumer_pid.is_some_and(running), "the consumer is still running");
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 async fn chat_write_application_id(db: &shared::backends::sql::Database, token: &str) -> i64 {
