@@ -1,11 +1,12 @@
 //! The proxy: one [`ProxyHttp`] implementation with short phase methods and per-request state
 //! in [`RequestCtx`].
 //!
-//! Retries: a request that never reached an upstream (the connection failed) goes to another
-//! healthy upstream whatever its method, and the failed upstream is taken out until its health
-//! check passes again. A request that failed after it was sent is retried once on another
-//! upstream only when its method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS); a POST or
-//! PATCH that may have reached an upstream is never sent twice.
+//! Retries: a request that never reached an upstream (the connection failed, or a pooled
+//! keep-alive connection turned out closed by the upstream before anything was sent on it) goes
+//! to another healthy upstream whatever its method, and an unreachable upstream is taken out
+//! until its health check passes again. A request that failed after it was sent is retried once
+//! on another upstream only when its method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS); a
+//! POST or PATCH that may have reached an upstream is never sent twice.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
+use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -150,16 +152,7 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        if ctx.tried.is_empty() && !session.req_header().method.is_idempotent() {
-            // A request that is never sent twice must not go out on a pooled connection whose
-            // upstream has died: pingora tests a pooled connection for a pending close before
-            // reusing it, but only sees what the runtime's last I/O poll reported. Yielding once
-            // lets the runtime poll I/O first (tokio defers a yielded task until after that), so
-            // a close that has already arrived is seen, the dead connection is dropped, and the
-            // request goes to a live upstream instead of failing.
-            tokio::task::yield_now().await;
-        }
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let (Some(pool), Some(table)) = (ctx.pool.as_ref(), ctx.table.as_ref()) else {
             return Err(Error::explain(ErrorType::InternalError, "no pool chosen"));
         };
@@ -184,6 +177,26 @@ impl ProxyHttp for GatewayProxy {
         peer.options.idle_timeout = Some(server.upstream_idle_timeout());
         ctx.upstream = Some(upstream);
         Ok(Box::new(peer))
+    }
+
+    /// A request that is never sent twice must not go out on a pooled connection the upstream
+    /// has closed (it died, or timed the connection out): pingora tests a pooled connection
+    /// before reusing it, but only against what the runtime's last I/O poll saw. So before such
+    /// a request is written, the socket itself is asked; a closed one fails the attempt before
+    /// anything is sent, and the request goes again on another connection.
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if reused && !session.req_header().method.is_idempotent() && closed_by_peer(fd) {
+            return Err(Error::explain(STALE_CONNECTION, "the pooled upstream connection was closed by the upstream"));
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -242,6 +255,13 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        if *e.etype() == STALE_CONNECTION {
+            // Nothing was sent: any method may go again, on a fresh or another connection.
+            ctx.retry_same = ctx.pool.as_ref().is_none_or(|pool| !pool.has_alternative(&ctx.tried));
+            let mut e = e;
+            e.set_retry(true);
+            return e;
+        }
         let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
         let mut e = e.more_context(format!("peer: {peer}"));
         let alternative = ctx.pool.as_ref().is_some_and(|pool| pool.has_alternative(&ctx.tried));
@@ -386,6 +406,21 @@ async fn respond_with(
     Ok(())
 }
 
+/// The error of an attempt stopped before sending because its pooled connection was closed.
+const STALE_CONNECTION: ErrorType = ErrorType::Custom("stale pooled upstream connection");
+
+/// Whether the upstream closed (or reset) the connection on `fd`, or sent something unasked on
+/// it: a non-blocking peek that returns at once either way.
+fn closed_by_peer(fd: std::os::unix::io::RawFd) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut byte = [0u8; 1];
+    match recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Err(Errno::EAGAIN | Errno::EINTR) => false,
+        Ok(_) | Err(_) => true,
+    }
+}
+
 fn content_length(req: &RequestHeader) -> Option<usize> {
     req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
@@ -416,6 +451,25 @@ mod tests {
         assert_eq!(status, 0, "nobody to answer");
         let body: serde_json::Value = serde_json::from_slice(&error_body("BAD_GATEWAY", "x")).unwrap();
         assert_eq!(body["error"]["code"], "BAD_GATEWAY");
+    }
+
+    #[test]
+    fn a_connection_closed_by_its_peer_is_told_apart_from_an_idle_one() {
+        use std::io::Write;
+        use std::os::unix::io::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert!(!closed_by_peer(client.as_raw_fd()), "an idle open connection is usable");
+        server.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(closed_by_peer(client.as_raw_fd()), "data nobody asked for: not reusable");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        drop(server);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(closed_by_peer(client.as_raw_fd()), "closed by the peer");
+        assert!(closed_by_peer(client.as_raw_fd()), "a peek leaves the close in place for the next look");
     }
 
     #[test]

@@ -263,9 +263,11 @@ async fn killing_one_of_two_chat_writes_under_load() {
         "requests reached chat-write-1 after it was marked out"
     );
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(201)).collect();
-    // POSTs are never retried. One sent in the moment after the kill can still pick a pooled
-    // keep-alive connection to the dead process whose close the gateway has not read yet; that
-    // window is bounded here, and every create after it succeeds.
+    // POSTs are never sent twice. One that meets a pooled connection the dead process left
+    // behind is stopped before it is written (the gateway peeks at the socket) and goes to the
+    // other chat-write; but a close that has not reached the gateway's socket yet cannot be
+    // seen, so a create sent in the moment after the kill may still fail. That window is
+    // bounded here, and every create after it succeeds.
     const CLOSE_NOTICED_WITHIN: Duration = Duration::from_millis(250);
     for failure in &failed {
         assert!(failure.started < gone + CLOSE_NOTICED_WITHIN, "a create sent after the kill failed: {failure:?}");
