@@ -30,6 +30,17 @@ pub enum BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+impl BackendError {
+    /// The error as text, to hand one failure to several waiters (the error is not `Clone`):
+    /// an `Unavailable` gives its own message, so wrapping it again does not repeat the prefix.
+    pub fn message(&self) -> String {
+        match self {
+            BackendError::Unavailable(message) => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -249,10 +249,7 @@ async fn group_commit(adapter: std::sync::Weak<Inner>, queue: String, mut waitin
                         adapter.publish_confirmed(&queue, &queue, &body, properties).await
                     };
                     tracing::debug!(queue = %queue, commands = batch.len(), ok = outcome.is_ok(), "envelope confirmed");
-                    let outcome = outcome.map_err(|error| match error {
-                        BackendError::Unavailable(message) => message,
-                        other => other.to_string(),
-                    });
+                    let outcome = outcome.map_err(|error| error.message());
                     for pending in batch {
                         let _ = pending.confirmed.send(outcome.clone().map_err(BackendError::Unavailable));
                     }

@@ -265,10 +265,7 @@ impl Counters for RedisCounters {
                 Ok(first)
             }
             Err(error) => {
-                let message = match &error {
-                    BackendError::Unavailable(message) => message.clone(),
-                    other => other.to_string(),
-                };
+                let message = error.message();
                 turn.answer(|_| Answer::Failed(message.clone()));
                 Err(error)
             }
@@ -345,9 +342,11 @@ impl Counters for RedisCounters {
 /// cancelled (its client went away) hands its waiters and the lead on, so nobody is stranded.
 #[derive(Default)]
 struct Coalescer {
-    /// Keys with a round in flight, and the requests waiting for the next one.
-    keys: Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>>,
+    keys: Waiting,
 }
+
+/// Keys with a round in flight, and the requests waiting for the next one.
+type Waiting = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>>;
 
 enum Answer {
     Number(i64),
@@ -363,7 +362,7 @@ enum Turn {
 /// The right to make the next round trip for a key. Dropping it passes the lead to the first
 /// request still waiting, or frees the key when none is.
 struct LeadTurn {
-    keys: Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>>,
+    keys: Waiting,
     key: String,
     /// Waiters taken for this round and not answered yet (given back if the round is dropped).
     taken: Vec<oneshot::Sender<Answer>>,
