@@ -251,14 +251,13 @@ impl ProxyHttp for GatewayProxy {
         &self,
         peer: &HttpPeer,
         session: &mut Session,
-        e: Box<Error>,
+        mut e: Box<Error>,
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         if *e.etype() == STALE_CONNECTION {
             // Nothing was sent: any method may go again, on a fresh or another connection.
             ctx.retry_same = ctx.pool.as_ref().is_none_or(|pool| !pool.has_alternative(&ctx.tried));
-            let mut e = e;
             e.set_retry(true);
             return e;
         }
