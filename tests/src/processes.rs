@@ -90,3 +90,9 @@ impl Service {
         self.child.id()
     }
 }
+
+/// Whether `pid` still runs (a zombie counts as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}

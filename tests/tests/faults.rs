@@ -209,7 +209,7 @@ async fn poison_command_is_dead_lettered_and_replayed() {
     let namespace = mesh.env.iter().find(|(k, _)| k == "CHATMESH_NAMESPACE").unwrap().1.clone();
     let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1.clone();
     let db = shared::backends::sql::Database::connect(&database_url).await.unwrap();
-    let application_id = chat_write_application_id(&db, &token).await;
+    let application_id = chat_write::schema::application_id(&db, &token).await.unwrap().expect("application");
     let poison = json!({
         "type": "create_message", "application_id": application_id, "chat_number": chat + 1,
         "message_number": 1, "content": "early bird", "created_at": 0
@@ -317,18 +317,7 @@ async fn store_outage_under_the_consumer_loses_nothing() {
         restored.elapsed()
     );
     assert_eq!(mesh.consumer.pid(), consumer_pid, "the same consumer process recovered");
-    assert!(consumer_pid.is_some_and(running), "the consumer is still running");
-}
-
-/// Whether process `pid` runs (exists and is not a zombie).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
-}
-
-async fn chat_write_application_id(db: &shared::backends::sql::Database, token: &str) -> i64 {
-    use sqlx::Row;
-    sqlx::query("SELECT id FROM applications WHERE token = ?").bind(token).fetch_one(db.pool()).await.unwrap().get(0)
+    assert!(consumer_pid.is_some_and(chatmesh_e2e::processes::pid_alive), "the consumer is still running");
 }
 
 fn chat_read(mesh: &SplitChat, args: &[&str]) -> String {
