@@ -1,7 +1,9 @@
 //! The RabbitMQ queue adapter (lapin).
 //!
-//! Each queue `q` is durable and carries persistent messages; a publish returns only after the
-//! broker's publisher confirm. Retries go through delay queues `q.retry.<ms>` (a fixed
+//! Each queue `q` is a durable quorum queue and carries persistent messages; a publish returns
+//! only after the broker's publisher confirm, and is mandatory (a message no queue takes is
+//! returned, so it fails instead of being confirmed). Every broker call has a deadline, so a
+//! broker that stops answering fails calls instead of holding them. Retries go through delay queues `q.retry.<ms>` (a fixed
 //! `x-message-ttl` each, dead-lettered back onto `q`), so a short delay never waits behind a
 //! long one; the attempt count travels in the `x-attempts` header. Dead letters go to
 //! `q.dead`. A broken connection is dropped and made again on the next call, so the adapter
@@ -33,7 +35,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::queue::{DeadLetter, Delivery, Queue, Subscription};
@@ -47,6 +49,11 @@ const BATCH_HEADER: &str = "x-batch";
 /// The first bytes of an envelope's body.
 const ENVELOPE_MAGIC: &[u8] = b"\0chatmesh-envelope-1\0";
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the broker to answer a channel or topology call (a broker that accepts
+/// connections while it starts or stops may leave one unanswered).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Every publish is mandatory: one that no queue takes is returned, never confirmed as a write.
+const MANDATORY: BasicPublishOptions = BasicPublishOptions { mandatory: true, immediate: false };
 /// Most commands in one envelope, and its largest body.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -59,6 +66,14 @@ const MAX_IN_FLIGHT: usize = 2;
 
 fn unavailable(error: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(format!("rabbitmq: {error}"))
+}
+
+/// A broker call, given up after [`CALL_TIMEOUT`].
+async fn call<T>(what: &str, call: impl Future<Output = lapin::Result<T>>) -> BackendResult<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(outcome) => outcome.map_err(unavailable),
+        Err(_) => Err(unavailable(format!("no answer to {what} in time"))),
+    }
 }
 
 #[derive(Clone)]
@@ -145,8 +160,8 @@ impl RabbitQueue {
             .await
             .map_err(|_| unavailable("connection timed out"))?
             .map_err(unavailable)?;
-            let publisher = connection.create_channel().await.map_err(unavailable)?;
-            publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
+            let publisher = call("channel.open", connection.create_channel()).await?;
+            call("confirm.select", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
             tracing::info!("connected to rabbitmq");
             *link = Some(Link { connection, publisher, declared: HashSet::new() });
         }
@@ -154,7 +169,10 @@ impl RabbitQueue {
         if let Some(queue) = queue
             && !current.declared.contains(queue)
         {
-            declare(&current.publisher, queue).await?;
+            if let Err(error) = declare(&current.publisher, queue).await {
+                *link = None;
+                return Err(error);
+            }
             current.declared.insert(queue.to_owned());
         }
         Ok(current.publisher.clone())
@@ -165,7 +183,7 @@ impl RabbitQueue {
         self.publisher(Some(queue)).await?;
         let link = self.inner.link.lock().await;
         let link = link.as_ref().ok_or_else(|| unavailable("not connected"))?;
-        link.connection.create_channel().await.map_err(unavailable)
+        call("channel.open", link.connection.create_channel()).await
     }
 
     async fn forget_link(&self) {
@@ -182,14 +200,17 @@ impl RabbitQueue {
     ) -> BackendResult<()> {
         let channel = self.publisher(Some(queue)).await?;
         let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, async {
-            channel
-                .basic_publish("".into(), target.into(), BasicPublishOptions::default(), payload, properties)
-                .await?
-                .await
+            channel.basic_publish("".into(), target.into(), MANDATORY, payload, properties).await?.await
         })
         .await;
         match outcome {
-            Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+            // Mandatory: a message no queue took comes back before its ack, and is no write.
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                // The queue is gone (deleted behind this link's back): declare it again next time.
+                self.forget_link().await;
+                Err(unavailable(format!("no queue took the message ({})", returned.reply_text)))
+            }
             Ok(Ok(_)) => Err(unavailable("the broker refused the message (nack)")),
             Ok(Err(error)) => {
                 self.forget_link().await;
@@ -293,32 +314,39 @@ fn split(data: Bytes) -> Vec<Bytes> {
     parts
 }
 
-/// An ack's outcome: lapin answers `false` when the channel can no longer ack.
-fn acked(outcome: lapin::Result<bool>) -> BackendResult<()> {
-    match outcome {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(unavailable("the channel can no longer ack; the broker will redeliver")),
-        Err(error) => Err(unavailable(error)),
+/// Acks a delivery (with `multiple`, every one up to it on its channel). lapin answers `false`
+/// when the channel can no longer ack; an ack the broker's link does not take in time fails too.
+async fn ack_delivery(acker: &lapin::Acker, multiple: bool) -> BackendResult<()> {
+    match call("basic.ack", acker.ack(BasicAckOptions { multiple })).await? {
+        true => Ok(()),
+        false => Err(unavailable("the channel can no longer ack; the broker will redeliver")),
     }
 }
 
-/// Declares `queue`, its retry tiers and its dead-letter queue, all durable.
+/// Declares `queue`, its retry tiers and its dead-letter queue: durable quorum queues, which
+/// confirm a message only once it is committed to their log on disk (a classic queue that
+/// stops while a message is on its way to it may confirm a message it never stored), and
+/// dead-letter an expired retry at least once (the retry is removed from its tier only after
+/// `queue` has taken it back).
 async fn declare(channel: &Channel, queue: &str) -> BackendResult<()> {
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    channel.queue_declare(queue.into(), durable, FieldTable::default()).await.map_err(unavailable)?;
-    channel
-        .queue_declare(dead_queue(queue).as_str().into(), durable, FieldTable::default())
-        .await
-        .map_err(unavailable)?;
-    for tier in RETRY_TIERS_MS {
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+    let quorum = || {
         let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), text("quorum"));
+        arguments
+    };
+    call("queue.declare", channel.queue_declare(queue.into(), durable, quorum())).await?;
+    call("queue.declare", channel.queue_declare(dead_queue(queue).as_str().into(), durable, quorum())).await?;
+    for tier in RETRY_TIERS_MS {
+        let mut arguments = quorum();
         arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(tier as i64));
-        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from("")));
-        arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(queue)));
-        channel
-            .queue_declare(retry_queue(queue, tier).as_str().into(), durable, arguments)
-            .await
-            .map_err(unavailable)?;
+        arguments.insert("x-dead-letter-exchange".into(), text(""));
+        arguments.insert("x-dead-letter-routing-key".into(), text(queue));
+        arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        arguments.insert("x-overflow".into(), text("reject-publish"));
+        call("queue.declare", channel.queue_declare(retry_queue(queue, tier).as_str().into(), durable, arguments))
+            .await?;
     }
     Ok(())
 }
@@ -350,10 +378,11 @@ impl Queue for RabbitQueue {
         let channel = self.channel(queue).await?;
         let mut letters = Vec::new();
         while letters.len() < limit {
-            let got = channel
-                .basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(unavailable)?;
+            let got = call(
+                "basic.get",
+                channel.basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false }),
+            )
+            .await?;
             let Some(message) = got else { break };
             let delivery = message.delivery;
             letters.push(DeadLetter {
@@ -373,14 +402,15 @@ impl Queue for RabbitQueue {
         let channel = self.channel(queue).await?;
         let mut replayed = 0;
         loop {
-            let got = channel
-                .basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .map_err(unavailable)?;
+            let got = call(
+                "basic.get",
+                channel.basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false }),
+            )
+            .await?;
             let Some(message) = got else { break };
             self.publish_confirmed(queue, queue, &message.delivery.data, persistent(0, None)).await?;
             // Acked only once the copy on the main queue is confirmed.
-            acked(message.delivery.acker.ack(BasicAckOptions::default()).await)?;
+            ack_delivery(&message.delivery.acker, false).await?;
             replayed += 1;
         }
         let _ = channel.close(200, "replayed".into()).await;
@@ -394,10 +424,9 @@ impl Queue for RabbitQueue {
         let mut names = vec![queue.to_owned()];
         names.extend(RETRY_TIERS_MS.iter().map(|t| retry_queue(queue, *t)));
         for name in names {
-            let declared = channel
-                .queue_declare(name.as_str().into(), passive, FieldTable::default())
-                .await
-                .map_err(unavailable)?;
+            let declared =
+                call("queue.declare", channel.queue_declare(name.as_str().into(), passive, FieldTable::default()))
+                    .await?;
             depth += u64::from(declared.message_count());
         }
         Ok(depth)
@@ -436,19 +465,15 @@ impl RabbitSubscription {
         }
         if self.live.is_none() {
             let channel = self.adapter.channel(&self.queue).await?;
-            channel
-                .basic_qos(prefetch.clamp(1, u16::MAX as usize) as u16, BasicQosOptions::default())
-                .await
-                .map_err(unavailable)?;
-            let consumer = channel
-                .basic_consume(
-                    self.queue.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(unavailable)?;
+            let prefetch = prefetch.clamp(1, u16::MAX as usize) as u16;
+            call("basic.qos", channel.basic_qos(prefetch, BasicQosOptions::default())).await?;
+            let consume = channel.basic_consume(
+                self.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            );
+            let consumer = call("basic.consume", consume).await?;
             self.live = Some((channel, consumer));
         }
         Ok(&mut self.live.as_mut().expect("set above").1)
@@ -497,7 +522,7 @@ impl RabbitSubscription {
     /// Acks the message `tag` on its own.
     async fn ack_one(&mut self, tag: u64, outcome: &str) -> BackendResult<()> {
         let message = self.pending.remove(&tag).expect("settled messages are pending");
-        if let Err(error) = acked(message.acker.ack(BasicAckOptions::default()).await) {
+        if let Err(error) = ack_delivery(&message.acker, false).await {
             self.drop_channel();
             return Err(error);
         }
@@ -561,7 +586,7 @@ impl Subscription for RabbitSubscription {
                 for tag in &settled {
                     self.pending.remove(tag);
                 }
-                if let Err(error) = acked(last.acker.ack(BasicAckOptions { multiple: true }).await) {
+                if let Err(error) = ack_delivery(&last.acker, true).await {
                     self.drop_channel();
                     return Err(error);
                 }
@@ -571,7 +596,7 @@ impl Subscription for RabbitSubscription {
         }
         for tag in settled {
             let message = self.pending.remove(&tag).expect("settled messages are pending");
-            if let Err(error) = acked(message.acker.ack(BasicAckOptions::default()).await) {
+            if let Err(error) = ack_delivery(&message.acker, false).await {
                 self.drop_channel();
                 return Err(error);
             }
