@@ -145,6 +145,26 @@ async fn rabbitmq_passes_the_queue_suite() {
     conformance::queue_suite(Arc::new(queue)).await;
 }
 
+/// A publish no queue takes (its queue deleted behind the adapter's back) is refused, never
+/// confirmed; the next one declares the queue again and is kept.
+#[tokio::test]
+async fn rabbitmq_refuses_a_publish_no_queue_takes() {
+    use shared::backends::queue::Queue;
+    let Some(url) = shared::testing::backend_url("AMQP_URL", "rabbitmq_refuses_a_publish_no_queue_takes") else {
+        return;
+    };
+    let queue = shared::backends::rabbitmq::RabbitQueue::connect(&url).await.unwrap();
+    let name = conformance::unique("conformance");
+    queue.publish(&name, "first".into()).await.expect("published to a declared queue");
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.queue_delete(name.as_str().into(), lapin::options::QueueDeleteOptions::default()).await.unwrap();
+    let refused = queue.publish(&name, "lost".into()).await;
+    assert!(refused.is_err(), "a publish to a deleted queue must not be confirmed");
+    queue.publish(&name, "kept".into()).await.expect("the queue is declared again");
+    assert_eq!(queue.depth(&name).await.unwrap(), 1, "only the publish after the re-declare is queued");
+}
+
 #[tokio::test]
 async fn elasticsearch_passes_the_search_suite() {
     let Some(url) = shared::testing::backend_url("ELASTICSEARCH_URL", "elasticsearch_passes_the_search_suite") else {

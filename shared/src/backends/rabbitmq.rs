@@ -6,9 +6,9 @@
 //! answering fails calls instead of holding them. Retries go through delay queues
 //! `q.retry.<ms>` (a fixed `x-message-ttl` each, dead-lettered back onto `q`), so a short delay
 //! never waits behind a long one; the attempt count travels in the `x-attempts` header. Dead
-//! letters go to `q.dead`. A broken connection is dropped and made again on the next call, so the adapter
-//! recovers by itself when RabbitMQ comes back; deliveries unacked on a lost channel are
-//! redelivered by the broker.
+//! letters go to `q.dead`. A broken connection is dropped and made again on the next call, so
+//! the adapter recovers by itself when RabbitMQ comes back; deliveries unacked on a lost
+//! channel are redelivered by the broker.
 //!
 //! # Group commit
 //! Publishes to one queue that arrive while earlier ones wait for their confirm travel together
@@ -323,6 +323,11 @@ async fn ack_delivery(acker: &lapin::Acker, multiple: bool) -> BackendResult<()>
     }
 }
 
+/// The next message of `queue`'s dead-letter queue, unacked (closing the channel puts it back).
+async fn next_dead_letter(channel: &Channel, queue: &str) -> BackendResult<Option<lapin::message::BasicGetMessage>> {
+    call("basic.get", channel.basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false })).await
+}
+
 /// Declares `queue`, its retry tiers and its dead-letter queue, all durable classic queues.
 /// (Quorum queues, which confirm only what their log holds, were tried: this machine's RabbitMQ
 /// 3.10 stopped answering AMQP handshakes during a test run that had declared about 300 of
@@ -371,11 +376,7 @@ impl Queue for RabbitQueue {
         let channel = self.channel(queue).await?;
         let mut letters = Vec::new();
         while letters.len() < limit {
-            let got = call(
-                "basic.get",
-                channel.basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false }),
-            )
-            .await?;
+            let got = next_dead_letter(&channel, queue).await?;
             let Some(message) = got else { break };
             let delivery = message.delivery;
             letters.push(DeadLetter {
@@ -395,11 +396,7 @@ impl Queue for RabbitQueue {
         let channel = self.channel(queue).await?;
         let mut replayed = 0;
         loop {
-            let got = call(
-                "basic.get",
-                channel.basic_get(dead_queue(queue).as_str().into(), BasicGetOptions { no_ack: false }),
-            )
-            .await?;
+            let got = next_dead_letter(&channel, queue).await?;
             let Some(message) = got else { break };
             self.publish_confirmed(queue, queue, &message.delivery.data, persistent(0, None)).await?;
             // Acked only once the copy on the main queue is confirmed.
