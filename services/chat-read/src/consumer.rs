@@ -50,8 +50,11 @@ pub struct ConsumerConfig {
 }
 
 impl Default for ConsumerConfig {
+    /// 1,000 commands a batch, one INSERT statement ([`STATEMENT_ROWS`]): in the production
+    /// benchmark it drained 46-47% of the INSERT baseline's rate against 40% at 500 and 44% at
+    /// 2,000 (fewer ack, touch and read-back round trips per message).
     fn default() -> Self {
-        Self { batch_size: 500, max_attempts: 8, retry_base: Duration::from_millis(250) }
+        Self { batch_size: 1_000, max_attempts: 8, retry_base: Duration::from_millis(250) }
     }
 }
 
