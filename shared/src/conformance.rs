@@ -368,5 +368,14 @@ pub async fn search_suite(index: Arc<dyn SearchIndex>) {
     }
     index.flush().await.expect("flush");
 
+    // A new message staged as such is found like any other, and a later update still replaces it.
+    index.stage_new(vec![doc(&scope, 9, "brand new yak")], 9).await.expect("stage new");
+    index.flush().await.expect("flush");
+    assert_eq!(numbers(index.search(&scope, "yak", 10).await.unwrap()), [9], "a new document is searchable");
+    index.upsert(vec![doc(&scope, 9, "edited yak")]).await.unwrap();
+    let hits = index.search(&scope, "yak", 10).await.unwrap();
+    assert_eq!(hits.len(), 1, "an update replaces a document staged as new");
+    assert_eq!(hits[0].content, "edited yak");
+
     index.ping().await.expect("ping");
 }

@@ -2,8 +2,8 @@
 //! the consumer killed and restarted, RabbitMQ restarted, Redis flushed, a poison command parked
 //! in the dead-letter queue and replayed, and the consumer's store cut off and given back. Each
 //! ends by checking that every 201 was persisted exactly once, with the content it was
-//! acknowledged with, and that numbers are unique. The tests take turns: they restart shared
-//! servers.
+//! acknowledged with, and that numbers are unique (and, after the consumer's kill, that search
+//! finds every one of them). The tests take turns: they restart shared servers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,7 +37,8 @@ impl Load {
                     let mut i = 0;
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
-                        let content = format!("writer {w} message {i}");
+                        // The last word is the message's own: search finds it and nothing else.
+                        let content = format!("writer {w} message {i} w{w}m{i}z");
                         let url =
                             api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
                         let sent = api.http.post(url).json(&json!({ "message_content": content })).send().await;
@@ -116,6 +117,28 @@ async fn assert_all_persisted(api: &Api, token: &str, chat: i64, acknowledged: &
     }
 }
 
+/// Every acknowledged message is found by search, by its own last word, and nothing else is.
+async fn assert_all_searchable(api: &Api, token: &str, chat: i64, acknowledged: &HashMap<i64, String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (number, content) in acknowledged {
+        let word = content.rsplit(' ').next().expect("a last word");
+        let path = format!("/api/applications/{token}/chats/{chat}/search?q={word}");
+        loop {
+            let reply = api.get(&path).await;
+            let hits: Vec<i64> = reply
+                .body
+                .as_array()
+                .map(|hits| hits.iter().filter_map(|hit| hit["number"].as_i64()).collect())
+                .unwrap_or_default();
+            if hits == [*number] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "search for {word:?} found {hits:?}, not message {number}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 async fn setup(api: &Api) -> (String, i64) {
     let token = api.create_application("faults").await;
     let chat = api.create_chat(&token, "room").await;
@@ -142,6 +165,9 @@ async fn consumer_killed_mid_stream_loses_nothing() {
         .await;
     let (acknowledged, _) = load.stop().await;
     assert_all_persisted(&api, &token, chat, &acknowledged).await;
+    // What the killed consumer had persisted but not committed to the index yet is indexed
+    // from the store by the one that replaced it.
+    assert_all_searchable(&api, &token, chat, &acknowledged).await;
 }
 
 fn rabbitmqctl(args: &[&str]) {

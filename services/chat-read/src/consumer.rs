@@ -210,7 +210,16 @@ impl Consumer {
 
         let persisted = started.elapsed();
         let durable = outcome.edits || outcome.existing || !self.index_catches_up;
-        self.indexer.submit(IndexJob { rows: std::mem::take(&mut outcome.indexed) }, durable).await?;
+        // Only new messages, and this process is the index's one writer: the text just
+        // inserted is what the store holds, so it need not be read back (an edit made since
+        // comes behind this job, as its own index request, which reads the store).
+        let known = match (durable, outcome.inserted_watermark) {
+            (false, Some(watermark)) if outcome.created_texts.len() == outcome.indexed.len() => {
+                Some((std::mem::take(&mut outcome.created_texts), watermark))
+            }
+            _ => None,
+        };
+        self.indexer.submit(IndexJob { rows: std::mem::take(&mut outcome.indexed), known }, durable).await?;
         let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
@@ -257,6 +266,9 @@ impl Consumer {
 #[derive(Default)]
 struct IndexJob {
     rows: Vec<(i64, i64, i64, i64)>,
+    /// For a job of messages this batch inserted: their texts (in `rows`' order) and a store
+    /// id no higher than the highest of them, staged as new without reading the store.
+    known: Option<(Vec<String>, i64)>,
 }
 
 /// The indexing task: stages each batch's messages in order, retrying one that fails until it
@@ -336,8 +348,22 @@ impl Indexer {
     }
 }
 
-/// Stages a batch's messages with the text the store holds now.
+/// Stages a batch's messages with the text the store holds now (or, for messages just
+/// inserted, the text they were inserted with).
 async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
+    if let Some((texts, watermark)) = &job.known {
+        let mut scope: Option<((i64, i64), String)> = None;
+        let mut docs = Vec::with_capacity(texts.len());
+        for (&(application_id, chat_number, _, number), content) in job.rows.iter().zip(texts) {
+            let key = (application_id, chat_number);
+            let scope = match &mut scope {
+                Some((last, scope)) if *last == key => scope.clone(),
+                _ => scope.insert((key, search_scope(application_id, chat_number))).1.clone(),
+            };
+            docs.push(SearchDoc { scope, number, content: content.clone() });
+        }
+        return state.search.stage_new(docs, *watermark).await;
+    }
     let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
     for &(application_id, chat_number, chat_id, number) in &job.rows {
         by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
@@ -412,6 +438,12 @@ struct Outcome {
     existing: bool,
     /// The batch re-indexes an edited message (its index update must be durable before the ack).
     edits: bool,
+    /// The text of each message the batch created, in `indexed`'s order after its edits.
+    created_texts: Vec<String>,
+    /// The highest id the store reported for the batch's message inserts (MySQL: a statement's
+    /// first row, SQLite: its last): the id of a message of this batch, so every message at or
+    /// below it is indexed once this batch is. `None` when no insert reported one.
+    inserted_watermark: Option<i64>,
     touched_applications: Vec<i64>,
     touched_chats: Vec<i64>,
 }
@@ -424,6 +456,8 @@ impl Outcome {
         self.indexed.extend(other.indexed);
         self.existing |= other.existing;
         self.edits |= other.edits;
+        self.created_texts.extend(other.created_texts);
+        self.inserted_watermark = self.inserted_watermark.max(other.inserted_watermark);
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
     }
@@ -536,10 +570,14 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         }
         let inserted = query.execute(db.pool()).await?;
         outcome.existing |= inserted.rows_affected() < chunk.len() as u64;
-        for &(delivery, chat_id, number, _, _, application_id, chat_number) in chunk {
+        if let Some(id) = inserted.last_insert_id() {
+            outcome.inserted_watermark = Some(outcome.inserted_watermark.map_or(id, |w| w.max(id)));
+        }
+        for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
             outcome.done.push(delivery);
             outcome.touched_chats.push(chat_id);
             outcome.indexed.push((application_id, chat_number, chat_id, number));
+            outcome.created_texts.push(content.to_owned());
         }
     }
     Ok(outcome)

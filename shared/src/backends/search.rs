@@ -51,6 +51,13 @@ pub trait SearchIndex: Send + Sync {
         self.upsert(docs).await
     }
 
+    /// [`SearchIndex::stage`] for messages that are new to the index (just inserted into the
+    /// store, never indexed before): there is no older copy to replace, so an adapter may skip
+    /// looking for one. Anything else goes through [`SearchIndex::stage`].
+    async fn stage_new(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        self.stage(docs, watermark).await
+    }
+
     /// Makes every staged document durable now.
     async fn flush(&self) -> BackendResult<()> {
         Ok(())
@@ -238,16 +245,16 @@ impl TantivyInner {
     /// Adds `docs` and commits them (with anything staged before).
     fn upsert(&self, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
         let mut writer = self.writer()?;
-        self.add(&mut writer, docs)?;
+        self.add(&mut writer, docs, true)?;
         writer.commit()?;
         drop(writer);
         self.reader.reload()
     }
 
-    /// Adds `docs` for the next commit.
-    fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> tantivy::Result<()> {
+    /// Adds `docs` for the next commit; with `replace`, each replaces the document of its id.
+    fn stage(&self, docs: Vec<SearchDoc>, watermark: i64, replace: bool) -> tantivy::Result<()> {
         let mut writer = self.writer()?;
-        self.add(&mut writer, docs)?;
+        self.add(&mut writer, docs, replace)?;
         writer.watermark = writer.watermark.max(watermark);
         writer.dirty = true;
         Ok(())
@@ -265,7 +272,9 @@ impl TantivyInner {
         self.reader.reload()
     }
 
-    fn add(&self, writer: &mut Writer, docs: Vec<SearchDoc>) -> tantivy::Result<()> {
+    /// Adds `docs`; with `replace`, each first deletes any document of its id (a delete costs a
+    /// term lookup in every segment at the next commit, so new messages skip it).
+    fn add(&self, writer: &mut Writer, docs: Vec<SearchDoc>, replace: bool) -> tantivy::Result<()> {
         let f = self.fields;
         let writer = &mut writer.writer;
         for message in docs {
@@ -278,7 +287,9 @@ impl TantivyInner {
                     prefixes.push(' ');
                 }
             }
-            writer.delete_term(Term::from_field_text(f.id, &id));
+            if replace {
+                writer.delete_term(Term::from_field_text(f.id, &id));
+            }
             writer.add_document(doc!(
                 f.id => id,
                 f.scope => message.scope,
@@ -345,7 +356,15 @@ impl SearchIndex for TantivyIndex {
 
     async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stage(docs, watermark))
+        tokio::task::spawn_blocking(move || inner.stage(docs, watermark, true))
+            .await
+            .map_err(search_error)?
+            .map_err(search_error)
+    }
+
+    async fn stage_new(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.stage(docs, watermark, false))
             .await
             .map_err(search_error)?
             .map_err(search_error)
