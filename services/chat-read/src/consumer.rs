@@ -9,7 +9,10 @@
 //!
 //! Indexing runs beside the loop, in order, on its own task: the next batch is written while
 //! the last one is indexed, each message with the text the store holds when it is indexed (so
-//! a redelivered create never overwrites a later edit). A batch of new messages need not be
+//! a redelivered create never overwrites a later edit). A batch whose messages were all
+//! inserted by it, on an index this process alone writes, is indexed with the text it inserted
+//! and without looking for an older copy: an edit made since is queued behind it and indexed
+//! from the store after it. A batch of new messages need not be
 //! indexed before its ack when the index records how far it is durable (tantivy: a consumer
 //! starting after a crash indexes every stored message above that from the store). Every other
 //! batch waits until its index update is durable before it is acked: one with an edit, one
