@@ -72,12 +72,7 @@ pub struct StepReport {
 
 pub struct Consumer {
     state: ChatRead,
-    subscription: Box<dyn Subscription>,
-    config: ConsumerConfig,
-    indexer: Indexer,
-    /// Whether a batch of new messages may be acked before it is indexed (the index catches up
-    /// from the store after a crash); otherwise every batch waits for its index update.
-    index_catches_up: bool,
+    queue: QueueSide,
     /// Chat ids by (application id, chat number): they never change once persisted.
     chat_ids: ChatIds,
 }
@@ -113,17 +108,65 @@ impl Consumer {
         }
         let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
         let indexer = Indexer::start(state.clone());
-        Ok(Self { state, subscription, config, indexer, index_catches_up, chat_ids: ChatIds::default() })
+        let queue = QueueSide { subscription, config, indexer, index_catches_up };
+        Ok(Self { state, queue, chat_ids: ChatIds::default() })
     }
 
-    /// Runs steps until `shutdown`, finishing the batch in hand.
+    /// Runs batches until `shutdown`, finishing those in hand.
+    ///
+    /// While the queue holds a backlog (a full batch came off it), two batches are in hand at
+    /// once: while one is written to the store, the one written before it is handed to the
+    /// indexer, its parents touched and its deliveries acked, and the next one is taken off
+    /// the queue. Writes stay in order (a batch is written only once the one before it is
+    /// committed, so a message finds the chat created just before it) and so do index jobs and
+    /// acks; each batch is still acked only after its own commit. When the consumer keeps up
+    /// (a batch came off less than full), batches run one after the other, so each gathers
+    /// what arrived meanwhile instead of splitting it into more, smaller statements.
     pub async fn run(mut self, shutdown: Shutdown) {
         tracing::info!(queue = %self.state.keys.command_queue(), "chat consumer started");
         let mut failures = 0u32;
-        while !shutdown.is_triggered() {
-            match self.step(Duration::from_millis(500)).await {
-                Ok(_) => failures = 0,
+        // Taken and decoded, to be written next; written, to be settled next.
+        let mut taken: Option<Taken> = None;
+        let mut written: Option<Written> = None;
+        loop {
+            let stopping = shutdown.is_triggered();
+            if stopping && taken.is_none() && written.is_none() {
+                break;
+            }
+            let writing_now = taken.is_some();
+            let backlog = taken.as_ref().is_some_and(|batch| batch.size >= self.queue.config.batch_size);
+            let Self { state, queue, chat_ids } = &mut self;
+            let writing = async {
+                match taken.take() {
+                    Some(batch) => write(state, chat_ids, batch).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let settle_and_take = async {
+                if let Some(batch) = written.take() {
+                    queue.settle(state, batch).await?;
+                }
+                let wait = match (writing_now, backlog) {
+                    _ if stopping => return Ok(None),
+                    // Nothing else in hand: wait for the next delivery.
+                    (false, _) => IDLE_WAIT,
+                    // Take only what has arrived already, beside the write.
+                    (true, true) => Duration::ZERO,
+                    // Keeping up: take the next batch once this one is settled.
+                    (true, false) => return Ok(None),
+                };
+                queue.take(wait).await.map(|batch| batch.filter(|b| !b.decoded.is_empty()))
+            };
+            let (now_written, now_taken) = tokio::join!(writing, settle_and_take);
+            match now_written.and_then(|written| now_taken.map(|taken| (written, taken))) {
+                Ok((now_written, now_taken)) => {
+                    failures = 0;
+                    written = now_written;
+                    taken = now_taken;
+                }
                 Err(error) => {
+                    // Every batch in hand goes back to the queue with the subscription.
+                    (taken, written) = (None, None);
                     failures += 1;
                     let pause = backoff(Duration::from_millis(200), failures);
                     tracing::warn!(%error, ?pause, "consumer step failed, pausing");
@@ -135,7 +178,7 @@ impl Consumer {
                 }
             }
         }
-        self.indexer.stop().await;
+        self.queue.indexer.stop().await;
         if let Err(error) = self.state.search.flush().await {
             tracing::warn!(%error, "search index flush at shutdown failed; it catches up at the next start");
         }
@@ -146,7 +189,7 @@ impl Consumer {
     /// one), so a batch held by a failed step is delivered again instead of waiting forever.
     async fn resubscribe(&mut self) {
         match self.state.queue.subscribe(&self.state.keys.command_queue()).await {
-            Ok(subscription) => self.subscription = subscription,
+            Ok(subscription) => self.queue.subscription = subscription,
             Err(error) => tracing::warn!(%error, "cannot subscribe again yet"),
         }
     }
@@ -158,7 +201,7 @@ impl Consumer {
             let report = self.step(Duration::from_millis(50)).await?;
             if report == StepReport::default() {
                 // Everything handed to the indexer is staged (searchable) before returning.
-                self.indexer.barrier().await?;
+                self.queue.indexer.barrier().await?;
                 return Ok(total);
             }
             total.persisted += report.persisted;
@@ -169,9 +212,86 @@ impl Consumer {
 
     /// Takes one batch (waiting up to `wait` for it) and settles every delivery in it.
     pub async fn step(&mut self, wait: Duration) -> BackendResult<StepReport> {
+        let Some(batch) = self.queue.take(wait).await? else { return Ok(StepReport::default()) };
+        if batch.decoded.is_empty() {
+            return Ok(batch.report);
+        }
+        let batch = write(&self.state, &mut self.chat_ids, batch).await?;
+        self.queue.settle(&self.state, batch).await
+    }
+}
+
+/// Longest wait for a delivery when no batch is in hand (how often shutdown is looked at).
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// A batch taken off the queue: its decoded commands, and what was dead-lettered undecodable.
+struct Taken {
+    report: StepReport,
+    decoded: Vec<Decoded>,
+    /// Deliveries taken (a batch of `batch_size` means more were waiting).
+    size: usize,
+}
+
+/// A batch written to the store, to be indexed, touched and acked.
+struct Written {
+    report: StepReport,
+    decoded: Vec<Decoded>,
+    outcome: Outcome,
+    started: std::time::Instant,
+    persisted: Duration,
+}
+
+/// The consumer's side of the queue: taking batches and settling them (the indexer and the
+/// touched sets come before the ack).
+struct QueueSide {
+    subscription: Box<dyn Subscription>,
+    config: ConsumerConfig,
+    indexer: Indexer,
+    /// Whether a batch of new messages may be acked before it is indexed (the index catches up
+    /// from the store after a crash); otherwise every batch waits for its index update.
+    index_catches_up: bool,
+}
+
+/// Writes a batch to the store; a batch the store rejects for its data is written one command
+/// at a time, so one bad command does not hold up the rest.
+async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> BackendResult<Written> {
+    let Taken { report, decoded, .. } = batch;
+    let started = std::time::Instant::now();
+    let outcome = match persist(state, chat_ids, &decoded).await {
+        Ok(outcome) => outcome,
+        Err(error) if is_data_error(&error) && decoded.len() > 1 => {
+            tracing::warn!(%error, "batch rejected by the store, persisting one by one");
+            let mut outcome = Outcome::default();
+            for one in decoded.chunks(1) {
+                match persist(state, chat_ids, one).await {
+                    Ok(single) => outcome.merge(single),
+                    Err(error) if is_data_error(&error) => outcome.failed.push((one[0].delivery.id, error.to_string())),
+                    Err(error) => return Err(error),
+                }
+            }
+            outcome
+        }
+        Err(error) if is_data_error(&error) => {
+            let mut outcome = Outcome::default();
+            outcome.failed.push((decoded[0].delivery.id, error.to_string()));
+            outcome
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(Written { report, decoded, outcome, started, persisted: started.elapsed() })
+}
+
+impl QueueSide {
+    /// The next batch (waiting up to `wait` for its first delivery), decoded; `None` when
+    /// nothing came. An undecodable command goes to the dead-letter queue at once.
+    async fn take(&mut self, wait: Duration) -> BackendResult<Option<Taken>> {
         let batch = self.subscription.next_batch(self.config.batch_size, wait).await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
         let mut report = StepReport::default();
-        let mut decoded = Vec::with_capacity(batch.len());
+        let size = batch.len();
+        let mut decoded = Vec::with_capacity(size);
         for delivery in batch {
             match Command::decode(&delivery.payload) {
                 Ok(command) => decoded.push(Decoded { delivery, command }),
@@ -182,36 +302,13 @@ impl Consumer {
                 }
             }
         }
-        if decoded.is_empty() {
-            return Ok(report);
-        }
-        let started = std::time::Instant::now();
-        let mut outcome = match persist(&self.state, &mut self.chat_ids, &decoded).await {
-            Ok(outcome) => outcome,
-            Err(error) if is_data_error(&error) && decoded.len() > 1 => {
-                // One bad command must not hold up the rest: settle each on its own.
-                tracing::warn!(%error, "batch rejected by the store, persisting one by one");
-                let mut outcome = Outcome::default();
-                for one in decoded.chunks(1) {
-                    match persist(&self.state, &mut self.chat_ids, one).await {
-                        Ok(single) => outcome.merge(single),
-                        Err(error) if is_data_error(&error) => {
-                            outcome.failed.push((one[0].delivery.id, error.to_string()))
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-                outcome
-            }
-            Err(error) if is_data_error(&error) => {
-                let mut outcome = Outcome::default();
-                outcome.failed.push((decoded[0].delivery.id, error.to_string()));
-                outcome
-            }
-            Err(error) => return Err(error),
-        };
+        Ok(Some(Taken { report, decoded, size }))
+    }
 
-        let persisted = started.elapsed();
+    /// Hands a written batch to the indexer, touches its parents, acks what it persisted and
+    /// retries (or dead-letters) the rest.
+    async fn settle(&mut self, state: &ChatRead, batch: Written) -> BackendResult<StepReport> {
+        let Written { mut report, decoded, mut outcome, started, persisted } = batch;
         let durable = outcome.edits || outcome.existing || !self.index_catches_up;
         // Only new messages, and this process is the index's one writer: the text just
         // inserted is what the store holds, so it need not be read back (an edit made since
@@ -228,11 +325,11 @@ impl Consumer {
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
         if !touched_apps.is_empty() {
             let members: Vec<String> = touched_apps.into_iter().collect();
-            self.state.counters.touch(&self.state.keys.touched_applications(), &members).await?;
+            state.counters.touch(&state.keys.touched_applications(), &members).await?;
         }
         if !touched_chats.is_empty() {
             let members: Vec<String> = touched_chats.into_iter().collect();
-            self.state.counters.touch(&self.state.keys.touched_chats(), &members).await?;
+            state.counters.touch(&state.keys.touched_chats(), &members).await?;
         }
         // Ack only now: everything above is committed (store, index, touched sets).
         let touched = started.elapsed();
@@ -574,7 +671,7 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         let inserted = query.execute(db.pool()).await?;
         outcome.existing |= inserted.rows_affected() < chunk.len() as u64;
         if let Some(id) = inserted.last_insert_id() {
-            outcome.inserted_watermark = Some(outcome.inserted_watermark.map_or(id, |w| w.max(id)));
+            outcome.inserted_watermark = outcome.inserted_watermark.max(Some(id));
         }
         for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
             outcome.done.push(delivery);
