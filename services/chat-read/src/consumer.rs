@@ -237,7 +237,7 @@ struct Written {
     report: StepReport,
     decoded: Vec<Decoded>,
     outcome: Outcome,
-    started: std::time::Instant,
+    /// How long the write took.
     persisted: Duration,
 }
 
@@ -278,7 +278,7 @@ async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> Backen
         }
         Err(error) => return Err(error),
     };
-    Ok(Written { report, decoded, outcome, started, persisted: started.elapsed() })
+    Ok(Written { report, decoded, outcome, persisted: started.elapsed() })
 }
 
 impl QueueSide {
@@ -308,7 +308,8 @@ impl QueueSide {
     /// Hands a written batch to the indexer, touches its parents, acks what it persisted and
     /// retries (or dead-letters) the rest.
     async fn settle(&mut self, state: &ChatRead, batch: Written) -> BackendResult<StepReport> {
-        let Written { mut report, decoded, mut outcome, started, persisted } = batch;
+        let Written { mut report, decoded, mut outcome, persisted } = batch;
+        let started = std::time::Instant::now();
         let durable = outcome.edits || outcome.existing || !self.index_catches_up;
         // Only new messages, and this process is the index's one writer: the text just
         // inserted is what the store holds, so it need not be read back (an edit made since
@@ -338,7 +339,7 @@ impl QueueSide {
         tracing::debug!(
             batch = decoded.len(),
             persist_ms = persisted.as_millis() as u64,
-            index_ms = (indexed - persisted).as_millis() as u64,
+            index_ms = indexed.as_millis() as u64,
             touch_ms = (touched - indexed).as_millis() as u64,
             ack_ms = (started.elapsed() - touched).as_millis() as u64,
             "batch settled"
