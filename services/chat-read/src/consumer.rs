@@ -314,13 +314,15 @@ impl QueueSide {
         // Only new messages, and this process is the index's one writer: the text just
         // inserted is what the store holds, so it need not be read back (an edit made since
         // comes behind this job, as its own index request, which reads the store).
-        let known = match (durable, outcome.inserted_watermark) {
-            (false, Some(watermark)) if outcome.created_texts.len() == outcome.indexed.len() => {
-                Some((std::mem::take(&mut outcome.created_texts), watermark))
-            }
-            _ => None,
+        let messages = std::mem::take(&mut outcome.indexed);
+        let job = match (durable, outcome.inserted_watermark) {
+            (false, Some(watermark)) if messages.iter().all(|m| m.inserted_text.is_some()) => IndexJob::Inserted {
+                messages: messages.into_iter().map(|m| (m.key, m.inserted_text.unwrap_or_default())).collect(),
+                watermark,
+            },
+            _ => IndexJob::FromStore(messages.into_iter().map(|m| m.key).collect()),
         };
-        self.indexer.submit(IndexJob { rows: std::mem::take(&mut outcome.indexed), known }, durable).await?;
+        self.indexer.submit(job, durable).await?;
         let indexed = started.elapsed();
         let touched_apps: BTreeSet<String> = outcome.touched_applications.iter().map(i64::to_string).collect();
         let touched_chats: BTreeSet<String> = outcome.touched_chats.iter().map(i64::to_string).collect();
@@ -362,14 +364,31 @@ impl QueueSide {
     }
 }
 
-/// What one batch leaves to index: (application id, chat number, chat id, message number)
-/// of each message, indexed with the text the store holds then.
-#[derive(Default)]
-struct IndexJob {
-    rows: Vec<(i64, i64, i64, i64)>,
-    /// For a job of messages this batch inserted: their texts (in `rows`' order) and a store
-    /// id no higher than the highest of them, staged as new without reading the store.
-    known: Option<(Vec<String>, i64)>,
+/// (application id, chat number, chat id, message number) of a message.
+type MessageKey = (i64, i64, i64, i64);
+
+/// What one batch leaves to index.
+enum IndexJob {
+    /// Messages indexed with the text the store holds when they are indexed.
+    FromStore(Vec<MessageKey>),
+    /// Messages this batch inserted, with the text they were inserted with, staged as new
+    /// without reading the store; `watermark` is a store id no higher than the highest of them.
+    Inserted { messages: Vec<(MessageKey, String)>, watermark: i64 },
+}
+
+impl Default for IndexJob {
+    fn default() -> Self {
+        Self::FromStore(Vec::new())
+    }
+}
+
+impl IndexJob {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::FromStore(keys) => keys.is_empty(),
+            Self::Inserted { messages, .. } => messages.is_empty(),
+        }
+    }
 }
 
 /// The indexing task: stages each batch's messages in order, retrying one that fails until it
@@ -424,7 +443,7 @@ impl Indexer {
             tokio::time::timeout(INDEX_WAIT, wait)
                 .await
                 .unwrap_or_else(|_| Err(BackendError::Search("the index update did not become durable in time".into())))
-        } else if job.rows.is_empty() {
+        } else if job.is_empty() {
             Ok(())
         } else {
             jobs.send((job, None)).await.map_err(|_| stopped())
@@ -452,24 +471,15 @@ impl Indexer {
 /// Stages a batch's messages with the text the store holds now (or, for messages just
 /// inserted, the text they were inserted with).
 async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
-    if let Some((texts, watermark)) = &job.known {
-        let mut scope: Option<((i64, i64), String)> = None;
-        let mut docs = Vec::with_capacity(texts.len());
-        for (&(application_id, chat_number, _, number), content) in job.rows.iter().zip(texts) {
-            let key = (application_id, chat_number);
-            let scope = match &mut scope {
-                Some((last, scope)) if *last == key => scope.clone(),
-                _ => scope.insert((key, search_scope(application_id, chat_number))).1.clone(),
-            };
-            docs.push(SearchDoc { scope, number, content: content.clone() });
-        }
-        return state.search.stage_new(docs, *watermark).await;
-    }
+    let keys = match job {
+        IndexJob::FromStore(keys) => keys,
+        IndexJob::Inserted { messages, watermark } => return stage_inserted(state, messages, *watermark).await,
+    };
     let mut by_chat: HashMap<(i64, i64, i64), Vec<i64>> = HashMap::new();
-    for &(application_id, chat_number, chat_id, number) in &job.rows {
+    for &(application_id, chat_number, chat_id, number) in keys {
         by_chat.entry((application_id, chat_number, chat_id)).or_default().push(number);
     }
-    let mut docs = Vec::with_capacity(job.rows.len());
+    let mut docs = Vec::with_capacity(keys.len());
     let mut watermark = 0;
     for ((application_id, chat_number, chat_id), numbers) in by_chat {
         let scope = search_scope(application_id, chat_number);
@@ -479,6 +489,21 @@ async fn stage(state: &ChatRead, job: &IndexJob) -> BackendResult<()> {
         }
     }
     state.search.stage(docs, watermark).await
+}
+
+/// Stages messages just inserted, with the text they were inserted with, as new documents.
+async fn stage_inserted(state: &ChatRead, messages: &[(MessageKey, String)], watermark: i64) -> BackendResult<()> {
+    let mut scope: Option<((i64, i64), String)> = None;
+    let mut docs = Vec::with_capacity(messages.len());
+    for &((application_id, chat_number, _, number), ref content) in messages {
+        let key = (application_id, chat_number);
+        let scope = match &mut scope {
+            Some((last, scope)) if *last == key => scope.clone(),
+            _ => scope.insert((key, search_scope(application_id, chat_number))).1.clone(),
+        };
+        docs.push(SearchDoc { scope, number, content: content.clone() });
+    }
+    state.search.stage_new(docs, watermark).await
 }
 
 /// Chat ids already resolved.
@@ -528,19 +553,24 @@ fn is_data_error(error: &BackendError) -> bool {
     matches!(error, BackendError::Sql(sqlx::Error::Database(_)))
 }
 
+/// A persisted message to index.
+struct ToIndex {
+    key: MessageKey,
+    /// The text it was inserted with, for a message this batch inserted (an edit: `None`).
+    inserted_text: Option<String>,
+}
+
 #[derive(Default)]
 struct Outcome {
     done: Vec<u64>,
     waiting: Vec<u64>,
     failed: Vec<(u64, String)>,
-    /// (application id, chat number, chat id, message number) of persisted messages to index.
-    indexed: Vec<(i64, i64, i64, i64)>,
+    /// Persisted messages to index.
+    indexed: Vec<ToIndex>,
     /// Some message of the batch was in the store already (a redelivery).
     existing: bool,
     /// The batch re-indexes an edited message (its index update must be durable before the ack).
     edits: bool,
-    /// The text of each message the batch created, in `indexed`'s order after its edits.
-    created_texts: Vec<String>,
     /// The highest id the store reported for the batch's message inserts (MySQL: a statement's
     /// first row, SQLite: its last): the id of a message of this batch, so every message at or
     /// below it is indexed once this batch is. `None` when no insert reported one.
@@ -557,7 +587,6 @@ impl Outcome {
         self.indexed.extend(other.indexed);
         self.existing |= other.existing;
         self.edits |= other.edits;
-        self.created_texts.extend(other.created_texts);
         self.inserted_watermark = self.inserted_watermark.max(other.inserted_watermark);
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
@@ -635,7 +664,8 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
                 Some(&chat_id) => {
                     outcome.done.push(decoded.delivery.id);
                     outcome.edits = true;
-                    outcome.indexed.push((*application_id, *chat_number, chat_id, *message_number));
+                    let key = (*application_id, *chat_number, chat_id, *message_number);
+                    outcome.indexed.push(ToIndex { key, inserted_text: None });
                 }
                 None => outcome.failed.push((decoded.delivery.id, "index request for a chat not in the store".into())),
             }
@@ -677,8 +707,8 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
             outcome.done.push(delivery);
             outcome.touched_chats.push(chat_id);
-            outcome.indexed.push((application_id, chat_number, chat_id, number));
-            outcome.created_texts.push(content.to_owned());
+            let key = (application_id, chat_number, chat_id, number);
+            outcome.indexed.push(ToIndex { key, inserted_text: Some(content.to_owned()) });
         }
     }
     Ok(outcome)
