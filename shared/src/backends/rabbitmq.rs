@@ -61,7 +61,8 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// next envelope. Two keep the broker busy while one confirm travels back, and make envelopes
 /// larger than four did (the broker's work is per message): 64 clients created 10,000-11,000
 /// messages/s with 2 in flight against 7,600-8,800 with 4, and their p99 fell from 15-19 ms to
-/// 12-14 ms.
+/// 12-14 ms. One in flight was slower again: 9,600-13,400 against 12,000-13,900 with 2 in three
+/// interleaved pairs (the broker idles while a confirm travels back).
 const MAX_IN_FLIGHT: usize = 2;
 
 fn unavailable(error: impl std::fmt::Display) -> BackendError {
