@@ -134,7 +134,7 @@ impl Consumer {
                 break;
             }
             let writing_now = taken.is_some();
-            let backlog = taken.as_ref().is_some_and(|batch| batch.size >= self.queue.config.batch_size);
+            let backlog = taken.as_ref().is_some_and(|batch| batch.size() >= self.queue.config.batch_size);
             let Self { state, queue, chat_ids } = &mut self;
             let writing = async {
                 match taken.take() {
@@ -228,8 +228,14 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 struct Taken {
     report: StepReport,
     decoded: Vec<Decoded>,
-    /// Deliveries taken (a batch of `batch_size` means more were waiting).
-    size: usize,
+}
+
+impl Taken {
+    /// Deliveries taken, decoded or dead-lettered (a batch of `batch_size` means more were
+    /// waiting).
+    fn size(&self) -> usize {
+        self.decoded.len() + self.report.dead_lettered
+    }
 }
 
 /// A batch written to the store, to be indexed, touched and acked.
@@ -255,7 +261,7 @@ struct QueueSide {
 /// Writes a batch to the store; a batch the store rejects for its data is written one command
 /// at a time, so one bad command does not hold up the rest.
 async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> BackendResult<Written> {
-    let Taken { report, decoded, .. } = batch;
+    let Taken { report, decoded } = batch;
     let started = std::time::Instant::now();
     let outcome = match persist(state, chat_ids, &decoded).await {
         Ok(outcome) => outcome,
@@ -290,8 +296,7 @@ impl QueueSide {
             return Ok(None);
         }
         let mut report = StepReport::default();
-        let size = batch.len();
-        let mut decoded = Vec::with_capacity(size);
+        let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
             match Command::decode(&delivery.payload) {
                 Ok(command) => decoded.push(Decoded { delivery, command }),
@@ -302,7 +307,7 @@ impl QueueSide {
                 }
             }
         }
-        Ok(Some(Taken { report, decoded, size }))
+        Ok(Some(Taken { report, decoded }))
     }
 
     /// Hands a written batch to the indexer, touches its parents, acks what it persisted and
