@@ -626,7 +626,7 @@ fn user_batches() {}
     description = "Countries without starts in the window have an empty list; starts without a country are listed under `unknown`.",
     params(
         ("days" = i64, Query, minimum = 1, maximum = 36500),
-        ("as_of" = Option<String>, Query, format = DateTime, description = "End of the window (default now)"),
+        ("as_of" = Option<String>, Query, format = DateTime, description = "End of the window; without it the window starts `days` days before now and has no end (starts stamped later than now included)"),
     ),
     responses(
         (status = 200, description = "Starts by country", body = BTreeMap<String, Vec<UserSessionStart>>),
@@ -640,7 +640,7 @@ fn user_last_events() {}
     summary = "A user's last 20 complete sessions, newest first",
     params(
         ("user_id" = String, Query, pattern = r"\S"),
-        ("as_of" = Option<String>, Query, format = DateTime, description = "Sessions complete by then (default now)"),
+        ("as_of" = Option<String>, Query, format = DateTime, description = "Sessions complete by then (both events at or before it); without it every session whose start and end have arrived"),
     ),
     responses(
         (status = 200, description = "The sessions", body = Vec<UserSession>),

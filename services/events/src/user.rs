@@ -252,10 +252,14 @@ pub struct StartView {
     pub ts: String,
 }
 
-/// For every country seen, its session starts with `from <= ts <= to`, newest first (an empty
-/// list for a country without any). Starts without a country are listed under
-/// [`UNKNOWN_COUNTRY`].
-pub async fn starts_by_country(db: &Database, from: i64, to: i64) -> BackendResult<BTreeMap<String, Vec<StartView>>> {
+/// For every country seen, its session starts with `from <= ts <= to` (no upper bound when `to`
+/// is `None`), newest first (an empty list for a country without any). Starts without a country
+/// are listed under [`UNKNOWN_COUNTRY`].
+pub async fn starts_by_country(
+    db: &Database,
+    from: i64,
+    to: Option<i64>,
+) -> BackendResult<BTreeMap<String, Vec<StartView>>> {
     let mut by_country: BTreeMap<String, Vec<StartView>> = BTreeMap::new();
     for row in sqlx::query("SELECT country FROM user_countries").fetch_all(db.pool()).await? {
         by_country.entry(text(&row, 0)?).or_default();
@@ -265,7 +269,7 @@ pub async fn starts_by_country(db: &Database, from: i64, to: i64) -> BackendResu
          ORDER BY ts DESC, session_id",
     )
     .bind(from)
-    .bind(to)
+    .bind(to.unwrap_or(i64::MAX))
     .fetch_all(db.pool())
     .await?;
     for row in rows {
@@ -295,8 +299,14 @@ pub struct SessionView {
 }
 
 /// The last [`LAST_SESSIONS`] sessions of `user_id` complete by `as_of` (both events at or
-/// before it), newest start first.
-pub async fn last_complete_sessions(db: &Database, user_id: &str, as_of: i64) -> BackendResult<Vec<SessionView>> {
+/// before it), newest start first. Without `as_of`, every complete session counts: both events
+/// have arrived, whatever their timestamps.
+pub async fn last_complete_sessions(
+    db: &Database,
+    user_id: &str,
+    as_of: Option<i64>,
+) -> BackendResult<Vec<SessionView>> {
+    let as_of = as_of.unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "SELECT s.session_id, s.user_id, s.country, s.ts, e.ts FROM user_events s \
          JOIN user_events e ON e.session_id = s.session_id AND e.event = 'end' \

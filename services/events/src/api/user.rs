@@ -1,6 +1,7 @@
 //! `/user/...` (seed 003): batches of session start and end events, the session starts of the
-//! last days per country, and a user's last complete sessions. Both queries take `as_of` (a
-//! timestamp, default now) so historical data can be asked about as of any moment.
+//! last days per country, and a user's last complete sessions. Both queries take an optional
+//! `as_of` (a timestamp) so historical data can be asked about as of any moment; without it
+//! nothing is cut off at the server's clock, since clients stamp `ts` with their own clocks.
 
 use std::collections::BTreeMap;
 
@@ -77,11 +78,9 @@ async fn batches(State(state): State<Events>, request: Request) -> Result<Json<B
     Ok(Json(BatchOutcome { counts, rejected: errors.len(), errors }))
 }
 
-fn as_of(state: &Events, raw: Option<&str>) -> Result<i64, ApiError> {
-    match raw {
-        None => Ok(state.clock.now_millis()),
-        Some(raw) => parse_timestamp(raw).map_err(|message| ApiError::bad_request(format!("as_of: {message}"))),
-    }
+fn as_of(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|raw| parse_timestamp(raw).map_err(|message| ApiError::bad_request(format!("as_of: {message}"))))
+        .transpose()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,7 +90,8 @@ struct LastEventsQuery {
 }
 
 /// `GET /user/last-events?days=X`: `{"<country>": [start, ...], ...}` with every country seen,
-/// each with its session starts of the X days up to `as_of`, newest first.
+/// each with its session starts of the X days up to `as_of`, newest first. Without `as_of`, the
+/// starts from X days before now on, including any stamped later than now.
 async fn last_events(
     State(state): State<Events>,
     QueryParams(query): QueryParams<LastEventsQuery>,
@@ -105,8 +105,8 @@ async fn last_events(
         .ok()
         .filter(|days| (1..=MAX_DAYS).contains(days))
         .ok_or_else(|| ApiError::bad_request(format!("days must be an integer from 1 to {MAX_DAYS}")))?;
-    let to = as_of(&state, query.as_of.as_deref())?;
-    let from = to.saturating_sub(days * DAY_MILLIS);
+    let to = as_of(query.as_of.as_deref())?;
+    let from = to.unwrap_or_else(|| state.clock.now_millis()).saturating_sub(days * DAY_MILLIS);
     Ok(Json(user::starts_by_country(&state.db, from, to).await?))
 }
 
@@ -116,8 +116,8 @@ struct LastSessionsQuery {
     as_of: Option<String>,
 }
 
-/// `GET /user/last-sessions-user?user_id=`: the user's last 20 sessions complete by `as_of`,
-/// newest first.
+/// `GET /user/last-sessions-user?user_id=`: the user's last 20 sessions complete by `as_of`
+/// (without it: complete at all, whatever their timestamps), newest first.
 async fn last_sessions(
     State(state): State<Events>,
     QueryParams(query): QueryParams<LastSessionsQuery>,
@@ -128,6 +128,6 @@ async fn last_sessions(
         .map(str::trim)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| ApiError::bad_request("user_id is required"))?;
-    let as_of = as_of(&state, query.as_of.as_deref())?;
+    let as_of = as_of(query.as_of.as_deref())?;
     Ok(Json(user::last_complete_sessions(&state.db, user_id, as_of).await?))
 }

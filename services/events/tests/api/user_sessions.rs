@@ -374,3 +374,33 @@ async fn ids_are_taken_without_surrounding_spaces_on_every_backend() {
     assert_eq!(sessions[0]["session_id"], "s1");
     assert_eq!(sessions[0]["duration_seconds"], 1800.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_as_of_timestamps_later_than_the_servers_clock_still_count() {
+    let app = spawn_app().await;
+    let now = app.clock.now_millis();
+    let at = |minutes: i64| shared::rfc3339_millis(now + minutes * 60_000);
+    // Clients stamp `ts` with their own clocks, which may run ahead of the server's.
+    let batch = json!([
+        {"user_id": "u1", "country": "FR", "event": "start", "session_id": "s1", "ts": at(-60)},
+        {"user_id": "u1", "event": "end", "session_id": "s1", "ts": at(60)},
+        {"user_id": "u2", "country": "FR", "event": "start", "session_id": "s2", "ts": at(120)},
+        {"user_id": "u3", "country": "FR", "event": "start", "session_id": "old", "ts": at(-2 * 24 * 60)},
+    ]);
+    assert_eq!(app.post("/user/batches", &batch).await.expect(StatusCode::OK)["accepted"], 4);
+
+    let sessions = app.get("/user/last-sessions-user?user_id=u1").await.expect(StatusCode::OK);
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "both events have arrived: {sessions}");
+    assert_eq!(sessions[0]["session_id"], "s1");
+    assert_eq!(sessions[0]["end_ts"], at(60));
+    assert_eq!(sessions[0]["duration_seconds"], 7200.0);
+    let starts = app.get("/user/last-events?days=1").await.expect(StatusCode::OK);
+    assert_eq!(sessions_by_country(&starts), BTreeMap::from([("FR".to_owned(), ids(&["s2", "s1"]))]));
+
+    // With `as_of`, both queries stop there, as before.
+    let as_of = at(0);
+    let by_now = app.get(&format!("/user/last-sessions-user?user_id=u1&as_of={as_of}")).await;
+    assert_eq!(by_now.expect(StatusCode::OK), json!([]), "s1 had not ended by then");
+    let starts = app.get(&format!("/user/last-events?days=1&as_of={as_of}")).await.expect(StatusCode::OK);
+    assert_eq!(sessions_by_country(&starts), BTreeMap::from([("FR".to_owned(), ids(&["s1"]))]));
+}
