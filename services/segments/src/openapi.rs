@@ -122,9 +122,13 @@ pub struct LegacyChange {
     /// of 1 to 191 characters.
     #[schema(schema_with = user_id_schema)]
     id: serde_json::Value,
+    /// At most 1000 items.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     add: Vec<LegacyAdd>,
+    /// At most 1000 items.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     remove: Vec<LegacyRemove>,
 }
 
@@ -223,7 +227,7 @@ fn legacy_delete() {}
         (status = 404, description = "A slug names no (live) segment; nothing changed", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid id, slug list or expiry", body = ErrorBody),
+        (status = 422, description = "Invalid id, slug list or expiry, or a list of more than 1000 items", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
     )
 )]

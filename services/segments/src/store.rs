@@ -449,6 +449,11 @@ pub async fn insert_history(
     Ok(())
 }
 
+/// Most values bound in one `IN (...)` list: SQLite refuses a statement with more than 32,766
+/// variables (999 before 3.32) and MySQL more than 65,535, so longer lists are read in chunks,
+/// on the caller's transaction so the answer is still one consistent read.
+pub const MAX_IN_LIST: usize = 500;
+
 /// `(id, key)` of the live segments among `keys`, share-locked on MySQL so that a concurrent
 /// delete waits for the memberships being added.
 pub async fn live_segments_by_keys(
@@ -456,29 +461,31 @@ pub async fn live_segments_by_keys(
     dialect: Dialect,
     keys: &[String],
 ) -> SqlResult<Vec<(i64, String)>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    let mut found = Vec::new();
+    for chunk in keys.chunks(MAX_IN_LIST) {
+        let sql = format!(
+            "SELECT id, seg_key FROM segments WHERE live_key IN ({}){}",
+            placeholders(chunk.len()),
+            lock(dialect, false)
+        );
+        found.extend(ids_and_keys(&mut *conn, &sql, chunk).await?);
     }
-    let sql = format!(
-        "SELECT id, seg_key FROM segments WHERE live_key IN ({}){}",
-        placeholders(keys.len()),
-        lock(dialect, false)
-    );
-    let mut query = sqlx::query(&sql);
-    for key in keys {
-        query = query.bind(key);
-    }
-    let rows = query.fetch_all(conn).await?;
-    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    Ok(found)
 }
 
 /// `(id, key)` of every segment, live or deleted, holding one of `keys`.
 pub async fn segments_by_keys(conn: &mut AnyConnection, keys: &[String]) -> SqlResult<Vec<(i64, String)>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    let mut found = Vec::new();
+    for chunk in keys.chunks(MAX_IN_LIST) {
+        let sql = format!("SELECT id, seg_key FROM segments WHERE seg_key IN ({})", placeholders(chunk.len()));
+        found.extend(ids_and_keys(&mut *conn, &sql, chunk).await?);
     }
-    let sql = format!("SELECT id, seg_key FROM segments WHERE seg_key IN ({})", placeholders(keys.len()));
-    let mut query = sqlx::query(&sql);
+    Ok(found)
+}
+
+/// Runs `sql`, whose placeholders take `keys`, and reads its `(id, key)` rows.
+async fn ids_and_keys(conn: &mut AnyConnection, sql: &str, keys: &[String]) -> SqlResult<Vec<(i64, String)>> {
+    let mut query = sqlx::query(sql);
     for key in keys {
         query = query.bind(key);
     }

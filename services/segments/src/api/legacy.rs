@@ -15,10 +15,11 @@
 //! segment a flag uses, 422 for invalid fields. Changing a user's segments is all-or-nothing:
 //! an unknown or deleted slug in `add` (or an unknown one in `remove`) changes nothing. Removes
 //! apply before adds, so a slug in both ends up added; a slug added twice takes the expiry of its
-//! last entry. A history range whose `to` is before
-//! its `from` is empty. The OpenAPI document of these routes is [`crate::openapi`].
+//! last entry. `add` and `remove` take at most [`MAX_CHANGE_ITEMS`] items each (422 beyond).
+//! A history range whose `to` is before its `from` is empty. The OpenAPI document of these
+//! routes is [`crate::openapi`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
@@ -51,6 +52,9 @@ pub fn router() -> Router<Segments> {
 const RESERVED_SLUGS: [&str; 1] = ["users"];
 /// Longest user id stored.
 const MAX_USER_ID_CHARS: usize = 191;
+/// Most items an `add` or a `remove` list takes: every item is a membership written in the
+/// one transaction that holds the store's write lock, so a larger change is several requests.
+pub const MAX_CHANGE_ITEMS: usize = 1000;
 
 fn segment_view(row: &SegmentRow) -> Value {
     let mut view = json!({ "id": row.id, "slug": row.key, "is_deleted": row.deleted });
@@ -195,9 +199,17 @@ async fn change_user_segments(
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Json<Value>, ApiError> {
     let user_id = user_id_from_body(&body.id)?;
+    for (field, len) in [("add", body.add.len()), ("remove", body.remove.len())] {
+        if len > MAX_CHANGE_ITEMS {
+            return Err(ApiError::validation(format!(
+                "{field} holds {len} items; at most {MAX_CHANGE_ITEMS} are taken in one request"
+            )));
+        }
+    }
     let now = state.now();
-    let mut add_slugs = Vec::with_capacity(body.add.len());
-    let mut expiries = Vec::with_capacity(body.add.len());
+    let mut add_slugs: Vec<&str> = Vec::with_capacity(body.add.len());
+    let mut expiries: Vec<Option<i64>> = Vec::with_capacity(body.add.len());
+    let mut add_index: HashMap<&str, usize> = HashMap::with_capacity(body.add.len());
     for item in &body.add {
         let expires_at = match &item.expired {
             None => None,
@@ -210,29 +222,40 @@ async fn change_user_segments(
             }
         };
         // A slug added twice is added once, with the expiry of its last entry.
-        match add_slugs.iter().position(|slug| *slug == item.slug) {
-            Some(index) => expiries[index] = expires_at,
+        match add_index.get(item.slug.as_str()) {
+            Some(&index) => expiries[index] = expires_at,
             None => {
-                add_slugs.push(item.slug.clone());
+                add_index.insert(&item.slug, add_slugs.len());
+                add_slugs.push(&item.slug);
                 expiries.push(expires_at);
             }
         }
     }
     // A slug both removed and added ends up added: removes are applied first.
-    let remove_slugs: Vec<String> = body.remove.iter().map(|item| item.slug.clone()).collect();
+    let mut seen_removes = HashSet::with_capacity(body.remove.len());
+    let remove_slugs: Vec<String> = body
+        .remove
+        .iter()
+        .filter(|item| seen_removes.insert(item.slug.as_str()))
+        .map(|item| item.slug.clone())
+        .collect();
+    let add_keys: Vec<String> = add_slugs.iter().map(|slug| (*slug).to_owned()).collect();
 
     let mut tx = store::write_tx(state.db()).await?;
-    let to_add = store::live_segments_by_keys(&mut tx, state.dialect(), &add_slugs).await?;
-    let missing: Vec<&str> =
-        add_slugs.iter().filter(|slug| !to_add.iter().any(|(_, key)| key == *slug)).map(String::as_str).collect();
+    let to_add: HashMap<String, i64> = store::live_segments_by_keys(&mut tx, state.dialect(), &add_keys)
+        .await?
+        .into_iter()
+        .map(|(id, key)| (key, id))
+        .collect();
+    let missing: Vec<&str> = add_slugs.iter().copied().filter(|slug| !to_add.contains_key(*slug)).collect();
     if !missing.is_empty() {
-        return Err(ApiError::not_found(format!("no live segment with slug {}; nothing changed", missing.join(", "))));
+        return Err(ApiError::not_found(format!("no live segment with slug {}; nothing changed", listing(&missing))));
     }
     let to_remove = store::segments_by_keys(&mut tx, &remove_slugs).await?;
-    let unknown: Vec<&str> =
-        remove_slugs.iter().filter(|slug| !to_remove.iter().any(|(_, key)| key == *slug)).map(String::as_str).collect();
+    let found: HashSet<&str> = to_remove.iter().map(|(_, key)| key.as_str()).collect();
+    let unknown: Vec<&str> = remove_slugs.iter().map(String::as_str).filter(|slug| !found.contains(slug)).collect();
     if !unknown.is_empty() {
-        return Err(ApiError::not_found(format!("no segment with slug {}; nothing changed", unknown.join(", "))));
+        return Err(ApiError::not_found(format!("no segment with slug {}; nothing changed", listing(&unknown))));
     }
     store::materialize_expired(&mut tx, &user_id, now).await?;
     // Removes are written first: at one instant the history reads "remove, then add".
@@ -240,13 +263,23 @@ async fn change_user_segments(
         store::remove_membership(&mut tx, &user_id, *segment_id, now).await?;
     }
     for (ordinal, (slug, expires_at)) in add_slugs.iter().zip(&expiries).enumerate() {
-        let segment_id = to_add.iter().find(|(_, key)| key == slug).map(|(id, _)| *id).unwrap_or_default();
+        let segment_id = to_add.get(*slug).copied().unwrap_or_default();
         store::add_membership(&mut tx, state.dialect(), &user_id, segment_id, ordinal as i64, *expires_at, now).await?;
     }
     let explicit = store::active_memberships(&mut tx, &user_id, now).await?;
     tx.commit().await?;
     let slugs = with_percentage_segments(&state, &user_id, explicit).await?;
     Ok(Json(json!({ "segments": slugs })))
+}
+
+/// Slugs for an error message: the first few, then how many more.
+fn listing(slugs: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    if slugs.len() <= SHOWN {
+        slugs.join(", ")
+    } else {
+        format!("{} and {} more", slugs[..SHOWN].join(", "), slugs.len() - SHOWN)
+    }
 }
 
 async fn user_segments(State(state): State<Segments>, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -330,6 +330,56 @@ pub async fn bad_input_is_never_a_500(app: &TestApp) {
     assert_eq!(csv, format!("\"a,b \"\"c\"\"/d\",S,add,{}\n", helpers_at(START)));
 }
 
+/// Lists longer than one SQL statement takes are read in chunks, still all or nothing; lists
+/// over the cap are a 422 that says the cap, never a 503.
+pub async fn long_change_lists(app: &TestApp) {
+    let slugs: Vec<String> = (0..1000).map(|i| format!("S{i}")).collect();
+    for slug in &slugs {
+        app.create_slug(slug).await;
+    }
+    let items = |slugs: &[String]| slugs.iter().map(|slug| json!({"slug": slug})).collect::<Vec<_>>();
+
+    // One slug unknown, far past the first chunk: 404 naming it, and nothing changed.
+    let mut with_unknown = slugs.clone();
+    with_unknown[750] = "NOPE".to_owned();
+    let reply = app.post("/segments/users", &json!({"id": 9, "add": items(&with_unknown)})).await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
+    assert_eq!(reply.body["error"]["message"], "no live segment with slug NOPE; nothing changed");
+    assert!(app.user_slugs("9").await.is_empty());
+
+    // 1000 adds, in order, then 1000 removes.
+    let reply = app.post("/segments/users", &json!({"id": 9, "add": items(&slugs)})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({"segments": items(&slugs)}));
+    let reply = app.post("/segments/users", &json!({"id": 9, "remove": items(&slugs)})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({"segments": []}));
+    assert_eq!(app.history_csv("9", "2023-08-30", "2023-08-30").await.lines().count(), 2000);
+
+    // Many unknown slugs: the message names the first ten and counts the rest.
+    let unknown: Vec<String> = (0..1000).map(|i| format!("NOPE{i}")).collect();
+    let reply = app.post("/segments/users", &json!({"id": 9, "remove": items(&unknown)})).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("no segment with slug NOPE0, NOPE1,") && message.ends_with("and 990 more; nothing changed")
+    );
+
+    // Over the cap (40,000 items is well under the 1 MB body limit): 422 with the cap.
+    let many: Vec<String> = (0..40_000).map(|i| format!("S{}", i % 1000)).collect();
+    for field in ["add", "remove"] {
+        let reply = app.post("/segments/users", &json!({"id": 9, field: items(&many)})).await;
+        assert_eq!((reply.status, reply.legacy_code()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"));
+        assert_eq!(
+            reply.body["error"]["message"],
+            format!("{field} holds 40000 items; at most 1000 are taken in one request"),
+        );
+    }
+    let reply = app.post("/segments/users", &json!({"id": 9, "add": items(&many[..1001])})).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reply.text);
+    assert!(app.user_slugs("9").await.is_empty());
+}
+
 fn helpers_at(millis: i64) -> String {
     crate::helpers::at(millis)
 }

@@ -52,6 +52,7 @@ on_every_backend! {
         percent_assignment_is_stable_and_proportional,
         unleash_vectors_through_http,
         bad_input_is_never_a_500,
+        long_change_lists,
     ];
     v1: [
         seed_002_examples,
