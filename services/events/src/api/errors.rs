@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use shared::ApiError;
 use shared::http::QueryParams;
 
@@ -26,8 +26,9 @@ struct ErrorView {
     id: String,
     /// The session the payload named, if it named one.
     session: Option<String>,
-    /// The event as the client sent it.
-    payload: Value,
+    /// The event as the client sent it: the stored text itself, never re-serialised (key order,
+    /// `1.10`, integers beyond f64 all kept).
+    payload: Box<RawValue>,
     reasons: Vec<Reason>,
     received_at: String,
     created_at: String,
@@ -35,7 +36,7 @@ struct ErrorView {
 
 impl From<ErrorRow> for ErrorView {
     fn from(row: ErrorRow) -> Self {
-        let payload = serde_json::from_str(&row.payload).unwrap_or(Value::String(row.payload));
+        let payload = raw_payload(row.payload);
         Self {
             id: row.id,
             session: row.session_id,
@@ -45,6 +46,12 @@ impl From<ErrorRow> for ErrorView {
             created_at: format_timestamp(row.created_at),
         }
     }
+}
+
+/// The stored payload text as it is, or (should it somehow not be JSON) a JSON string holding it.
+fn raw_payload(stored: String) -> Box<RawValue> {
+    serde_json::from_str::<Box<RawValue>>(&stored)
+        .unwrap_or_else(|_| serde_json::value::to_raw_value(&stored).expect("a string serialises as JSON"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,4 +79,16 @@ async fn list(
 async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<ErrorView>, ApiError> {
     let row = store::get_error(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("error not found"))?;
     Ok(Json(row.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_served_as_stored_or_as_a_string_when_not_json() {
+        let stored = r#"{"b": 1.10, "a": 123456789012345678901234567890}"#;
+        assert_eq!(raw_payload(stored.to_owned()).get(), stored);
+        assert_eq!(raw_payload("{not json".to_owned()).get(), r#""{not json""#);
+    }
 }

@@ -521,6 +521,29 @@ async fn bad_requests_are_json_4xx_never_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_record_serves_the_payload_text_as_sent() {
+    let app = spawn_app().await;
+    let session = app.create_session().await;
+    // Unsorted keys, a trailing zero and an integer beyond f64: re-serialising would change all
+    // three. `data` is empty, so the event is refused.
+    let raw = format!(
+        r#"{{"session":{{"id":"{session}"}},"zeta":1,"category":"c","name":"n","price":1.10,"big":123456789012345678901234567890,"data":{{}},"timestamp":"2021-06-15 00:00:00"}}"#
+    );
+    let id = app.post_raw("/events/", Some("application/json"), raw.clone()).await.expect(StatusCode::ACCEPTED);
+    let id = id["id"].as_str().unwrap().to_owned();
+    app.drain().await;
+
+    let (status, body) = app.get_text(&format!("/errors/{id}/")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(r#""payload":{raw}"#)), "the payload is not the text sent: {body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reasons(&error), pairs(&[("data_empty", "/data")]));
+    let (status, listed) = app.get_text(&format!("/errors/?session={session}")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert!(listed.contains(&format!(r#""payload":{raw}"#)), "the listed payload is not the text sent: {listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_curl_commands_as_written() {
     let app = spawn_app().await;
     let cookie = "csrftoken=h6LZNrhpUQrxgd4GzjMbGhSN0FqBU9tHsX5roYes5A7zGfruy0frBM01N3NXctry";

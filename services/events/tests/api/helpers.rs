@@ -136,6 +136,12 @@ impl TestApp {
         Answer::read(self.client.get(self.at(path)).send().await.expect("GET")).await
     }
 
+    /// GET, with the body as the exact text served (for what parsing into a `Value` would hide).
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let response = self.client.get(self.at(path)).send().await.expect("GET");
+        (response.status(), response.text().await.expect("response body"))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         Answer::read(self.client.post(self.at(path)).json(body).send().await.expect("POST")).await
     }
