@@ -377,5 +377,27 @@ pub async fn search_suite(index: Arc<dyn SearchIndex>) {
     assert_eq!(hits.len(), 1, "an update replaces a document staged as new");
     assert_eq!(hits[0].content, "edited yak");
 
+    // Words longer than the indexed prefixes: a longer query term must still begin a word.
+    index
+        .upsert(vec![
+            doc(&scope, 10, "internationalization rocks"),
+            doc(&scope, 11, "internationalizationalism quirks"),
+            doc(&scope, 12, "ΜΟΥΣΙΚΗ τώρα"),
+        ])
+        .await
+        .unwrap();
+    assert!(index.search(&scope, "internationalizationxyz", 10).await.unwrap().is_empty(), "no word begins so");
+    assert_eq!(
+        numbers(index.search(&scope, "internationalizationalism", 10).await.unwrap()),
+        [11],
+        "a long whole word"
+    );
+    assert_eq!(numbers(index.search(&scope, "INTERNATIONALIZATIONAL", 10).await.unwrap()), [11], "a long prefix");
+    let mut both = numbers(index.search(&scope, "internationalization", 10).await.unwrap());
+    both.sort();
+    assert_eq!(both, [10, 11], "a 20-character term matches both");
+    assert_eq!(numbers(index.search(&scope, "ΜΟΥΣ", 10).await.unwrap()), [12], "a capital prefix ending in sigma");
+    assert_eq!(numbers(index.search(&scope, "μουσικη", 10).await.unwrap()), [12], "lowercase finds capitals");
+
     index.ping().await.expect("ping");
 }

@@ -15,7 +15,7 @@ use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use serde_json::{Value, json};
 
-use super::search::{MAX_PREFIX_CHARS, SearchDoc, SearchHit, SearchIndex, document_id};
+use super::search::{MAX_PREFIX_CHARS, SearchDoc, SearchHit, SearchIndex, document_id, words};
 use super::{BackendError, BackendResult};
 
 fn search_error(error: impl std::fmt::Display) -> BackendError {
@@ -58,20 +58,37 @@ pub fn index_definition() -> Value {
 }
 
 /// The query for `text` within `scope`: every term must match a word whole or as a prefix;
-/// whole words score higher; ties go to the newest.
+/// whole words score higher; ties go to the newest. Prefixes are indexed up to
+/// [`MAX_PREFIX_CHARS`], so a longer term is matched on its first characters there and, whole,
+/// as a prefix of a word of `content.exact`.
 pub fn query(scope: &str, text: &str, limit: usize) -> Value {
+    let mut must = vec![json!({ "match": { "content": { "query": cut_long_words(text), "operator": "and" } } })];
+    for term in words(text).into_iter().filter(|term| term.chars().count() > MAX_PREFIX_CHARS) {
+        must.push(json!({ "prefix": { "content.exact": { "value": term } } }));
+    }
     json!({
         "size": limit,
         "_source": ["number", "content"],
         "query": {
             "bool": {
                 "filter": [{ "term": { "scope": scope } }],
-                "must": [{ "match": { "content": { "query": text, "operator": "and" } } }],
+                "must": must,
                 "should": [{ "match": { "content.exact": { "query": text, "boost": 2.0 } } }]
             }
         },
         "sort": [{ "_score": "desc" }, { "number": "desc" }]
     })
+}
+
+/// `text` with every run of letters and digits cut to [`MAX_PREFIX_CHARS`].
+fn cut_long_words(text: &str) -> String {
+    let mut run = 0;
+    text.chars()
+        .filter(|ch| {
+            run = if ch.is_alphanumeric() { run + 1 } else { 0 };
+            run <= MAX_PREFIX_CHARS
+        })
+        .collect()
 }
 
 impl ElasticIndex {
@@ -191,6 +208,11 @@ mod tests {
         assert_eq!(q["query"]["bool"]["filter"][0]["term"]["scope"], "7:3");
         assert_eq!(q["query"]["bool"]["must"][0]["match"]["content"]["operator"], "and");
         assert_eq!(q["sort"][1]["number"], "desc");
+        assert_eq!(q["query"]["bool"]["must"].as_array().map(Vec::len), Some(1), "short terms: one match");
+        let long = query("7:3", "Internationalizations rock", 10);
+        let must = &long["query"]["bool"]["must"];
+        assert_eq!(must[0]["match"]["content"]["query"], "Internationalization rock", "cut to the indexed prefixes");
+        assert_eq!(must[1]["prefix"]["content.exact"]["value"], "internationalizations", "and begins a word whole");
         let mapping = index_definition();
         assert_eq!(mapping["settings"]["analysis"]["filter"]["word_prefixes"]["max_gram"], MAX_PREFIX_CHARS);
         assert_eq!(mapping["mappings"]["properties"]["content"]["search_analyzer"], "words");

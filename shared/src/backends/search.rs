@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, RegexQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -80,14 +80,30 @@ pub trait SearchIndex: Send + Sync {
     }
 }
 
-/// Lowercased words of `text`: runs of letters and digits.
+/// Lowercased words of `text`: runs of letters and digits. A Greek final sigma is folded to σ,
+/// so a prefix typed in capitals (`ΜΟΥΣ`, lowercased `μους`) still finds `μουσική`.
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|word| word.to_lowercase().replace('ς', "σ"))
+        .collect()
 }
 
 /// The id of a document: unique per scope and number.
 pub fn document_id(scope: &str, number: i64) -> String {
     format!("{scope}#{number}")
+}
+
+/// `text` as a regular expression matching itself.
+fn regex_literal(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_ascii_punctuation() {
+            escaped.push('\\');
+        }
+        escaped.push(ch);
+    }
+    escaped
 }
 
 fn truncate_chars(word: &str, max: usize) -> &str {
@@ -318,6 +334,13 @@ impl TantivyInner {
                 Occur::Must,
                 Box::new(TermQuery::new(Term::from_field_text(f.prefixes, prefix), IndexRecordOption::WithFreqs)),
             ));
+            if prefix.len() < term.len() {
+                // Longer than the indexed prefixes: the whole term must begin a word too.
+                clauses.push((
+                    Occur::Must,
+                    Box::new(RegexQuery::from_pattern(&format!("{}.*", regex_literal(term)), f.words)?),
+                ));
+            }
             // A whole-word match ranks above a prefix-only one.
             clauses.push((
                 Occur::Should,
@@ -409,6 +432,8 @@ mod tests {
         assert_eq!(words("Hello, WORLD! it's 2024"), ["hello", "world", "it", "s", "2024"]);
         assert_eq!(words("Ünïcode Straße"), ["ünïcode", "straße"]);
         assert!(words("  ...  ").is_empty());
+        assert_eq!(words("ΜΟΥΣ μουσική"), ["μουσ", "μουσική"], "a final sigma is folded to σ");
+        assert_eq!(regex_literal("a.b*"), "a\\.b\\*");
     }
 
     #[test]
