@@ -14,6 +14,38 @@ use tokio::net::TcpListener;
 use crate::error::{ApiError, ErrorCode};
 use crate::shutdown::Shutdown;
 
+/// Path parameters: a segment that does not decode (invalid UTF-8, say) is a JSON 400, not
+/// axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))),
+        }
+    }
+}
+
+/// A request body as bytes, whatever its type: 413 (JSON) over the body limit.
+#[derive(Debug, Clone, Default)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state).await.map(RawBody)
+    }
+}
+
 /// A JSON request body: 415 unless the content type is JSON, 413 over the body limit, 400 for
 /// malformed JSON, 422 for well-formed JSON of the wrong shape.
 #[derive(Debug, Clone, Copy, Default)]

@@ -214,6 +214,13 @@ pub async fn messages_on_both_create_paths(api: &Api) {
         let reply = api.post(&path, &body).await;
         assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
     }
+    // The longest message fits the body limit even with every character sent as a JSON escape
+    // (a surrogate pair each, 12 bytes).
+    let escaped = format!(r#"{{"message_content":"{}"}}"#, "\\ud83d\\ude00".repeat(10_000));
+    let path = format!("/api/applications/{token}/chats/{chat}/messages");
+    let longest = api.send_raw(Method::POST, &path, "application/json", escaped.into_bytes()).await;
+    assert_status(&longest, StatusCode::CREATED);
+    assert_eq!(longest.body["message_content"], "\u{1F600}".repeat(10_000));
     for path in [
         format!("/api/applications/{token}/chats/99"),
         format!("/api/applications/{token}/chats/abc/messages"),
@@ -505,13 +512,36 @@ pub async fn error_rules(api: &Api) {
             }
         }
     }
-    let huge = vec![b'a'; 200 * 1024];
+    // A path segment that does not decode is a JSON error too, on both services.
+    for (method, path) in [
+        (Method::GET, "/api/applications/%FF".to_owned()),
+        (Method::GET, format!("/api/applications/{token}/chats/%FF")),
+        (Method::GET, format!("/api/applications/{token}/chats/{chat}/messages/%FF")),
+        (Method::POST, "/api/applications/%FF/chats".to_owned()),
+        (Method::POST, format!("/api/applications/{token}/chats/%FF")),
+    ] {
+        let reply = api.send(method.clone(), &path, Some(&json!({"chat_name": "x", "message_content": "x"}))).await;
+        assert_status(&reply, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.error_code(), "BAD_REQUEST", "{method} {path}: {}", reply.text);
+    }
+    let both_cursors = api.get(&format!("/api/applications/{token}/chats/{chat}/messages?after=1&before=5")).await;
+    assert_status(&both_cursors, StatusCode::BAD_REQUEST);
+    assert_eq!(both_cursors.error_code(), "BAD_REQUEST");
+
+    let huge = vec![b'a'; 300 * 1024];
     let mut body = b"{\"message_content\":\"".to_vec();
     body.extend(huge);
     body.extend(b"\"}");
     let too_large =
         api.send_raw(Method::POST, &format!("/api/applications/{token}/chats/{chat}"), "application/json", body).await;
     assert_status(&too_large, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut search_body = b"{\"search_query\":\"".to_vec();
+    search_body.extend(vec![b'a'; 300 * 1024]);
+    search_body.extend(b"\"}");
+    let search_path = format!("/api/applications/{token}/chats/{chat}/search");
+    let too_large = api.send_raw(Method::GET, &search_path, "application/json", search_body).await;
+    assert_status(&too_large, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.error_code(), "PAYLOAD_TOO_LARGE", "{}", too_large.text);
     let health = api.get("/healthz").await;
     assert_status(&health, StatusCode::OK);
     let ready = api.get("/readyz").await;

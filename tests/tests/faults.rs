@@ -186,6 +186,9 @@ async fn rabbitmq_restart_gives_503_then_recovers_and_loses_nothing() {
     rabbitmqctl(&["stop_app"]);
     let unavailable = load.unavailable.clone();
     wait_for("503s while RabbitMQ is down", Duration::from_secs(30), || unavailable.load(Ordering::Relaxed) > 5).await;
+    // A chat created while the broker is down spends its number but is never confirmed.
+    let lost_chat = api.post(&format!("/api/applications/{token}/chats"), &json!({"chat_name": "unconfirmed"})).await;
+    assert_eq!(lost_chat.status, 503, "{:?}", lost_chat.body);
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
     let at_start = load.acknowledged_count();
@@ -194,6 +197,13 @@ async fn rabbitmq_restart_gives_503_then_recovers_and_loses_nothing() {
     let (acknowledged, unavailable) = load.stop().await;
     assert!(unavailable > 0, "chat-write answered 503 while the broker was down");
     assert_all_persisted(&api, &token, chat, &acknowledged).await;
+    // No message is accepted for the chat whose create answered 503: it would never be stored.
+    let next_chat = api.create_chat(&token, "after the restart").await;
+    assert_eq!(next_chat, chat + 2, "the unconfirmed create spent chat number {}", chat + 1);
+    let orphan =
+        api.post(&format!("/api/applications/{token}/chats/{}", chat + 1), &json!({"message_content": "x"})).await;
+    assert_eq!(orphan.status, 404, "a message for the unconfirmed chat: {:?}", orphan.body);
+    assert_eq!(api.get(&format!("/api/applications/{token}/chats/{}", chat + 1)).await.status, 404);
     drop(mesh);
 }
 

@@ -91,7 +91,7 @@ impl Default for Config {
             count_flush_schedule: counts::DEFAULT_SCHEDULE.to_owned(),
             consumer_batch_size: consumer.batch_size,
             consumer_max_attempts: consumer.max_attempts,
-            max_body_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024,
             backends: Default::default(),
         }
     }

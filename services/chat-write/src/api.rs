@@ -3,10 +3,10 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use shared::http::JsonBody;
+use shared::http::{JsonBody, PathParams};
 use shared::{ApiError, ErrorCode};
 
 use crate::ChatWrite;
@@ -24,7 +24,7 @@ pub fn router(state: ChatWrite) -> Router {
 
 async fn create_chat(
     State(state): State<ChatWrite>,
-    Path(token): Path<String>,
+    PathParams(token): PathParams<String>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
@@ -33,7 +33,14 @@ async fn create_chat(
     let chat_number = state.counters.next(&state.keys.chat_counter(application_id), &seed).await?;
     let created_at = shared::now_millis();
     let command = Command::CreateChat { application_id, chat_number, chat_name: chat_name.clone(), created_at };
-    publish(&state, &command).await?;
+    if let Err(error) = publish(&state, &command).await {
+        // The number is spent; without this mark, a message sent to it would be accepted for a
+        // chat that may never exist.
+        if let Err(mark) = schema::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
+            tracing::error!(application_id, chat_number, error = %mark, "could not record an unconfirmed chat");
+        }
+        return Err(error);
+    }
     tracing::debug!(application_id, chat_number, "chat queued");
     let stamp = shared::rfc3339_millis(created_at);
     Ok((
@@ -52,7 +59,7 @@ async fn create_chat(
 
 async fn create_message(
     State(state): State<ChatWrite>,
-    Path((token, chat_number)): Path<(String, String)>,
+    PathParams((token, chat_number)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let content = model::required_text("message_content", &body.message_content, model::MAX_MESSAGE_CHARS)?;
@@ -83,7 +90,8 @@ async fn create_message(
 }
 
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has
-/// handed out belongs to a chat whose command is queued, so a message may follow at once.
+/// handed out belongs to a chat whose command is queued, so a message may follow at once,
+/// unless that create answered 503 (its command may be lost).
 async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -> Result<bool, ApiError> {
     if state.known_chats.contains(application_id, chat_number) {
         return Ok(true);
@@ -91,7 +99,9 @@ async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -
     let exists = schema::chat_id(&state.db, application_id, chat_number).await?.is_some() || {
         let seed = schema::seed_chat_counter(&state.db, application_id);
         let issued = state.counters.current(&state.keys.chat_counter(application_id), &seed).await?;
-        chat_number >= 1 && chat_number <= issued
+        chat_number >= 1
+            && chat_number <= issued
+            && !schema::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
     };
     if exists {
         state.known_chats.insert(application_id, chat_number);

@@ -77,7 +77,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".to_owned(), max_body_bytes: 64 * 1024, backends: Default::default() }
+        Self { listen: "127.0.0.1:8081".to_owned(), max_body_bytes: 256 * 1024, backends: Default::default() }
     }
 }
 

@@ -11,40 +11,51 @@ use sqlx::Row;
 
 /// The chat schema. Internal ids stay inside the store; clients see tokens and numbers.
 /// Message text is a VARCHAR on MySQL: the driver reports TEXT columns as BLOBs.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "applications, chats, messages",
-    sqlite: &[
-        "CREATE TABLE applications (id INTEGER PRIMARY KEY AUTOINCREMENT, token VARCHAR(64) NOT NULL UNIQUE, \
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "applications, chats, messages",
+        sqlite: &[
+            "CREATE TABLE applications (id INTEGER PRIMARY KEY AUTOINCREMENT, token VARCHAR(64) NOT NULL UNIQUE, \
          name VARCHAR(255) NOT NULL, chats_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, \
          updated_at BIGINT NOT NULL)",
-        "CREATE TABLE chats (id INTEGER PRIMARY KEY AUTOINCREMENT, application_id BIGINT NOT NULL \
+            "CREATE TABLE chats (id INTEGER PRIMARY KEY AUTOINCREMENT, application_id BIGINT NOT NULL \
          REFERENCES applications (id), number BIGINT NOT NULL, name VARCHAR(255) NOT NULL, \
          messages_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
          UNIQUE (application_id, number))",
-        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id BIGINT NOT NULL REFERENCES chats (id), \
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, chat_id BIGINT NOT NULL REFERENCES chats (id), \
          number BIGINT NOT NULL, content TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
          UNIQUE (chat_id, number))",
-    ],
-    mysql: &[
-        "CREATE TABLE IF NOT EXISTS applications (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+        ],
+        mysql: &[
+            "CREATE TABLE IF NOT EXISTS applications (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
          token VARCHAR(64) NOT NULL, name VARCHAR(255) NOT NULL, chats_count BIGINT NOT NULL DEFAULT 0, \
          created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, UNIQUE KEY applications_token (token)) \
          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS chats (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+            "CREATE TABLE IF NOT EXISTS chats (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
          application_id BIGINT NOT NULL, number BIGINT NOT NULL, name VARCHAR(255) NOT NULL, \
          messages_count BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
          UNIQUE KEY chats_parent_number (application_id, number), \
          CONSTRAINT chats_application FOREIGN KEY (application_id) REFERENCES applications (id)) \
          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS messages (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+            "CREATE TABLE IF NOT EXISTS messages (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
          chat_id BIGINT NOT NULL, number BIGINT NOT NULL, \
          content VARCHAR(10000) NOT NULL, created_at BIGINT NOT NULL, \
          updated_at BIGINT NOT NULL, UNIQUE KEY messages_parent_number (chat_id, number), \
          CONSTRAINT messages_chat FOREIGN KEY (chat_id) REFERENCES chats (id)) \
          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "chat numbers whose create the queue did not confirm",
+        sqlite: &["CREATE TABLE unconfirmed_chats (application_id BIGINT NOT NULL, number BIGINT NOT NULL, \
+                   created_at BIGINT NOT NULL, PRIMARY KEY (application_id, number))"],
+        mysql: &["CREATE TABLE IF NOT EXISTS unconfirmed_chats (application_id BIGINT NOT NULL, \
+                  number BIGINT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (application_id, number)) \
+                  ENGINE=InnoDB"],
+    },
+];
 
 /// Counter keys, set names and queue names, all under one namespace.
 #[derive(Clone, Debug)]
@@ -143,6 +154,26 @@ pub async fn chat_id(db: &Database, application_id: i64, chat_number: i64) -> Ba
         .fetch_optional(db.pool())
         .await?;
     Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+}
+
+/// Records that the create of chat `chat_number` answered 503: its number was drawn, but the
+/// queue did not confirm the command, so the chat may never be persisted and no message may be
+/// accepted for it on the strength of the counter alone.
+pub async fn mark_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<()> {
+    let sql =
+        format!("{} INTO unconfirmed_chats (application_id, number, created_at) VALUES (?, ?, ?)", db.insert_ignore());
+    sqlx::query(&sql).bind(application_id).bind(chat_number).bind(shared::now_millis()).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Whether the create of chat `chat_number` answered 503 (see [`mark_unconfirmed_chat`]).
+pub async fn is_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<bool> {
+    let row = sqlx::query("SELECT 1 FROM unconfirmed_chats WHERE application_id = ? AND number = ?")
+        .bind(application_id)
+        .bind(chat_number)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Seeds the chat counter of an application from the highest persisted chat number.

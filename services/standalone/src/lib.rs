@@ -44,7 +44,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             count_flush_schedule: chat_read::counts::DEFAULT_SCHEDULE.to_owned(),
-            max_body_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024,
             segments_max_body_bytes: 1024 * 1024,
             segments: segments::Settings::default(),
             backends: BackendConfig::default(),

@@ -1,13 +1,13 @@
 //! `/api/applications` and `/api/applications/:token`.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use chat_write::model::{self, ApplicationView};
 use serde::Deserialize;
 use shared::ApiError;
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{JsonBody, PathParams, QueryParams};
 
 use super::{PageParams, application_not_found, link_header, trim_page};
 use crate::ChatRead;
@@ -51,6 +51,7 @@ async fn list(
     OriginalUri(uri): OriginalUri,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<ApplicationView>>), ApiError> {
+    params.one_cursor()?;
     let page = Page {
         limit: params.limit()? + 1,
         after: cursor(&state, &params.after).await?,
@@ -62,14 +63,17 @@ async fn list(
     Ok((link_header(uri.path(), &page, has_more, first, last), Json(rows)))
 }
 
-async fn show(State(state): State<ChatRead>, Path(token): Path<String>) -> Result<Json<ApplicationView>, ApiError> {
+async fn show(
+    State(state): State<ChatRead>,
+    PathParams(token): PathParams<String>,
+) -> Result<Json<ApplicationView>, ApiError> {
     let (_, view) = store::get_application(&state.db, &token).await?.ok_or_else(application_not_found)?;
     Ok(Json(view))
 }
 
 async fn replace(
     State(state): State<ChatRead>,
-    Path(token): Path<String>,
+    PathParams(token): PathParams<String>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, Some(body.application_name)).await
@@ -77,7 +81,7 @@ async fn replace(
 
 async fn update(
     State(state): State<ChatRead>,
-    Path(token): Path<String>,
+    PathParams(token): PathParams<String>,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, body.application_name).await

@@ -1,13 +1,13 @@
 //! `/api/applications/:token/chats` (reads) and `.../chats/:number` (read, rename).
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use chat_write::model::{self, ChatBody, ChatView};
 use serde::Deserialize;
 use shared::ApiError;
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{JsonBody, PathParams, QueryParams};
 
 use super::{PageParams, application_id, chat_id, chat_not_found, link_header, trim_page};
 use crate::ChatRead;
@@ -27,7 +27,7 @@ struct UpdateBody {
 async fn list(
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
-    Path(token): Path<String>,
+    PathParams(token): PathParams<String>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<ChatView>>), ApiError> {
     let page = params.numbered_page()?;
@@ -40,7 +40,7 @@ async fn list(
 
 async fn show(
     State(state): State<ChatRead>,
-    Path((token, number)): Path<(String, String)>,
+    PathParams((token, number)): PathParams<(String, String)>,
 ) -> Result<Json<ChatView>, ApiError> {
     let number = model::path_number("chat", &number)?;
     let application_id = application_id(&state, &token).await?;
@@ -50,7 +50,7 @@ async fn show(
 
 async fn replace(
     State(state): State<ChatRead>,
-    Path((token, number)): Path<(String, String)>,
+    PathParams((token, number)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<Json<ChatView>, ApiError> {
     rename(&state, &token, &number, Some(body.chat_name)).await
@@ -58,7 +58,7 @@ async fn replace(
 
 async fn update(
     State(state): State<ChatRead>,
-    Path((token, number)): Path<(String, String)>,
+    PathParams((token, number)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<ChatView>, ApiError> {
     rename(&state, &token, &number, body.chat_name).await

@@ -1,7 +1,7 @@
 //! `.../chats/:number/messages` (reads) and `.../messages/:number` (read, edit). An edit is
 //! written to the store and re-indexed before it answers, so search follows it at once.
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use chat_write::schema::search_scope;
 use serde::Deserialize;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{JsonBody, PathParams, QueryParams};
 
 use super::{PageParams, chat_id, link_header, trim_page};
 use crate::ChatRead;
@@ -36,7 +36,7 @@ fn message_not_found() -> ApiError {
 async fn list(
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
-    Path((token, chat_number)): Path<(String, String)>,
+    PathParams((token, chat_number)): PathParams<(String, String)>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<MessageView>>), ApiError> {
     let page = params.numbered_page()?;
@@ -50,7 +50,7 @@ async fn list(
 
 async fn show(
     State(state): State<ChatRead>,
-    Path((token, chat_number, number)): Path<(String, String, String)>,
+    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
     let number = model::path_number("message", &number)?;
     let (_, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
@@ -61,7 +61,7 @@ async fn show(
 
 async fn replace(
     State(state): State<ChatRead>,
-    Path((token, chat_number, number)): Path<(String, String, String)>,
+    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<Json<MessageView>, ApiError> {
     edit(&state, &token, &chat_number, &number, Some(body.message_content)).await
@@ -69,7 +69,7 @@ async fn replace(
 
 async fn update(
     State(state): State<ChatRead>,
-    Path((token, chat_number, number)): Path<(String, String, String)>,
+    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<MessageView>, ApiError> {
     edit(&state, &token, &chat_number, &number, body.message_content).await

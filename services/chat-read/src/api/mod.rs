@@ -34,6 +34,14 @@ pub struct PageParams {
 }
 
 impl PageParams {
+    /// One cursor at a time: a page reads forwards from `after` or backwards from `before`.
+    pub fn one_cursor(&self) -> Result<(), ApiError> {
+        if self.after.is_some() && self.before.is_some() {
+            return Err(ApiError::bad_request("after and before cannot be combined: a page reads from one cursor"));
+        }
+        Ok(())
+    }
+
     pub fn limit(&self) -> Result<i64, ApiError> {
         match &self.limit {
             None => Ok(DEFAULT_PAGE_SIZE),
@@ -57,6 +65,7 @@ impl PageParams {
                 })
                 .transpose()
         };
+        self.one_cursor()?;
         Ok(Page {
             limit: self.limit()? + 1,
             after: number("after", &self.after)?,

@@ -1,15 +1,14 @@
 //! `GET .../chats/:number/search`: the query comes from a JSON body `{"search_query": ...}` (as
 //! the seed sends it, on a GET), or from `?search_query=` or `?q=`.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use chat_write::schema::search_scope;
 use serde::Deserialize;
 use shared::backends::search::SearchHit;
-use shared::http::{QueryParams, is_json_content_type, parse_json};
+use shared::http::{PathParams, QueryParams, RawBody, is_json_content_type, parse_json};
 use shared::{ApiError, ErrorCode};
 
 use super::{MAX_PAGE_SIZE, PageParams, chat_id};
@@ -36,10 +35,10 @@ struct SearchBody {
 
 async fn search(
     State(state): State<ChatRead>,
-    Path((token, chat_number)): Path<(String, String)>,
+    PathParams((token, chat_number)): PathParams<(String, String)>,
     QueryParams(params): QueryParams<SearchParams>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Vec<SearchHit>>, ApiError> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
