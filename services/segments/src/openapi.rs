@@ -198,6 +198,7 @@ fn legacy_create() {}
     params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
     responses(
         (status = 200, description = "The segment", body = LegacySegment),
+        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No live segment has this slug", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
     )
@@ -210,6 +211,7 @@ fn legacy_get() {}
     params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 404, description = "No segment has this slug", body = ErrorBody),
         (status = 409, description = "A flag's targeting rule uses the segment", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
@@ -240,6 +242,7 @@ fn legacy_change_user() {}
     responses(
         (status = 200, description = "The user's active segments", body = Vec<LegacySlug>,
             example = json!([{"slug": "AVITO_RESEARCH_AMOGUS"}, {"slug": "AVITO_CHINESE_MARKET"}])),
+        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
     )
@@ -256,7 +259,7 @@ fn legacy_user_segments() {}
     ),
     responses(
         (status = 200, description = "The link", body = LegacyHistoryLink),
-        (status = 400, description = "A date is not YYYY-MM-DD, or the query string is malformed", body = ErrorBody),
+        (status = 400, description = "A date is not YYYY-MM-DD, or the query string is malformed, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
     )
 )]
@@ -273,7 +276,7 @@ fn legacy_history_link() {}
     responses(
         (status = 200, description = "The CSV", content_type = "text/csv", body = String,
             example = "73234,AVITO_RED_BUTTON,add,2023-08-30T17:36:28Z\n73234,AVITO_RED_BUTTON,remove,2023-08-30T17:38:11Z\n73234,AVITO_RESEARCH_AMOGUS,add,2023-08-30T17:38:11Z\n73234,AVITO_CHINESE_MARKET,add,2023-08-30T17:38:11Z\n"),
-        (status = 400, description = "A date is not YYYY-MM-DD", body = ErrorBody),
+        (status = 400, description = "A date is not YYYY-MM-DD, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
     )
@@ -867,6 +870,7 @@ fn v1_create_segment() {}
     params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
     responses(
         (status = 200, description = "The segment", body = SegmentDocument, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no live segment has this id", body = JsonApiErrors, content_type = JSONAPI),
@@ -886,7 +890,7 @@ fn v1_get_segment() {}
     )),
     responses(
         (status = 200, description = "The updated segment", body = SegmentDocument, content_type = JSONAPI),
-        (status = 400, description = "VALIDATION: invalid fields, malformed JSON, or a rule that does not compile", body = JsonApiErrors, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: invalid fields, malformed JSON, or a rule that does not compile, or the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_UPDATE", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no live segment has this id", body = JsonApiErrors, content_type = JSONAPI),
@@ -905,6 +909,7 @@ fn v1_update_segment() {}
     params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "VALIDATION: the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_DELETE", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no live segment has this id", body = JsonApiErrors, content_type = JSONAPI),
@@ -962,6 +967,7 @@ fn v1_create_decision() {}
     params(("id" = String, Path, description = "The decision's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440099")),
     responses(
         (status = 200, description = "The decision", body = DecisionDocument, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no decision has this id", body = JsonApiErrors, content_type = JSONAPI),
@@ -1017,6 +1023,7 @@ fn v1_create_flag() {}
     params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
     responses(
         (status = 200, description = "The flag", body = FlagDocument, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks FLAGS_READ", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no flag has this id or key", body = JsonApiErrors, content_type = JSONAPI),
@@ -1036,7 +1043,7 @@ fn v1_get_flag() {}
     )),
     responses(
         (status = 200, description = "The updated flag", body = FlagDocument, content_type = JSONAPI),
-        (status = 400, description = "VALIDATION: invalid fields, or malformed JSON", body = JsonApiErrors, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: invalid fields, or malformed JSON, or the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks FLAGS_WRITE", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no flag has this id or key", body = JsonApiErrors, content_type = JSONAPI),
@@ -1055,6 +1062,7 @@ fn v1_update_flag() {}
     params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "VALIDATION: the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks FLAGS_WRITE", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no flag has this id or key", body = JsonApiErrors, content_type = JSONAPI),
@@ -1074,7 +1082,7 @@ fn v1_delete_flag() {}
     )),
     responses(
         (status = 200, description = "The variation and why", body = FlagEvaluationDocument, content_type = JSONAPI),
-        (status = 400, description = "VALIDATION: missing userId, attributes not an object, or malformed JSON", body = JsonApiErrors, content_type = JSONAPI),
+        (status = 400, description = "VALIDATION: missing userId, attributes not an object, or malformed JSON, or the id in the path is not UTF-8 once percent-decoded", body = JsonApiErrors, content_type = JSONAPI),
         (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = JsonApiErrors, content_type = JSONAPI),
         (status = 403, description = "FORBIDDEN: the token lacks FLAGS_READ", body = JsonApiErrors, content_type = JSONAPI),
         (status = 404, description = "NOT_FOUND: no flag has this id or key", body = JsonApiErrors, content_type = JSONAPI),

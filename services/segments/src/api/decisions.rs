@@ -11,7 +11,7 @@
 //! | GET | /api/v1/decisions/:id | SEGMENTS_READ |
 
 use axum::Router;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::is_uuid;
-use super::jsonapi::{CanCreateSegments, CanReadSegments, Checker, Document, Errors, document};
+use super::jsonapi::{CanCreateSegments, CanReadSegments, Checker, Document, Errors, PathParams, document};
 use crate::Segments;
 use crate::store::{self, DecisionRow};
 
@@ -98,7 +98,7 @@ async fn create_decision(
 async fn get_decision(
     State(state): State<Segments>,
     _: CanReadSegments,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, Errors> {
     let not_found = || Errors::not_found(format!("decision {id} not found"));
     if !is_uuid(&id) {

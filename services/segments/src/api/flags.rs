@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
@@ -28,7 +28,7 @@ use sqlx::AnyConnection;
 
 use super::is_uuid;
 use super::jsonapi::{
-    CanReadFlags, CanWriteFlags, Checker, Document, Errors, Page, document, evaluation_input, query_map,
+    CanReadFlags, CanWriteFlags, Checker, Document, Errors, Page, PathParams, document, evaluation_input, query_map,
 };
 use crate::Segments;
 use crate::store::{self, FlagRow, FlagRuleRow};
@@ -198,7 +198,11 @@ async fn list_flags(State(state): State<Segments>, _: CanReadFlags, uri: Uri) ->
     Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta, "links": links })))
 }
 
-async fn get_flag(State(state): State<Segments>, _: CanReadFlags, Path(id): Path<String>) -> Result<Response, Errors> {
+async fn get_flag(
+    State(state): State<Segments>,
+    _: CanReadFlags,
+    PathParams(id): PathParams<String>,
+) -> Result<Response, Errors> {
     let mut conn = state.db().pool().acquire().await?;
     let flag = store::flag(&mut conn, state.dialect(), &id, false).await?.ok_or_else(|| not_found(&id))?;
     let rules = store::flag_rules(&mut conn, flag.id).await?;
@@ -208,7 +212,7 @@ async fn get_flag(State(state): State<Segments>, _: CanReadFlags, Path(id): Path
 async fn update_flag(
     State(state): State<Segments>,
     _: CanWriteFlags,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     doc: Document,
 ) -> Result<Response, Errors> {
     let mut check = Checker::new(&doc);
@@ -250,7 +254,7 @@ async fn update_flag(
 async fn delete_flag(
     State(state): State<Segments>,
     _: CanWriteFlags,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, Errors> {
     let mut tx = store::write_tx(state.db()).await?;
     let flag = store::flag(&mut tx, state.dialect(), &id, true).await?.ok_or_else(|| not_found(&id))?;
@@ -262,7 +266,7 @@ async fn delete_flag(
 async fn evaluate_flag(
     State(state): State<Segments>,
     _: CanReadFlags,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     doc: Document,
 ) -> Result<Response, Errors> {
     let (user_id, attributes) = evaluation_input(&doc)?;

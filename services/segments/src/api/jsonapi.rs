@@ -139,6 +139,32 @@ pub fn document(status: StatusCode, body: Value) -> Response {
     response
 }
 
+/// Path parameters of the `/api/v1` routes: a JSON:API 400 `VALIDATION` (never axum's
+/// plain-text 400) when they do not decode, as `%FF` does not to UTF-8.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Errors;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let problem = super::PathProblem::of(&rejection);
+                if problem.server_error {
+                    return Err(ApiError::new(ErrorCode::Internal, problem.detail).into());
+                }
+                let source = problem.parameter.map(|parameter| json!({ "parameter": parameter }));
+                Err(Errors::one(StatusCode::BAD_REQUEST, "VALIDATION", problem.detail, source))
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authentication
 

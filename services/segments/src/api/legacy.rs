@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +34,7 @@ use shared::http::{JsonBody, QueryParams};
 use shared::{ApiError, ErrorCode};
 
 use super::jsonapi::is_valid_key;
-use super::{base_url, encode_segment};
+use super::{PathParams, base_url, encode_segment};
 use crate::store::{self, SegmentRow};
 use crate::{Segments, percent};
 
@@ -71,7 +71,10 @@ async fn list_segments(State(state): State<Segments>) -> Result<Json<Value>, Api
 
 /// A live segment: once deleted, its slug is 404 here (the list, deleted included, still
 /// shows it with `is_deleted: true`).
-async fn get_segment(State(state): State<Segments>, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_segment(
+    State(state): State<Segments>,
+    PathParams(slug): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
     let row = store::segment_by_slug(state.db(), &slug)
         .await?
         .filter(|row| !row.deleted)
@@ -134,7 +137,10 @@ async fn create_segment(
     Ok(response)
 }
 
-async fn delete_segment(State(state): State<Segments>, Path(slug): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_segment(
+    State(state): State<Segments>,
+    PathParams(slug): PathParams<String>,
+) -> Result<StatusCode, ApiError> {
     let now = state.now();
     let mut tx = store::write_tx(state.db()).await?;
     let Some(row) = store::live_segment_by_key(&mut tx, state.dialect(), &slug).await? else {
@@ -282,7 +288,10 @@ fn listing(slugs: &[&str]) -> String {
     }
 }
 
-async fn user_segments(State(state): State<Segments>, Path(user_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn user_segments(
+    State(state): State<Segments>,
+    PathParams(user_id): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
     check_user_id(&user_id)?;
     let mut conn = state.db().pool().acquire().await?;
     let explicit = store::active_memberships(&mut conn, &user_id, state.now()).await?;
@@ -332,7 +341,7 @@ fn date_range(from: NaiveDate, to: NaiveDate) -> (i64, i64) {
 async fn history_link(
     State(state): State<Segments>,
     headers: HeaderMap,
-    Path(user_id): Path<String>,
+    PathParams(user_id): PathParams<String>,
     QueryParams(query): QueryParams<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_user_id(&user_id)?;
@@ -356,7 +365,7 @@ async fn history_link(
 
 async fn history_csv(
     State(state): State<Segments>,
-    Path((user_id, from, to)): Path<(String, String, String)>,
+    PathParams((user_id, from, to)): PathParams<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     check_user_id(&user_id)?;
     let (start, end) = date_range(parse_date("from", &from)?, parse_date("to", &to)?);

@@ -10,7 +10,7 @@
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
@@ -21,7 +21,7 @@ use sqlx::AnyConnection;
 use super::is_uuid;
 use super::jsonapi::{
     CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors, Page,
-    document, evaluation_input, query_map,
+    PathParams, document, evaluation_input, query_map,
 };
 use crate::Segments;
 use crate::engine::Reason;
@@ -94,7 +94,7 @@ async fn list_segments(State(state): State<Segments>, _: CanReadSegments, uri: U
 async fn get_segment(
     State(state): State<Segments>,
     _: CanReadSegments,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, Errors> {
     let row = find(&state, &id).await?;
     Ok(document(StatusCode::OK, json!({ "data": resource(&row) })))
@@ -260,7 +260,7 @@ async fn create_segment(
 async fn update_segment(
     State(state): State<Segments>,
     _: CanUpdateSegments,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     doc: Document,
 ) -> Result<Response, Errors> {
     if !is_uuid(&id) {
@@ -315,7 +315,7 @@ fn apply(mut row: SegmentRow, changes: &Changes) -> SegmentRow {
 async fn delete_segment(
     State(state): State<Segments>,
     _: CanDeleteSegments,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, Errors> {
     if !is_uuid(&id) {
         return Err(not_found(&id));

@@ -380,6 +380,32 @@ pub async fn long_change_lists(app: &TestApp) {
     assert!(app.user_slugs("9").await.is_empty());
 }
 
+/// A path segment that is not UTF-8 once percent-decoded is a JSON 400 in the chatmesh error
+/// body, on every legacy route that takes one.
+pub async fn invalid_utf8_paths_are_json_errors(app: &TestApp) {
+    let cases = [
+        (Method::GET, "/segments/%FF", "slug"),
+        (Method::DELETE, "/segments/%FF", "slug"),
+        (Method::GET, "/segments/users/%FF", "id"),
+        (Method::GET, "/segments/users/%FF/history?from=2023-08-30&to=2023-08-31", "id"),
+        (Method::GET, "/history/%FF/2023-08-30/2023-08-31/history.csv", "id"),
+        (Method::GET, "/history/7/2023-08-30/%C3%28/history.csv", "to"),
+    ];
+    for (method, path, parameter) in cases {
+        let reply = app.send(method.clone(), path, None, None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}: {}", reply.text);
+        assert!(reply.header("content-type").unwrap_or("").starts_with("application/json"), "{method} {path}");
+        assert_eq!(
+            reply.body,
+            json!({"error": {
+                "code": "BAD_REQUEST",
+                "message": format!("the {parameter} in the path is not valid UTF-8 once percent-decoded"),
+            }}),
+            "{method} {path}"
+        );
+    }
+}
+
 fn helpers_at(millis: i64) -> String {
     crate::helpers::at(millis)
 }

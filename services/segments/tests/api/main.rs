@@ -53,6 +53,7 @@ on_every_backend! {
         unleash_vectors_through_http,
         bad_input_is_never_a_500,
         long_change_lists,
+        invalid_utf8_paths_are_json_errors,
     ];
     v1: [
         seed_002_examples,
@@ -64,6 +65,7 @@ on_every_backend! {
         every_simple_operator,
         userid_groups_and_missing_attributes,
         evaluation_reasons_and_patch_applies_at_once,
+        invalid_utf8_paths_are_json_api_errors,
     ];
     #[cfg(feature = "dmn")]
     dmn: [

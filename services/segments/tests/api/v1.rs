@@ -454,3 +454,37 @@ pub async fn evaluation_reasons_and_patch_applies_at_once(app: &TestApp) {
     // Legacy slugs and v1 keys are one namespace: the v1 segment is seen by the legacy routes.
     assert_eq!(app.get("/segments/adults").await.body["slug"], "adults");
 }
+
+/// A path segment that is not UTF-8 once percent-decoded is a JSON:API 400 `VALIDATION` naming
+/// the parameter, on every `/api/v1` route that takes one; the token is still checked first.
+pub async fn invalid_utf8_paths_are_json_api_errors(app: &TestApp) {
+    let patch = json!({"name": "x"});
+    let evaluation = json!({"userId": "u1"});
+    let cases = [
+        (Method::GET, "/api/v1/segments/%FF", None),
+        (Method::PATCH, "/api/v1/segments/%FF", Some(&patch)),
+        (Method::DELETE, "/api/v1/segments/%FF", None),
+        (Method::GET, "/api/v1/flags/%FF", None),
+        (Method::PATCH, "/api/v1/flags/%FF", Some(&patch)),
+        (Method::DELETE, "/api/v1/flags/%FF", None),
+        (Method::POST, "/api/v1/flags/%FF/evaluate", Some(&evaluation)),
+        (Method::GET, "/api/v1/decisions/%FF", None),
+    ];
+    for (method, path, body) in cases {
+        let reply = app.v1(method.clone(), path, body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}: {}", reply.text);
+        assert!(reply.header("content-type").unwrap_or("").starts_with("application/vnd.api+json"));
+        assert_eq!(
+            reply.body,
+            json!({"errors": [{
+                "status": "400",
+                "code": "VALIDATION",
+                "detail": "the id in the path is not valid UTF-8 once percent-decoded",
+                "source": {"parameter": "id"},
+            }]}),
+            "{method} {path}"
+        );
+        let reply = app.send(method.clone(), path, body, None).await;
+        assert_eq!((reply.status, reply.error_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{method} {path}");
+    }
+}
