@@ -9,6 +9,7 @@
 //! the messages' fault: they are held and retried by the next step. A message that cannot be
 //! decoded, or whose rows the store refuses, goes to the dead-letter queue.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -234,7 +235,7 @@ async fn persist(state: &Events, group: &[(u64, QueuedEvents<'_>)]) -> BackendRe
             let (session_id, outcome) = match serde_json::from_str::<Value>(payload) {
                 Err(error) => (None, Err(vec![Reason::new("invalid_json", "", format!("malformed JSON: {error}"))])),
                 Ok(value) => {
-                    let session_id = session_id_of(&value).map(str::to_owned);
+                    let session_id = session_id_of(&value).map(Cow::into_owned);
                     match &item.rejected {
                         Some(reasons) => (session_id, Err(reasons.clone())),
                         None => (session_id, validate::check(value, &rules)),

@@ -5,8 +5,11 @@
 //! parseable and not in the future, and the `(category, name)` schema. Whether the session is
 //! known is the caller's check ([`session_unknown`]), made against the store.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::schemas::SchemaRegistry;
 use crate::time::parse_timestamp;
@@ -56,11 +59,35 @@ pub struct Rules<'a> {
     pub require_schema: bool,
 }
 
-/// The session id an event names (`{"session": {"id": ...}}`, or a bare string), if any.
-pub fn session_id_of(payload: &Value) -> Option<&str> {
-    match payload.get("session")? {
-        Value::String(id) => Some(id),
-        session => session.get("id")?.as_str(),
+/// The session id an event names (`{"session": {"id": ...}}`, or a bare string), if any, in
+/// the form the store keeps ([`normalize_session_id`]).
+pub fn session_id_of(payload: &Value) -> Option<Cow<'_, str>> {
+    let id = match payload.get("session")? {
+        Value::String(id) => id,
+        session => session.get("id")?.as_str()?,
+    };
+    Some(normalize_session_id(id))
+}
+
+/// A session id as a client may spell it, in the form the store keeps: one that parses as a
+/// UUID (any case, braced, without hyphens, `urn:uuid:`) becomes the lowercase hyphenated form,
+/// the only one the service creates, as the seed's Django `UUIDField` normalises it; anything
+/// else stays as sent (and is then simply unknown).
+pub fn normalize_session_id(id: &str) -> Cow<'_, str> {
+    // The `uuid` crate takes braces or a URN only around the hyphenated form; Python's `UUID`
+    // (behind Django's field) also takes them around the 32 bare digits.
+    let urn = "urn:uuid:";
+    let inner = match id.get(..urn.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(urn) => &id[urn.len()..],
+        _ => id,
+    };
+    let inner = inner.strip_prefix('{').and_then(|braced| braced.strip_suffix('}')).unwrap_or(inner);
+    match Uuid::try_parse(inner) {
+        Ok(uuid) => {
+            let canonical = uuid.hyphenated().to_string();
+            if canonical == id { Cow::Borrowed(id) } else { Cow::Owned(canonical) }
+        }
+        Err(_) => Cow::Borrowed(id),
     }
 }
 
@@ -86,13 +113,13 @@ pub fn check(payload: Value, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason
             reasons.push(Reason::new("missing_field", "/session", "session is required, as {\"id\": \"<uuid>\"}"));
             None
         }
-        Some(Value::String(id)) => label(id, "/session", "session", &mut reasons),
+        Some(Value::String(id)) => session_label(id, "/session", "session", &mut reasons),
         Some(Value::Object(session)) => match session.get("id") {
             None | Some(Value::Null) => {
                 reasons.push(Reason::new("missing_field", "/session/id", "session.id is required"));
                 None
             }
-            Some(Value::String(id)) => label(id, "/session/id", "session.id", &mut reasons),
+            Some(Value::String(id)) => session_label(id, "/session/id", "session.id", &mut reasons),
             Some(_) => {
                 reasons.push(Reason::new("invalid_type", "/session/id", "session.id must be a string"));
                 None
@@ -202,6 +229,11 @@ fn required_label(fields: &Map<String, Value>, field: &str, reasons: &mut Vec<Re
     }
 }
 
+/// A session id that passes [`label`], normalised.
+fn session_label(text: &str, pointer: &str, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
+    label(text, pointer, field, reasons).map(|id| normalize_session_id(&id).into_owned())
+}
+
 /// A non-blank string of at most [`MAX_LABEL_CHARS`], kept as sent.
 fn label(text: &str, pointer: &str, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
     if text.trim().is_empty() {
@@ -270,6 +302,39 @@ mod tests {
             [("schema_violation".into(), "/data/path".into()), ("timestamp_in_future".into(), "/timestamp".into())]
         );
         assert_eq!(codes(check(json!([1]), &rules)), [("not_an_object".into(), "".into())]);
+    }
+
+    #[test]
+    fn session_ids_that_are_uuids_take_the_lowercase_hyphenated_form() {
+        let canonical = "775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6f";
+        for spelling in [
+            canonical,
+            "775C02EC-8F3A-4B1E-9C7D-2A1B3C4D5E6F",
+            "{775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6f}",
+            "775C02EC8F3A4B1E9C7D2A1B3C4D5E6F",
+            "{775C02EC8F3A4B1E9C7D2A1B3C4D5E6F}",
+            "urn:uuid:775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6f",
+            "URN:UUID:775C02EC8F3A4B1E9C7D2A1B3C4D5E6F",
+        ] {
+            assert_eq!(normalize_session_id(spelling), canonical, "{spelling}");
+        }
+        for other in [
+            "s1",
+            "775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6f  ",
+            "775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6",
+            "775c02ec8f3a-4b1e-9c7d-2a1b3c4d5e6f",
+            "{775c02ec-8f3a-4b1e-9c7d-2a1b3c4d5e6f",
+            "urn:uuid:",
+            "{}",
+        ] {
+            assert_eq!(normalize_session_id(other), other);
+        }
+        let schemas = registry();
+        let rules = Rules { now: i64::MAX, future_tolerance_ms: 0, schemas: &schemas, require_schema: false };
+        let event = json!({"session": {"id": "775C02EC-8F3A-4B1E-9C7D-2A1B3C4D5E6F"}, "category": "c", "name": "n",
+                           "data": {"k": 1}, "timestamp": "2021-01-01"});
+        assert_eq!(session_id_of(&event).as_deref(), Some(canonical));
+        assert_eq!(check(event, &rules).unwrap().session_id, canonical);
     }
 
     #[test]

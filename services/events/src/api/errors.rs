@@ -14,7 +14,7 @@ use super::{PathParams, both, next_page, page_limit, seq_cursor};
 use crate::Events;
 use crate::store::{self, ErrorRow};
 use crate::time::format_timestamp;
-use crate::validate::Reason;
+use crate::validate::{Reason, normalize_session_id};
 
 pub fn router() -> Router<Events> {
     let router = both(Router::new(), "/errors/", get(list));
@@ -68,11 +68,12 @@ async fn list(
 ) -> Result<(HeaderMap, Json<Vec<ErrorView>>), ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let after = seq_cursor(query.after.as_deref())?;
-    let mut rows = store::list_errors(&state.db, query.session.as_deref(), after, limit + 1).await?;
+    let session = query.session.as_deref().map(normalize_session_id);
+    let mut rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let cursor = rows.last().filter(|_| more).map(|row| row.seq.to_string());
-    let headers = next_page("/errors/", &[("session", query.session.as_deref())], limit, cursor);
+    let headers = next_page("/errors/", &[("session", session.as_deref())], limit, cursor);
     Ok((headers, Json(rows.into_iter().map(ErrorView::from).collect())))
 }
 

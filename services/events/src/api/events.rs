@@ -2,6 +2,8 @@
 //! listing, reading, replacing, patching and deleting the stored ones. An update is validated
 //! again, synchronously, by the same rules.
 
+use std::borrow::Cow;
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -17,7 +19,7 @@ use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
 use crate::store::{self, EventFilter, EventRow};
 use crate::time::{format_timestamp, parse_timestamp};
-use crate::validate::{self, Reason, ValidEvent, session_id_of};
+use crate::validate::{self, Reason, ValidEvent, normalize_session_id, session_id_of};
 
 pub fn router() -> Router<Events> {
     let router = both(Router::new(), "/events/", get(list).post(accept));
@@ -193,8 +195,9 @@ async fn list(
                 .ok_or_else(|| ApiError::bad_request("after must be a cursor from a Link header"))
         })
         .transpose()?;
+    let session = query.session.as_deref().map(|id| normalize_session_id(id).into_owned());
     let filter = EventFilter {
-        session: query.session.clone(),
+        session: session.clone(),
         category: query.category.clone(),
         name: query.name.clone(),
         timestamp_gte: timestamp_filter("timestamp__gte", query.timestamp_gte.as_deref())?,
@@ -209,7 +212,7 @@ async fn list(
     let headers = next_page(
         "/events/",
         &[
-            ("session", query.session.as_deref()),
+            ("session", session.as_deref()),
             ("category", query.category.as_deref()),
             ("name", query.name.as_deref()),
             ("timestamp__gte", query.timestamp_gte.as_deref()),
@@ -305,7 +308,7 @@ async fn validate_update(state: &Events, payload: Value) -> Result<ValidEvent, R
     if let Err(error) = state.schemas.refresh_if_stale(&state.db).await {
         tracing::warn!(%error, "could not reload event schemas; checking against the loaded ones");
     }
-    let session_id = session_id_of(&payload).map(str::to_owned);
+    let session_id = session_id_of(&payload).map(Cow::into_owned);
     let outcome = validate::check(payload, &state.rules(state.clock.now_millis()));
     let mut reasons = match outcome {
         Ok(event) if session_exists(state, &event.session_id).await? => return Ok(event),

@@ -14,6 +14,7 @@ use super::{PathParams, both, next_page, page_limit, seq_cursor};
 use crate::Events;
 use crate::store::{self, SessionRow};
 use crate::time::format_timestamp;
+use crate::validate::normalize_session_id;
 
 pub fn router() -> Router<Events> {
     let router = both(Router::new(), "/sessions/", get(list).post(create));
@@ -65,7 +66,10 @@ async fn list(
     Ok((headers, Json(rows.into_iter().map(SessionView::from).collect())))
 }
 
+/// `GET /sessions/{id}/`, under any spelling of the session's UUID.
 async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<SessionView>, ApiError> {
-    let row = store::get_session(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("session not found"))?;
+    let row = store::get_session(&state.db, &normalize_session_id(&id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("session not found"))?;
     Ok(Json(row.into()))
 }

@@ -733,3 +733,36 @@ async fn a_session_id_with_trailing_spaces_is_another_session_on_every_backend()
     assert_eq!(reasons(&refused.body["error"]), pairs(&[("session_unknown", "/session/id")]));
     assert_eq!(app.get(&path).await.expect(StatusCode::OK)["session"]["id"], session.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_spelling_of_a_sessions_uuid_names_that_session() {
+    let app = spawn_app().await;
+    let session = app.create_session().await;
+    let upper = session.to_uppercase();
+    let braced_bare = format!("{{{}}}", session.replace('-', ""));
+
+    let stored = app.post_event(&pageview(&upper, "2021-06-15")).await;
+    let mut refused = pageview(&braced_bare, "2021-06-15");
+    refused["data"] = json!({});
+    let refused = app.post_event(&refused).await;
+    let report = app.drain().await;
+    assert_eq!((report.stored, report.rejected), (1, 1), "{report:?}");
+    let event = app.get(&format!("/events/{stored}/")).await.expect(StatusCode::OK);
+    assert_eq!(event["session"]["id"], session.as_str());
+    let error = app.get(&format!("/errors/{refused}/")).await.expect(StatusCode::OK);
+    assert_eq!(reasons(&error), pairs(&[("data_empty", "/data")]), "the session is known");
+    assert_eq!(error["session"], session.as_str());
+
+    for spelling in [&upper, &braced_bare] {
+        let found = app.get(&format!("/sessions/{spelling}/")).await.expect(StatusCode::OK);
+        assert_eq!(found["id"], session.as_str(), "{spelling}");
+        let events = app.get(&format!("/events/?session={spelling}")).await.expect(StatusCode::OK);
+        assert_eq!(events.as_array().unwrap().len(), 1, "{spelling}");
+        let errors = app.get(&format!("/errors/?session={spelling}")).await.expect(StatusCode::OK);
+        assert_eq!(errors.as_array().unwrap().len(), 1, "{spelling}");
+    }
+    let replaced = app.put(&format!("/events/{stored}/"), &pageview(&braced_bare, "2021-06-16")).await;
+    assert_eq!(replaced.expect(StatusCode::OK)["session"]["id"], session.as_str());
+    // What is not a UUID stays as sent, and unknown.
+    assert_eq!(app.get(&format!("/sessions/{session}x/")).await.status, StatusCode::NOT_FOUND);
+}
