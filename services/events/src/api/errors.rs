@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use shared::ApiError;
 use shared::http::QueryParams;
 
-use super::{PathParams, both, next_page, page_limit, seq_cursor};
+use super::{PathParams, both, next_page, page_limit, present, seq_cursor};
 use crate::Events;
 use crate::store::{self, ErrorRow};
 use crate::time::format_timestamp;
@@ -68,7 +68,8 @@ async fn list(
 ) -> Result<(HeaderMap, Json<Vec<ErrorView>>), ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let after = seq_cursor(query.after.as_deref())?;
-    let session = query.session.as_deref().map(normalize_session_id);
+    // An empty filter value is no filter, as django-filter (behind the seed) takes it.
+    let session = present(query.session.as_deref()).map(normalize_session_id);
     let mut rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);

@@ -181,7 +181,7 @@ fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
 }
 
 /// `GET /events/`: filtered by `session`, `category`, `name`, `timestamp__gte` and
-/// `timestamp__lte`, ordered by timestamp, paged by `limit` and the `after` cursor of the
+/// `timestamp__lte` (each ignored when empty), ordered by timestamp, paged by `limit` and the `after` cursor of the
 /// `Link` header.
 async fn list(
     State(state): State<Events>,
@@ -195,13 +195,18 @@ async fn list(
                 .ok_or_else(|| ApiError::bad_request("after must be a cursor from a Link header"))
         })
         .transpose()?;
-    let session = query.session.as_deref().map(|id| normalize_session_id(id).into_owned());
+    // An empty filter value is no filter, as django-filter (behind the seed) takes it.
+    let session = present(query.session.as_deref()).map(|id| normalize_session_id(id).into_owned());
+    let category = present(query.category.as_deref());
+    let name = present(query.name.as_deref());
+    let timestamp_gte = present(query.timestamp_gte.as_deref());
+    let timestamp_lte = present(query.timestamp_lte.as_deref());
     let filter = EventFilter {
         session: session.clone(),
-        category: query.category.clone(),
-        name: query.name.clone(),
-        timestamp_gte: timestamp_filter("timestamp__gte", query.timestamp_gte.as_deref())?,
-        timestamp_lte: timestamp_filter("timestamp__lte", query.timestamp_lte.as_deref())?,
+        category: category.map(str::to_owned),
+        name: name.map(str::to_owned),
+        timestamp_gte: timestamp_filter("timestamp__gte", timestamp_gte)?,
+        timestamp_lte: timestamp_filter("timestamp__lte", timestamp_lte)?,
         after,
         limit: limit + 1,
     };
@@ -213,10 +218,10 @@ async fn list(
         "/events/",
         &[
             ("session", session.as_deref()),
-            ("category", query.category.as_deref()),
-            ("name", query.name.as_deref()),
-            ("timestamp__gte", query.timestamp_gte.as_deref()),
-            ("timestamp__lte", query.timestamp_lte.as_deref()),
+            ("category", category),
+            ("name", name),
+            ("timestamp__gte", timestamp_gte),
+            ("timestamp__lte", timestamp_lte),
         ],
         limit,
         cursor,
