@@ -350,7 +350,8 @@ pub enum RuleType {
 }))]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentInput {
-    /// Unique among live segments: letters, digits, hyphens, underscores.
+    /// Unique among live segments: letters, digits, hyphens, underscores; `users` is reserved
+    /// (the legacy route `/segments/users`).
     #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
     key: String,
     #[schema(pattern = r"\S", min_length = 1, max_length = 200)]
@@ -380,6 +381,7 @@ pub struct SegmentInput {
 }))]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentPatch {
+    /// As on create: `users` is reserved.
     #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200, nullable = false)]
     key: Option<String>,
     #[schema(pattern = r"\S", min_length = 1, max_length = 200, nullable = false)]

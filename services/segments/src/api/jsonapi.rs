@@ -372,6 +372,14 @@ pub fn is_valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Keys the legacy routes use as path segments (`/segments/users`), so no segment may take
+/// them by either route family: a legacy client could not reach it.
+const RESERVED_KEYS: [&str; 1] = ["users"];
+
+pub fn is_reserved_key(key: &str) -> bool {
+    RESERVED_KEYS.contains(&key)
+}
+
 /// An integral JSON number within JavaScript's safe range (|n| < 2^53) as its integer text:
 /// `7`, and `7.0` too (JSON does not tell them apart; JSON Schema's `integer` accepts both).
 /// Larger ids are sent as strings.

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use shared::http::{JsonBody, QueryParams};
 use shared::{ApiError, ErrorCode};
 
-use super::jsonapi::is_valid_key;
+use super::jsonapi::{is_reserved_key, is_valid_key};
 use super::{PathParams, base_url, encode_segment};
 use crate::store::{self, SegmentRow};
 use crate::{Segments, percent};
@@ -48,8 +48,6 @@ pub fn router() -> Router<Segments> {
         .route("/history/{id}/{from}/{to}/history.csv", get(history_csv))
 }
 
-/// Slugs the routes themselves use, so no segment may take them.
-const RESERVED_SLUGS: [&str; 1] = ["users"];
 /// Longest user id stored.
 const MAX_USER_ID_CHARS: usize = 191;
 /// Most items an `add` or a `remove` list takes: every item is a membership written in the
@@ -98,7 +96,7 @@ async fn create_segment(
     if !is_valid_key(&slug) {
         return Err(ApiError::validation("slug must be 1 to 200 letters, digits, hyphens or underscores"));
     }
-    if RESERVED_SLUGS.contains(&slug.as_str()) {
+    if is_reserved_key(&slug) {
         return Err(ApiError::validation(format!("slug \"{slug}\" is reserved")));
     }
     let percent = match &body.percent {

@@ -21,7 +21,7 @@ use sqlx::AnyConnection;
 use super::is_uuid;
 use super::jsonapi::{
     CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors, Page,
-    PathParams, document, evaluation_input, query_map,
+    PathParams, document, evaluation_input, is_reserved_key, query_map,
 };
 use crate::Segments;
 use crate::engine::Reason;
@@ -130,7 +130,10 @@ struct Changes {
 
 fn read_changes(doc: &Document, creating: bool) -> Result<Changes, Errors> {
     let mut check = Checker::new(doc);
-    let key = check.key("key", creating);
+    let mut key = check.key("key", creating);
+    if let Some(reserved) = key.take_if(|key| is_reserved_key(key)) {
+        check.fail("key", format!("key \"{reserved}\" is reserved: /segments/{reserved} is a legacy route"));
+    }
     let name = check.string("name", creating, false, MAX_NAME_CHARS).flatten();
     let description = check.string("description", false, true, MAX_DESCRIPTION_CHARS);
     let rule_type = match doc.get("ruleType") {

@@ -66,6 +66,7 @@ on_every_backend! {
         userid_groups_and_missing_attributes,
         evaluation_reasons_and_patch_applies_at_once,
         invalid_utf8_paths_are_json_api_errors,
+        the_reserved_key_is_refused,
     ];
     #[cfg(feature = "dmn")]
     dmn: [

@@ -488,3 +488,24 @@ pub async fn invalid_utf8_paths_are_json_api_errors(app: &TestApp) {
         assert_eq!((reply.status, reply.error_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{method} {path}");
     }
 }
+
+/// `users` is the legacy route `/segments/users`: neither create nor a key change may take it,
+/// or a legacy client could never read or delete that segment.
+pub async fn the_reserved_key_is_refused(app: &TestApp) {
+    let detail = "key \"users\" is reserved: /segments/users is a legacy route";
+    let expected = |pointer: &str| json!({"errors": [{"status": "400", "code": "VALIDATION", "detail": detail, "source": {"pointer": pointer}}]});
+    let reply = app.v1(Method::POST, "/api/v1/segments", Some(&json!({"key": "users", "name": "Users"}))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    assert_eq!(reply.body, expected("/key"));
+    let document = json!({"data": {"type": "segments", "attributes": {"key": "users", "name": "Users"}}});
+    let reply = app.v1(Method::POST, "/api/v1/segments", Some(&document)).await;
+    assert_eq!((reply.status, &reply.body), (StatusCode::BAD_REQUEST, &expected("/data/attributes/key")));
+
+    let id = app.create_segment(json!({"key": "members", "name": "Members"})).await;
+    let path = format!("/api/v1/segments/{id}");
+    let reply = app.v1(Method::PATCH, &path, Some(&json!({"key": "users"}))).await;
+    assert_eq!((reply.status, &reply.body), (StatusCode::BAD_REQUEST, &expected("/key")));
+    assert_eq!(app.v1(Method::GET, &path, None).await.body["data"]["attributes"]["key"], "members");
+    let reply = app.get("/segments").await;
+    assert_eq!(reply.body, json!([{"id": 1, "slug": "members", "is_deleted": false}]), "no segment took the key");
+}
