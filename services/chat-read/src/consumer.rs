@@ -28,6 +28,8 @@
 //! without counting attempts.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use chat_write::commands::Command;
@@ -396,23 +398,78 @@ impl IndexJob {
     }
 }
 
+/// How far this process's indexer is: jobs handed over and jobs staged, counted in order. A
+/// create is acknowledged after its job is handed over, so a search in the same process that
+/// waits for [`IndexProgress::caught_up`] and then for the index's
+/// [`SearchIndex::visible`](shared::backends::search::SearchIndex::visible) finds it.
+#[derive(Debug)]
+pub struct IndexProgress {
+    /// An indexer runs in this process.
+    active: std::sync::atomic::AtomicBool,
+    handed: std::sync::atomic::AtomicU64,
+    staged: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for IndexProgress {
+    fn default() -> Self {
+        Self { active: Default::default(), handed: Default::default(), staged: tokio::sync::watch::channel(0).0 }
+    }
+}
+
+impl IndexProgress {
+    /// The sequence number of a job about to be handed over.
+    fn hand_over(&self) -> u64 {
+        self.active.store(true, Relaxed);
+        self.handed.fetch_add(1, Relaxed) + 1
+    }
+
+    fn staged(&self, job: u64) {
+        self.staged.send_if_modified(|staged| {
+            let newer = job > *staged;
+            *staged = (*staged).max(job);
+            newer
+        });
+    }
+
+    /// Returns once every job handed over so far is staged (at most [`CATCH_UP_WAIT`] later).
+    pub async fn caught_up(&self) {
+        if !self.active.load(Relaxed) {
+            return;
+        }
+        let target = self.handed.load(Relaxed);
+        let mut staged = self.staged.subscribe();
+        if tokio::time::timeout(CATCH_UP_WAIT, staged.wait_for(|staged| *staged >= target)).await.is_err() {
+            tracing::debug!(target, "the indexer is behind; searching what is staged");
+        }
+    }
+}
+
+/// Longest wait in [`IndexProgress::caught_up`].
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
 /// The indexing task: stages each batch's messages in order, retrying one that fails until it
 /// passes (the next batches wait behind it, so the index's durable watermark never passes a
 /// message it does not hold).
+/// A job, its sequence number, and where to say that it is durable (when asked).
+type Handed = (IndexJob, u64, Option<oneshot::Sender<()>>);
+
 struct Indexer {
-    jobs: Option<mpsc::Sender<(IndexJob, Option<oneshot::Sender<()>>)>>,
+    jobs: Option<mpsc::Sender<Handed>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    progress: Arc<IndexProgress>,
 }
 
 impl Indexer {
     fn start(state: ChatRead) -> Self {
-        let (jobs, mut queue) = mpsc::channel::<(IndexJob, Option<oneshot::Sender<()>>)>(INDEX_QUEUE);
+        let (jobs, mut queue) = mpsc::channel::<Handed>(INDEX_QUEUE);
+        let progress = state.index_progress.clone();
         let task = tokio::spawn(async move {
-            while let Some((job, durable)) = queue.recv().await {
+            while let Some((job, sequence, durable)) = queue.recv().await {
                 let mut failures = 0u32;
                 loop {
                     let outcome = async {
                         stage(&state, &job).await?;
+                        state.index_progress.staged(sequence);
                         if durable.is_some() { state.search.flush().await } else { Ok(()) }
                     }
                     .await;
@@ -431,7 +488,7 @@ impl Indexer {
                 }
             }
         });
-        Self { jobs: Some(jobs), task: Some(task) }
+        Self { jobs: Some(jobs), task: Some(task), progress }
     }
 
     /// Hands `job` over; with `durable`, returns once its index update is committed (an error
@@ -439,19 +496,21 @@ impl Indexer {
     async fn submit(&self, job: IndexJob, durable: bool) -> BackendResult<()> {
         let stopped = || BackendError::Other("the indexer stopped".into());
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        if !durable && job.is_empty() {
+            return Ok(());
+        }
+        let sequence = self.progress.hand_over();
         if durable {
             let (done, committed) = oneshot::channel();
             let wait = async {
-                jobs.send((job, Some(done))).await.map_err(|_| stopped())?;
+                jobs.send((job, sequence, Some(done))).await.map_err(|_| stopped())?;
                 committed.await.map_err(|_| stopped())
             };
             tokio::time::timeout(INDEX_WAIT, wait)
                 .await
                 .unwrap_or_else(|_| Err(BackendError::Search("the index update did not become durable in time".into())))
-        } else if job.is_empty() {
-            Ok(())
         } else {
-            jobs.send((job, None)).await.map_err(|_| stopped())
+            jobs.send((job, sequence, None)).await.map_err(|_| stopped())
         }
     }
 

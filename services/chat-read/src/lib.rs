@@ -35,6 +35,9 @@ pub struct ChatRead {
     pub queue: Arc<dyn Queue>,
     pub search: Arc<dyn SearchIndex>,
     pub keys: Keys,
+    /// What this process's consumer has handed its indexer, for searches that read their own
+    /// writes.
+    pub index_progress: Arc<consumer::IndexProgress>,
 }
 
 impl ChatRead {
@@ -45,7 +48,7 @@ impl ChatRead {
         search: Arc<dyn SearchIndex>,
         namespace: &str,
     ) -> Self {
-        Self { db, counters, queue, search, keys: Keys::new(namespace) }
+        Self { db, counters, queue, search, keys: Keys::new(namespace), index_progress: Default::default() }
     }
 
     /// Creates or upgrades the chat tables.

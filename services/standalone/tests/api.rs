@@ -34,3 +34,22 @@ async fn spawn() -> Standalone {
 }
 
 chatmesh_e2e::chat_suite_tests!(spawn);
+
+/// Embedded mode reads its own writes: a message is found by search as soon as its create
+/// answered, without waiting for the index's periodic commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_a_message_as_soon_as_its_create_answered() {
+    use chatmesh_e2e::Deployment;
+    let server = spawn().await;
+    let api = server.api();
+    let token = api.create_application("read your writes").await;
+    let chat = api.create_chat(&token, "room").await;
+    for round in 0..20 {
+        let word = format!("fresh{round}word");
+        let number = api.create_message(&token, chat, &format!("just sent {word}")).await;
+        let hits = api.get(&format!("/api/applications/{token}/chats/{chat}/search?q={word}")).await;
+        assert_eq!(hits.status, 200);
+        let found: Vec<i64> = hits.body.as_array().unwrap().iter().map(|h| h["number"].as_i64().unwrap()).collect();
+        assert_eq!(found, [number], "round {round}: the message just created is found");
+    }
+}

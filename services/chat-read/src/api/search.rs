@@ -55,6 +55,10 @@ async fn search(
     let limit = PageParams { limit: params.limit, ..PageParams::default() }.limit()?;
     let (application_id, _, chat_number) = chat_id(&state, &token, &chat_number).await?;
     let started = std::time::Instant::now();
+    // Where this process also consumes, a search reads its writes: what was acknowledged
+    // before it is staged and committed first.
+    state.index_progress.caught_up().await;
+    state.search.visible().await;
     let hits = state
         .search
         .search(&search_scope(application_id, chat_number), &query, limit.min(MAX_PAGE_SIZE) as usize)
