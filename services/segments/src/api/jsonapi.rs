@@ -325,6 +325,17 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A string that must hold more than whitespace whenever it is sent, required or not (a
+    /// patch may leave it out, not blank it).
+    pub fn non_blank(&mut self, field: &str, required: bool, max_chars: usize) -> Option<String> {
+        let text = self.string(field, required, false, max_chars)??;
+        if text.trim().is_empty() {
+            self.fail(field, format!("{field} must not be blank"));
+            return None;
+        }
+        Some(text)
+    }
+
     /// A key: `[A-Za-z0-9_-]+`, at most 200 characters.
     pub fn key(&mut self, field: &str, required: bool) -> Option<String> {
         let key = self.string(field, required, false, 200)??;

@@ -134,7 +134,7 @@ fn read_changes(doc: &Document, creating: bool) -> Result<Changes, Errors> {
     if let Some(reserved) = key.take_if(|key| is_reserved_key(key)) {
         check.fail("key", format!("key \"{reserved}\" is reserved: /segments/{reserved} is a legacy route"));
     }
-    let name = check.string("name", creating, false, MAX_NAME_CHARS).flatten();
+    let name = check.non_blank("name", creating, MAX_NAME_CHARS);
     let description = check.string("description", false, true, MAX_DESCRIPTION_CHARS);
     let rule_type = match doc.get("ruleType") {
         None => None,

@@ -67,6 +67,7 @@ on_every_backend! {
         evaluation_reasons_and_patch_applies_at_once,
         invalid_utf8_paths_are_json_api_errors,
         the_reserved_key_is_refused,
+        a_patch_cannot_blank_the_name,
     ];
     #[cfg(feature = "dmn")]
     dmn: [

@@ -509,3 +509,34 @@ pub async fn the_reserved_key_is_refused(app: &TestApp) {
     let reply = app.get("/segments").await;
     assert_eq!(reply.body, json!([{"id": 1, "slug": "members", "is_deleted": false}]), "no segment took the key");
 }
+
+/// A patch may leave the name out but not blank it, as a create may not.
+pub async fn a_patch_cannot_blank_the_name(app: &TestApp) {
+    let id = app.create_segment(json!({"key": "named", "name": "Named"})).await;
+    let path = format!("/api/v1/segments/{id}");
+    for (body, pointer) in [
+        (json!({"name": ""}), "/name"),
+        (json!({"name": "   "}), "/name"),
+        (json!({"name": "\t\n", "description": "d"}), "/name"),
+        (json!({"data": {"type": "segments", "attributes": {"name": " "}}}), "/data/attributes/name"),
+    ] {
+        let reply = app.v1(Method::PATCH, &path, Some(&body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        assert_eq!(
+            reply.body,
+            json!({"errors": [{
+                "status": "400",
+                "code": "VALIDATION",
+                "detail": "name must not be blank",
+                "source": {"pointer": pointer},
+            }]}),
+            "{body}"
+        );
+    }
+    let reply = app.v1(Method::GET, &path, None).await;
+    assert_eq!(reply.body["data"]["attributes"]["name"], "Named");
+    assert_eq!(reply.body["data"]["attributes"]["description"], Value::Null);
+    assert_eq!(reply.body["data"]["meta"]["version"], 1, "a refused patch changes nothing");
+    let reply = app.v1(Method::PATCH, &path, Some(&json!({"name": " Renamed "}))).await;
+    assert_eq!((reply.status, &reply.body["data"]["attributes"]["name"]), (StatusCode::OK, &json!(" Renamed ")));
+}
