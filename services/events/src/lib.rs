@@ -13,7 +13,8 @@
 //! - [`retention`]: the daily delete of user events past the retention period.
 //! - [`loader`]: the `.jsonl` loader behind `events load`.
 //! - [`clock`]: the injectable clock; [`time`]: timestamp parsing.
-//! - [`openapi`]: the OpenAPI document of the routes, served at `/openapi.json` (and `/docs`).
+//! - [`openapi`]: the OpenAPI document of the routes, served at `/openapi.json` (and `/docs`;
+//!   `/docs/` redirects there).
 
 pub mod api;
 pub mod clock;

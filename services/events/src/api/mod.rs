@@ -14,8 +14,8 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::header::LINK;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{MethodRouter, get};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use shared::ApiError;
@@ -24,6 +24,7 @@ use crate::Events;
 use crate::validate::Reason;
 
 /// Every route of the service, each with its body limit, answering with `X-Served-By: events`.
+/// `/docs/`, where seed 001 documents the docs, redirects to the shared `/docs` page.
 pub fn router(state: Events) -> Router {
     let settings = state.settings.clone();
     let single = Router::new()
@@ -32,6 +33,7 @@ pub fn router(state: Events) -> Router {
         .merge(errors::router())
         .merge(schemas::router())
         .merge(user::queries())
+        .route("/docs/", get(|| async { Redirect::permanent("/docs") }))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));
     let event_batches = events::batch_router().layer(DefaultBodyLimit::max(settings.max_batch_bytes));
     let user_batches = user::batch_router().layer(DefaultBodyLimit::max(settings.max_user_batch_bytes));

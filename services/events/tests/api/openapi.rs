@@ -71,3 +71,19 @@ async fn the_openapi_document_matches_the_routes() {
     }
     assert_eq!(operations, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_are_at_docs_with_or_without_the_seeds_trailing_slash() {
+    let app = spawn_app().await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let moved = no_redirects.get(app.at("/docs/")).send().await.unwrap();
+    assert_eq!(moved.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(moved.headers()[reqwest::header::LOCATION], "/docs");
+
+    for path in ["/docs", "/docs/"] {
+        let page = app.client.get(app.at(path)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{path}");
+        assert!(page.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{path}");
+        assert!(page.text().await.unwrap().contains("/openapi.json"), "{path}");
+    }
+}
