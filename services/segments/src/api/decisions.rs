@@ -23,8 +23,9 @@ use super::jsonapi::{CanCreateSegments, CanReadSegments, Checker, Document, Erro
 use crate::Segments;
 use crate::store::{self, DecisionRow};
 
+/// The routes, relative to `/api/v1` (where [`super::router`] nests them).
 pub fn router() -> Router<Segments> {
-    Router::new().route("/api/v1/decisions", post(create_decision)).route("/api/v1/decisions/{id}", get(get_decision))
+    Router::new().route("/decisions", post(create_decision)).route("/decisions/{id}", get(get_decision))
 }
 
 const MAX_MODEL_CHARS: usize = 512 * 1024;

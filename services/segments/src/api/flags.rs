@@ -33,11 +33,12 @@ use super::jsonapi::{
 use crate::Segments;
 use crate::store::{self, FlagRow, FlagRuleRow};
 
+/// The routes, relative to `/api/v1` (where [`super::router`] nests them).
 pub fn router() -> Router<Segments> {
     Router::new()
-        .route("/api/v1/flags", get(list_flags).post(create_flag))
-        .route("/api/v1/flags/{id}", get(get_flag).patch(update_flag).delete(delete_flag))
-        .route("/api/v1/flags/{id}/evaluate", post(evaluate_flag))
+        .route("/flags", get(list_flags).post(create_flag))
+        .route("/flags/{id}", get(get_flag).patch(update_flag).delete(delete_flag))
+        .route("/flags/{id}/evaluate", post(evaluate_flag))
 }
 
 const PATH: &str = "/api/v1/flags";

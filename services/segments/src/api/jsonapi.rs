@@ -132,6 +132,17 @@ impl IntoResponse for Errors {
     }
 }
 
+/// The JSON:API 404 for a path under `/api/v1` that no route matches.
+pub async fn no_such_route() -> Errors {
+    shared::http::not_found().await.into()
+}
+
+/// The JSON:API 405 for an `/api/v1` route asked with a method it does not take (axum adds
+/// `Allow`).
+pub async fn method_not_allowed() -> Errors {
+    shared::http::method_not_allowed().await.into()
+}
+
 /// A JSON:API document response.
 pub fn document(status: StatusCode, body: Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();

@@ -19,19 +19,27 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::routing::any;
 use serde::de::DeserializeOwned;
 use shared::{ApiError, ErrorCode};
 
 use crate::Segments;
 
-/// Every route of the service (without health or fallbacks: the binary that serves them adds
-/// those once).
+/// Every route of the service (without health or the service-wide fallbacks: the binary that
+/// serves them adds those once). Under `/api/v1` an unknown path (404) or a method a route does
+/// not take (405, with `Allow`) is answered here, in the JSON:API error shape of that family.
 pub fn router(state: Segments) -> Router {
-    Router::new()
-        .merge(legacy::router())
+    let v1 = Router::new()
         .merge(segments::router())
         .merge(decisions::router())
         .merge(flags::router())
+        .fallback(jsonapi::no_such_route)
+        .method_not_allowed_fallback(jsonapi::method_not_allowed);
+    Router::new()
+        .merge(legacy::router())
+        .nest("/api/v1", v1)
+        // The nested fallback takes `/api/v1` and `/api/v1/...`, not the bare `/api/v1/`.
+        .route("/api/v1/", any(jsonapi::no_such_route))
         .with_state(state)
 }
 

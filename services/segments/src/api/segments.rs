@@ -28,11 +28,12 @@ use crate::engine::Reason;
 use crate::rules::{self, RuleType};
 use crate::store::{self, SegmentRow};
 
+/// The routes, relative to `/api/v1` (where [`super::router`] nests them).
 pub fn router() -> Router<Segments> {
     Router::new()
-        .route("/api/v1/segments", get(list_segments).post(create_segment))
-        .route("/api/v1/segments/evaluate", post(evaluate))
-        .route("/api/v1/segments/{id}", get(get_segment).patch(update_segment).delete(delete_segment))
+        .route("/segments", get(list_segments).post(create_segment))
+        .route("/segments/evaluate", post(evaluate))
+        .route("/segments/{id}", get(get_segment).patch(update_segment).delete(delete_segment))
 }
 
 const PATH: &str = "/api/v1/segments";

@@ -68,6 +68,7 @@ on_every_backend! {
         invalid_utf8_paths_are_json_api_errors,
         the_reserved_key_is_refused,
         a_patch_cannot_blank_the_name,
+        v1_fallbacks_are_json_api,
     ];
     #[cfg(feature = "dmn")]
     dmn: [

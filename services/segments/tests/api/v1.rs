@@ -540,3 +540,47 @@ pub async fn a_patch_cannot_blank_the_name(app: &TestApp) {
     let reply = app.v1(Method::PATCH, &path, Some(&json!({"name": " Renamed "}))).await;
     assert_eq!((reply.status, &reply.body["data"]["attributes"]["name"]), (StatusCode::OK, &json!(" Renamed ")));
 }
+
+/// Under `/api/v1` an unknown path is a JSON:API 404 and a method a route does not take a
+/// JSON:API 405 with `Allow`; the legacy routes keep the chatmesh error body for both.
+pub async fn v1_fallbacks_are_json_api(app: &TestApp) {
+    let not_found = json!({"errors": [{"status": "404", "code": "NOT_FOUND", "detail": "no such route"}]});
+    let body = json!({"key": "k", "name": "N"});
+    for (method, path) in [
+        (Method::GET, "/api/v1"),
+        (Method::GET, "/api/v1/"),
+        (Method::GET, "/api/v1/nothing"),
+        (Method::GET, "/api/v1/segments/x/y"),
+        (Method::POST, "/api/v1/nothing"),
+        (Method::DELETE, "/api/v1/flags/x/y/z"),
+    ] {
+        let reply = app.v1(method.clone(), path, (method == Method::POST).then_some(&body)).await;
+        assert_eq!((reply.status, &reply.body), (StatusCode::NOT_FOUND, &not_found), "{method} {path}: {}", reply.text);
+        assert!(reply.header("content-type").unwrap_or("").starts_with("application/vnd.api+json"));
+        assert_eq!(reply.header("x-served-by"), Some("segments"));
+    }
+    let not_allowed = json!({"errors": [{"status": "405", "code": "METHOD_NOT_ALLOWED", "detail": "method not allowed on this route"}]});
+    for (method, path, allow) in [
+        (Method::PUT, "/api/v1/segments/x", "GET,HEAD,PATCH,DELETE"),
+        (Method::DELETE, "/api/v1/segments", "GET,HEAD,POST"),
+        (Method::GET, "/api/v1/segments/evaluate", "POST"),
+        (Method::PUT, "/api/v1/flags/x", "GET,HEAD,PATCH,DELETE"),
+        (Method::GET, "/api/v1/decisions", "POST"),
+    ] {
+        let reply = app.v1(method.clone(), path, None).await;
+        assert_eq!(
+            (reply.status, &reply.body),
+            (StatusCode::METHOD_NOT_ALLOWED, &not_allowed),
+            "{method} {path}: {}",
+            reply.text
+        );
+        assert!(reply.header("content-type").unwrap_or("").starts_with("application/vnd.api+json"));
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
+    // The legacy routes and everything else outside /api/v1 keep the chatmesh error body.
+    let reply = app.get("/nothing").await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
+    let reply = app.send(Method::PUT, "/segments", None, None).await;
+    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
+    assert_eq!(reply.header("allow"), Some("GET,HEAD,POST"));
+}
