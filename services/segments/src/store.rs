@@ -8,10 +8,12 @@
 //! - `segment_revision`: one counter bumped by every segment write, so evaluation knows with
 //!   one primary-key read whether its compiled snapshot is still current, in any process.
 //! - `segment_memberships` / `segment_history`: explicit memberships with their optional
-//!   expiry, and the add / remove lines of the CSV report. An expired membership is written to
-//!   the history as a `remove` at its expiry time when it is next touched (a change of the
-//!   user's segments, a report, a delete of the segment, or the periodic sweep); queries of
-//!   active segments exclude it before that, from the moment it expires.
+//!   expiry, and the add / remove lines of the CSV report, each with the slug the segment had
+//!   when the line was written (a later key change leaves the past alone). An expired
+//!   membership is written to the history as a `remove` at its expiry time when it is next
+//!   touched (a change of the user's segments, a report, a delete or a key change of the
+//!   segment, or the periodic sweep); queries of active segments exclude it before that, from
+//!   the moment it expires.
 //! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
 
 use shared::backends::sql::{Database, Dialect, Migration, placeholders};
@@ -21,7 +23,10 @@ use sqlx::{AnyConnection, Row};
 pub type SqlResult<T> = Result<T, sqlx::Error>;
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[CREATE_TABLES, HISTORY_SLUGS];
+
+/// The tables as first created.
+const CREATE_TABLES: Migration = Migration {
     version: 1,
     name: "segments, memberships, history, decisions, flags, api keys",
     sqlite: &[
@@ -85,7 +90,24 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
          key_hash VARCHAR(64) NOT NULL, permissions VARCHAR(500) NOT NULL, created_at BIGINT NOT NULL, \
          UNIQUE KEY segment_api_keys_hash (key_hash)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     ],
-}];
+};
+
+/// A history line keeps the slug it was written under: renaming a segment's key does not
+/// rewrite the past. Lines written before this migration take the key their segment has now
+/// (the best that is known of them).
+const HISTORY_SLUGS: Migration = Migration {
+    version: 2,
+    name: "history lines keep their slug",
+    sqlite: &[
+        "ALTER TABLE segment_history ADD COLUMN slug VARCHAR(200) NOT NULL DEFAULT ''",
+        "UPDATE segment_history SET slug = COALESCE((SELECT s.seg_key FROM segments s \
+         WHERE s.id = segment_history.segment_id), '')",
+    ],
+    mysql: &[
+        "ALTER TABLE segment_history ADD COLUMN slug VARCHAR(200) NOT NULL DEFAULT ''",
+        "UPDATE segment_history h JOIN segments s ON s.id = h.segment_id SET h.slug = s.seg_key",
+    ],
+};
 
 /// Begins a transaction that writes. SQLite takes its write lock at once (`BEGIN IMMEDIATE`),
 /// so a transaction that reads before it writes cannot fail on a lock upgrade; MySQL locks
@@ -322,9 +344,10 @@ pub async fn soft_delete_segment(conn: &mut AnyConnection, segment_id: i64, now:
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "INSERT INTO segment_history (user_id, segment_id, action, at) \
-         SELECT user_id, segment_id, 'remove', CASE WHEN expires_at IS NOT NULL AND expires_at <= ? \
-         THEN expires_at ELSE ? END FROM segment_memberships WHERE segment_id = ? ORDER BY added_at, ordinal",
+        "INSERT INTO segment_history (user_id, segment_id, slug, action, at) \
+         SELECT m.user_id, m.segment_id, s.seg_key, 'remove', CASE WHEN m.expires_at IS NOT NULL \
+         AND m.expires_at <= ? THEN m.expires_at ELSE ? END FROM segment_memberships m \
+         JOIN segments s ON s.id = m.segment_id WHERE m.segment_id = ? ORDER BY m.added_at, m.ordinal",
     )
     .bind(now)
     .bind(now)
@@ -333,6 +356,28 @@ pub async fn soft_delete_segment(conn: &mut AnyConnection, segment_id: i64, now:
     .await?;
     sqlx::query("DELETE FROM segment_memberships WHERE segment_id = ?").bind(segment_id).execute(&mut *conn).await?;
     bump_revision(conn).await
+}
+
+/// Writes the expired memberships of one segment to the history (each a `remove` at its
+/// expiry, under the key the segment has now) and drops them: done before the key changes, so
+/// an expiry that happened under the old key is not written later under the new one.
+pub async fn materialize_expired_of_segment(conn: &mut AnyConnection, segment_id: i64, now: i64) -> SqlResult<()> {
+    sqlx::query(
+        "INSERT INTO segment_history (user_id, segment_id, slug, action, at) \
+         SELECT m.user_id, m.segment_id, s.seg_key, 'remove', m.expires_at FROM segment_memberships m \
+         JOIN segments s ON s.id = m.segment_id WHERE m.segment_id = ? AND m.expires_at IS NOT NULL \
+         AND m.expires_at <= ? ORDER BY m.expires_at, m.ordinal",
+    )
+    .bind(segment_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM segment_memberships WHERE segment_id = ? AND expires_at IS NOT NULL AND expires_at <= ?")
+        .bind(segment_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A live segment as evaluation needs it, with the DMN XML of its stored decision if any.
@@ -381,8 +426,9 @@ pub async fn live_segments(db: &Database) -> SqlResult<Vec<LiveSegmentRow>> {
 /// concurrent callers from writing one expiry twice.
 pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i64) -> SqlResult<u64> {
     let expired = sqlx::query(
-        "SELECT segment_id, expires_at FROM segment_memberships WHERE user_id = ? AND expires_at IS NOT NULL \
-         AND expires_at <= ? ORDER BY expires_at, ordinal",
+        "SELECT m.segment_id, m.expires_at, s.seg_key FROM segment_memberships m JOIN segments s \
+         ON s.id = m.segment_id WHERE m.user_id = ? AND m.expires_at IS NOT NULL AND m.expires_at <= ? \
+         ORDER BY m.expires_at, m.ordinal",
     )
     .bind(user_id)
     .bind(now)
@@ -392,6 +438,7 @@ pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i
     for row in expired {
         let segment_id: i64 = row.try_get(0)?;
         let expires_at: i64 = row.try_get(1)?;
+        let slug: String = row.try_get(2)?;
         let deleted =
             sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ? AND expires_at = ?")
                 .bind(user_id)
@@ -400,7 +447,7 @@ pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i
                 .execute(&mut *conn)
                 .await?;
         if deleted.rows_affected() == 1 {
-            insert_history(&mut *conn, user_id, segment_id, "remove", expires_at).await?;
+            insert_history(&mut *conn, user_id, segment_id, &slug, "remove", expires_at).await?;
             written += 1;
         }
     }
@@ -432,16 +479,19 @@ pub async fn users_with_expired(db: &Database, now: i64, limit: i64) -> SqlResul
     rows.iter().map(|row| row.try_get(0)).collect()
 }
 
+/// Writes a history line under `slug`, the segment's key as the line happens.
 pub async fn insert_history(
     conn: &mut AnyConnection,
     user_id: &str,
     segment_id: i64,
+    slug: &str,
     action: &str,
     at: i64,
 ) -> SqlResult<()> {
-    sqlx::query("INSERT INTO segment_history (user_id, segment_id, action, at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO segment_history (user_id, segment_id, slug, action, at) VALUES (?, ?, ?, ?, ?)")
         .bind(user_id)
         .bind(segment_id)
+        .bind(slug)
         .bind(action)
         .bind(at)
         .execute(conn)
@@ -494,7 +544,13 @@ async fn ids_and_keys(conn: &mut AnyConnection, sql: &str, keys: &[String]) -> S
 }
 
 /// Removes a membership; true (and a `remove` line) when the user had it.
-pub async fn remove_membership(conn: &mut AnyConnection, user_id: &str, segment_id: i64, now: i64) -> SqlResult<bool> {
+pub async fn remove_membership(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    segment_id: i64,
+    slug: &str,
+    now: i64,
+) -> SqlResult<bool> {
     let deleted = sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ?")
         .bind(user_id)
         .bind(segment_id)
@@ -503,7 +559,7 @@ pub async fn remove_membership(conn: &mut AnyConnection, user_id: &str, segment_
     if deleted.rows_affected() == 0 {
         return Ok(false);
     }
-    insert_history(conn, user_id, segment_id, "remove", now).await?;
+    insert_history(conn, user_id, segment_id, slug, "remove", now).await?;
     Ok(true)
 }
 
@@ -516,6 +572,7 @@ pub async fn add_membership(
     dialect: Dialect,
     user_id: &str,
     segment_id: i64,
+    slug: &str,
     ordinal: i64,
     expires_at: Option<i64>,
     now: i64,
@@ -536,7 +593,7 @@ pub async fn add_membership(
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
-        insert_history(conn, user_id, segment_id, "add", now).await
+        insert_history(conn, user_id, segment_id, slug, "add", now).await
     } else {
         sqlx::query("UPDATE segment_memberships SET expires_at = ? WHERE user_id = ? AND segment_id = ?")
             .bind(expires_at)
@@ -605,8 +662,8 @@ pub struct HistoryLine {
 /// The user's history in `[from, to)`, ascending by time, then in the order it was written.
 pub async fn history(db: &Database, user_id: &str, from: i64, to: i64) -> SqlResult<Vec<HistoryLine>> {
     let rows = sqlx::query(
-        "SELECT h.user_id, s.seg_key, h.action, h.at FROM segment_history h JOIN segments s ON s.id = h.segment_id \
-         WHERE h.user_id = ? AND h.at >= ? AND h.at < ? ORDER BY h.at, h.id",
+        "SELECT user_id, slug, action, at FROM segment_history WHERE user_id = ? AND at >= ? AND at < ? \
+         ORDER BY at, id",
     )
     .bind(user_id)
     .bind(from)

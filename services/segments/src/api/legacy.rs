@@ -263,12 +263,13 @@ async fn change_user_segments(
     }
     store::materialize_expired(&mut tx, &user_id, now).await?;
     // Removes are written first: at one instant the history reads "remove, then add".
-    for (segment_id, _) in &to_remove {
-        store::remove_membership(&mut tx, &user_id, *segment_id, now).await?;
+    for (segment_id, slug) in &to_remove {
+        store::remove_membership(&mut tx, &user_id, *segment_id, slug, now).await?;
     }
     for (ordinal, (slug, expires_at)) in add_slugs.iter().zip(&expiries).enumerate() {
         let segment_id = to_add.get(*slug).copied().unwrap_or_default();
-        store::add_membership(&mut tx, state.dialect(), &user_id, segment_id, ordinal as i64, *expires_at, now).await?;
+        store::add_membership(&mut tx, state.dialect(), &user_id, segment_id, slug, ordinal as i64, *expires_at, now)
+            .await?;
     }
     let explicit = store::active_memberships(&mut tx, &user_id, now).await?;
     tx.commit().await?;

@@ -276,10 +276,15 @@ async fn update_segment(
     let Some(current) = store::live_segment_by_uuid(&mut tx, state.dialect(), &id, true).await? else {
         return Err(not_found(&id));
     };
+    let renamed = changes.key.as_ref().is_some_and(|key| *key != current.key);
     let merged = apply(current, &changes);
     check_rule(&mut tx, &doc, &merged).await?;
     if store::live_key_taken(&mut tx, &merged.key, Some(merged.id)).await? {
         return Err(key_taken(&doc, &merged.key));
+    }
+    if renamed {
+        // Expiries that passed under the old key go to the history under it.
+        store::materialize_expired_of_segment(&mut tx, merged.id, now).await?;
     }
     match store::update_segment(&mut tx, &merged, now).await {
         Ok(()) => {}

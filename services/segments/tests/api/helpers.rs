@@ -76,6 +76,20 @@ pub async fn spawn(backend: Backend, test: &str) -> Option<TestApp> {
 
 /// Spawns an app with the admin token given (or none).
 pub async fn spawn_with(backend: Backend, test: &str, admin: Option<String>) -> Option<TestApp> {
+    let store = open_store(backend, test).await?;
+    Some(serve_on(store, admin).await)
+}
+
+/// A store as a test app gets it, before the service has migrated it.
+pub struct Store {
+    pub db: Database,
+    pub backend: Backend,
+    pub database_url: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+/// Opens a fresh, empty store on `backend`; `None` when the backend's URL is not set.
+pub async fn open_store(backend: Backend, test: &str) -> Option<Store> {
     if std::env::var_os("SEGMENTS_TEST_LOG").is_some() {
         shared::telemetry::init();
     }
@@ -88,6 +102,12 @@ pub async fn spawn_with(backend: Backend, test: &str, admin: Option<String>) -> 
             (Database::connect(&url).await.expect("mysql"), Some(url))
         }
     };
+    Some(Store { db, backend, database_url, dir })
+}
+
+/// Serves the segments routes on `store` (migrating it, as the service does at start).
+pub async fn serve_on(store: Store, admin: Option<String>) -> TestApp {
+    let Store { db, backend, database_url, dir } = store;
     let clock = Arc::new(AtomicI64::new(START));
     let reading = clock.clone();
     let settings = Settings { admin_token: admin.clone() };
@@ -99,7 +119,7 @@ pub async fn spawn_with(backend: Backend, test: &str, admin: Option<String>) -> 
     let (trigger, shutdown) = channel();
     tokio::spawn(shared::http::serve(listener, segments::app(state.clone(), 1024 * 1024), shutdown));
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client");
-    Some(TestApp {
+    TestApp {
         base,
         http,
         state,
@@ -110,7 +130,7 @@ pub async fn spawn_with(backend: Backend, test: &str, admin: Option<String>) -> 
         clock,
         trigger,
         _dir: dir,
-    })
+    }
 }
 
 impl TestApp {

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{HOUR, START, TestApp};
+use crate::helpers::{Backend, HOUR, START, TestApp, open_store, serve_on};
 
 /// Every example of seed 000, in the seed's order and with its responses.
 pub async fn seed_000_examples(app: &TestApp) {
@@ -404,6 +404,86 @@ pub async fn invalid_utf8_paths_are_json_errors(app: &TestApp) {
             "{method} {path}"
         );
     }
+}
+
+/// A history line keeps the slug it had when it happened: renaming a key (PATCH
+/// /api/v1/segments/:id) leaves the past alone, and an expiry that passed under the old key is
+/// written under it.
+pub async fn history_keeps_the_slug_of_its_time(app: &TestApp) {
+    let sale = app.create_segment(json!({"key": "spring-sale", "name": "Sale"})).await;
+    let promo = app.create_segment(json!({"key": "promo", "name": "Promo"})).await;
+    let add =
+        json!({"id": 77, "add": [{"slug": "spring-sale"}, {"slug": "promo", "expired": helpers_at(START + HOUR)}]});
+    assert_eq!(app.post("/segments/users", &add).await.status, StatusCode::OK);
+
+    // Both renamed after promo expired (an expiry nobody has written to the history yet).
+    app.set_now(START + 2 * HOUR);
+    for (id, key) in [(&sale, "summer-sale"), (&promo, "promo-2")] {
+        let reply = app.v1(Method::PATCH, &format!("/api/v1/segments/{id}"), Some(&json!({"key": key}))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    app.set_now(START + 3 * HOUR);
+    let reply = app.post("/segments/users", &json!({"id": 77, "remove": [{"slug": "summer-sale"}]})).await;
+    assert_eq!(reply.body, json!({"segments": []}));
+    // A delete writes its removes under the key the segment has then.
+    app.post("/segments/users", &json!({"id": 77, "add": [{"slug": "promo-2"}]})).await;
+    app.set_now(START + 4 * HOUR);
+    assert_eq!(app.delete("/segments/promo-2").await.status, StatusCode::NO_CONTENT);
+
+    let csv = app.history_csv("77", "2023-08-30", "2023-08-30").await;
+    let line =
+        |slug: &str, action: &str, hours: i64| format!("77,{slug},{action},{}\n", helpers_at(START + hours * HOUR));
+    assert_eq!(
+        csv,
+        [
+            line("spring-sale", "add", 0),
+            line("promo", "add", 0),
+            line("promo", "remove", 1),
+            line("summer-sale", "remove", 3),
+            line("promo-2", "add", 3),
+            line("promo-2", "remove", 4),
+        ]
+        .concat()
+    );
+}
+
+/// History written before lines kept their slug takes, on upgrade, the key its segment has.
+pub async fn history_from_before_the_slug_column(backend: Backend) {
+    let test = "history_from_before_the_slug_column";
+    let Some(store) = open_store(backend, test).await else { return };
+    store.db.migrate("segments", &segments::store::MIGRATIONS[..1]).await.expect("first migration");
+    let pool = store.db.pool();
+    sqlx::query(
+        "INSERT INTO segments (uuid, seg_key, live_key, name, rule_type, version, deleted, created_at, updated_at) \
+         VALUES ('550e8400-e29b-41d4-a716-446655440001', 'OLD_TIMER', 'OLD_TIMER', 'OLD_TIMER', 'SIMPLE', 1, 0, ?, ?)",
+    )
+    .bind(START)
+    .bind(START)
+    .execute(pool)
+    .await
+    .expect("segment");
+    for (action, at) in [("add", START), ("remove", START + HOUR)] {
+        sqlx::query("INSERT INTO segment_history (user_id, segment_id, action, at) VALUES ('5', 1, ?, ?)")
+            .bind(action)
+            .bind(at)
+            .execute(pool)
+            .await
+            .expect("history line");
+    }
+    let app = serve_on(store, None).await;
+    assert_eq!(
+        app.history_csv("5", "2023-08-30", "2023-08-30").await,
+        format!("5,OLD_TIMER,add,{}\n5,OLD_TIMER,remove,{}\n", helpers_at(START), helpers_at(START + HOUR))
+    );
+    // New lines go on beside them.
+    app.set_now(START + 2 * HOUR);
+    let reply = app.post("/segments/users", &json!({"id": 5, "add": [{"slug": "OLD_TIMER"}]})).await;
+    assert_eq!(reply.body, json!({"segments": [{"slug": "OLD_TIMER"}]}));
+    assert!(app.history_csv("5", "2023-08-30", "2023-08-30").await.ends_with(&format!(
+        "5,OLD_TIMER,remove,{}\n5,OLD_TIMER,add,{}\n",
+        helpers_at(START + HOUR),
+        helpers_at(START + 2 * HOUR)
+    )));
 }
 
 fn helpers_at(millis: i64) -> String {

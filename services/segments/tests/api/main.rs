@@ -54,6 +54,7 @@ on_every_backend! {
         bad_input_is_never_a_500,
         long_change_lists,
         invalid_utf8_paths_are_json_errors,
+        history_keeps_the_slug_of_its_time,
     ];
     v1: [
         seed_002_examples,
@@ -88,6 +89,21 @@ on_every_backend! {
     cli: [
         mint_key_subcommand,
     ];
+}
+
+/// Upgrades from a store an older version wrote: each sets the store up itself.
+mod upgrades {
+    use crate::helpers::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_history_from_before_the_slug_column() {
+        crate::legacy::history_from_before_the_slug_column(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_history_from_before_the_slug_column() {
+        crate::legacy::history_from_before_the_slug_column(Backend::MySql).await;
+    }
 }
 
 #[test]
