@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::error::{ApiError, ErrorCode};
 use crate::shutdown::Shutdown;
 
-/// Path parameters: a segment that does not decode (invalid UTF-8, say) is a JSON 400, not
+/// Path parameters: a segment that does not decode (`%FF` is not UTF-8) is a JSON 400, not
 /// axum's plain-text rejection.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PathParams<T>(pub T);
@@ -29,8 +29,39 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))),
+            Err(rejection) => {
+                let PathProblem { detail, server_error, .. } = PathProblem::of(&rejection);
+                let code = if server_error { ErrorCode::Internal } else { ErrorCode::BadRequest };
+                Err(ApiError::new(code, detail))
+            }
         }
+    }
+}
+
+/// What a client is told about path parameters that did not decode.
+pub struct PathProblem {
+    pub detail: String,
+    /// The parameter at fault, when axum names it.
+    pub parameter: Option<String>,
+    /// The route and its extractor disagree (a bug, not bad input).
+    pub server_error: bool,
+}
+
+impl PathProblem {
+    pub fn of(rejection: &axum::extract::rejection::PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        let server_error = rejection.status().is_server_error();
+        if let PathRejection::FailedToDeserializePathParams(failure) = rejection
+            && let ErrorKind::InvalidUtf8InPathParam { key } = failure.kind()
+        {
+            return Self {
+                detail: format!("the {key} in the path is not valid UTF-8 once percent-decoded"),
+                parameter: Some(key.clone()),
+                server_error,
+            };
+        }
+        Self { detail: format!("invalid path: {}", rejection.body_text()), parameter: None, server_error }
     }
 }
 

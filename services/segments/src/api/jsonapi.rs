@@ -165,7 +165,7 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
             Err(rejection) => {
-                let problem = super::PathProblem::of(&rejection);
+                let problem = shared::http::PathProblem::of(&rejection);
                 if problem.server_error {
                     return Err(ApiError::new(ErrorCode::Internal, problem.detail).into());
                 }

@@ -14,14 +14,8 @@ pub mod legacy;
 pub mod segments;
 
 use axum::Router;
-use axum::extract::path::ErrorKind;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path};
 use axum::http::HeaderMap;
-use axum::http::request::Parts;
 use axum::routing::any;
-use serde::de::DeserializeOwned;
-use shared::{ApiError, ErrorCode};
 
 use crate::Segments;
 
@@ -45,51 +39,7 @@ pub fn router(state: Segments) -> Router {
 
 /// Path parameters of the legacy routes: a JSON error body in the chatmesh shape (never axum's
 /// plain-text 400) when they do not decode, as `%FF` does not to UTF-8.
-pub struct PathParams<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for PathParams<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let PathProblem { detail, server_error, .. } = PathProblem::of(&rejection);
-                let code = if server_error { ErrorCode::Internal } else { ErrorCode::BadRequest };
-                Err(ApiError::new(code, detail))
-            }
-        }
-    }
-}
-
-/// What a client is told about path parameters that did not decode.
-pub(crate) struct PathProblem {
-    pub detail: String,
-    /// The parameter at fault, when axum names it.
-    pub parameter: Option<String>,
-    /// The route and its extractor disagree (a bug, not bad input).
-    pub server_error: bool,
-}
-
-impl PathProblem {
-    pub(crate) fn of(rejection: &PathRejection) -> Self {
-        let server_error = rejection.status().is_server_error();
-        if let PathRejection::FailedToDeserializePathParams(failure) = rejection
-            && let ErrorKind::InvalidUtf8InPathParam { key } = failure.kind()
-        {
-            return Self {
-                detail: format!("the {key} in the path is not valid UTF-8 once percent-decoded"),
-                parameter: Some(key.clone()),
-                server_error,
-            };
-        }
-        Self { detail: format!("invalid path: {}", rejection.body_text()), parameter: None, server_error }
-    }
-}
+pub use shared::http::PathParams;
 
 /// `scheme://host` of the request as the client addressed it (through a proxy's
 /// `X-Forwarded-*` headers when present), for the absolute URLs the legacy routes answer with;
