@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use shared::backends::queue::{Delivery, Subscription};
 use shared::backends::sql::Dialect;
 use shared::backends::{BackendError, BackendResult};
@@ -22,7 +21,7 @@ use shared::shutdown::Shutdown;
 use crate::Events;
 use crate::ingest::QueuedEvents;
 use crate::store::{self, NewError, NewEvent};
-use crate::validate::{self, Reason, ValidEvent, session_id_of};
+use crate::validate::{self, Payload, Reason, ValidEvent, session_id_of};
 
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -232,13 +231,13 @@ async fn persist(state: &Events, group: &[(u64, QueuedEvents<'_>)]) -> BackendRe
         let rules = state.rules(events.received_at);
         for item in &events.items {
             let payload = item.payload.get();
-            let (session_id, outcome) = match serde_json::from_str::<Value>(payload) {
+            let (session_id, outcome) = match Payload::parse(payload) {
                 Err(error) => (None, Err(vec![Reason::new("invalid_json", "", format!("malformed JSON: {error}"))])),
-                Ok(value) => {
-                    let session_id = session_id_of(&value).map(Cow::into_owned);
+                Ok(parsed) => {
+                    let session_id = session_id_of(parsed.value()).map(Cow::into_owned);
                     match &item.rejected {
                         Some(reasons) => (session_id, Err(reasons.clone())),
-                        None => (session_id, validate::check(value, &rules)),
+                        None => (session_id, validate::check(parsed, &rules)),
                     }
                 }
             };

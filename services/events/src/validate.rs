@@ -4,10 +4,17 @@
 //! [`check`] runs the rules that need no store: shape, `data` a non-empty object, the timestamp
 //! parseable and not in the future, and the `(category, name)` schema. Whether the session is
 //! known is the caller's check ([`session_unknown`]), made against the store.
+//!
+//! The rules judge the parsed payload, but what a valid event keeps of `data` is the client's
+//! text: parsing into a [`Value`] would round integers beyond `f64`, drop `19.90`'s zero and
+//! sort the keys.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -36,15 +43,32 @@ impl Reason {
 }
 
 /// An event that passed [`check`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ValidEvent {
     pub session_id: String,
     pub category: String,
     pub name: String,
-    pub data: Map<String, Value>,
+    /// The `data` object exactly as the client wrote it: what is stored and served.
+    pub data: Box<RawValue>,
     /// Milliseconds since the epoch.
     pub timestamp: i64,
     pub client_event_id: Option<String>,
+}
+
+/// An event as received: the text the client sent, and that text parsed for the rules.
+pub struct Payload<'a> {
+    text: &'a str,
+    value: Value,
+}
+
+impl<'a> Payload<'a> {
+    pub fn parse(text: &'a str) -> serde_json::Result<Self> {
+        Ok(Self { text, value: serde_json::from_str(text)? })
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
 }
 
 /// What the rules are checked against.
@@ -102,8 +126,9 @@ pub fn session_unknown(session_id: &str) -> Reason {
 }
 
 /// Checks every rule that needs no store; all failures are reported, not just the first.
-pub fn check(payload: Value, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason>> {
-    let Value::Object(mut fields) = payload else {
+pub fn check(payload: Payload<'_>, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason>> {
+    let Payload { text, value } = payload;
+    let Value::Object(fields) = value else {
         return Err(vec![Reason::new("not_an_object", "", "an event must be a JSON object")]);
     };
     let mut reasons = Vec::new();
@@ -204,14 +229,67 @@ pub fn check(payload: Value, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason
         }
     }
 
-    match (session_id, category, name, timestamp, fields.remove("data")) {
-        (Some(session_id), Some(category), Some(name), Some(timestamp), Some(Value::Object(data)))
-            if reasons.is_empty() =>
-        {
+    match (session_id, category, name, timestamp, data) {
+        (Some(session_id), Some(category), Some(name), Some(timestamp), Some(data)) if reasons.is_empty() => {
+            // `text` parsed into `fields`, so it has this member; re-serialising is only a
+            // fallback that never runs.
+            let data = member_text(text, "data")
+                .map(RawValue::to_owned)
+                .unwrap_or_else(|| serde_json::value::to_raw_value(data).expect("a JSON value serialises"));
             Ok(ValidEvent { session_id, category, name, data, timestamp, client_event_id })
         }
         _ => Err(reasons),
     }
+}
+
+/// The text of member `name` of the JSON object `text`, as written; the last one when the
+/// object names it twice, as parsing into a [`Value`] keeps the last.
+fn member_text<'a>(text: &'a str, name: &str) -> Option<&'a RawValue> {
+    struct Member<'n>(&'n str);
+
+    impl<'de> Visitor<'de> for Member<'_> {
+        type Value = Option<&'de RawValue>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(is_member) = map.next_key_seed(IsKey(self.0))? {
+                let value: &'de RawValue = map.next_value()?;
+                if is_member {
+                    found = Some(value);
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    /// Whether a key (unescaped) is the one sought, without allocating it.
+    struct IsKey<'n>(&'n str);
+
+    impl<'de> DeserializeSeed<'de> for IsKey<'_> {
+        type Value = bool;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for IsKey<'_> {
+        type Value = bool;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("an object key")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+            Ok(key == self.0)
+        }
+    }
+
+    serde_json::Deserializer::from_str(text).deserialize_map(Member(name)).ok().flatten()
 }
 
 fn required_label(fields: &Map<String, Value>, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
@@ -255,6 +333,12 @@ mod tests {
 
     fn registry() -> SchemaRegistry {
         SchemaRegistry::with_built_ins()
+    }
+
+    /// `check` on the text of `payload`.
+    fn check(payload: Value, rules: &Rules<'_>) -> Result<ValidEvent, Vec<Reason>> {
+        let text = payload.to_string();
+        super::check(Payload::parse(&text).unwrap(), rules)
     }
 
     fn codes(result: Result<ValidEvent, Vec<Reason>>) -> Vec<(String, String)> {
@@ -345,5 +429,25 @@ mod tests {
         assert!(check(event.clone(), &rules).is_ok());
         rules.require_schema = true;
         assert_eq!(codes(check(event.clone(), &rules)), [("unknown_event_type".into(), "/name".into())]);
+    }
+
+    #[test]
+    fn a_valid_events_data_is_the_text_sent() {
+        let schemas = registry();
+        let rules = Rules { now: i64::MAX, future_tolerance_ms: 0, schemas: &schemas, require_schema: false };
+        let text = r#"{"session": "s", "data": {"zeta": 1, "n": 123456789012345678901234567890, "price": 19.90},
+                       "category": "c", "name": "n", "timestamp": "2021-01-01"}"#;
+        let event = super::check(Payload::parse(text).unwrap(), &rules).unwrap();
+        assert_eq!(event.data.get(), r#"{"zeta": 1, "n": 123456789012345678901234567890, "price": 19.90}"#);
+    }
+
+    #[test]
+    fn the_member_found_is_the_top_level_one_the_parse_keeps() {
+        let text = r#"{"x": {"data": 1}, "d\u0061ta": {"a": 1}, "data" : {"b": 2.0}}"#;
+        assert_eq!(member_text(text, "data").map(RawValue::get), Some(r#"{"b": 2.0}"#));
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap()["data"], json!({"b": 2.0}));
+        assert_eq!(member_text(r#"{"d\u0061ta": [1]}"#, "data").map(RawValue::get), Some("[1]"));
+        assert!(member_text(r#"{"x": {"data": 1}}"#, "data").is_none());
+        assert!(member_text("[1]", "data").is_none());
     }
 }

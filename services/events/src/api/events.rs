@@ -3,6 +3,7 @@
 //! again, synchronously, by the same rules.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use shared::http::{JsonBody, QueryParams, is_json_content_type, read_body};
 use shared::{ApiError, ErrorCode};
 
@@ -19,7 +20,7 @@ use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
 use crate::store::{self, EventFilter, EventRow};
 use crate::time::{format_timestamp, parse_timestamp};
-use crate::validate::{self, Reason, ValidEvent, normalize_session_id, session_id_of};
+use crate::validate::{self, Payload, Reason, ValidEvent, normalize_session_id, session_id_of};
 
 pub fn router() -> Router<Events> {
     let router = both(Router::new(), "/events/", get(list).post(accept));
@@ -146,9 +147,9 @@ async fn accept_batch(
     let mut items = Vec::with_capacity(payloads.len());
     let mut queued = Vec::with_capacity(payloads.len());
     for (index, payload) in payloads.into_iter().enumerate() {
-        let value: Value = serde_json::from_str(payload.get()).map_err(|e| malformed(&e))?;
-        let id = event_id(&value);
-        let rejected = validate::check(value, &rules).err();
+        let parsed = Payload::parse(payload.get()).map_err(|e| malformed(&e))?;
+        let id = event_id(parsed.value());
+        let rejected = validate::check(parsed, &rules).err();
         items.push(BatchItem {
             index,
             id: id.clone(),
@@ -245,11 +246,12 @@ const UPDATE_ATTEMPTS: usize = 16;
 async fn replace(
     State(state): State<Events>,
     PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<Box<RawValue>>,
 ) -> Result<Json<EventView>, Refusal> {
     // An unknown id is a 404 whatever the body holds.
     store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
-    let event = validate_update(&state, body).await?;
+    let payload = Payload::parse(body.get()).map_err(|e| malformed(&e))?;
+    let event = validate_update(&state, payload).await?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
         if store::update_event(&state.db, &id, current.version, &event, state.clock.now_millis()).await? {
@@ -259,15 +261,16 @@ async fn replace(
     Err(busy().into())
 }
 
-/// `PATCH /events/{id}/`: replaces the fields present in the body and validates the result. A
-/// patch applies to the version it read, or is redone on the newer one, so concurrent patches
-/// of different fields all land.
+/// `PATCH /events/{id}/`: replaces the fields present in the body (`data` as a whole, not key
+/// by key) and validates the result. A patch applies to the version it read, or is redone on
+/// the newer one, so concurrent patches of different fields all land.
 async fn update(
     State(state): State<Events>,
     PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<Box<RawValue>>,
 ) -> Result<Json<EventView>, Refusal> {
-    let Value::Object(patch) = body else {
+    // The fields as the client wrote them, so a patched `data` is stored as its text.
+    let Ok(patch) = serde_json::from_str::<HashMap<String, &RawValue>>(body.get()) else {
         return Err(ApiError::validation("a PATCH body must be a JSON object").into());
     };
     for _ in 0..UPDATE_ATTEMPTS {
@@ -276,10 +279,12 @@ async fn update(
         let mut merged = editable_fields(current);
         for field in ["session", "category", "name", "data", "timestamp"] {
             if let Some(value) = patch.get(field) {
-                merged.insert(field.to_owned(), value.clone());
+                merged.insert(field, Cow::Borrowed(*value));
             }
         }
-        let event = validate_update(&state, Value::Object(merged)).await?;
+        let text = serde_json::to_string(&merged).expect("raw JSON members serialise");
+        let payload = Payload::parse(&text).map_err(|e| malformed(&e))?;
+        let event = validate_update(&state, payload).await?;
         if store::update_event(&state.db, &id, version, &event, state.clock.now_millis()).await? {
             return reread(&state, &id).await;
         }
@@ -296,24 +301,25 @@ async fn reread(state: &Events, id: &str) -> Result<Json<EventView>, Refusal> {
     Ok(Json(row.into()))
 }
 
-/// The fields an update may change, as a client would send them.
-fn editable_fields(row: EventRow) -> Map<String, Value> {
-    let mut fields = Map::new();
-    fields.insert("session".into(), json!({"id": row.session_id}));
-    fields.insert("category".into(), Value::String(row.category));
-    fields.insert("name".into(), Value::String(row.name));
-    fields.insert("data".into(), serde_json::from_str(row.data.get()).unwrap_or(Value::Null));
-    fields.insert("timestamp".into(), Value::String(format_timestamp(row.timestamp)));
-    fields
+/// The fields an update may change, as a client would send them; `data` is the stored text.
+fn editable_fields<'a>(row: EventRow) -> BTreeMap<&'static str, Cow<'a, RawValue>> {
+    let raw = |value: Value| Cow::Owned(serde_json::value::to_raw_value(&value).expect("a JSON value serialises"));
+    BTreeMap::from([
+        ("session", raw(json!({"id": row.session_id}))),
+        ("category", raw(Value::String(row.category))),
+        ("name", raw(Value::String(row.name))),
+        ("data", Cow::Owned(row.data)),
+        ("timestamp", raw(Value::String(format_timestamp(row.timestamp)))),
+    ])
 }
 
 /// Every rule of ingestion, the session's existence included, checked now: 422 with every
 /// reason when the update is invalid.
-async fn validate_update(state: &Events, payload: Value) -> Result<ValidEvent, Refusal> {
+async fn validate_update(state: &Events, payload: Payload<'_>) -> Result<ValidEvent, Refusal> {
     if let Err(error) = state.schemas.refresh_if_stale(&state.db).await {
         tracing::warn!(%error, "could not reload event schemas; checking against the loaded ones");
     }
-    let session_id = session_id_of(&payload).map(Cow::into_owned);
+    let session_id = session_id_of(payload.value()).map(Cow::into_owned);
     let outcome = validate::check(payload, &state.rules(state.clock.now_millis()));
     let mut reasons = match outcome {
         Ok(event) if session_exists(state, &event.session_id).await? => return Ok(event),

@@ -543,6 +543,61 @@ async fn an_error_record_serves_the_payload_text_as_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_data_is_stored_and_served_as_the_text_sent() {
+    let app = spawn_app().await;
+    let session = app.create_session().await;
+    // An integer beyond u64, a trailing zero and unsorted keys: re-serialising a parsed value
+    // would change all three.
+    let data = r#"{"order_id":123456789012345678901234567890,"price":19.90,"zeta":1,"alpha":2}"#;
+    let event = |name: &str, data: &str| {
+        format!(
+            r#"{{"session":{{"id":"{session}"}},"category":"c","name":"{name}","data":{data},"timestamp":"2021-06-11T00:00:00Z"}}"#
+        )
+    };
+    let single =
+        app.post_raw("/events/", Some("application/json"), event("single", data)).await.expect(StatusCode::ACCEPTED);
+    let batch = app
+        .post_raw("/events/batch", Some("application/json"), format!("[{}]", event("batch", data)))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(batch["accepted"], 1, "{batch}");
+    assert_eq!(app.drain().await.stored, 2);
+
+    let served = format!(r#""data":{data}"#);
+    for id in [&single["id"], &batch["items"][0]["id"]] {
+        let id = id.as_str().unwrap();
+        let (status, body) = app.get_text(&format!("/events/{id}/")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(r#""order_id":123456789012345678901234567890"#), "{body}");
+        assert!(body.contains(r#""price":19.90"#), "{body}");
+        assert!(body.find(r#""zeta""#) < body.find(r#""alpha""#), "{body}");
+        assert!(body.contains(&served), "data is not the text sent: {body}");
+    }
+    let (status, listed) = app.get_text(&format!("/events/?session={session}")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed.matches(&served).count(), 2, "listed data is not the text sent: {listed}");
+
+    // PUT stores its data as sent; a PATCH that leaves data alone keeps the stored text, one
+    // that names data replaces it with its text.
+    let path = format!("/events/{}/", single["id"].as_str().unwrap());
+    let replaced = r#"{"z":1.50,"a":18446744073709551616}"#;
+    let (status, body) = app.send_text(reqwest::Method::PUT, &path, event("put", replaced)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(r#""data":{replaced}"#)), "{body}");
+    let (status, body) =
+        app.send_text(reqwest::Method::PATCH, &path, r#"{"timestamp":"2021-06-12T00:00:00Z"}"#.to_owned()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(r#""data":{replaced}"#)), "{body}");
+    let patched = r#"{"y":2.50,"b":99999999999999999999}"#;
+    let (status, body) = app.send_text(reqwest::Method::PATCH, &path, format!(r#"{{"data":{patched}}}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(r#""data":{patched}"#)), "{body}");
+    let (status, body) = app.get_text(&path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(r#""data":{patched}"#)), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_curl_commands_as_written() {
     let app = spawn_app().await;
     let cookie = "csrftoken=h6LZNrhpUQrxgd4GzjMbGhSN0FqBU9tHsX5roYes5A7zGfruy0frBM01N3NXctry";

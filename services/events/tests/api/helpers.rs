@@ -142,6 +142,14 @@ impl TestApp {
         (response.status(), response.text().await.expect("response body"))
     }
 
+    /// Sends `body` as is, as JSON, with the response body as the exact text served.
+    pub async fn send_text(&self, method: reqwest::Method, path: &str, body: String) -> (StatusCode, String) {
+        let request =
+            self.client.request(method, self.at(path)).header(reqwest::header::CONTENT_TYPE, "application/json");
+        let response = request.body(body).send().await.expect("request");
+        (response.status(), response.text().await.expect("response body"))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         Answer::read(self.client.post(self.at(path)).json(body).send().await.expect("POST")).await
     }
