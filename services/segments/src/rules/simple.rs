@@ -171,7 +171,7 @@ impl Node {
 impl Condition {
     fn matches(&self, context: &Context<'_>) -> bool {
         let seen = match &self.attribute {
-            Attribute::UserId => Seen::Str(context.user_id),
+            Attribute::UserId => user_id(context.user_id, &self.test),
             Attribute::Named(name) => match context.attributes.get(name) {
                 Some(value) => Seen::of(value),
                 None => return false,
@@ -194,6 +194,26 @@ impl Condition {
             Test::StartsWith(prefix) => matches!(seen, Seen::Str(s) if s.starts_with(prefix.as_str())),
             Test::EndsWith(suffix) => matches!(seen, Seen::Str(s) if s.ends_with(suffix.as_str())),
         }
+    }
+}
+
+/// The user id as `test` compares it: a user id is text, but seed 000's ids are integers, so
+/// against numbers (`"value": [73234]`, `"gt": 1000`) an id that reads as a number is that number.
+fn user_id<'a>(id: &'a str, test: &Test) -> Seen<'a> {
+    let numeric = matches!(
+        test,
+        Test::Eq(Scalar::Num(_))
+            | Test::Neq(Scalar::Num(_))
+            | Test::Gt(_)
+            | Test::Gte(_)
+            | Test::Lt(_)
+            | Test::Lte(_)
+            | Test::In(ScalarList::Numbers(_))
+            | Test::NotIn(ScalarList::Numbers(_))
+    );
+    match id.trim().parse::<f64>() {
+        Ok(number) if numeric && number.is_finite() => Seen::Num(number),
+        _ => Seen::Str(id),
     }
 }
 
@@ -366,6 +386,20 @@ mod tests {
             deep = json!({"conditions": [deep]});
         }
         assert!(SimpleRule::from_json(&deep).unwrap_err().contains("deeper"));
+    }
+
+    #[test]
+    fn numeric_user_ids_compare_as_numbers_against_numbers() {
+        let listed = json!({"conditions": [{"attribute": "userId", "operator": "in", "value": [73234, 1000]}]});
+        assert!(check(listed.clone(), "73234", json!({})));
+        assert!(!check(listed.clone(), "73235", json!({})));
+        assert!(!check(listed, "abc", json!({})));
+        let above = json!({"conditions": [{"attribute": "userId", "operator": "gt", "value": 1000}]});
+        assert!(check(above.clone(), "73234", json!({})));
+        assert!(!check(above, "999", json!({})));
+        let text = json!({"conditions": [{"attribute": "userId", "operator": "eq", "value": "007"}]});
+        assert!(check(text.clone(), "007", json!({})), "against text, the id is text");
+        assert!(!check(text, "7", json!({})));
     }
 
     #[test]
