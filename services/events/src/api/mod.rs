@@ -10,13 +10,11 @@ mod user;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::LINK;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use shared::ApiError;
 
@@ -111,22 +109,7 @@ fn encode_query_value(value: &str) -> String {
 }
 
 /// Path parameters: a JSON 400 (never axum's plain-text one) when they do not decode.
-pub struct PathParams<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for PathParams<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Path::<T>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))),
-        }
-    }
-}
+pub use shared::http::PathParams;
 
 /// A 422 that lists every reason: the usual error body with `reasons` beside the message.
 pub struct Invalid {
