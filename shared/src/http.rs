@@ -216,6 +216,19 @@ fn bad_query() -> ApiError {
     ApiError::bad_request("invalid query string")
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The JSON 404 for a path no route matches.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")

@@ -64,7 +64,7 @@ pub struct SearchHitDoc {
 #[utoipa::path(
     get, path = "/api/applications", tag = "applications",
     summary = "List applications",
-    params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<String>, Query, description = "Keyset cursor: the token of the application the page starts after (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"), ("before" = Option<String>, Query, description = "Keyset cursor: the token of the application the page ends before (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")),
+    params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<String>, Query, description = "Keyset cursor: the token of the application the page starts after (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"), ("before" = Option<String>, Query, description = "Keyset cursor: the token of the application the page ends before (with after: the applications between the two; empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")),
     responses(
         (status = 200, description = "List applications", body = Vec<ApplicationView>),
         (status = 400, description = "A bad limit or cursor, or a malformed query string", body = ErrorBody),
@@ -146,7 +146,7 @@ fn update_application() {}
 #[utoipa::path(
     get, path = "/api/applications/{token}/chats", tag = "chats",
     summary = "List the chats of an application",
-    params(("token" = String, Path, description = "Application token"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one", minimum = 0)),
+    params(("token" = String, Path, description = "Application token"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one (with after: the items between the two)", minimum = 0)),
     responses(
         (status = 200, description = "List the chats of an application", body = Vec<ChatView>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
@@ -206,7 +206,7 @@ fn update_chat() {}
 #[utoipa::path(
     get, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages",
     summary = "List the messages of a chat",
-    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one", minimum = 0)),
+    params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<i64>, Query, description = "Keyset cursor: items numbered after this one", minimum = 0), ("before" = Option<i64>, Query, description = "Keyset cursor: items numbered before this one (with after: the items between the two)", minimum = 0)),
     responses(
         (status = 200, description = "List the messages of a chat", body = Vec<MessageView>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),

@@ -16,12 +16,14 @@ pub struct Page {
 }
 
 impl Page {
-    /// `WHERE` fragment on `column`, `ORDER BY` direction, and the bound cursor.
-    fn clause(&self, column: &str) -> (String, &'static str, Option<i64>) {
+    /// `WHERE` fragment on `column`, `ORDER BY` direction, and the bound cursors. With both,
+    /// the page holds the rows strictly between them, read forwards.
+    fn clause(&self, column: &str) -> (String, &'static str, Vec<i64>) {
         match (self.after, self.before) {
-            (Some(after), _) => (format!("AND {column} > ?"), "ASC", Some(after)),
-            (None, Some(before)) => (format!("AND {column} < ?"), "DESC", Some(before)),
-            (None, None) => (String::new(), "ASC", None),
+            (Some(after), Some(before)) => (format!("AND {column} > ? AND {column} < ?"), "ASC", vec![after, before]),
+            (Some(after), None) => (format!("AND {column} > ?"), "ASC", vec![after]),
+            (None, Some(before)) => (format!("AND {column} < ?"), "DESC", vec![before]),
+            (None, None) => (String::new(), "ASC", Vec::new()),
         }
     }
 
@@ -74,13 +76,13 @@ pub async fn get_application(db: &Database, token: &str) -> BackendResult<Option
 
 /// Applications in creation order; the cursor is the internal id of the cursor token's row.
 pub async fn list_applications(db: &Database, page: Page) -> BackendResult<Vec<ApplicationView>> {
-    let (cursor, order, bound) = page.clause("id");
+    let (cursor, order, bounds) = page.clause("id");
     let sql = format!(
         "SELECT token, name, chats_count, created_at, updated_at FROM applications WHERE 1 = 1 {cursor} \
          ORDER BY id {order} LIMIT ?"
     );
     let mut query = sqlx::query(&sql);
-    if let Some(bound) = bound {
+    for bound in bounds {
         query = query.bind(bound);
     }
     let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
@@ -127,13 +129,13 @@ pub async fn get_chat(
 }
 
 pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: Page) -> BackendResult<Vec<ChatView>> {
-    let (cursor, order, bound) = page.clause("number");
+    let (cursor, order, bounds) = page.clause("number");
     let sql = format!(
         "SELECT number, name, messages_count, created_at, updated_at FROM chats WHERE application_id = ? {cursor} \
          ORDER BY number {order} LIMIT ?"
     );
     let mut query = sqlx::query(&sql).bind(application_id);
-    if let Some(bound) = bound {
+    for bound in bounds {
         query = query.bind(bound);
     }
     let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
@@ -185,13 +187,13 @@ pub async fn list_messages(
     chat_number: i64,
     page: Page,
 ) -> BackendResult<Vec<MessageView>> {
-    let (cursor, order, bound) = page.clause("number");
+    let (cursor, order, bounds) = page.clause("number");
     let sql = format!(
         "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? {cursor} \
          ORDER BY number {order} LIMIT ?"
     );
     let mut query = sqlx::query(&sql).bind(chat_id);
-    if let Some(bound) = bound {
+    for bound in bounds {
         query = query.bind(bound);
     }
     let rows = query.bind(page.limit).fetch_all(db.pool()).await?;

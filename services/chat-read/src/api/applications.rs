@@ -51,7 +51,6 @@ async fn list(
     OriginalUri(uri): OriginalUri,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<ApplicationView>>), ApiError> {
-    params.one_cursor()?;
     let page = Page {
         limit: params.limit()? + 1,
         after: cursor(&state, &params.after).await?,
@@ -60,7 +59,7 @@ async fn list(
     let (rows, has_more) = trim_page(store::list_applications(&state.db, page).await?, &page);
     let first = rows.first().map(|a| a.application_token.clone());
     let last = rows.last().map(|a| a.application_token.clone());
-    Ok((link_header(uri.path(), &page, has_more, first, last), Json(rows)))
+    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
 async fn show(

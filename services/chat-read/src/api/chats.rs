@@ -35,7 +35,7 @@ async fn list(
     let (rows, has_more) = trim_page(store::list_chats(&state.db, application_id, &token, page).await?, &page);
     let first = rows.first().map(|c| c.chat_number.to_string());
     let last = rows.last().map(|c| c.chat_number.to_string());
-    Ok((link_header(uri.path(), &page, has_more, first, last), Json(rows)))
+    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
 async fn show(

@@ -45,7 +45,7 @@ async fn list(
     let (rows, has_more) = trim_page(rows, &page);
     let first = rows.first().map(|m| m.message_number.to_string());
     let last = rows.last().map(|m| m.message_number.to_string());
-    Ok((link_header(uri.path(), &page, has_more, first, last), Json(rows)))
+    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
 async fn show(

@@ -34,14 +34,6 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    /// One cursor at a time: a page reads forwards from `after` or backwards from `before`.
-    pub fn one_cursor(&self) -> Result<(), ApiError> {
-        if self.after.is_some() && self.before.is_some() {
-            return Err(ApiError::bad_request("after and before cannot be combined: a page reads from one cursor"));
-        }
-        Ok(())
-    }
-
     pub fn limit(&self) -> Result<i64, ApiError> {
         match &self.limit {
             None => Ok(DEFAULT_PAGE_SIZE),
@@ -65,7 +57,6 @@ impl PageParams {
                 })
                 .transpose()
         };
-        self.one_cursor()?;
         Ok(Page {
             limit: self.limit()? + 1,
             after: number("after", &self.after)?,
@@ -89,16 +80,38 @@ pub fn trim_page<T>(mut rows: Vec<T>, page: &Page) -> (Vec<T>, bool) {
 }
 
 /// The RFC 8288 `Link` header of a page: `next` after its last row when more follow (or when
-/// it was read backwards), `prev` before its first row when it was read from a cursor.
-pub fn link_header(path: &str, page: &Page, has_more: bool, first: Option<String>, last: Option<String>) -> HeaderMap {
+/// it was read backwards), `prev` before its first row when it was read from a cursor. A page
+/// read between two cursors (`params` holds both) keeps the far one in its links, so paging
+/// stays inside the window.
+pub fn link_header(
+    path: &str,
+    params: &PageParams,
+    page: &Page,
+    has_more: bool,
+    first: Option<String>,
+    last: Option<String>,
+) -> HeaderMap {
     let limit = page.limit - 1;
     let backwards = page.after.is_none() && page.before.is_some();
+    let window = page.after.is_some() && page.before.is_some();
+    let upper = params
+        .before
+        .as_deref()
+        .filter(|_| window)
+        .map(|b| format!("&before={}", shared::http::encode_query_value(b)))
+        .unwrap_or_default();
+    let lower = params
+        .after
+        .as_deref()
+        .filter(|_| window)
+        .map(|a| format!("&after={}", shared::http::encode_query_value(a)))
+        .unwrap_or_default();
     let mut links = Vec::new();
     if let Some(last) = last.filter(|_| has_more || backwards) {
-        links.push(format!("<{path}?limit={limit}&after={last}>; rel=\"next\""));
+        links.push(format!("<{path}?limit={limit}&after={last}{upper}>; rel=\"next\""));
     }
     if let Some(first) = first.filter(|_| page.after.is_some() || (backwards && has_more)) {
-        links.push(format!("<{path}?limit={limit}&before={first}>; rel=\"prev\""));
+        links.push(format!("<{path}?limit={limit}{lower}&before={first}>; rel=\"prev\""));
     }
     let mut headers = HeaderMap::new();
     if !links.is_empty()

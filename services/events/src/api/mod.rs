@@ -85,27 +85,14 @@ fn next_page(path: &str, query: &[(&str, Option<&str>)], limit: i64, after: Opti
     };
     let mut pairs: Vec<String> = query
         .iter()
-        .filter_map(|(key, value)| value.map(|value| format!("{key}={}", encode_query_value(value))))
+        .filter_map(|(key, value)| value.map(|value| format!("{key}={}", shared::http::encode_query_value(value))))
         .collect();
     pairs.push(format!("limit={limit}"));
-    pairs.push(format!("after={}", encode_query_value(&after)));
+    pairs.push(format!("after={}", shared::http::encode_query_value(&after)));
     if let Ok(value) = HeaderValue::from_str(&format!("<{path}?{}>; rel=\"next\"", pairs.join("&"))) {
         headers.insert(LINK, value);
     }
     headers
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Path parameters: a JSON 400 (never axum's plain-text one) when they do not decode.
