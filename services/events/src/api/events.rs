@@ -182,7 +182,8 @@ fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
 }
 
 /// `GET /events/`: filtered by `session`, `category`, `name`, `timestamp__gte` and
-/// `timestamp__lte` (each ignored when empty), ordered by timestamp, paged by `limit` and the `after` cursor of the
+/// `timestamp__lte` (an empty session, category or name is no filter; a timestamp filter must be
+/// a timestamp, as the OpenAPI document declares it), ordered by timestamp, paged by `limit` and the `after` cursor of the
 /// `Link` header.
 async fn list(
     State(state): State<Events>,
@@ -196,12 +197,12 @@ async fn list(
                 .ok_or_else(|| ApiError::bad_request("after must be a cursor from a Link header"))
         })
         .transpose()?;
-    // An empty filter value is no filter, as django-filter (behind the seed) takes it.
+    // An empty text filter is no filter, as django-filter (behind the seed) takes it.
     let session = present(query.session.as_deref()).map(|id| normalize_session_id(id).into_owned());
     let category = present(query.category.as_deref());
     let name = present(query.name.as_deref());
-    let timestamp_gte = present(query.timestamp_gte.as_deref());
-    let timestamp_lte = present(query.timestamp_lte.as_deref());
+    let timestamp_gte = query.timestamp_gte.as_deref();
+    let timestamp_lte = query.timestamp_lte.as_deref();
     let filter = EventFilter {
         session: session.clone(),
         category: category.map(str::to_owned),
