@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod watermark;
 
 pub use error::{ApiError, ErrorCode};
 

@@ -39,6 +39,7 @@ use shared::backends::search::SearchDoc;
 use shared::backends::sql::placeholders;
 use shared::backends::{BackendError, BackendResult};
 use shared::shutdown::Shutdown;
+use shared::watermark::Watermark;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
@@ -402,43 +403,27 @@ impl IndexJob {
 /// create is acknowledged after its job is handed over, so a search in the same process that
 /// waits for [`IndexProgress::caught_up`] and then for the index's
 /// [`SearchIndex::visible`](shared::backends::search::SearchIndex::visible) finds it.
-#[derive(Debug)]
+/// Without an indexer in the process nothing is handed over, so there is nothing to wait for.
+#[derive(Debug, Default)]
 pub struct IndexProgress {
-    /// An indexer runs in this process.
-    active: std::sync::atomic::AtomicBool,
     handed: std::sync::atomic::AtomicU64,
-    staged: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for IndexProgress {
-    fn default() -> Self {
-        Self { active: Default::default(), handed: Default::default(), staged: tokio::sync::watch::channel(0).0 }
-    }
+    staged: Watermark,
 }
 
 impl IndexProgress {
     /// The sequence number of a job about to be handed over.
     fn hand_over(&self) -> u64 {
-        self.active.store(true, Relaxed);
         self.handed.fetch_add(1, Relaxed) + 1
     }
 
     fn staged(&self, job: u64) {
-        self.staged.send_if_modified(|staged| {
-            let newer = job > *staged;
-            *staged = (*staged).max(job);
-            newer
-        });
+        self.staged.raise(job);
     }
 
     /// Returns once every job handed over so far is staged (at most [`CATCH_UP_WAIT`] later).
     pub async fn caught_up(&self) {
-        if !self.active.load(Relaxed) {
-            return;
-        }
         let target = self.handed.load(Relaxed);
-        let mut staged = self.staged.subscribe();
-        if tokio::time::timeout(CATCH_UP_WAIT, staged.wait_for(|staged| *staged >= target)).await.is_err() {
+        if !self.staged.reached(target, CATCH_UP_WAIT).await {
             tracing::debug!(target, "the indexer is behind; searching what is staged");
         }
     }
@@ -447,12 +432,12 @@ impl IndexProgress {
 /// Longest wait in [`IndexProgress::caught_up`].
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
-/// The indexing task: stages each batch's messages in order, retrying one that fails until it
-/// passes (the next batches wait behind it, so the index's durable watermark never passes a
-/// message it does not hold).
 /// A job, its sequence number, and where to say that it is durable (when asked).
 type Handed = (IndexJob, u64, Option<oneshot::Sender<()>>);
 
+/// The indexing task: stages each batch's messages in order, retrying one that fails until it
+/// passes (the next batches wait behind it, so the index's durable watermark never passes a
+/// message it does not hold).
 struct Indexer {
     jobs: Option<mpsc::Sender<Handed>>,
     task: Option<tokio::task::JoinHandle<()>>,

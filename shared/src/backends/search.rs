@@ -18,6 +18,7 @@ use tantivy::schema::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term, doc};
 
 use super::{BackendError, BackendResult};
+use crate::watermark::Watermark;
 
 /// Longest prefix indexed for a word; longer query terms are cut to it.
 pub const MAX_PREFIX_CHARS: usize = 20;
@@ -137,8 +138,8 @@ struct TantivyInner {
     fields: Fields,
     /// Stage calls so far, counted under the writer's lock.
     staged: AtomicU64,
-    /// The count of stage calls the reader shows, sent after each commit's reload.
-    shown: tokio::sync::watch::Sender<u64>,
+    /// The count of stage calls the reader shows, raised after each commit's reload.
+    shown: Watermark,
 }
 
 /// The index's one writer with what has been staged since its last commit.
@@ -153,17 +154,13 @@ struct Writer {
 impl TantivyInner {
     fn new(writer: Option<Writer>, reader: IndexReader, index: Index, fields: Fields) -> Self {
         let writer = writer.map(Mutex::new);
-        Self { writer, reader, index, fields, staged: AtomicU64::new(0), shown: tokio::sync::watch::channel(0).0 }
+        Self { writer, reader, index, fields, staged: AtomicU64::new(0), shown: Watermark::default() }
     }
 
     /// After a commit that covered `staged` stage calls: reloads the reader and says so.
     fn show(&self, staged: u64) -> tantivy::Result<()> {
         self.reader.reload()?;
-        self.shown.send_if_modified(|shown| {
-            let newer = staged > *shown;
-            *shown = (*shown).max(staged);
-            newer
-        });
+        self.shown.raise(staged);
         Ok(())
     }
 }
@@ -452,11 +449,7 @@ impl SearchIndex for TantivyIndex {
     /// commit (30-220 ms of the writer's time) of its own.
     async fn visible(&self) {
         let target = self.inner.staged.load(Relaxed);
-        let mut shown = self.inner.shown.subscribe();
-        if *shown.borrow() >= target {
-            return;
-        }
-        if tokio::time::timeout(VISIBLE_WAIT, shown.wait_for(|shown| *shown >= target)).await.is_err() {
+        if !self.inner.shown.reached(target, VISIBLE_WAIT).await {
             tracing::debug!(target, "staged documents not committed in time; searching what is visible");
         }
     }
