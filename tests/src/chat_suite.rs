@@ -384,6 +384,21 @@ fn next_link(reply: &crate::client::Reply) -> Option<String> {
     header.split(", ").find(|l| l.ends_with("rel=\"next\"")).map(|l| l[1..l.find('>').unwrap()].to_owned())
 }
 
+/// The chat numbers of `first` and of every page its `next` links lead to, in order; fails past
+/// `most` numbers (paging that does not terminate).
+async fn chat_numbers_of_pages(api: &Api, first: String, most: usize) -> Vec<i64> {
+    let mut seen = Vec::new();
+    let mut next = Some(first);
+    while let Some(path) = next {
+        let page = api.get(&path).await;
+        assert_status(&page, StatusCode::OK);
+        seen.extend(page.body.as_array().unwrap().iter().map(|c| c["chat_number"].as_i64().unwrap()));
+        next = next_link(&page);
+        assert!(seen.len() <= most, "pagination terminates: {seen:?}");
+    }
+    seen
+}
+
 /// Keyset pagination with `?limit=`, `?after=`, `?before=` and RFC 8288 `Link` headers.
 pub async fn pagination_and_link_headers(api: &Api) {
     let token = api.create_application("pages").await;
@@ -393,15 +408,7 @@ pub async fn pagination_and_link_headers(api: &Api) {
     let all = format!("/api/applications/{token}/chats");
     api.eventually(&all, |r| r.body.as_array().is_some_and(|a| a.len() == 7)).await;
 
-    let mut seen = Vec::new();
-    let mut next = Some(format!("{all}?limit=3"));
-    while let Some(path) = next {
-        let page = api.get(&path).await;
-        assert_status(&page, StatusCode::OK);
-        seen.extend(page.body.as_array().unwrap().iter().map(|c| c["chat_number"].as_i64().unwrap()));
-        next = next_link(&page);
-        assert!(seen.len() <= 7, "pagination terminates");
-    }
+    let seen = chat_numbers_of_pages(api, format!("{all}?limit=3"), 7).await;
     assert_eq!(seen, (1..=7).collect::<Vec<_>>(), "pages cover every chat once, in order");
 
     let after = api.get(&format!("{all}?limit=2&after=2")).await;
@@ -419,15 +426,7 @@ pub async fn pagination_and_link_headers(api: &Api) {
     assert!(next_link(&last).is_none(), "no next link on the last page");
 
     // Both cursors: the rows strictly between them, and paging stays inside the window.
-    let mut windowed = Vec::new();
-    let mut next = Some(format!("{all}?limit=2&after=1&before=6"));
-    while let Some(path) = next {
-        let page = api.get(&path).await;
-        assert_status(&page, StatusCode::OK);
-        windowed.extend(page.body.as_array().unwrap().iter().map(|c| c["chat_number"].as_i64().unwrap()));
-        next = next_link(&page);
-        assert!(windowed.len() <= 4, "paging a window terminates");
-    }
+    let windowed = chat_numbers_of_pages(api, format!("{all}?limit=2&after=1&before=6"), 4).await;
     assert_eq!(windowed, [2, 3, 4, 5], "between after=1 and before=6");
 
     for bad in ["limit=0", "limit=101", "limit=x", "after=-1", "before=abc"] {

@@ -94,18 +94,12 @@ pub fn link_header(
     let limit = page.limit - 1;
     let backwards = page.after.is_none() && page.before.is_some();
     let window = page.after.is_some() && page.before.is_some();
-    let upper = params
-        .before
-        .as_deref()
-        .filter(|_| window)
-        .map(|b| format!("&before={}", shared::http::encode_query_value(b)))
-        .unwrap_or_default();
-    let lower = params
-        .after
-        .as_deref()
-        .filter(|_| window)
-        .map(|a| format!("&after={}", shared::http::encode_query_value(a)))
-        .unwrap_or_default();
+    // In a window, the cursor a link does not move along.
+    let kept = |name: &str, raw: &Option<String>| match raw.as_deref() {
+        Some(raw) if window => format!("&{name}={}", shared::http::encode_query_value(raw)),
+        _ => String::new(),
+    };
+    let (upper, lower) = (kept("before", &params.before), kept("after", &params.after));
     let mut links = Vec::new();
     if let Some(last) = last.filter(|_| has_more || backwards) {
         links.push(format!("<{path}?limit={limit}&after={last}{upper}>; rel=\"next\""));
