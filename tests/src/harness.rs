@@ -17,22 +17,27 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CHATMESH_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
         build.args(["build", "--workspace", "--bins", "--quiet"]).current_dir(repo_root());
+        // Into the target dir this executable was built in (whatever CARGO_TARGET_DIR says
+        // now), so the binaries taken from `dir` are the ones just built.
+        if let Some(target) = dir.parent() {
+            build.arg("--target-dir").arg(target);
+        }
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build for the workspace binaries");
         assert!(status.success(), "cargo build --workspace --bins failed");
     });
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
     dir
 }
 

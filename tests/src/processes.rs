@@ -1,37 +1,12 @@
 //! Runs chatmesh binaries as child processes for end-to-end and fault tests.
 
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The path of a workspace binary, building the workspace's binaries once per test process
-/// when they are missing or stale (`cargo test` only builds a package's own binaries).
-pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let release = cfg!(not(debug_assertions));
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--workspace", "--bins", "--quiet"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build for the workspace binaries");
-        assert!(status.success(), "cargo build --workspace --bins failed");
-    });
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
+pub use crate::harness::binary;
 
 /// A running chatmesh process; killed when dropped.
 pub struct Service {
