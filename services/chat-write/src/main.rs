@@ -36,11 +36,23 @@ struct Cli {
     /// RabbitMQ URL for the command queue; unset: the embedded queue under the data dir
     #[arg(long, env = "AMQP_URL")]
     amqp_url: Option<String>,
+    /// Threads serving requests; 1 runs everything on one thread [default: one per core]
+    #[arg(long, env = "CHATMESH_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let runtime = match cli.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
+        Some(threads) => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    runtime.block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     shared::telemetry::init();
     let mut config: chat_write::Config = shared::config::load(cli.config.as_deref())?;
     shared::config::Overrides {
