@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub use crate::harness::binary;
+use crate::harness::binary;
 
 /// A running chatmesh process; killed when dropped.
 pub struct Service {

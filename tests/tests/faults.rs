@@ -357,7 +357,7 @@ async fn store_outage_under_the_consumer_loses_nothing() {
 }
 
 fn chat_read(mesh: &SplitChat, args: &[&str]) -> String {
-    let output = std::process::Command::new(chatmesh_e2e::processes::binary("chat-read"))
+    let output = std::process::Command::new(chatmesh_e2e::harness::binary("chat-read"))
         .args(args)
         .envs(mesh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("RUST_LOG", "warn")

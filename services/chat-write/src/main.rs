@@ -37,16 +37,17 @@ struct Cli {
     #[arg(long, env = "AMQP_URL")]
     amqp_url: Option<String>,
     /// Threads serving requests; 1 runs everything on one thread [default: one per core]
-    #[arg(long, env = "CHATMESH_WORKER_THREADS")]
-    worker_threads: Option<usize>,
+    #[arg(long, env = "CHATMESH_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = match cli.worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        Some(0) => anyhow::bail!("--worker-threads must be at least 1"),
-        Some(threads) => tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?,
+        Some(threads) => {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads.into()).enable_all().build()?
+        }
         None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };
     runtime.block_on(serve(cli))
