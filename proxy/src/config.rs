@@ -66,6 +66,9 @@ pub struct ServerSettings {
     pub upstream_idle_timeout_ms: u64,
     /// One log line per request (target `access`).
     pub access_log: bool,
+    /// Plain HTTP/1.1 requests (no chunked or large body, no upgrade) are relayed by the
+    /// gateway's express lane; everything else, and everything when false, by pingora-proxy.
+    pub express: bool,
 }
 
 impl Default for ServerSettings {
@@ -88,6 +91,7 @@ impl Default for ServerSettings {
             write_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 15_000,
             access_log: true,
+            express: true,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`routes`]: method + path pattern → pool, first match wins.
 //! - [`pool`]: members, round-robin over the healthy ones, health state, DNS re-resolution.
 //! - [`gateway`]: the live [`gateway::Table`], swapped whole on reload, and the metrics.
+//! - [`express`]: the express lane, relaying plain HTTP/1.1 requests itself and handing
+//!   every other request to pingora-proxy.
 //! - [`proxy`]: the `ProxyHttp` phases: request id, routing, body limit, peer choice,
 //!   retries, JSON errors, access log.
 //! - [`health`]: the one background service: health checks, resolution, SIGHUP reload.
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod express;
 pub mod gateway;
 pub mod health;
 pub mod logs;
@@ -65,11 +68,10 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy::GatewayProxy { gateway: gateway.clone() },
-        "proxy",
-    );
+    let pingora_proxy =
+        pingora_proxy::http_proxy(&server.configuration, proxy::GatewayProxy { gateway: gateway.clone() });
+    let front = express::Front { gateway: gateway.clone(), proxy: Arc::new(pingora_proxy) };
+    let mut proxy = Service::new("proxy".to_owned(), front);
     proxy.add_tcp(&server_settings.listen);
     proxy.threads = Some(server_settings.threads);
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::split_host_port;
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -18,6 +19,8 @@ pub struct Upstream {
     passes: AtomicU32,
     failures: AtomicU32,
     pub metrics: Arc<UpstreamMetrics>,
+    /// Keep-alive connections of the express lane, newest last, with when each went idle.
+    idle: Mutex<Vec<(tokio::net::TcpStream, Instant)>>,
 }
 
 impl Upstream {
@@ -31,6 +34,28 @@ impl Upstream {
             healthy: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The most recently idle keep-alive connection that has been idle less than `max_idle`
+    /// (older ones are closed).
+    pub fn take_idle(&self, max_idle: Duration) -> Option<tokio::net::TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (stream, since) = idle.pop()?;
+        if since.elapsed() < max_idle {
+            return Some(stream);
+        }
+        // The newest is too old, so every other one is too.
+        idle.clear();
+        None
+    }
+
+    /// Keeps a connection for the next request, unless `limit` are kept already.
+    pub fn put_idle(&self, stream: tokio::net::TcpStream, limit: usize) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < limit {
+            idle.push((stream, Instant::now()));
         }
     }
 

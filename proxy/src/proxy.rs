@@ -291,32 +291,23 @@ impl ProxyHttp for GatewayProxy {
 
     /// Access log line and metrics, once per request.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let elapsed = ctx.started.elapsed();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let pool_name = ctx.pool.as_ref().map_or("gateway", |p| p.name.as_str());
-        match &ctx.pool {
-            Some(pool) => pool.metrics.observe(status, elapsed),
-            None => self.gateway.metrics.pool("gateway").observe(status, elapsed),
-        }
-        let log = ctx.table.as_ref().is_none_or(|t| t.server.access_log);
-        if log {
-            let req = session.req_header();
-            let upstream = ctx.upstream.as_ref().map(|u| u.label.as_str()).unwrap_or("-");
-            tracing::info!(
-                target: "access",
-                request_id = %ctx.request_id,
-                method = %req.method,
-                path = %req.uri.path(),
-                status,
-                pool = pool_name,
-                upstream,
-                tries = ctx.tried.len(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = session.body_bytes_sent(),
-                error = e.map(|e| e.to_string()),
-                "request"
-            );
-        }
+        let req = session.req_header();
+        finish(
+            &self.gateway,
+            &Finished {
+                started: ctx.started,
+                request_id: &ctx.request_id,
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                pool: ctx.pool.as_deref(),
+                upstream: ctx.upstream.as_deref(),
+                tries: ctx.tried.len(),
+                bytes: session.body_bytes_sent(),
+                error: e.map(ToString::to_string),
+                access_log: ctx.table.as_ref().is_none_or(|t| t.server.access_log),
+            },
+        );
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
@@ -339,6 +330,47 @@ impl GatewayProxy {
                 respond(session, ctx, 503, error_body("SERVICE_UNAVAILABLE", &message), true).await
             }
         }
+    }
+}
+
+/// A request the gateway is done with, by either lane.
+pub(crate) struct Finished<'a> {
+    pub started: Instant,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// 0 when no response went out.
+    pub status: u16,
+    pub pool: Option<&'a Pool>,
+    pub upstream: Option<&'a Upstream>,
+    pub tries: usize,
+    pub bytes: usize,
+    pub error: Option<String>,
+    pub access_log: bool,
+}
+
+/// Metrics and the access line of a finished request.
+pub(crate) fn finish(gateway: &Gateway, done: &Finished<'_>) {
+    let elapsed = done.started.elapsed();
+    match done.pool {
+        Some(pool) => pool.metrics.observe(done.status, elapsed),
+        None => gateway.metrics.pool("gateway").observe(done.status, elapsed),
+    }
+    if done.access_log {
+        tracing::info!(
+            target: "access",
+            request_id = %done.request_id,
+            method = %done.method,
+            path = %done.path,
+            status = done.status,
+            pool = done.pool.map_or("gateway", |p| p.name.as_str()),
+            upstream = done.upstream.map_or("-", |u| u.label.as_str()),
+            tries = done.tries,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes = done.bytes,
+            error = done.error.as_deref(),
+            "request"
+        );
     }
 }
 
@@ -410,7 +442,7 @@ const STALE_CONNECTION: ErrorType = ErrorType::Custom("stale pooled upstream con
 
 /// Whether the upstream closed (or reset) the connection on `fd`, or sent something unasked on
 /// it: a non-blocking peek that returns at once either way.
-fn closed_by_peer(fd: std::os::unix::io::RawFd) -> bool {
+pub(crate) fn closed_by_peer(fd: std::os::unix::io::RawFd) -> bool {
     use nix::errno::Errno;
     use nix::sys::socket::{MsgFlags, recv};
     let mut byte = [0u8; 1];
@@ -425,12 +457,12 @@ fn content_length(req: &RequestHeader) -> Option<usize> {
 }
 
 /// A client's id is kept when it is short printable ASCII (it goes into logs and headers).
-fn is_acceptable_request_id(id: &str) -> bool {
+pub(crate) fn is_acceptable_request_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// 128 random bits as 32 hex digits.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 

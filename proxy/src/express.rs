@@ -1,0 +1,932 @@
+//! The express lane: the gateway's own HTTP/1.1 relay for plain requests, with pingora-proxy
+//! taking every other request on the same connection.
+//!
+//! pingora-proxy's per-request path is general (modules, caching hooks, two tasks joined by
+//! channels per request, boxed headers), and that generality is most of the gateway's CPU time
+//! per request. Most requests need none of it: a request head, maybe a small body with a
+//! `Content-Length`, an answer. [`Front`] reads each request head off the downstream
+//! connection itself and, when the request is plain, relays it in the connection's own task:
+//! the head is copied with `X-Request-Id` and `X-Forwarded-For` set, the upstream connection
+//! comes from a keep-alive pool per upstream, and the response is copied back as it arrives
+//! (by `Content-Length`, chunked framing, or until the upstream closes).
+//!
+//! Everything else goes to pingora-proxy ([`crate::proxy::GatewayProxy`]), with the bytes
+//! already read handed over as the start of the request: the gateway's own routes, requests
+//! without a route or without a healthy upstream, bodies that are chunked, large or
+//! announced with `Expect`, upgrades, HTTP/1.0, and a request whose upstream could not be
+//! reached (nothing was sent; pingora's retries take over). The behaviour is the same either
+//! way: routing, round robin over healthy upstreams, the stale-connection check before a
+//! request that is never sent twice, one retry of an idempotent request, JSON errors, the
+//! access line and metrics.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use http::Method;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::gateway::{Gateway, Table};
+use crate::metrics::InFlight;
+use crate::pool::{Pool, Upstream};
+use crate::proxy::{self, Finished, GatewayProxy, REQUEST_ID};
+
+/// A request head larger than this goes to pingora-proxy.
+const MAX_HEAD: usize = 16 * 1024;
+/// Request bodies the express lane reads whole before relaying; larger ones stream through
+/// pingora-proxy.
+const MAX_EXPRESS_BODY: usize = 256 * 1024;
+/// Headers the express lane parses; a request with more goes to pingora-proxy.
+const MAX_HEADERS: usize = 64;
+/// How long a downstream keep-alive connection may wait for its next request (pingora's too).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The proxy service's application: the express lane in front of pingora-proxy.
+pub struct Front {
+    pub gateway: Arc<Gateway>,
+    pub proxy: Arc<HttpProxy<GatewayProxy>>,
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let client_ip = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet()).map(SocketAddr::ip));
+        let mut conn = Connection { buf: BytesMut::with_capacity(4096), out: Vec::with_capacity(1024), client_ip };
+        let mut shutdown = shutdown.clone();
+        loop {
+            match conn.next_request(&mut stream, &mut shutdown).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return None,
+            }
+            let table = self.gateway.table();
+            if table.server.express {
+                match self.express(&mut stream, &mut conn, &table, &shutdown).await {
+                    Next::KeepAlive => continue,
+                    Next::Close => return None,
+                    Next::Pingora => {}
+                }
+            }
+            // pingora-proxy takes this request, starting from the bytes already read.
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(KEEPALIVE.as_secs()) });
+            session.set_pipelined_prefix(std::mem::take(&mut conn.buf));
+            let reused = self.proxy.process_new_http(session, &shutdown).await?;
+            stream = reused.consume().0;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
+
+/// What the connection does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The request (still whole in the buffer) goes to pingora-proxy.
+    Pingora,
+}
+
+/// Per downstream connection: the bytes read and not yet used, the buffer the next write is
+/// built in, and the client's address.
+struct Connection {
+    buf: BytesMut,
+    out: Vec<u8>,
+    client_ip: Option<IpAddr>,
+}
+
+impl Connection {
+    /// Waits for the next request's first bytes. `false`: the client closed, went idle past
+    /// the keep-alive time, or the gateway is shutting down.
+    async fn next_request(&mut self, stream: &mut Stream, shutdown: &mut ShutdownWatch) -> io::Result<bool> {
+        if !self.buf.is_empty() {
+            return Ok(true);
+        }
+        if *shutdown.borrow() {
+            return Ok(false);
+        }
+        tokio::select! {
+            read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut self.buf)) => Ok(matches!(read, Ok(Ok(n)) if n > 0)),
+            _ = shutdown.changed() => Ok(false),
+        }
+    }
+
+    /// Reads until the buffer holds a whole request head; its length, or `None` when it is
+    /// larger than [`MAX_HEAD`].
+    async fn read_head(&mut self, stream: &mut Stream, timeout: Duration) -> io::Result<Option<usize>> {
+        let mut searched = 0;
+        loop {
+            if let Some(end) = find_head_end(&self.buf, searched) {
+                return Ok(Some(end));
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Ok(None);
+            }
+            searched = self.buf.len().saturating_sub(3);
+            read_more(stream, &mut self.buf, timeout).await?;
+        }
+    }
+}
+
+/// A plain request, as the express lane relays it.
+struct Plain<'a> {
+    method: Method,
+    path: &'a str,
+    body_len: usize,
+    close: bool,
+    request_id: Option<&'a str>,
+    forwarded_for: Option<&'a str>,
+}
+
+impl Front {
+    async fn express(
+        self: &Arc<Self>,
+        stream: &mut Stream,
+        conn: &mut Connection,
+        table: &Arc<Table>,
+        shutdown: &ShutdownWatch,
+    ) -> Next {
+        let started = Instant::now();
+        let head_len = match conn.read_head(stream, table.server.read_timeout()).await {
+            Ok(Some(len)) => len,
+            Ok(None) => return Next::Pingora,
+            Err(_) => return Next::Close,
+        };
+        // The head apart from the rest of the buffer (no copy), so the body can be read on
+        // while the parsed head is in use; put back in front if pingora-proxy takes over.
+        let mut head = conn.buf.split_to(head_len);
+        let next = self.relay(stream, conn, &head, table, shutdown, started).await;
+        if matches!(next, Next::Pingora) {
+            head.unsplit(std::mem::take(&mut conn.buf));
+            conn.buf = head;
+        }
+        next
+    }
+
+    async fn relay(
+        self: &Arc<Self>,
+        stream: &mut Stream,
+        conn: &mut Connection,
+        head: &[u8],
+        table: &Arc<Table>,
+        shutdown: &ShutdownWatch,
+        started: Instant,
+    ) -> Next {
+        let settings = &table.server;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = request.parse(head) else {
+            return Next::Pingora;
+        };
+        let Some(plain) = classify(&request, settings) else { return Next::Pingora };
+        if plain.path == settings.health_path
+            || plain.path == settings.ready_path
+            || (!settings.openapi_path.is_empty() && plain.path == settings.openapi_path)
+        {
+            return Next::Pingora;
+        }
+        let Some(pool) = table.routes.find(&plain.method, plain.path).map(|index| &table.pools[index]) else {
+            return Next::Pingora;
+        };
+        while conn.buf.len() < plain.body_len {
+            if read_more(stream, &mut conn.buf, settings.read_timeout()).await.is_err() {
+                return Next::Close;
+            }
+        }
+        // The request is whole in memory: until something has been sent upstream it can
+        // still go to pingora-proxy.
+        let idempotent = plain.method.is_idempotent();
+        let request_id = plain.request_id.map_or_else(proxy::new_request_id, str::to_owned);
+        conn.out.clear();
+        write_request_head(&mut conn.out, &request, &request_id, plain.forwarded_for, conn.client_ip);
+        conn.out.extend_from_slice(&conn.buf[..plain.body_len]);
+        let _in_flight = InFlight::new(&self.gateway.metrics);
+        let mut upstream_buf = BytesMut::with_capacity(4096);
+        // The first attempt's upstream, once it failed; and whether the retry may go to it
+        // again (on a fresh connection: its pooled one was closed and no other is healthy).
+        let mut failed: Option<Arc<Upstream>> = None;
+        let mut retry_same = false;
+        let (upstream, outcome) = loop {
+            let upstream = match &failed {
+                None => match pool.select(&[]) {
+                    Some(upstream) => upstream,
+                    None => return Next::Pingora,
+                },
+                Some(first) if retry_same => first.clone(),
+                Some(first) => match pool.select(std::slice::from_ref(&first.addr)) {
+                    Some(upstream) => upstream,
+                    None => break (first.clone(), Err(io::Error::from(io::ErrorKind::NotConnected))),
+                },
+            };
+            let fresh_only = failed.is_some();
+            let Some((mut upstream_stream, reused)) = connect(&upstream, pool, table, idempotent, fresh_only).await
+            else {
+                if failed.is_none() {
+                    // Nothing was sent: pingora-proxy picks another upstream or answers.
+                    return Next::Pingora;
+                }
+                break (upstream, Err(io::Error::from(io::ErrorKind::ConnectionRefused)));
+            };
+            upstream.metrics.requests.fetch_add(1, Relaxed);
+            match exchange(&mut upstream_stream, &conn.out, &mut upstream_buf, table).await {
+                Ok(response) => break (upstream, Ok((upstream_stream, response))),
+                Err(failure) => {
+                    // Only idempotent requests go again, once: to another upstream, or to the
+                    // same one on a fresh connection when its pooled one turned out closed.
+                    let stale = failure.nothing_received && reused;
+                    let alternative = pool.has_alternative(std::slice::from_ref(&upstream.addr));
+                    if idempotent && failed.is_none() && (alternative || stale) {
+                        tracing::debug!(upstream = %upstream.label, error = %failure.error, "retrying on another connection");
+                        pool.metrics.retries.fetch_add(1, Relaxed);
+                        retry_same = !alternative;
+                        upstream_buf.clear();
+                        failed = Some(upstream);
+                        continue;
+                    }
+                    break (upstream, Err(failure.error));
+                }
+            }
+        };
+        let tries = if failed.is_some() { 2 } else { 1 };
+        let (mut upstream_stream, response) = match outcome {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                let (status, code, message) = if error.kind() == io::ErrorKind::TimedOut {
+                    (504, "GATEWAY_TIMEOUT", "the upstream did not answer in time")
+                } else {
+                    (502, "BAD_GATEWAY", "the upstream failed to answer")
+                };
+                conn.out.clear();
+                write_error(&mut conn.out, status, code, message, &request_id, plain.method == Method::HEAD);
+                let _client_gone = write_timed(stream, &conn.out, settings.write_timeout()).await;
+                self.finish(&plain, &request_id, status, pool, &upstream, started, tries, 0, Some(&error), table);
+                conn.buf.clear();
+                return Next::Close;
+            }
+        };
+        let keep_downstream = !plain.close && !*shutdown.borrow() && response.framing != Framing::UntilClose;
+        conn.out.clear();
+        write_response_head(&mut conn.out, &upstream_buf[..response.head_len], &request_id, keep_downstream);
+        let relayed = relay_body(
+            stream,
+            &mut upstream_stream,
+            &mut upstream_buf,
+            response.head_len,
+            response.framing,
+            &mut conn.out,
+            table,
+        )
+        .await;
+        let (bytes, error) = match relayed {
+            Ok(relayed) => {
+                if relayed.reusable && response.keep_alive {
+                    upstream.put_idle(upstream_stream, settings.upstream_keepalive_pool_size);
+                }
+                (relayed.body_bytes, None)
+            }
+            Err(error) => (0, Some(error)),
+        };
+        conn.buf.advance(plain.body_len);
+        self.finish(
+            &plain,
+            &request_id,
+            response.status,
+            pool,
+            &upstream,
+            started,
+            tries,
+            bytes,
+            error.as_ref(),
+            table,
+        );
+        if error.is_none() && keep_downstream { Next::KeepAlive } else { Next::Close }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        plain: &Plain<'_>,
+        request_id: &str,
+        status: u16,
+        pool: &Arc<Pool>,
+        upstream: &Upstream,
+        started: Instant,
+        tries: usize,
+        bytes: usize,
+        error: Option<&io::Error>,
+        table: &Table,
+    ) {
+        proxy::finish(
+            &self.gateway,
+            &Finished {
+                started,
+                request_id,
+                method: plain.method.as_str(),
+                path: plain.path,
+                status,
+                pool: Some(pool),
+                upstream: Some(upstream),
+                tries,
+                bytes,
+                error: error.map(ToString::to_string),
+                access_log: table.server.access_log,
+            },
+        );
+    }
+}
+
+/// Whether a parsed request is plain enough for the express lane.
+fn classify<'a>(request: &httparse::Request<'_, 'a>, settings: &crate::config::ServerSettings) -> Option<Plain<'a>> {
+    if request.version != Some(1) {
+        return None;
+    }
+    let method = match request.method? {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        "HEAD" => Method::HEAD,
+        "OPTIONS" => Method::OPTIONS,
+        _ => return None,
+    };
+    let target = request.path?;
+    if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let mut body_len = None;
+    let mut close = false;
+    let mut request_id = None;
+    let mut forwarded_for = None;
+    for header in request.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(header.value).ok()?.trim();
+            if body_len.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            body_len = Some(value.parse::<usize>().ok()?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = std::str::from_utf8(header.value).ok()?;
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case("keep-alive") && !token.is_empty() {
+                    return None;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(REQUEST_ID) {
+            request_id = std::str::from_utf8(header.value).ok().filter(|id| proxy::is_acceptable_request_id(id));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if forwarded_for.is_some() {
+                return None;
+            }
+            forwarded_for = Some(std::str::from_utf8(header.value).ok()?);
+        }
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > MAX_EXPRESS_BODY || body_len > settings.max_body_bytes {
+        return None;
+    }
+    Some(Plain { method, path, body_len, close, request_id, forwarded_for })
+}
+
+/// Headers that describe one hop, not the message: never copied across the gateway.
+fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// The request line and headers as the upstream gets them.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    request: &httparse::Request<'_, '_>,
+    request_id: &str,
+    forwarded_for: Option<&str>,
+    client_ip: Option<IpAddr>,
+) {
+    use std::io::Write as _;
+    out.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(request.path.unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for header in request.headers.iter() {
+        if is_hop_by_hop(header.name)
+            || header.name.eq_ignore_ascii_case(REQUEST_ID)
+            || header.name.eq_ignore_ascii_case("x-forwarded-for")
+        {
+            continue;
+        }
+        out.extend_from_slice(header.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(header.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    match (forwarded_for, client_ip) {
+        (Some(earlier), Some(ip)) => {
+            let _ = write!(out, "x-forwarded-for: {earlier}, {ip}\r\n");
+        }
+        (None, Some(ip)) => {
+            let _ = write!(out, "x-forwarded-for: {ip}\r\n");
+        }
+        (Some(earlier), None) => {
+            let _ = write!(out, "x-forwarded-for: {earlier}\r\n");
+        }
+        (None, None) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The upstream's status line and headers as the client gets them: hop-by-hop headers and the
+/// upstream's own request id replaced by the gateway's.
+fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_alive: bool) {
+    let mut lines = head.split(|&b| b == b'\n');
+    if let Some(status_line) = lines.next() {
+        // The client gets HTTP/1.1 whatever the upstream spoke; the gateway decides about
+        // the client's connection itself.
+        out.extend_from_slice(b"HTTP/1.1");
+        out.extend_from_slice(status_line.get(8..).unwrap_or_default());
+        out.push(b'\n');
+    }
+    for line in lines {
+        let line_trimmed = line.strip_suffix(b"\r").unwrap_or(line);
+        if line_trimmed.is_empty() {
+            continue;
+        }
+        let name = line_trimmed.split(|&b| b == b':').next().unwrap_or_default();
+        let name = std::str::from_utf8(name).unwrap_or_default().trim();
+        if is_hop_by_hop(name) || name.eq_ignore_ascii_case(REQUEST_ID) {
+            continue;
+        }
+        out.extend_from_slice(line_trimmed);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A JSON error the gateway answers itself, closing the connection after it.
+fn write_error(out: &mut Vec<u8>, status: u16, code: &str, message: &str, request_id: &str, head_only: bool) {
+    use std::io::Write as _;
+    let body = proxy::error_body(code, message);
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+}
+
+/// A pooled connection to `upstream` (unless `fresh_only`), or a new one. `None` when it cannot be reached: it is
+/// taken out (until its health check passes) and the request goes to pingora-proxy, which
+/// picks another upstream or answers the error.
+async fn connect(
+    upstream: &Arc<Upstream>,
+    pool: &Pool,
+    table: &Table,
+    idempotent: bool,
+    fresh_only: bool,
+) -> Option<(TcpStream, bool)> {
+    let settings = &table.server;
+    while !fresh_only && let Some(idle) = upstream.take_idle(settings.upstream_idle_timeout()) {
+        // A request that is never sent twice must not go out on a connection the upstream
+        // has closed: the socket itself is asked first (see `proxy::closed_by_peer`).
+        if idempotent || !proxy::closed_by_peer(idle.as_raw_fd()) {
+            return Some((idle, true));
+        }
+    }
+    match tokio::time::timeout(settings.connect_timeout(), TcpStream::connect(upstream.addr)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, false))
+        }
+        Ok(Err(error)) => {
+            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
+            if upstream.mark_down() {
+                tracing::warn!(pool = %pool.name, upstream = %upstream.label, %error, "upstream unreachable, out until its health check passes");
+            }
+            None
+        }
+        Err(_) => {
+            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
+            if upstream.mark_down() {
+                tracing::warn!(pool = %pool.name, upstream = %upstream.label, "upstream connect timed out, out until its health check passes");
+            }
+            None
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+struct ResponseHead {
+    status: u16,
+    head_len: usize,
+    framing: Framing,
+    /// The upstream connection may serve another request afterwards.
+    keep_alive: bool,
+}
+
+struct Failure {
+    error: io::Error,
+    /// Not one byte of a response arrived.
+    nothing_received: bool,
+}
+
+/// Sends the request and reads the response head into `buf`.
+async fn exchange(
+    upstream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut BytesMut,
+    table: &Table,
+) -> Result<ResponseHead, Failure> {
+    let settings = &table.server;
+    let failed = |error: io::Error, nothing_received: bool| Failure { error, nothing_received };
+    match tokio::time::timeout(settings.write_timeout(), upstream.write_all(request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(failed(error, true)),
+        Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), true)),
+    }
+    let head_request = request.starts_with(b"HEAD ");
+    let mut searched = 0;
+    loop {
+        if let Some(head_len) = find_head_end(buf, searched) {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let parsed = response.parse(&buf[..head_len]);
+            let invalid = || failed(io::Error::new(io::ErrorKind::InvalidData, "invalid response head"), false);
+            if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
+                return Err(invalid());
+            }
+            let status = response.code.unwrap_or(0);
+            if (100..200).contains(&status) {
+                if status == 101 {
+                    return Err(invalid());
+                }
+                // An interim response nobody asked for: dropped, the final one follows.
+                buf.advance(head_len);
+                searched = 0;
+                continue;
+            }
+            let mut length = None;
+            let mut chunked = false;
+            let mut keep_alive = response.version == Some(1);
+            for header in response.headers.iter() {
+                if header.name.eq_ignore_ascii_case("content-length") {
+                    let value = std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+                    match (length, value) {
+                        (None, Some(value)) => length = Some(value),
+                        (Some(earlier), Some(value)) if earlier == value => {}
+                        _ => return Err(invalid()),
+                    }
+                } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                    let value = String::from_utf8_lossy(header.value);
+                    if value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")) {
+                        chunked = true;
+                    } else {
+                        return Err(invalid());
+                    }
+                } else if header.name.eq_ignore_ascii_case("connection") {
+                    let value = String::from_utf8_lossy(header.value);
+                    if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                        keep_alive = false;
+                    }
+                }
+            }
+            let framing = if head_request || status == 204 || status == 304 {
+                Framing::Length(0)
+            } else if chunked {
+                Framing::Chunked
+            } else if let Some(length) = length {
+                Framing::Length(length)
+            } else {
+                keep_alive = false;
+                Framing::UntilClose
+            };
+            return Ok(ResponseHead { status, head_len, framing, keep_alive });
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(failed(io::Error::new(io::ErrorKind::InvalidData, "response head too large"), false));
+        }
+        searched = buf.len().saturating_sub(3);
+        let before = buf.len();
+        match tokio::time::timeout(settings.read_timeout(), upstream.read_buf(buf)).await {
+            Ok(Ok(0)) => {
+                return Err(failed(io::ErrorKind::UnexpectedEof.into(), before == 0));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(failed(error, before == 0)),
+            Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), before == 0)),
+        }
+    }
+}
+
+struct Relayed {
+    body_bytes: usize,
+    /// The response ended exactly where its framing said: the connection may be reused.
+    reusable: bool,
+}
+
+/// Writes `out` (the response head) and the body after it: what `buf` holds past `head_len`,
+/// then what the upstream sends until the framing says the body ended.
+async fn relay_body(
+    downstream: &mut Stream,
+    upstream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head_len: usize,
+    framing: Framing,
+    out: &mut Vec<u8>,
+    table: &Table,
+) -> io::Result<Relayed> {
+    let settings = &table.server;
+    buf.advance(head_len);
+    let mut chunks = ChunkScanner::default();
+    let mut remaining = match framing {
+        Framing::Length(length) => length,
+        _ => usize::MAX,
+    };
+    let mut body_bytes = 0;
+    let mut first = true;
+    loop {
+        let take = match framing {
+            Framing::Length(_) => buf.len().min(remaining),
+            Framing::Chunked => {
+                chunks.feed(buf).map_err(|()| io::Error::new(io::ErrorKind::InvalidData, "bad chunk"))?
+            }
+            Framing::UntilClose => buf.len(),
+        };
+        if first {
+            out.extend_from_slice(&buf[..take]);
+            write_timed(downstream, out, settings.write_timeout()).await?;
+            first = false;
+        } else if take > 0 {
+            write_timed(downstream, &buf[..take], settings.write_timeout()).await?;
+        }
+        body_bytes += take;
+        buf.advance(take);
+        if framing != Framing::UntilClose {
+            remaining -= take.min(remaining);
+        }
+        let done = match framing {
+            Framing::Length(_) => remaining == 0,
+            Framing::Chunked => chunks.is_done(),
+            Framing::UntilClose => false,
+        };
+        if done {
+            downstream.flush().await?;
+            return Ok(Relayed { body_bytes, reusable: buf.is_empty() });
+        }
+        buf.clear();
+        match tokio::time::timeout(settings.read_timeout(), upstream.read_buf(buf)).await {
+            Ok(Ok(0)) if framing == Framing::UntilClose => {
+                downstream.flush().await?;
+                return Ok(Relayed { body_bytes, reusable: false });
+            }
+            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+async fn write_timed(stream: &mut Stream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Reads more bytes into `buf`; end of stream is an error (a request or response was cut off).
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+        Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// The end of the head (just past its blank line), looking from `from` on.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?.windows(4).position(|w| w == b"\r\n\r\n").map(|at| from + at + 4)
+}
+
+/// Follows chunked framing (RFC 9112 §7.1) over the bytes of a body as they arrive, to know
+/// where it ends; the bytes themselves pass through unchanged.
+#[derive(Default, Debug)]
+struct ChunkScanner {
+    state: ChunkState,
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    SizeStart,
+    Size(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLineLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkScanner {
+    /// Consumes bytes of `input` up to the end of the body; returns how many belong to it.
+    fn feed(&mut self, input: &[u8]) -> Result<usize, ()> {
+        use ChunkState::*;
+        let mut at = 0;
+        while at < input.len() && self.state != Done {
+            let byte = input[at];
+            self.state = match self.state {
+                SizeStart | Size(_) => {
+                    let value = if let Size(value) = self.state { value } else { 0 };
+                    match (byte as char).to_digit(16) {
+                        Some(digit) if value < (1 << 40) => Size(value * 16 + u64::from(digit)),
+                        Some(_) => return Err(()),
+                        None if self.state == SizeStart => return Err(()),
+                        None if byte == b';' || byte == b' ' || byte == b'\t' => Extension(value),
+                        None if byte == b'\r' => SizeLf(value),
+                        None => return Err(()),
+                    }
+                }
+                Extension(value) => {
+                    if byte == b'\r' {
+                        SizeLf(value)
+                    } else {
+                        Extension(value)
+                    }
+                }
+                SizeLf(value) => match (byte, value) {
+                    (b'\n', 0) => TrailerStart,
+                    (b'\n', value) => Data(value),
+                    _ => return Err(()),
+                },
+                Data(left) => {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(input.len() - at);
+                    at += take;
+                    let left = left - take as u64;
+                    self.state = if left == 0 { DataCr } else { Data(left) };
+                    continue;
+                }
+                DataCr if byte == b'\r' => DataLf,
+                DataLf if byte == b'\n' => SizeStart,
+                TrailerStart if byte == b'\r' => EndLf,
+                TrailerStart | TrailerLine if byte != b'\r' => TrailerLine,
+                TrailerLine => TrailerLineLf,
+                TrailerLineLf if byte == b'\n' => TrailerStart,
+                EndLf if byte == b'\n' => Done,
+                _ => return Err(()),
+            };
+            at += 1;
+        }
+        Ok(at)
+    }
+
+    fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_end_where_their_framing_says() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: yes\r\n\r\nNEXT";
+        let mut scanner = ChunkScanner::default();
+        assert_eq!(scanner.feed(body), Ok(body.len() - 4));
+        assert!(scanner.is_done());
+
+        // The same body a byte at a time.
+        let mut scanner = ChunkScanner::default();
+        let mut consumed = 0;
+        for byte in body.iter() {
+            consumed += scanner.feed(std::slice::from_ref(byte)).unwrap();
+            if scanner.is_done() {
+                break;
+            }
+        }
+        assert_eq!(consumed, body.len() - 4);
+
+        let mut scanner = ChunkScanner::default();
+        assert_eq!(scanner.feed(b"0\r\n\r\n"), Ok(5));
+        assert!(scanner.is_done());
+
+        for bad in [&b"x\r\n"[..], b"\r\n", b"5\r\nhelloX", b"5\nhello"] {
+            assert!(ChunkScanner::default().feed(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut scanner = ChunkScanner::default();
+        assert_eq!(scanner.feed(b"a\r\n0123"), Ok(7));
+        assert!(!scanner.is_done(), "six data bytes still to come");
+    }
+
+    #[test]
+    fn heads_are_found_across_reads() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\n", 14), Some(18));
+    }
+
+    fn parse_and_classify(raw: &[u8], check: impl FnOnce(Option<Plain<'_>>)) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(_)) = request.parse(raw) else { panic!("parses") };
+        check(classify(&request, &crate::config::ServerSettings::default()));
+    }
+
+    #[test]
+    fn only_plain_requests_take_the_express_lane() {
+        parse_and_classify(b"POST /a?b=1 HTTP/1.1\r\nContent-Length: 2\r\nX-Request-Id: abc\r\n\r\n{}", |plain| {
+            let plain = plain.expect("plain");
+            assert_eq!((plain.path, plain.body_len, plain.request_id, plain.close), ("/a", 2, Some("abc"), false));
+        });
+        parse_and_classify(b"GET / HTTP/1.1\r\nConnection: close\r\nX-Request-Id: has space\r\n\r\n", |plain| {
+            let plain = plain.expect("plain");
+            assert!(plain.close);
+            assert_eq!(plain.request_id, None, "an unacceptable id is replaced");
+        });
+        for raw in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n",
+            b"CONNECT host:443 HTTP/1.1\r\n\r\n",
+            b"GET http://host/ HTTP/1.1\r\n\r\n",
+        ] {
+            parse_and_classify(raw, |plain| assert!(plain.is_none(), "{}", String::from_utf8_lossy(raw)));
+        }
+    }
+
+    #[test]
+    fn heads_are_rewritten_for_each_hop() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Request-Id: old\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        request.parse(raw).unwrap();
+        let mut out = Vec::new();
+        write_request_head(&mut out, &request, "id1", Some("10.0.0.1"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x HTTP/1.1\r\nHost: h\r\nx-request-id: id1\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive\r\nx-request-id: theirs\r\nx-served-by: chat-write\r\n\r\n";
+        write_response_head(&mut out, head, "id1", false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-served-by: chat-write\r\nx-request-id: id1\r\nconnection: close\r\n\r\n"
+        );
+    }
+}
