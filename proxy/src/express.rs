@@ -20,7 +20,6 @@
 //! access line and metrics.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,7 +62,7 @@ impl ServerApp for Front {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let client_ip = stream
             .get_socket_digest()
-            .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet()).map(SocketAddr::ip));
+            .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet()).map(|addr| addr.ip().to_string()));
         let mut conn = Connection { buf: BytesMut::with_capacity(4096), out: Vec::with_capacity(1024), client_ip };
         let mut shutdown = shutdown.clone();
         loop {
@@ -106,7 +105,8 @@ enum Next {
 struct Connection {
     buf: BytesMut,
     out: Vec<u8>,
-    client_ip: Option<IpAddr>,
+    /// The client's address as X-Forwarded-For names it (formatted once per connection).
+    client_ip: Option<String>,
 }
 
 impl Connection {
@@ -212,7 +212,7 @@ impl Front {
         let idempotent = plain.method.is_idempotent();
         let request_id = plain.request_id.map_or_else(proxy::new_request_id, str::to_owned);
         conn.out.clear();
-        write_request_head(&mut conn.out, &request, &request_id, plain.forwarded_for, conn.client_ip);
+        write_request_head(&mut conn.out, &request, &request_id, plain.forwarded_for, conn.client_ip.as_deref());
         conn.out.extend_from_slice(&conn.buf[..plain.body_len]);
         let _in_flight = InFlight::new(&self.gateway.metrics);
         let mut upstream_buf = BytesMut::with_capacity(4096);
@@ -424,9 +424,8 @@ fn write_request_head(
     request: &httparse::Request<'_, '_>,
     request_id: &str,
     forwarded_for: Option<&str>,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&str>,
 ) {
-    use std::io::Write as _;
     out.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
     out.push(b' ');
     out.extend_from_slice(request.path.unwrap_or("/").as_bytes());
@@ -446,17 +445,16 @@ fn write_request_head(
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
-    match (forwarded_for, client_ip) {
-        (Some(earlier), Some(ip)) => {
-            let _ = write!(out, "x-forwarded-for: {earlier}, {ip}\r\n");
+    let forwarded: [Option<&str>; 2] = [forwarded_for, client_ip];
+    let mut names = forwarded.iter().flatten();
+    if let Some(first) = names.next() {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(first.as_bytes());
+        for next in names {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(next.as_bytes());
         }
-        (None, Some(ip)) => {
-            let _ = write!(out, "x-forwarded-for: {ip}\r\n");
-        }
-        (Some(earlier), None) => {
-            let _ = write!(out, "x-forwarded-for: {earlier}\r\n");
-        }
-        (None, None) => {}
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -915,7 +913,7 @@ mod tests {
         let mut request = httparse::Request::new(&mut headers);
         request.parse(raw).unwrap();
         let mut out = Vec::new();
-        write_request_head(&mut out, &request, "id1", Some("10.0.0.1"), Some("127.0.0.1".parse().unwrap()));
+        write_request_head(&mut out, &request, "id1", Some("10.0.0.1"), Some("127.0.0.1"));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x HTTP/1.1\r\nHost: h\r\nx-request-id: id1\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\r\n"

@@ -463,7 +463,9 @@ pub(crate) fn is_acceptable_request_id(id: &str) -> bool {
 
 /// 128 random bits as 32 hex digits.
 pub(crate) fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    (0..32).rev().map(|digit| char::from(HEX[((bits >> (digit * 4)) & 0xf) as usize])).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! `chatmesh-stub`: a tiny HTTP/1.1 upstream for gateway tests. Every response names the stub
 //! (`X-Served-By: <name>`) and echoes what arrived: method, path, the `X-Request-Id` it got
-//! and the body size. `?delay_ms=N` answers after N ms, `?status=N` answers N; `--drop`
+//! and the body size. `?delay_ms=N` answers after N ms, `?status=N` answers N,
+//! `?framing=chunked` sends the body in chunks and `?framing=close` without a length, closing
+//! the connection after it; `--drop`
 //! closes every connection without answering (except `/healthz`), as a crashing process
 //! would. `GET /stats` counts the requests seen, by method.
 
@@ -66,6 +68,7 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
         let target = request_line.next().unwrap_or("/").to_owned();
         let mut content_length = 0usize;
         let mut request_id = String::new();
+        let mut forwarded_for = String::new();
         let mut close = false;
         for line in lines {
             let Some((key, value)) = line.split_once(':') else { continue };
@@ -73,6 +76,7 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
             match key.trim().to_ascii_lowercase().as_str() {
                 "content-length" => content_length = value.parse().unwrap_or(0),
                 "x-request-id" => request_id = value.to_owned(),
+                "x-forwarded-for" => forwarded_for = value.to_owned(),
                 "connection" => close = value.eq_ignore_ascii_case("close"),
                 _ => {}
             }
@@ -113,15 +117,33 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
                 "method": method,
                 "path": path,
                 "request_id": request_id,
+                "forwarded_for": forwarded_for,
                 "body_bytes": content_length,
             })
             .to_string()
         };
-        let response = format!(
-            "HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: {name}\r\n\r\n{body}",
-            body.len()
-        );
-        socket.write_all(response.as_bytes()).await?;
+        let head = format!("HTTP/1.1 {status} Stub\r\ncontent-type: application/json\r\nx-served-by: {name}\r\n");
+        // A HEAD response announces the body a GET would get and sends none.
+        let sent_body = if method == "HEAD" { "" } else { body.as_str() };
+        match param("framing").as_deref() {
+            Some("chunked") => {
+                // Three chunks, each in its own write, and a trailer.
+                socket.write_all(format!("{head}transfer-encoding: chunked\r\n\r\n").as_bytes()).await?;
+                let third = sent_body.len() / 3;
+                for part in [&sent_body[..third], &sent_body[third..2 * third], &sent_body[2 * third..]] {
+                    socket.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes()).await?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                socket.write_all(b"0\r\nx-trailer: end\r\n\r\n").await?;
+            }
+            Some("close") => {
+                socket.write_all(format!("{head}connection: close\r\n\r\n{sent_body}").as_bytes()).await?;
+                return Ok(());
+            }
+            _ => {
+                socket.write_all(format!("{head}content-length: {}\r\n\r\n{sent_body}", body.len()).as_bytes()).await?;
+            }
+        }
         if close {
             return Ok(());
         }

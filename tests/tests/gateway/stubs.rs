@@ -201,6 +201,76 @@ async fn killing_an_upstream_under_load_fails_only_what_was_in_flight() {
     assert!(stats(&survivor, "POST") > 0);
 }
 
+/// The express lane (plain requests) and pingora-proxy (everything, with `express = false`)
+/// answer alike: the same statuses, bodies and headers for each framing of the upstream's
+/// response (length, chunked, until close), for HEAD, for bodies on either side of the express
+/// lane's limit, and for a chain of X-Forwarded-For; each over a reused keep-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_express_lane_and_pingora_proxy_answer_alike() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let upstream = stub("chat-read");
+    let gateways: Vec<GatewayProcess> = ["true", "false"]
+        .iter()
+        .zip(&dirs)
+        .map(|(express, dir)| {
+            let config =
+                config_with(dir.path(), &[("express", express), ("interval_ms", "100"), ("timeout_ms", "100")]);
+            gateway(dir.path(), &config, "chat-read", &[&upstream])
+        })
+        .collect();
+    let large = "x".repeat(300 * 1024);
+    let cases: Vec<(&str, &str, Option<&str>, Option<&str>)> = vec![
+        ("GET", "/api/applications", None, None),
+        ("GET", "/api/applications?framing=chunked", None, None),
+        ("GET", "/api/applications?framing=close", None, None),
+        ("HEAD", "/api/applications", None, None),
+        ("POST", "/api/applications", Some("{\"name\":\"a\"}"), None),
+        ("POST", "/api/applications?framing=chunked", Some(large.as_str()), None),
+        ("GET", "/api/applications?status=404", None, Some("10.1.2.3")),
+        ("PUT", "/api/applications/tok?framing=close", Some("{}"), Some("10.1.2.3, 10.4.5.6")),
+    ];
+    let mut answers: Vec<Vec<String>> = Vec::new();
+    for gateway in &gateways {
+        let http = client();
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            for (verb, path, body, forwarded) in &cases {
+                let mut request = http.request(method(verb), format!("{}{path}", gateway.url));
+                if let Some(body) = body {
+                    request = request.header("content-type", "application/json").body((*body).to_owned());
+                }
+                if let Some(forwarded) = forwarded {
+                    request = request.header("x-forwarded-for", *forwarded);
+                }
+                let what = format!("{verb} {path} (round {round}, {})", gateway.url);
+                let response = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                let status = response.status().as_u16();
+                let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+                assert_eq!(served_by(&response), "chat-read", "{what}");
+                assert!(!response.headers().contains_key("x-trailer"), "{what}");
+                let text = response.text().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                if *verb == "HEAD" {
+                    assert_eq!(text, "", "{what}");
+                    seen.push(format!("{verb} {path} {status}"));
+                    continue;
+                }
+                let echo: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+                assert_eq!(echo["request_id"], id.as_str(), "{what}: the upstream got the id the client sees");
+                let expected_chain = match forwarded {
+                    Some(earlier) => format!("{earlier}, 127.0.0.1"),
+                    None => "127.0.0.1".to_owned(),
+                };
+                assert_eq!(echo["forwarded_for"], expected_chain.as_str(), "{what}");
+                assert_eq!(echo["body_bytes"], body.map_or(0, str::len), "{what}");
+                seen.push(format!("{verb} {path} {status} {} {}", echo["method"], echo["path"]));
+            }
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1], "express lane (left) and pingora-proxy (right) differ");
+    assert!(answers[0].iter().any(|a| a.contains(" 404 ")), "{:?}", answers[0]);
+}
+
 /// An upstream that passes its health check but drops requests (a crash mid-request): GETs are
 /// retried once on another upstream, POSTs never.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
