@@ -37,11 +37,11 @@ struct Cli {
     /// Concurrent keep-alive connections of the load generator
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Gateway worker threads
-    #[arg(long, default_value_t = 1)]
+    /// Gateway worker threads (2, as deploy/gateway.toml runs it)
+    #[arg(long, default_value_t = 2)]
     gateway_threads: usize,
-    /// nginx worker processes
-    #[arg(long, default_value_t = 1)]
+    /// nginx worker processes (as many as the gateway has threads)
+    #[arg(long, default_value_t = 2)]
     nginx_workers: usize,
     /// Run the upstream on MySQL / Redis / RabbitMQ (DATABASE_URL, REDIS_URL, AMQP_URL)
     #[arg(long)]
