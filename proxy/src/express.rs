@@ -126,14 +126,14 @@ impl Connection {
     }
 
     /// Reads until the buffer holds a whole request head; its length, or `None` when it is
-    /// larger than [`MAX_HEAD`].
+    /// larger than [`MAX_HEAD`] or its lines end in a bare LF (pingora-proxy parses those).
     async fn read_head(&mut self, stream: &mut Stream, timeout: Duration) -> io::Result<Option<usize>> {
         let mut searched = 0;
         loop {
             if let Some(end) = find_head_end(&self.buf, searched) {
                 return Ok(Some(end));
             }
-            if self.buf.len() > MAX_HEAD {
+            if self.buf.len() > MAX_HEAD || self.buf[searched..].windows(2).any(|w| w == b"\n\n") {
                 return Ok(None);
             }
             searched = self.buf.len().saturating_sub(3);
@@ -189,9 +189,14 @@ impl Front {
         let settings = &table.server;
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = request.parse(head) else {
+        // The head must end where the search for its blank line said (not earlier, at a bare
+        // LF), or the two would disagree on where the body starts.
+        let Ok(httparse::Status::Complete(parsed)) = request.parse(head) else {
             return Next::Pingora;
         };
+        if parsed != head.len() {
+            return Next::Pingora;
+        }
         let Some(plain) = classify(&request, settings) else { return Next::Pingora };
         if plain.path == settings.health_path
             || plain.path == settings.ready_path
@@ -280,7 +285,8 @@ impl Front {
         };
         let keep_downstream = !plain.close && !*shutdown.borrow() && response.framing != Framing::UntilClose;
         conn.out.clear();
-        write_response_head(&mut conn.out, &upstream_buf[..response.head_len], &request_id, keep_downstream);
+        let chunked = response.framing == Framing::Chunked;
+        write_response_head(&mut conn.out, &upstream_buf[..response.head_len], &request_id, keep_downstream, chunked);
         let relayed = relay_body(
             stream,
             &mut upstream_stream,
@@ -372,6 +378,7 @@ fn classify<'a>(request: &httparse::Request<'_, 'a>, settings: &crate::config::S
     let mut body_len = None;
     let mut close = false;
     let mut request_id = None;
+    let mut seen_request_id = false;
     let mut forwarded_for = None;
     for header in request.headers.iter() {
         let name = header.name;
@@ -396,7 +403,11 @@ fn classify<'a>(request: &httparse::Request<'_, 'a>, settings: &crate::config::S
                 }
             }
         } else if name.eq_ignore_ascii_case(REQUEST_ID) {
-            request_id = std::str::from_utf8(header.value).ok().filter(|id| proxy::is_acceptable_request_id(id));
+            // The first one counts (as in the pingora-proxy lane).
+            if !seen_request_id {
+                request_id = std::str::from_utf8(header.value).ok().filter(|id| proxy::is_acceptable_request_id(id));
+            }
+            seen_request_id = true;
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             if forwarded_for.is_some() {
                 return None;
@@ -461,7 +472,7 @@ fn write_request_head(
 
 /// The upstream's status line and headers as the client gets them: hop-by-hop headers and the
 /// upstream's own request id replaced by the gateway's.
-fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_alive: bool) {
+fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_alive: bool, chunked: bool) {
     let mut lines = head.split(|&b| b == b'\n');
     if let Some(status_line) = lines.next() {
         // The client gets HTTP/1.1 whatever the upstream spoke; the gateway decides about
@@ -477,7 +488,11 @@ fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_al
         }
         let name = line_trimmed.split(|&b| b == b':').next().unwrap_or_default();
         let name = std::str::from_utf8(name).unwrap_or_default().trim();
-        if is_hop_by_hop(name) || name.eq_ignore_ascii_case(REQUEST_ID) {
+        // A chunked body's length is its framing's: a Content-Length beside it is dropped.
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(REQUEST_ID)
+            || (chunked && name.eq_ignore_ascii_case("content-length"))
+        {
             continue;
         }
         out.extend_from_slice(line_trimmed);
@@ -519,9 +534,12 @@ async fn connect(
 ) -> Option<(TcpStream, bool)> {
     let settings = &table.server;
     while !fresh_only && let Some(idle) = upstream.take_idle(settings.upstream_idle_timeout()) {
-        // A request that is never sent twice must not go out on a connection the upstream
-        // has closed: the socket itself is asked first (see `proxy::closed_by_peer`).
-        if idempotent || !proxy::closed_by_peer(idle.as_raw_fd()) {
+        // An idle connection the upstream wrote to (a close, a 408, bytes past a response)
+        // must not carry a request: its answer would be read as this request's. What the
+        // runtime's last I/O poll saw is free to ask; a request that is never sent twice
+        // asks the socket itself as well (see `proxy::closed_by_peer`).
+        let suspect = !idempotent || seen_readable(&idle);
+        if !(suspect && proxy::closed_by_peer(idle.as_raw_fd())) {
             return Some((idle, true));
         }
     }
@@ -545,6 +563,13 @@ async fn connect(
             None
         }
     }
+}
+
+/// Whether the runtime has seen `stream` become readable since it was last read to the end:
+/// no syscall, only the readiness the last I/O poll recorded.
+fn seen_readable(stream: &TcpStream) -> bool {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    stream.poll_read_ready(&mut context).is_ready()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -580,65 +605,72 @@ async fn exchange(
     match tokio::time::timeout(settings.write_timeout(), upstream.write_all(request)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(failed(error, true)),
-        Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), true)),
+        Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), false)),
     }
     let head_request = request.starts_with(b"HEAD ");
     let mut searched = 0;
     loop {
-        if let Some(head_len) = find_head_end(buf, searched) {
+        // A blank line (CRLF or, from a lax upstream, bare LF) may end the head: the parser
+        // says where exactly.
+        let blank_line = find_head_end(buf, searched).is_some() || buf[searched..].windows(2).any(|w| w == b"\n\n");
+        if blank_line {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
-            let parsed = response.parse(&buf[..head_len]);
             let invalid = || failed(io::Error::new(io::ErrorKind::InvalidData, "invalid response head"), false);
-            if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
-                return Err(invalid());
-            }
-            let status = response.code.unwrap_or(0);
-            if (100..200).contains(&status) {
-                if status == 101 {
-                    return Err(invalid());
-                }
-                // An interim response nobody asked for: dropped, the final one follows.
-                buf.advance(head_len);
-                searched = 0;
-                continue;
-            }
-            let mut length = None;
-            let mut chunked = false;
-            let mut keep_alive = response.version == Some(1);
-            for header in response.headers.iter() {
-                if header.name.eq_ignore_ascii_case("content-length") {
-                    let value = std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
-                    match (length, value) {
-                        (None, Some(value)) => length = Some(value),
-                        (Some(earlier), Some(value)) if earlier == value => {}
-                        _ => return Err(invalid()),
-                    }
-                } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                    let value = String::from_utf8_lossy(header.value);
-                    if value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")) {
-                        chunked = true;
-                    } else {
+            let head_len = match response.parse(buf) {
+                Ok(httparse::Status::Complete(head_len)) => head_len,
+                // The blank line was inside a header value: read on.
+                Ok(httparse::Status::Partial) => 0,
+                Err(_) => return Err(invalid()),
+            };
+            if head_len > 0 {
+                let status = response.code.unwrap_or(0);
+                if (100..200).contains(&status) {
+                    if status == 101 {
                         return Err(invalid());
                     }
-                } else if header.name.eq_ignore_ascii_case("connection") {
-                    let value = String::from_utf8_lossy(header.value);
-                    if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
-                        keep_alive = false;
+                    // An interim response nobody asked for: dropped, the final one follows.
+                    buf.advance(head_len);
+                    searched = 0;
+                    continue;
+                }
+                let mut length = None;
+                let mut chunked = false;
+                let mut keep_alive = response.version == Some(1);
+                for header in response.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        let value = std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+                        match (length, value) {
+                            (None, Some(value)) => length = Some(value),
+                            (Some(earlier), Some(value)) if earlier == value => {}
+                            _ => return Err(invalid()),
+                        }
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                        let value = String::from_utf8_lossy(header.value);
+                        if value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")) {
+                            chunked = true;
+                        } else {
+                            return Err(invalid());
+                        }
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        let value = String::from_utf8_lossy(header.value);
+                        if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                            keep_alive = false;
+                        }
                     }
                 }
+                let framing = if head_request || status == 204 || status == 304 {
+                    Framing::Length(0)
+                } else if chunked {
+                    Framing::Chunked
+                } else if let Some(length) = length {
+                    Framing::Length(length)
+                } else {
+                    keep_alive = false;
+                    Framing::UntilClose
+                };
+                return Ok(ResponseHead { status, head_len, framing, keep_alive });
             }
-            let framing = if head_request || status == 204 || status == 304 {
-                Framing::Length(0)
-            } else if chunked {
-                Framing::Chunked
-            } else if let Some(length) = length {
-                Framing::Length(length)
-            } else {
-                keep_alive = false;
-                Framing::UntilClose
-            };
-            return Ok(ResponseHead { status, head_len, framing, keep_alive });
         }
         if buf.len() > MAX_HEAD {
             return Err(failed(io::Error::new(io::ErrorKind::InvalidData, "response head too large"), false));
@@ -651,7 +683,8 @@ async fn exchange(
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(failed(error, before == 0)),
-            Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), before == 0)),
+            // A timeout is not a closed connection: the upstream may be working on it.
+            Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), false)),
         }
     }
 }
@@ -907,6 +940,29 @@ mod tests {
     }
 
     #[test]
+    fn the_first_request_id_counts() {
+        parse_and_classify(b"GET / HTTP/1.1\r\nX-Request-Id: first\r\nX-Request-Id: second\r\n\r\n", |plain| {
+            assert_eq!(plain.expect("plain").request_id, Some("first"));
+        });
+        parse_and_classify(b"GET / HTTP/1.1\r\nX-Request-Id: bad one\r\nX-Request-Id: second\r\n\r\n", |plain| {
+            assert_eq!(plain.expect("plain").request_id, None, "the first is unacceptable: a new one is made");
+        });
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_wrote_to_is_suspect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!seen_readable(&client), "an idle connection nobody wrote to");
+        server.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(seen_readable(&client), "bytes nobody asked for");
+        assert!(proxy::closed_by_peer(client.as_raw_fd()), "and the socket confirms it");
+    }
+
+    #[test]
     fn heads_are_rewritten_for_each_hop() {
         let raw = b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Request-Id: old\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -921,10 +977,19 @@ mod tests {
 
         let mut out = Vec::new();
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive\r\nx-request-id: theirs\r\nx-served-by: chat-write\r\n\r\n";
-        write_response_head(&mut out, head, "id1", false);
+        write_response_head(&mut out, head, "id1", false, false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-served-by: chat-write\r\nx-request-id: id1\r\nconnection: close\r\n\r\n"
+        );
+
+        let mut out = Vec::new();
+        let head = b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n";
+        write_response_head(&mut out, head, "id1", true, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-request-id: id1\r\n\r\n",
+            "a chunked body's Content-Length is dropped; the client gets HTTP/1.1"
         );
     }
 }
