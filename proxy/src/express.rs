@@ -297,28 +297,25 @@ impl Front {
             table,
         )
         .await;
-        let (bytes, error) = match relayed {
+        let (status, bytes, error) = match relayed {
             Ok(relayed) => {
                 if relayed.reusable && response.keep_alive {
                     upstream.put_idle(upstream_stream, settings.upstream_keepalive_pool_size);
                 }
-                (relayed.body_bytes, None)
+                (response.status, relayed.body_bytes, None)
             }
-            Err(error) => (0, Some(error)),
+            Err(cut) if !cut.head_sent => {
+                // Nothing reached the client yet: it gets a JSON 502 rather than a bare close.
+                conn.out.clear();
+                let message = "the upstream sent a malformed response";
+                write_error(&mut conn.out, 502, "BAD_GATEWAY", message, &request_id, plain.method == Method::HEAD);
+                let _client_gone = write_timed(stream, &conn.out, settings.write_timeout()).await;
+                (502, 0, Some(cut.error))
+            }
+            Err(cut) => (response.status, cut.body_bytes, Some(cut.error)),
         };
         conn.buf.advance(plain.body_len);
-        self.finish(
-            &plain,
-            &request_id,
-            response.status,
-            pool,
-            &upstream,
-            started,
-            tries,
-            bytes,
-            error.as_ref(),
-            table,
-        );
+        self.finish(&plain, &request_id, status, pool, &upstream, started, tries, bytes, error.as_ref(), table);
         if error.is_none() && keep_downstream { Next::KeepAlive } else { Next::Close }
     }
 
@@ -696,7 +693,7 @@ struct Relayed {
 }
 
 /// Writes `out` (the response head) and the body after it: what `buf` holds past `head_len`,
-/// then what the upstream sends until the framing says the body ended.
+/// then what the upstream sends until the framing says the body ended. Each write is flushed.
 async fn relay_body(
     downstream: &mut Stream,
     upstream: &mut TcpStream,
@@ -705,7 +702,7 @@ async fn relay_body(
     framing: Framing,
     out: &mut Vec<u8>,
     table: &Table,
-) -> io::Result<Relayed> {
+) -> Result<Relayed, Cut> {
     let settings = &table.server;
     buf.advance(head_len);
     let mut chunks = ChunkScanner::default();
@@ -714,21 +711,24 @@ async fn relay_body(
         _ => usize::MAX,
     };
     let mut body_bytes = 0;
-    let mut first = true;
+    let mut head_sent = false;
+    let cut = |error: io::Error, head_sent: bool, body_bytes: usize| Cut { error, head_sent, body_bytes };
     loop {
         let take = match framing {
             Framing::Length(_) => buf.len().min(remaining),
-            Framing::Chunked => {
-                chunks.feed(buf).map_err(|()| io::Error::new(io::ErrorKind::InvalidData, "bad chunk"))?
-            }
+            Framing::Chunked => chunks.feed(buf).map_err(|()| {
+                cut(io::Error::new(io::ErrorKind::InvalidData, "bad chunk framing"), head_sent, body_bytes)
+            })?,
             Framing::UntilClose => buf.len(),
         };
-        if first {
+        if !head_sent {
             out.extend_from_slice(&buf[..take]);
-            write_timed(downstream, out, settings.write_timeout()).await?;
-            first = false;
+            write_timed(downstream, out, settings.write_timeout()).await.map_err(|e| cut(e, true, body_bytes))?;
+            head_sent = true;
         } else if take > 0 {
-            write_timed(downstream, &buf[..take], settings.write_timeout()).await?;
+            write_timed(downstream, &buf[..take], settings.write_timeout())
+                .await
+                .map_err(|e| cut(e, true, body_bytes))?;
         }
         body_bytes += take;
         buf.advance(take);
@@ -741,21 +741,25 @@ async fn relay_body(
             Framing::UntilClose => false,
         };
         if done {
-            downstream.flush().await?;
             return Ok(Relayed { body_bytes, reusable: buf.is_empty() });
         }
         buf.clear();
         match tokio::time::timeout(settings.read_timeout(), upstream.read_buf(buf)).await {
-            Ok(Ok(0)) if framing == Framing::UntilClose => {
-                downstream.flush().await?;
-                return Ok(Relayed { body_bytes, reusable: false });
-            }
-            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(0)) if framing == Framing::UntilClose => return Ok(Relayed { body_bytes, reusable: false }),
+            Ok(Ok(0)) => return Err(cut(io::ErrorKind::UnexpectedEof.into(), true, body_bytes)),
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            Ok(Err(error)) => return Err(cut(error, true, body_bytes)),
+            Err(_) => return Err(cut(io::ErrorKind::TimedOut.into(), true, body_bytes)),
         }
     }
+}
+
+/// A response body that could not be relayed whole.
+struct Cut {
+    error: io::Error,
+    /// The response head (and so the status) reached the client.
+    head_sent: bool,
+    body_bytes: usize,
 }
 
 async fn write_timed(stream: &mut Stream, bytes: &[u8], timeout: Duration) -> io::Result<()> {

@@ -1,8 +1,8 @@
 //! `chatmesh-stub`: a tiny HTTP/1.1 upstream for gateway tests. Every response names the stub
 //! (`X-Served-By: <name>`) and echoes what arrived: method, path, the `X-Request-Id` it got
 //! and the body size. `?delay_ms=N` answers after N ms, `?status=N` answers N,
-//! `?framing=chunked` sends the body in chunks and `?framing=close` without a length, closing
-//! the connection after it; `--drop`
+//! `?framing=chunked` sends the body in chunks, `?framing=close` without a length, closing
+//! the connection after it, and `?framing=badchunk` a chunked head with broken framing; `--drop`
 //! closes every connection without answering (except `/healthz`), as a crashing process
 //! would. `GET /stats` counts the requests seen, by method.
 
@@ -135,6 +135,10 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 socket.write_all(b"0\r\nx-trailer: end\r\n\r\n").await?;
+            }
+            Some("badchunk") => {
+                socket.write_all(format!("{head}transfer-encoding: chunked\r\n\r\nnot-hex\r\n").as_bytes()).await?;
+                return Ok(());
             }
             Some("close") => {
                 socket.write_all(format!("{head}connection: close\r\n\r\n{sent_body}").as_bytes()).await?;

@@ -269,6 +269,12 @@ async fn the_express_lane_and_pingora_proxy_answer_alike() {
     }
     assert_eq!(answers[0], answers[1], "express lane (left) and pingora-proxy (right) differ");
     assert!(answers[0].iter().any(|a| a.contains(" 404 ")), "{:?}", answers[0]);
+
+    // A response whose framing is broken before any of it went out: a JSON 502 from the
+    // express lane, not a bare close.
+    let broken = client().get(format!("{}/api/applications?framing=badchunk", gateways[0].url)).send().await.unwrap();
+    assert_eq!(broken.status(), 502);
+    assert_eq!(json(broken).await["error"]["code"], "BAD_GATEWAY");
 }
 
 /// An upstream that passes its health check but drops requests (a crash mid-request): GETs are
