@@ -33,7 +33,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::gateway::{Gateway, Table};
@@ -275,9 +275,7 @@ impl Front {
                 } else {
                     (502, "BAD_GATEWAY", "the upstream failed to answer")
                 };
-                conn.out.clear();
-                write_error(&mut conn.out, status, code, message, &request_id, plain.method == Method::HEAD);
-                let _client_gone = write_timed(stream, &conn.out, settings.write_timeout()).await;
+                answer_error(stream, &mut conn.out, status, code, message, &request_id, &plain, settings).await;
                 self.finish(&plain, &request_id, status, pool, &upstream, started, tries, 0, Some(&error), table);
                 conn.buf.clear();
                 return Next::Close;
@@ -306,10 +304,8 @@ impl Front {
             }
             Err(cut) if !cut.head_sent => {
                 // Nothing reached the client yet: it gets a JSON 502 rather than a bare close.
-                conn.out.clear();
                 let message = "the upstream sent a malformed response";
-                write_error(&mut conn.out, 502, "BAD_GATEWAY", message, &request_id, plain.method == Method::HEAD);
-                let _client_gone = write_timed(stream, &conn.out, settings.write_timeout()).await;
+                answer_error(stream, &mut conn.out, 502, "BAD_GATEWAY", message, &request_id, &plain, settings).await;
                 (502, 0, Some(cut.error))
             }
             Err(cut) => (response.status, cut.body_bytes, Some(cut.error)),
@@ -504,6 +500,24 @@ fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_al
     out.extend_from_slice(b"\r\n");
 }
 
+/// Sends a JSON error the gateway answers itself (the connection closes after it); a client
+/// already gone is nobody to tell.
+#[allow(clippy::too_many_arguments)]
+async fn answer_error(
+    stream: &mut Stream,
+    out: &mut Vec<u8>,
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    plain: &Plain<'_>,
+    settings: &crate::config::ServerSettings,
+) {
+    out.clear();
+    write_error(out, status, code, message, request_id, plain.method == Method::HEAD);
+    let _client_gone = write_timed(stream, out, settings.write_timeout()).await;
+}
+
 /// A JSON error the gateway answers itself, closing the connection after it.
 fn write_error(out: &mut Vec<u8>, status: u16, code: &str, message: &str, request_id: &str, head_only: bool) {
     use std::io::Write as _;
@@ -540,22 +554,18 @@ async fn connect(
             return Some((idle, true));
         }
     }
-    match tokio::time::timeout(settings.connect_timeout(), TcpStream::connect(upstream.addr)).await {
-        Ok(Ok(stream)) => {
+    let connected = tokio::time::timeout(settings.connect_timeout(), TcpStream::connect(upstream.addr))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    match connected {
+        Ok(stream) => {
             let _ = stream.set_nodelay(true);
             Some((stream, false))
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             upstream.metrics.connect_failures.fetch_add(1, Relaxed);
             if upstream.mark_down() {
                 tracing::warn!(pool = %pool.name, upstream = %upstream.label, %error, "upstream unreachable, out until its health check passes");
-            }
-            None
-        }
-        Err(_) => {
-            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
-            if upstream.mark_down() {
-                tracing::warn!(pool = %pool.name, upstream = %upstream.label, "upstream connect timed out, out until its health check passes");
             }
             None
         }
@@ -674,14 +684,12 @@ async fn exchange(
         }
         searched = buf.len().saturating_sub(3);
         let before = buf.len();
-        match tokio::time::timeout(settings.read_timeout(), upstream.read_buf(buf)).await {
-            Ok(Ok(0)) => {
-                return Err(failed(io::ErrorKind::UnexpectedEof.into(), before == 0));
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(failed(error, before == 0)),
+        match read_timed(upstream, buf, settings.read_timeout()).await {
+            Ok(0) => return Err(failed(io::ErrorKind::UnexpectedEof.into(), before == 0)),
+            Ok(_) => {}
             // A timeout is not a closed connection: the upstream may be working on it.
-            Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), false)),
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => return Err(failed(error, false)),
+            Err(error) => return Err(failed(error, before == 0)),
         }
     }
 }
@@ -744,12 +752,11 @@ async fn relay_body(
             return Ok(Relayed { body_bytes, reusable: buf.is_empty() });
         }
         buf.clear();
-        match tokio::time::timeout(settings.read_timeout(), upstream.read_buf(buf)).await {
-            Ok(Ok(0)) if framing == Framing::UntilClose => return Ok(Relayed { body_bytes, reusable: false }),
-            Ok(Ok(0)) => return Err(cut(io::ErrorKind::UnexpectedEof.into(), true, body_bytes)),
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(cut(error, true, body_bytes)),
-            Err(_) => return Err(cut(io::ErrorKind::TimedOut.into(), true, body_bytes)),
+        match read_timed(upstream, buf, settings.read_timeout()).await {
+            Ok(0) if framing == Framing::UntilClose => return Ok(Relayed { body_bytes, reusable: false }),
+            Ok(0) => return Err(cut(io::ErrorKind::UnexpectedEof.into(), true, body_bytes)),
+            Ok(_) => {}
+            Err(error) => return Err(cut(error, true, body_bytes)),
         }
     }
 }
@@ -774,13 +781,20 @@ async fn write_timed(stream: &mut Stream, bytes: &[u8], timeout: Duration) -> io
     }
 }
 
-/// Reads more bytes into `buf`; end of stream is an error (a request or response was cut off).
+/// Appends what `reader` has to `buf`: the count (0 at end of stream), or `TimedOut`.
+async fn read_timed<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> io::Result<usize> {
+    tokio::time::timeout(timeout, reader.read_buf(buf)).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Reads more bytes into `buf`; end of stream is an error (a request was cut off).
 async fn read_more(stream: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> io::Result<()> {
-    match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
-        Ok(Ok(0)) => Err(io::ErrorKind::UnexpectedEof.into()),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(error),
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    match read_timed(stream, buf, timeout).await? {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(()),
     }
 }
 
