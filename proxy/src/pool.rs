@@ -188,6 +188,14 @@ impl Pool {
             .cloned()
     }
 
+    /// A request failed on `upstream` before any byte of a response came back (its connection
+    /// was reset or closed): out at once, as after a refused connect, while another member is
+    /// healthy to take its traffic. A lone member stays in; its active check decides. Returns
+    /// whether this took it out.
+    pub fn take_out_after_failure(&self, upstream: &Upstream) -> bool {
+        self.has_alternative(std::slice::from_ref(&upstream.addr)) && upstream.mark_down()
+    }
+
     /// Whether a healthy member not in `tried` exists.
     pub fn has_alternative(&self, tried: &[SocketAddr]) -> bool {
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
@@ -238,6 +246,19 @@ mod tests {
         }
         assert!(pool.has_alternative(&tried));
         assert!(!pool.has_alternative(&[pool.members()[0].addr, pool.members()[2].addr]));
+    }
+
+    #[test]
+    fn a_failed_request_takes_a_member_out_while_another_is_healthy() {
+        let (pool, _) = pool(&["127.0.0.1:1", "127.0.0.1:2"]);
+        up(&pool);
+        let [first, second] = [pool.members()[0].clone(), pool.members()[1].clone()];
+        assert!(pool.take_out_after_failure(&first));
+        assert!(!first.is_healthy());
+        assert!(!pool.take_out_after_failure(&first), "already out");
+        assert!(!pool.take_out_after_failure(&second), "the last healthy member stays in");
+        assert!(second.is_healthy());
+        assert_eq!(first.observe_check(true, 1, 1), Some(true), "a passing check brings it back");
     }
 
     #[test]

@@ -265,15 +265,16 @@ async fn killing_one_of_two_chat_writes_under_load() {
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status != Some(201)).collect();
     // POSTs are never sent twice. One that meets a pooled connection the dead process left
     // behind is stopped before it is written (the gateway peeks at the socket) and goes to the
-    // other chat-write; but a close that has not reached the gateway's socket yet cannot be
-    // seen, so a create sent in the moment after the kill may still fail. That window is
-    // bounded here, and every create after it succeeds.
+    // other chat-write; but while the killed process is torn down its sockets still take
+    // requests nobody will read, so a create sent in the moment after the kill may still
+    // fail. The first such failure takes chat-write-1 out, so each client loses at most one
+    // create; the window is bounded here, and every create after it succeeds.
     const CLOSE_NOTICED_WITHIN: Duration = Duration::from_millis(250);
     for failure in &failed {
         assert!(failure.started < gone + CLOSE_NOTICED_WITHIN, "a create sent after the kill failed: {failure:?}");
         assert!(failure.finished >= killed, "a create failed before the kill: {failure:?}");
     }
-    assert!(failed.len() <= 8, "more failures than requests in flight: {failed:?}");
+    assert!(failed.len() <= 8, "more than one failure per client: {failed:?}");
     let after = outcomes.iter().filter(|o| o.started > gone && o.status == Some(201)).count();
     assert!(after > 20, "creates went on after the kill: {after}");
 

@@ -277,8 +277,9 @@ async fn the_express_lane_and_pingora_proxy_answer_alike() {
     assert_eq!(json(broken).await["error"]["code"], "BAD_GATEWAY");
 }
 
-/// An upstream that passes its health check but drops requests (a crash mid-request): GETs are
-/// retried once on another upstream, POSTs never.
+/// An upstream that passes its health check but drops requests (a crash mid-request): a GET
+/// that met it is retried once on another upstream, a POST never. Each drop takes it out at
+/// once, and its next passing check brings it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_requests_are_retried_once_and_posts_never() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,29 +288,44 @@ async fn idempotent_requests_are_retried_once_and_posts_never() {
     let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&dropper, &good]);
     let http = client();
     let url = format!("{}/api/applications", gateway.url);
+    let healthy = format!("gateway_upstream_healthy{{pool=\"chat-read\",upstream=\"{}\"}}", dropper.addr);
+    let dropper_in = || gateway.metric(&healthy) == Some(1.0);
 
-    for _ in 0..20 {
+    // Each request waits until the dropper takes traffic, so round robin sends it some.
+    let mut gets = 0;
+    while stats(&dropper, "GET") < 3 && gets < 60 {
+        wait_until(Duration::from_secs(5), dropper_in).await.expect("the dropper passes its checks");
         let response = http.get(&url).send().await.unwrap();
         assert_eq!((response.status().as_u16(), served_by(&response)), (200, "good".to_owned()));
+        gets += 1;
     }
     let dropped_gets = stats(&dropper, "GET");
-    assert!(dropped_gets > 0, "round robin sent some GETs to the dropper first");
-    assert_eq!(stats(&good, "GET"), 20, "each GET reached the good upstream exactly once");
+    assert!(dropped_gets >= 3, "round robin sent GETs to the dropper: {dropped_gets} of {gets}");
+    assert_eq!(stats(&good, "GET"), gets, "each GET reached the good upstream exactly once");
     assert_eq!(gateway.metric("gateway_retries_total{pool=\"chat-read\"}"), Some(dropped_gets as f64));
 
-    let mut bad_gateways = 0;
-    for _ in 0..20 {
+    let (mut posts, mut bad_gateways) = (0, 0);
+    while stats(&dropper, "POST") < 3 && posts < 60 {
+        wait_until(Duration::from_secs(5), dropper_in).await.expect("the dropper passes its checks");
         let response = http.post(&url).header("content-type", "application/json").body("{}").send().await.unwrap();
         if response.status() == 502 {
             assert_eq!(json(response).await["error"]["code"], "BAD_GATEWAY");
             bad_gateways += 1;
         } else {
-            assert_eq!(response.status(), 200);
+            assert_eq!((response.status().as_u16(), served_by(&response)), (200, "good".to_owned()));
         }
+        posts += 1;
     }
     let dropped_posts = stats(&dropper, "POST");
+    assert!(dropped_posts >= 3, "round robin sent POSTs to the dropper: {dropped_posts} of {posts}");
     assert_eq!(bad_gateways, dropped_posts, "a POST that reached the dropper is not sent again");
-    assert_eq!(stats(&good, "POST") + dropped_posts, 20, "no POST was sent twice");
+    assert_eq!(stats(&good, "POST") + dropped_posts, posts, "no POST was sent twice");
+
+    // Every drop took the dropper out at once: it only had traffic while it was in.
+    let drops = (dropped_gets + dropped_posts) as usize;
+    let taken_out = || gateway.process.log_text().matches("failed a request before answering").count();
+    wait_until(Duration::from_secs(5), || taken_out() == drops).await;
+    assert_eq!(taken_out(), drops, "{}", gateway.process.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
