@@ -250,11 +250,8 @@ impl Front {
             match exchange(&mut upstream_stream, &conn.out, &mut upstream_buf, table).await {
                 Ok(response) => break (upstream, Ok((upstream_stream, response))),
                 Err(failure) => {
-                    // A connection that failed before any answer, when it was new or carried a
-                    // request that was checked before it went (see `connect`), means the
-                    // upstream is going or gone: nothing more goes to it until a check passes.
-                    if failure.nothing_received && (!reused || !idempotent) && pool.take_out_after_failure(&upstream) {
-                        tracing::warn!(pool = %pool.name, upstream = %upstream.label, error = %failure.error, "upstream failed a request before answering, out until its health check passes");
+                    if failure.nothing_received {
+                        pool.unanswered(&upstream, reused, idempotent, &failure.error);
                     }
                     // Only idempotent requests go again, once: to another upstream, or to the
                     // same one on a fresh connection when its pooled one turned out closed.

@@ -189,11 +189,27 @@ impl Pool {
     }
 
     /// A request failed on `upstream` before any byte of a response came back (its connection
-    /// was reset or closed): out at once, as after a refused connect, while another member is
-    /// healthy to take its traffic. A lone member stays in; its active check decides. Returns
-    /// whether this took it out.
-    pub fn take_out_after_failure(&self, upstream: &Upstream) -> bool {
-        self.has_alternative(std::slice::from_ref(&upstream.addr)) && upstream.mark_down()
+    /// was reset or closed). On a new connection, or for a request checked before it went out
+    /// on a pooled one (see `proxy::closed_by_peer`), that means the upstream is going or gone
+    /// (a process being killed still takes requests into sockets nobody will read): it is out
+    /// at once, as after a refused connect, while another member is healthy to take its
+    /// traffic. A lone member stays in; its active check decides. An idempotent request on a
+    /// pooled connection may only have met a keep-alive close; it is retried and the upstream
+    /// stays in. Returns whether this took it out.
+    pub fn unanswered(
+        &self,
+        upstream: &Upstream,
+        reused: bool,
+        idempotent: bool,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
+        let out = (!reused || !idempotent)
+            && self.has_alternative(std::slice::from_ref(&upstream.addr))
+            && upstream.mark_down();
+        if out {
+            tracing::warn!(pool = %self.name, upstream = %upstream.label, %error, "upstream failed a request before answering, out until its health check passes");
+        }
+        out
     }
 
     /// Whether a healthy member not in `tried` exists.
@@ -249,14 +265,17 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_request_takes_a_member_out_while_another_is_healthy() {
+    fn an_unanswered_request_takes_a_member_out_while_another_is_healthy() {
         let (pool, _) = pool(&["127.0.0.1:1", "127.0.0.1:2"]);
         up(&pool);
         let [first, second] = [pool.members()[0].clone(), pool.members()[1].clone()];
-        assert!(pool.take_out_after_failure(&first));
+        let error = "connection reset";
+        assert!(!pool.unanswered(&first, true, true, &error), "a GET on a pooled connection: a keep-alive race");
+        assert!(first.is_healthy());
+        assert!(pool.unanswered(&first, true, false, &error), "a POST checked before it went");
         assert!(!first.is_healthy());
-        assert!(!pool.take_out_after_failure(&first), "already out");
-        assert!(!pool.take_out_after_failure(&second), "the last healthy member stays in");
+        assert!(!pool.unanswered(&first, false, true, &error), "already out");
+        assert!(!pool.unanswered(&second, false, true, &error), "the last healthy member stays in");
         assert!(second.is_healthy());
         assert_eq!(first.observe_check(true, 1, 1), Some(true), "a passing check brings it back");
     }

@@ -263,17 +263,11 @@ impl ProxyHttp for GatewayProxy {
         }
         let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
         let idempotent = session.req_header().method.is_idempotent();
-        // As in the express lane: a connection that failed before any answer, when it was new
-        // or carried a request that was checked before it went, means the upstream is going.
         let unanswered = *e.esource() == ErrorSource::Upstream
             && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError)
             && session.response_written().is_none();
-        if unanswered
-            && (!client_reused || !idempotent)
-            && let (Some(pool), Some(upstream)) = (ctx.pool.as_ref(), ctx.upstream.as_ref())
-            && pool.take_out_after_failure(upstream)
-        {
-            tracing::warn!(pool = %pool.name, upstream = %upstream.label, error = %e, "upstream failed a request before answering, out until its health check passes");
+        if unanswered && let (Some(pool), Some(upstream)) = (ctx.pool.as_ref(), ctx.upstream.as_ref()) {
+            pool.unanswered(upstream, client_reused, idempotent, &e);
         }
         let mut e = e.more_context(format!("peer: {peer}"));
         let alternative = ctx.pool.as_ref().is_some_and(|pool| pool.has_alternative(&ctx.tried));
