@@ -566,10 +566,7 @@ async fn connect(
             Some((stream, false))
         }
         Err(error) => {
-            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
-            if upstream.mark_down() {
-                tracing::warn!(pool = %pool.name, upstream = %upstream.label, %error, "upstream unreachable, out until its health check passes");
-            }
+            pool.unreachable(upstream, &error);
             None
         }
     }

@@ -188,6 +188,15 @@ impl Pool {
             .cloned()
     }
 
+    /// A connection to `upstream` failed or timed out: nothing was sent, and it is out at once
+    /// (even when it is the last member), back when its active check passes.
+    pub fn unreachable(&self, upstream: &Upstream, error: &dyn std::fmt::Display) {
+        upstream.metrics.connect_failures.fetch_add(1, Relaxed);
+        if upstream.mark_down() {
+            tracing::warn!(pool = %self.name, upstream = %upstream.label, %error, "upstream unreachable, out until its health check passes");
+        }
+    }
+
     /// A request failed on `upstream` before any byte of a response came back (its connection
     /// was reset or closed). On a new connection, or for a request checked before it went out
     /// on a pooled one (see `proxy::closed_by_peer`), that means the upstream is going or gone

@@ -235,10 +235,7 @@ impl ProxyHttp for GatewayProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(pool), Some(upstream)) = (ctx.pool.as_ref(), ctx.upstream.as_ref()) {
-            upstream.metrics.connect_failures.fetch_add(1, Relaxed);
-            if upstream.mark_down() {
-                tracing::warn!(pool = %pool.name, upstream = %upstream.label, error = %e, "upstream unreachable, out until its health check passes");
-            }
+            pool.unreachable(upstream, &e);
             e.set_retry(pool.has_alternative(&ctx.tried));
         }
         e
