@@ -25,8 +25,21 @@ use shared::backends::sql::Database;
 pub use api::router;
 
 /// What the create routes need: the store (to resolve tokens), the counters and the queue.
+/// Handlers get a clone per request, so it is one shared [`Backends`]: a clone is one
+/// reference count, not one per field and a copy of the key namespace.
 #[derive(Clone)]
-pub struct ChatWrite {
+pub struct ChatWrite(Arc<Backends>);
+
+impl std::ops::Deref for ChatWrite {
+    type Target = Backends;
+
+    fn deref(&self) -> &Backends {
+        &self.0
+    }
+}
+
+/// The backends and caches behind [`ChatWrite`].
+pub struct Backends {
     pub db: Database,
     pub counters: Arc<dyn Counters>,
     pub queue: Arc<dyn Queue>,
@@ -38,14 +51,14 @@ pub struct ChatWrite {
 
 impl ChatWrite {
     pub fn new(db: Database, counters: Arc<dyn Counters>, queue: Arc<dyn Queue>, namespace: &str) -> Self {
-        Self {
+        Self(Arc::new(Backends {
             db,
             counters,
             queue,
             keys: schema::Keys::new(namespace),
             tokens: Arc::default(),
             known_chats: Arc::default(),
-        }
+        }))
     }
 
     /// The internal id of the application with `token`, if it exists. Tokens never change
