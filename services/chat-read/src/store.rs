@@ -1,7 +1,7 @@
 //! The SQL of chat-read: reads and updates for the API, batched writes for the consumer.
 
 use shared::backends::BackendResult;
-use shared::backends::sql::{Database, placeholders};
+use shared::backends::sql::{Database, placeholders, text};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -158,7 +158,7 @@ fn message(row: &AnyRow, token: &str, chat_number: i64) -> BackendResult<Message
         application_token: token.to_owned(),
         chat_number,
         message_number: row.try_get("number")?,
-        message_content: row.try_get("content")?,
+        message_content: text(row, 1)?.unwrap_or_default(),
         created_at: shared::rfc3339_millis(row.try_get("created_at")?),
         updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
     })
@@ -225,7 +225,7 @@ pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> Back
             query = query.bind(*number);
         }
         for row in query.fetch_all(db.pool()).await? {
-            texts.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            texts.push((row.try_get(0)?, row.try_get(1)?, text(&row, 2)?.unwrap_or_default()));
         }
     }
     Ok(texts)
@@ -246,5 +246,7 @@ pub async fn messages_for_reindex(
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, text(r, 4)?.unwrap_or_default())))
+        .collect()
 }

@@ -10,7 +10,8 @@ use shared::backends::sql::{Database, Migration, optional_i64};
 use sqlx::Row;
 
 /// The chat schema. Internal ids stay inside the store; clients see tokens and numbers.
-/// Message text is a VARCHAR on MySQL: the driver reports TEXT columns as BLOBs.
+/// Message text is TEXT on MySQL (read with [`shared::backends::sql::text`]): a VARCHAR(10000)
+/// column made each inserted row cost MariaDB a fifth more.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -54,6 +55,15 @@ pub const MIGRATIONS: &[Migration] = &[
         mysql: &["CREATE TABLE IF NOT EXISTS unconfirmed_chats (application_id BIGINT NOT NULL, \
                   number BIGINT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (application_id, number)) \
                   ENGINE=InnoDB"],
+    },
+    Migration {
+        version: 3,
+        name: "message text as TEXT",
+        sqlite: &[],
+        // MariaDB copies a VARCHAR's whole declared width (40,000 bytes in utf8mb4) through its
+        // row buffer for each row; TEXT is stored the same way on disk and inserts about 20%
+        // faster in the consumer's multi-row statements.
+        mysql: &["ALTER TABLE messages MODIFY content TEXT NOT NULL"],
     },
 ];
 

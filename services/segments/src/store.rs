@@ -16,7 +16,7 @@
 //!   the moment it expires.
 //! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
 
-use shared::backends::sql::{Database, Dialect, Migration, placeholders};
+use shared::backends::sql::{Database, Dialect, Migration, placeholders, text};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -161,20 +161,6 @@ pub struct SegmentRow {
 
 const SEGMENT_COLUMNS: &str = "id, uuid, seg_key, name, description, rule_type, rule_content, decision_id, \
                                percent, version, deleted, created_at, updated_at";
-
-/// A TEXT column: the Any driver reports MySQL TEXT as BLOB, so read bytes when it does.
-fn text(row: &AnyRow, index: usize) -> SqlResult<Option<String>> {
-    match row.try_get::<Option<String>, _>(index) {
-        Ok(text) => Ok(text),
-        Err(sqlx::Error::ColumnDecode { .. }) => match row.try_get::<Option<Vec<u8>>, _>(index)? {
-            Some(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|e| sqlx::Error::ColumnDecode { index: index.to_string(), source: Box::new(e) }),
-            None => Ok(None),
-        },
-        Err(other) => Err(other),
-    }
-}
 
 fn segment_row(row: &AnyRow) -> SqlResult<SegmentRow> {
     Ok(SegmentRow {

@@ -29,6 +29,21 @@ pub struct Migration {
     pub mysql: &'static [&'static str],
 }
 
+/// A text column of `row`: the Any driver reports MySQL's TEXT types as BLOB, so their bytes
+/// are read and checked as UTF-8 when a string does not decode.
+pub fn text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(index) {
+        Ok(text) => Ok(text),
+        Err(sqlx::Error::ColumnDecode { .. }) => match row.try_get::<Option<Vec<u8>>, _>(index)? {
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| sqlx::Error::ColumnDecode { index: index.to_string(), source: Box::new(e) }),
+            None => Ok(None),
+        },
+        Err(other) => Err(other),
+    }
+}
+
 /// The SQL store: a pooled connection to SQLite or MySQL.
 #[derive(Clone, Debug)]
 pub struct Database {
