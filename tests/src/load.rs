@@ -8,18 +8,44 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 /// What a load run measured.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoadReport {
     pub requests: u64,
     pub errors: u64,
     pub seconds: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Every request's latency in microseconds, so runs can be merged.
+    pub latencies: Histogram<u64>,
 }
 
 impl LoadReport {
     pub fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
+    }
+
+    /// The runs together, as one run of their summed time (`None` without runs).
+    pub fn merge(runs: &[LoadReport]) -> Option<LoadReport> {
+        let mut latencies = runs.first()?.latencies.clone();
+        latencies.reset();
+        let (mut errors, mut seconds) = (0, 0.0);
+        for run in runs {
+            latencies.add(&run.latencies).expect("same histogram bounds");
+            errors += run.errors;
+            seconds += run.seconds;
+        }
+        Some(Self::from_histogram(latencies, errors, seconds))
+    }
+
+    fn from_histogram(latencies: Histogram<u64>, errors: u64, seconds: f64) -> Self {
+        LoadReport {
+            requests: latencies.len(),
+            errors,
+            seconds,
+            p50_ms: latencies.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: latencies.value_at_quantile(0.99) as f64 / 1000.0,
+            latencies,
+        }
     }
 }
 
@@ -75,13 +101,7 @@ where
         histogram.add(h).expect("merge histograms");
         errors += e;
     }
-    LoadReport {
-        requests: histogram.len(),
-        errors,
-        seconds: start.elapsed().as_secs_f64(),
-        p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
-        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
-    }
+    LoadReport::from_histogram(histogram, errors, start.elapsed().as_secs_f64())
 }
 
 /// Peak resident memory (VmHWM) of a process, in MiB.

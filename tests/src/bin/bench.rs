@@ -20,13 +20,14 @@ use chatmesh_e2e::split::SplitChat;
 use chatmesh_e2e::{Api, Deployment};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use sqlx::Row;
 
 #[derive(Parser)]
 #[command(name = "chatmesh-bench", about = "Load figures for the chat API")]
 struct Cli {
-    /// Concurrent clients
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
+    /// Concurrent clients [default: 64 standalone, 256 production]
+    #[arg(long)]
+    clients: Option<usize>,
     /// Seconds per measured run
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -72,23 +73,43 @@ fn sentence(seed: u64, words: usize) -> String {
         .join(" ")
 }
 
-async fn create_messages(api: &Api, token: &str, chat: i64, clients: usize, seconds: u64) -> LoadReport {
-    let (api, token) = (api.clone(), token.to_owned());
-    load::run(clients, Duration::from_secs(seconds), move |i| {
-        let (api, token) = (api.clone(), token.clone());
+/// Creates messages in `chat` from `clients` loops for `duration`, raising `highest` to the
+/// highest number a 201 gave.
+async fn create_messages(
+    api: &Api,
+    token: &str,
+    chat: i64,
+    clients: usize,
+    duration: Duration,
+    highest: Arc<std::sync::atomic::AtomicI64>,
+) -> LoadReport {
+    let url = Arc::new(api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}")));
+    let http = api.http.clone();
+    load::run(clients, duration, move |i| {
+        let (http, url, highest) = (http.clone(), url.clone(), highest.clone());
         async move {
-            let url = api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
-            let sent = api.http.post(url).json(&json!({ "message_content": sentence(i, 8) })).send().await;
-            matches!(sent, Ok(r) if r.status() == 201)
+            let sent = http.post(url.as_str()).json(&json!({ "message_content": sentence(i, 8) })).send().await;
+            let Ok(response) = sent else { return false };
+            if response.status() != 201 {
+                return false;
+            }
+            let number = response.bytes().await.ok().and_then(|body| message_number(&body));
+            highest.fetch_max(number.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            number.is_some()
         }
     })
     .await
 }
 
-async fn get_path(api: &Api, url: String, clients: usize, seconds: u64) -> LoadReport {
+/// `message_number` of a create's JSON answer.
+fn message_number(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(body).ok()?["message_number"].as_i64()
+}
+
+async fn get_path(api: &Api, url: String, clients: usize, duration: Duration) -> LoadReport {
     let http = api.http.clone();
     let url = Arc::new(url);
-    load::run(clients, Duration::from_secs(seconds), move |_| {
+    load::run(clients, duration, move |_| {
         let (http, url) = (http.clone(), url.clone());
         async move { matches!(http.get(url.as_str()).send().await, Ok(r) if r.status() == 200) }
     })
@@ -99,8 +120,12 @@ async fn get_path(api: &Api, url: String, clients: usize, seconds: u64) -> LoadR
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Standalone { messages, queries } => standalone(cli.clients, cli.seconds, messages, queries).await,
-        Command::Production { backlog } => production(cli.clients, cli.seconds, backlog).await,
+        Command::Standalone { messages, queries } => {
+            standalone(cli.clients.unwrap_or(64), cli.seconds, messages, queries).await
+        }
+        // Enough clients to load the write side: at 64 each create waits on a Redis round trip
+        // and a RabbitMQ confirm with the cores half idle, so that figure is latency, not rate.
+        Command::Production { backlog } => production(cli.clients.unwrap_or(256), cli.seconds, backlog).await,
     }
 }
 
@@ -115,9 +140,10 @@ async fn standalone(clients: usize, seconds: u64, messages: usize, queries: usiz
 
     let token = api.create_application("bench").await;
     let chat = api.create_chat(&token, "load").await;
+    let seconds = Duration::from_secs(seconds);
     let health = get_path(&api, api.url("/healthz"), clients, seconds).await;
     println!("GET /healthz (trivial handler)   {health}");
-    let create = create_messages(&api, &token, chat, clients, seconds).await;
+    let create = create_messages(&api, &token, chat, clients, seconds, Arc::default()).await;
     println!("POST message (create)            {create}");
     println!("create / trivial ratio           {:.1}%", 100.0 * create.rps() / health.rps());
 
@@ -187,49 +213,34 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
         anyhow::bail!("set DATABASE_URL, REDIS_URL and AMQP_URL");
     };
     let api = mesh.api();
-    println!("chat-write at {} on Redis + RabbitMQ, {clients} clients", mesh.write.url);
+    println!(
+        "chat-write at {} on Redis + RabbitMQ, {clients} clients; creates and the trivial handler \
+         alternate in {ROUNDS} rounds of {:.1} s each",
+        mesh.write.url,
+        seconds as f64 / ROUNDS as f64
+    );
     let token = api.create_application("bench").await;
-    let chat = api.create_chat(&token, "load").await;
-    let write = mesh.write.url.clone();
-    let health = get_path(&api, format!("{write}/healthz"), clients, seconds).await;
-    println!("chat-write GET /healthz (trivial handler, baseline)  {health}");
-    let create = create_messages(&api, &token, chat, clients, seconds).await;
-    println!("chat-write POST message (Redis + RabbitMQ confirm)   {create}");
-    println!("write path / baseline                                {:.1}%", 100.0 * create.rps() / health.rps());
-
-    // Read-after-write lag: how long after a 201 a GET of the new message still answers 404.
-    let mut lags = Vec::with_capacity(LAG_SAMPLES);
-    for i in 0..LAG_SAMPLES {
-        let number = api.create_message(&token, chat, &sentence(i as u64, 4)).await;
-        let created = Instant::now();
-        let path = format!("/api/applications/{token}/chats/{chat}/messages/{number}");
-        while api.get(&path).await.status != 200 {
-            anyhow::ensure!(created.elapsed() < Duration::from_secs(30), "message {number} never became readable");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        lags.push(created.elapsed().as_secs_f64() * 1000.0);
-    }
-    lags.sort_by(f64::total_cmp);
-    println!(
-        "read-after-write lag (201 to first 200 GET)          p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({LAG_SAMPLES} messages)",
-        percentile(&lags, 0.50),
-        percentile(&lags, 0.99),
-        lags[lags.len() - 1]
-    );
-
-    // Consumer persist rate: queue a backlog with the consumer stopped, then time the drain.
-    mesh.consumer.kill().await;
+    let live_chat = api.create_chat(&token, "load").await;
     let backlog_chat = api.create_chat(&token, "backlog").await;
-    let queueing = Instant::now();
-    let queued = create_until(&api, &token, backlog_chat, clients, backlog).await;
-    let queueing = queueing.elapsed().as_secs_f64();
-    // The write side alone, as when the consumers run on other machines.
-    println!(
-        "chat-write POST message, consumer stopped            {:>9.0} req/s ({} creates in {queueing:.1} s; {:.1}% of baseline)",
-        queued.created as f64 / queueing,
-        queued.created,
-        100.0 * queued.created as f64 / queueing / health.rps()
-    );
+    let health = format!("{}/healthz", mesh.write.url);
+
+    // The write side alone, as when the consumers run on other machines: what it queues is
+    // the backlog the consumer drains below.
+    mesh.consumer.kill().await;
+    let highest = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (baseline, alone) = interleaved(&api, &health, &token, backlog_chat, &highest, clients, seconds).await;
+    println!("chat-write GET /healthz (trivial handler, baseline)   {baseline}");
+    println!("chat-write POST message, consumer stopped             {alone}");
+    println!("write side alone / baseline                           {:.1}%", 100.0 * alone.rps() / baseline.rps());
+    let mut queued = Created { created: (alone.requests - alone.errors) as usize, last_number: 0 };
+    if queued.created < backlog {
+        let more = create_until(&api, &token, backlog_chat, clients, backlog - queued.created).await;
+        queued.created += more.created;
+        queued.last_number = more.last_number;
+    }
+    queued.last_number = queued.last_number.max(highest.load(std::sync::atomic::Ordering::Relaxed));
+
+    // Consumer persist rate: the backlog queued with the consumer stopped, drained.
     let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").expect("database url").1.clone();
     let db = shared::backends::sql::Database::connect(&database_url).await?;
     mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
@@ -244,29 +255,56 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let highest = || sqlx_count(&db, "SELECT COALESCE(MAX(number), 0) FROM messages WHERE chat_id = ?", chat_id);
+    let highest_persisted =
+        || sqlx_count(&db, "SELECT COALESCE(MAX(number), 0) FROM messages WHERE chat_id = ?", chat_id);
     let persisted = || sqlx_count(&db, "SELECT COUNT(*) FROM messages WHERE chat_id = ?", chat_id);
     let (started, at_start) = loop {
-        if highest().await? > 0 {
+        if highest_persisted().await? > 0 {
             break (Instant::now(), persisted().await? as usize);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    while highest().await? < queued.last_number {
+    while highest_persisted().await? < queued.last_number {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     while (persisted().await? as usize) < queued.created {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drained = started.elapsed().as_secs_f64();
-    let queued = queued.created;
-    let consumer_rate = (queued - at_start) as f64 / drained;
+    let consumer_rate = (queued.created - at_start) as f64 / drained;
     println!(
-        "consumer persist + index rate into MySQL            {consumer_rate:>9.0} msg/s ({} messages in {drained:.2} s after the first)",
-        queued - at_start
+        "consumer persist + index rate into MySQL             {consumer_rate:>9.0} msg/s ({} messages in {drained:.2} s after the first)",
+        queued.created - at_start
     );
 
-    // Baseline: a plain multi-row INSERT loop of the same rows into a scratch table.
+    // The write side beside a live consumer, all on this machine's cores.
+    let (baseline_live, live) = interleaved(&api, &health, &token, live_chat, &highest, clients, seconds).await;
+    println!("chat-write GET /healthz (trivial handler, baseline)   {baseline_live}");
+    println!("chat-write POST message, consumer live                {live}");
+    println!("write path beside the consumer / baseline             {:.1}%", 100.0 * live.rps() / baseline_live.rps());
+
+    // Read-after-write lag: how long after a 201 a GET of the new message still answers 404.
+    let mut lags = Vec::with_capacity(LAG_SAMPLES);
+    for i in 0..LAG_SAMPLES {
+        let number = api.create_message(&token, live_chat, &sentence(i as u64, 4)).await;
+        let created = Instant::now();
+        let path = format!("/api/applications/{token}/chats/{live_chat}/messages/{number}");
+        while api.get(&path).await.status != 200 {
+            anyhow::ensure!(created.elapsed() < Duration::from_secs(30), "message {number} never became readable");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lags.push(created.elapsed().as_secs_f64() * 1000.0);
+    }
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "read-after-write lag (201 to first 200 GET)           p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({LAG_SAMPLES} messages)",
+        percentile(&lags, 0.50),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
+
+    // Baseline: a plain multi-row INSERT loop of as many rows into a scratch table.
+    let rows = queued.created;
     sqlx::query(
         "CREATE TABLE bench_messages (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, chat_id BIGINT NOT NULL, \
          number BIGINT NOT NULL, content TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
@@ -275,7 +313,7 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
     .execute(db.pool())
     .await?;
     let started = Instant::now();
-    for (batch, chunk) in (0..queued).collect::<Vec<_>>().chunks(500).enumerate() {
+    for (batch, chunk) in (0..rows).collect::<Vec<_>>().chunks(500).enumerate() {
         let sql = format!(
             "INSERT INTO bench_messages (chat_id, number, content, created_at, updated_at) VALUES {}",
             vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ")
@@ -291,11 +329,39 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
         }
         query.execute(db.pool()).await?;
     }
-    let baseline = queued as f64 / started.elapsed().as_secs_f64();
-    println!("plain multi-row INSERT loop (baseline)              {baseline:>9.0} rows/s");
-    println!("consumer / baseline                                 {:.1}%", 100.0 * consumer_rate / baseline);
+    let insert_loop = rows as f64 / started.elapsed().as_secs_f64();
+    println!("plain multi-row INSERT loop (baseline)               {insert_loop:>9.0} rows/s");
+    println!("consumer / baseline                                  {:.1}%", 100.0 * consumer_rate / insert_loop);
     drop(mesh);
+    // The run's database holds a few hundred MB: left behind, runs after it would share the
+    // server's buffer pool with them.
+    let name: String = sqlx::query("SELECT DATABASE()").fetch_one(db.pool()).await?.try_get(0)?;
+    sqlx::query(&format!("DROP DATABASE `{name}`")).execute(db.pool()).await?;
     Ok(())
+}
+
+/// Rounds in which the trivial handler and message creates take turns, so both see the same
+/// machine (other work on the host drifts over a run).
+const ROUNDS: u32 = 5;
+
+/// `GET health` and message creates in `chat`, alternating over [`ROUNDS`] rounds for `seconds`
+/// each in all; `highest` is raised to the highest message number created.
+async fn interleaved(
+    api: &Api,
+    health: &str,
+    token: &str,
+    chat: i64,
+    highest: &Arc<std::sync::atomic::AtomicI64>,
+    clients: usize,
+    seconds: u64,
+) -> (LoadReport, LoadReport) {
+    let slice = Duration::from_secs(seconds) / ROUNDS;
+    let (mut baseline, mut creates) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        baseline.push(get_path(api, health.to_owned(), clients, slice).await);
+        creates.push(create_messages(api, token, chat, clients, slice, highest.clone()).await);
+    }
+    (LoadReport::merge(&baseline).expect("rounds"), LoadReport::merge(&creates).expect("rounds"))
 }
 
 const LAG_SAMPLES: usize = 200;
@@ -306,7 +372,6 @@ fn percentile(values: &[f64], q: f64) -> f64 {
 }
 
 async fn sqlx_count(db: &shared::backends::sql::Database, sql: &str, bind: i64) -> anyhow::Result<i64> {
-    use sqlx::Row;
     Ok(sqlx::query(sql).bind(bind).fetch_one(db.pool()).await?.try_get(0)?)
 }
 
