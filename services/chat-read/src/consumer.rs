@@ -2,11 +2,11 @@
 //!
 //! One step takes a batch off the queue and writes it: chats first, then the messages whose
 //! chat is persisted (in the store or earlier in the batch), each statement a multi-row
-//! `INSERT IGNORE` committed on its own (on MySQL, a batch's message statements run two at a
-//! time on their own connections; the batch is settled once all of them are committed). Only after the writes are the messages handed to the
-//! indexer and the batch acked, so a crash at any point means the batch is delivered again,
-//! and redelivery is harmless: inserts skip rows whose `(parent, number)` exists and search
-//! documents have deterministic ids.
+//! `INSERT IGNORE` committed on its own (on MySQL a batch's message statements run two at a
+//! time, on their own connections). Only once every write of the batch is committed are its
+//! messages handed to the indexer and the batch acked, so a crash at any point means the batch
+//! is delivered again, and redelivery is harmless: inserts skip rows whose `(parent, number)`
+//! exists and search documents have deterministic ids.
 //!
 //! Indexing runs beside the loop, in order, on its own task: the next batch is written while
 //! the last one is indexed, each message with the text the store holds when it is indexed (so
