@@ -749,20 +749,15 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
     // own pooled connection, so the store works on one while the next is sent; SQLite has one
     // writer, so one by one. Every statement is waited for, so none is cut off mid-flight by
     // another's error.
-    let results = match db.dialect() {
-        Dialect::MySql => {
-            use futures::{FutureExt, StreamExt};
-            // Boxed, so the stream's future is `Send` for any lifetime the spawn asks about.
-            let inserts: Vec<_> = runs.iter().map(|chunk| insert_messages(db, chunk).boxed()).collect();
-            futures::stream::iter(inserts).buffered(CONCURRENT_STATEMENTS).collect::<Vec<_>>().await
-        }
-        Dialect::Sqlite => {
-            let mut results = Vec::with_capacity(runs.len());
-            for chunk in &runs {
-                results.push(insert_messages(db, chunk).await);
-            }
-            results
-        }
+    let in_flight = match db.dialect() {
+        Dialect::MySql => CONCURRENT_STATEMENTS,
+        Dialect::Sqlite => 1,
+    };
+    let results = {
+        use futures::{FutureExt, StreamExt};
+        // Boxed, so the stream's future is `Send` for any lifetime the spawn asks about.
+        let inserts: Vec<_> = runs.iter().map(|chunk| insert_messages(db, chunk).boxed()).collect();
+        futures::stream::iter(inserts).buffered(in_flight).collect::<Vec<_>>().await
     };
     for (chunk, inserted) in runs.into_iter().zip(results) {
         let inserted = inserted?;
