@@ -426,16 +426,22 @@ async fn create_until(api: &Api, token: &str, chat: i64, clients: usize, total: 
             let (api, token, next) = (api.clone(), token.to_owned(), next.clone());
             tokio::spawn(async move {
                 let mut mine = Created { created: 0, last_number: 0 };
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
                     let url = api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
-                    let sent = api.http.post(url).json(&json!({ "message_content": "backlog message" })).send().await;
+                    // The same 8-word rows as the timed creates and the INSERT loop.
+                    let content = sentence(i as u64, 8);
+                    let sent = api.http.post(url).json(&json!({ "message_content": content })).send().await;
                     let Ok(response) = sent else { continue };
                     if response.status() != 201 {
                         continue;
                     }
-                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let number = response.bytes().await.ok().and_then(|body| message_number(&body));
                     mine.created += 1;
-                    mine.last_number = mine.last_number.max(body["message_number"].as_i64().unwrap_or(0));
+                    mine.last_number = mine.last_number.max(number.unwrap_or(0));
                 }
                 mine
             })
