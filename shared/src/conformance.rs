@@ -107,7 +107,7 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
     let numbers: HashSet<i64> = numbers.into_iter().map(|n| n.expect("next")).collect();
     assert_eq!(numbers, (42..142).collect::<HashSet<_>>(), "100 concurrent numbers are exactly seed+1..seed+100");
     assert_eq!(seeds.load(Ordering::SeqCst), 1, "a missing key is seeded once (single flight)");
-    assert_eq!(counters.current(&key, &seed).await.unwrap(), 141);
+    assert_eq!(counters.issued(&key, &seed).await.unwrap().last, 141);
 
     // Requests whose clients go away part-way (some while their number is being drawn) strand
     // nobody: every other request is answered, and no number is handed out twice.
@@ -136,7 +136,7 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
 
     let other = unique("counter");
     let zero = || async { Ok(0) }.boxed();
-    assert_eq!(counters.current(&other, &zero).await.unwrap(), 0, "an unused key starts at its seed");
+    assert_eq!(counters.issued(&other, &zero).await.unwrap().last, 0, "an unused key starts at its seed");
     assert_eq!(counters.next(&other, &zero).await.unwrap(), 1, "keys are independent");
 
     let set = unique("touched");
@@ -149,16 +149,30 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
     let mut again = counters.take_touched(&set).await.unwrap();
     again.sort();
     assert_eq!(again, ["a", "b", "c"], "an unfinished flush hands its members out again, with the new ones");
-    counters.finish_touched(&set).await.unwrap();
+    counters.finish_touched(&set, &again).await.unwrap();
     counters.touch(&set, &["d".into()]).await.unwrap();
     assert_eq!(
         counters.take_touched(&set).await.unwrap(),
         ["d"],
         "a member touched during a flush is kept for the next"
     );
-    counters.finish_touched(&set).await.unwrap();
+    // Two flushes overlap (the first outlived its lock): each forgets only what it counted.
+    let slow = counters.take_touched(&set).await.unwrap();
+    counters.touch(&set, &["e".into()]).await.unwrap();
+    let mut fast = counters.take_touched(&set).await.unwrap();
+    fast.sort();
+    assert_eq!(fast, ["d", "e"], "a second flush takes what the first has not finished, and the new");
+    counters.finish_touched(&set, &slow).await.unwrap();
+    assert_eq!(
+        counters.take_touched(&set).await.unwrap(),
+        ["e"],
+        "the first flush's finish does not drop what only the second one took"
+    );
+    counters.finish_touched(&set, &["e".to_owned()]).await.unwrap();
     assert!(counters.take_touched(&set).await.unwrap().is_empty());
-    counters.finish_touched(&set).await.unwrap();
+    counters.finish_touched(&set, &[]).await.unwrap();
+    let generation = counters.generation().await.unwrap();
+    assert_eq!(counters.generation().await.unwrap(), generation, "the generation holds while nothing is lost");
 
     let lock = unique("lock");
     assert!(counters.try_lock(&lock, "one", Duration::from_secs(30)).await.unwrap());

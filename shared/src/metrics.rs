@@ -39,6 +39,9 @@ pub struct Metrics {
     pub search_duration: HistogramVec,
     /// `chatmesh_cron_runs_total{job,outcome}`: `flushed`, `skipped` or `failed`.
     pub cron_runs: IntCounterVec,
+    /// `chatmesh_consumer_conflicts_total{kind}`: commands whose (parent, number) the store
+    /// already holds with other content (`chat` or `message`), parked in the dead-letter queue.
+    pub consumer_conflicts: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -91,8 +94,14 @@ impl Metrics {
         let search_duration = histogram("chatmesh_search_duration_seconds", "Message search latency", &["result"]);
         let cron_runs =
             counter("chatmesh_cron_runs_total", "Scheduled job runs, by job and outcome", &["job", "outcome"]);
+        let consumer_conflicts = counter(
+            "chatmesh_consumer_conflicts_total",
+            "Commands whose number the store already holds with other content, dead-lettered",
+            &["kind"],
+        );
         Self {
             registry,
+            consumer_conflicts,
             http_requests,
             http_duration,
             queue_publish,
@@ -138,6 +147,11 @@ pub fn record_counter_seed(backend: &str) {
 pub fn record_search(elapsed: Duration, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics().search_duration.with_label_values(&[result]).observe(elapsed.as_secs_f64());
+}
+
+/// Records a command whose (parent, number) the store holds with other content.
+pub fn record_consumer_conflict(kind: &str) {
+    metrics().consumer_conflicts.with_label_values(&[kind]).inc();
 }
 
 /// Records one run of a scheduled job.

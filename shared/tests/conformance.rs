@@ -174,3 +174,136 @@ async fn elasticsearch_passes_the_search_suite() {
     let elastic = shared::backends::elastic::ElasticIndex::connect(&url, &index).await.unwrap();
     conformance::search_suite(Arc::new(elastic)).await;
 }
+
+/// A redis-server of the test's own on a free port, with its data dir.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(dir: tempfile::TempDir, port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { port, dir, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command.query_async(&mut connection).await
+    }
+
+    /// Stops without saving and starts again from the snapshot `rdb` on the same port.
+    async fn restart_from(mut self, rdb: &[u8]) -> OwnRedis {
+        let _ = self.command(&["SHUTDOWN", "NOSAVE"]).await;
+        let _ = self.child.wait();
+        std::fs::write(self.dir.path().join("dump.rdb"), rdb).unwrap();
+        let (dir, port) = (std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()), self.port);
+        OwnRedis::start(dir, port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis comes back older (restarted from a snapshot taken before numbers were handed out):
+/// the counters see a server they were not seeded on, seed again above the durable
+/// reservation, and hand out no number twice.
+#[tokio::test]
+async fn redis_counters_never_reuse_numbers_after_redis_comes_back_older() {
+    use shared::backends::counters::Counters;
+    // Runs where a Redis server is (its own is started from the same redis-server binary).
+    if shared::testing::backend_url("REDIS_URL", "redis_counters_never_reuse_numbers_after_redis_comes_back_older")
+        .is_none()
+    {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = OwnRedis::start(tempfile::tempdir().unwrap(), port);
+    let store_dir = tempfile::tempdir().unwrap();
+    let db = Database::open_sqlite(store_dir.path(), "store.db").await.unwrap();
+    let namespace = shared::testing::fresh_namespace("rollback");
+    let counters =
+        shared::backends::redis_counters::RedisCounters::connect(&redis.url(), db.clone(), &namespace).await.unwrap();
+    // The store never sees these numbers (as if their commands were still queued).
+    let empty_store = || futures::FutureExt::boxed(async { Ok(0) });
+    let key = format!("{namespace}:counter");
+    let mut issued = std::collections::HashSet::new();
+    for _ in 0..100 {
+        assert!(issued.insert(counters.next(&key, &empty_store).await.unwrap()));
+    }
+    redis.command(&["SAVE"]).await.unwrap();
+    let snapshot = std::fs::read(redis.dir.path().join("dump.rdb")).unwrap();
+    // More numbers after the snapshot, some within the cached reservation and some past it.
+    for _ in 0..300 {
+        assert!(issued.insert(counters.next(&key, &empty_store).await.unwrap()));
+    }
+    let generation = counters.generation().await.unwrap();
+    let redis = redis.restart_from(&snapshot).await;
+    let highest = *issued.iter().max().unwrap();
+    let mut after = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while after.len() < 50 {
+        assert!(std::time::Instant::now() < deadline, "the counters did not recover after the restart");
+        match counters.next(&key, &empty_store).await {
+            Ok(number) => after.push(number),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await, // reconnecting
+        }
+    }
+    for number in &after {
+        assert!(*number > highest, "{number} handed out again after the rollback (highest before: {highest})");
+        assert!(issued.insert(*number), "{number} handed out twice");
+    }
+    let issued_now = counters.issued(&key, &empty_store).await.unwrap();
+    assert!(issued_now.floor >= highest, "numbers at or below {} are not vouched for", issued_now.floor);
+    assert_ne!(counters.generation().await.unwrap(), generation, "the restart is a new generation");
+    drop(redis);
+}
+
+/// Real MySQL failures: a lock wait timeout is the store's, a duplicate key the data's.
+#[tokio::test]
+async fn mysql_failures_are_classified_by_error_number() {
+    use shared::backends::sql::{ErrorClass, error_class};
+    let Some(url) = shared::testing::backend_url("DATABASE_URL", "mysql_failures_are_classified_by_error_number")
+    else {
+        return;
+    };
+    let db = Database::connect(&shared::testing::fresh_mysql_database(&url).await).await.unwrap();
+    sqlx::query("CREATE TABLE classes (id BIGINT PRIMARY KEY) ENGINE=InnoDB").execute(db.pool()).await.unwrap();
+    sqlx::query("INSERT INTO classes (id) VALUES (1)").execute(db.pool()).await.unwrap();
+    let duplicate = sqlx::query("INSERT INTO classes (id) VALUES (1)").execute(db.pool()).await.unwrap_err();
+    assert_eq!(error_class(&duplicate), ErrorClass::Data, "{duplicate}");
+
+    let mut holder = db.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *holder).await.unwrap();
+    sqlx::query("UPDATE classes SET id = 1 WHERE id = 1").execute(&mut *holder).await.unwrap();
+    let mut waiter = db.pool().acquire().await.unwrap();
+    sqlx::query("SET SESSION innodb_lock_wait_timeout = 1").execute(&mut *waiter).await.unwrap();
+    let timeout = sqlx::query("UPDATE classes SET id = 1 WHERE id = 1").execute(&mut *waiter).await.unwrap_err();
+    assert_eq!(error_class(&timeout), ErrorClass::Store, "{timeout}");
+    sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+}

@@ -8,6 +8,13 @@
 //! is delivered again, and redelivery is harmless: inserts skip rows whose `(parent, number)`
 //! exists and search documents have deterministic ids.
 //!
+//! A skipped row is never taken on trust: when a statement inserts fewer rows than it was
+//! given, the rows already stored under those numbers are read back. One written by the same
+//! command (its creation time and text) is a redelivery; any other is a conflict — two
+//! acknowledged commands given one number — logged at error level with both sides, counted in
+//! `chatmesh_consumer_conflicts_total` and parked in the dead-letter queue with that reason,
+//! never dropped.
+//!
 //! Indexing runs beside the loop, in order, on its own task: the next batch is written while
 //! the last one is indexed, each message with the text the store holds when it is indexed (so
 //! a redelivered create never overwrites a later edit). A batch whose messages were all
@@ -24,9 +31,10 @@
 //! back to the queue, which delivers them again after a pause.
 //!
 //! A message whose chat is not persisted yet waits (retried with backoff); a command that
-//! cannot be decoded, or keeps failing, goes to the dead-letter queue for ops to inspect and
-//! replay. A store that is down is not the command's fault: the batch is held and retried
-//! without counting attempts.
+//! cannot be decoded, or keeps failing for its data, goes to the dead-letter queue for ops to
+//! inspect and replay. A store that is down, read-only, full, locked or shutting down is not
+//! the command's fault ([`ErrorClass::Store`]): the batch is held and retried without limit and
+//! without counting attempts, and [`StoreStatus`] makes `/readyz` say so meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,7 +45,7 @@ use chat_write::commands::Command;
 use chat_write::schema::search_scope;
 use shared::backends::queue::{Delivery, Subscription};
 use shared::backends::search::SearchDoc;
-use shared::backends::sql::{Database, Dialect, placeholders};
+use shared::backends::sql::{Database, Dialect, ErrorClass, placeholders};
 use shared::backends::{BackendError, BackendResult};
 use shared::shutdown::Shutdown;
 use shared::watermark::Watermark;
@@ -75,6 +83,32 @@ pub struct StepReport {
     pub persisted: usize,
     pub retried: usize,
     pub dead_lettered: usize,
+}
+
+/// Whether the consumer's last step failed, and why: `/readyz` reports it, so a consumer held
+/// up by its store (retrying without limit) is visible.
+#[derive(Debug, Default)]
+pub struct StoreStatus(std::sync::Mutex<Option<String>>);
+
+impl StoreStatus {
+    fn failing(&self, error: &BackendError) {
+        *self.0.lock().expect("store status poisoned") = Some(error.to_string());
+    }
+
+    fn working(&self) {
+        let mut status = self.0.lock().expect("store status poisoned");
+        if status.take().is_some() {
+            tracing::info!("consumer writing to the store again");
+        }
+    }
+
+    /// `Err` with the last failure while the consumer cannot write.
+    pub fn check(&self) -> Result<(), String> {
+        match &*self.0.lock().expect("store status poisoned") {
+            Some(error) => Err(format!("consumer cannot write: {error}")),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct Consumer {
@@ -170,12 +204,14 @@ impl Consumer {
             match now_written.and_then(|written| now_taken.map(|taken| (written, taken))) {
                 Ok((now_written, now_taken)) => {
                     failures = 0;
+                    self.state.consumer_store.working();
                     written = now_written;
                     taken = now_taken;
                 }
                 Err(error) => {
                     // Every batch in hand goes back to the queue with the subscription.
                     (taken, written) = (None, None);
+                    self.state.consumer_store.failing(&error);
                     failures += 1;
                     let pause = backoff(Duration::from_millis(200), failures);
                     tracing::warn!(%error, ?pause, "consumer step failed, pausing");
@@ -361,6 +397,10 @@ impl QueueSide {
             "batch settled"
         );
 
+        for (id, reason) in outcome.conflicts {
+            self.subscription.dead_letter(id, &reason).await?;
+            report.dead_lettered += 1;
+        }
         let attempts: HashMap<u64, u32> = decoded.iter().map(|d| (d.delivery.id, d.delivery.attempts)).collect();
         let waiting = outcome.waiting.into_iter().map(|id| (id, "chat not persisted yet".to_owned()));
         for (id, reason) in waiting.chain(outcome.failed) {
@@ -602,10 +642,14 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1 << attempt.min(10)).min(Duration::from_secs(30))
 }
 
-/// A store error caused by the data (a constraint, a bad value) rather than the store being
-/// unreachable: retrying the same command will not help, so it counts against its attempts.
+/// A store error caused by the data (a constraint, a bad value) rather than the store (down,
+/// read-only, full, locked, shutting down): retrying the same command will not help, so it
+/// counts against its attempts. Decided by the server's error number or code.
 fn is_data_error(error: &BackendError) -> bool {
-    matches!(error, BackendError::Sql(sqlx::Error::Database(_)))
+    match error {
+        BackendError::Sql(error) => shared::backends::sql::error_class(error) == ErrorClass::Data,
+        _ => false,
+    }
 }
 
 /// A persisted message to index.
@@ -620,6 +664,8 @@ struct Outcome {
     done: Vec<u64>,
     waiting: Vec<u64>,
     failed: Vec<(u64, String)>,
+    /// Commands whose (parent, number) the store holds with other content, with the reason.
+    conflicts: Vec<(u64, String)>,
     /// Persisted messages to index.
     indexed: Vec<ToIndex>,
     /// Some message of the batch was in the store already (a redelivery).
@@ -639,6 +685,7 @@ impl Outcome {
         self.done.extend(other.done);
         self.waiting.extend(other.waiting);
         self.failed.extend(other.failed);
+        self.conflicts.extend(other.conflicts);
         self.indexed.extend(other.indexed);
         self.existing |= other.existing;
         self.edits |= other.edits;
@@ -674,11 +721,22 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
                     .bind(chat_name.as_str())
                     .bind(*created_at)
                     .bind(*created_at);
-                outcome.touched_applications.push(*application_id);
-                outcome.done.push(decoded.delivery.id);
             }
         }
-        query.execute(db.pool()).await?;
+        let inserted = query.execute(db.pool()).await?;
+        let skipped = inserted.rows_affected() < chunk.len() as u64;
+        let conflicting = if skipped { chat_conflicts(db, chunk).await? } else { HashMap::new() };
+        for decoded in chunk {
+            if let Command::CreateChat { application_id, .. } = &decoded.command {
+                match conflicting.get(&decoded.delivery.id) {
+                    Some(reason) => outcome.conflicts.push((decoded.delivery.id, reason.clone())),
+                    None => {
+                        outcome.touched_applications.push(*application_id);
+                        outcome.done.push(decoded.delivery.id);
+                    }
+                }
+            }
+        }
     }
 
     let messages: Vec<&Decoded> = batch
@@ -761,11 +819,17 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
     };
     for (chunk, inserted) in runs.into_iter().zip(results) {
         let inserted = inserted?;
-        outcome.existing |= inserted.rows_affected() < chunk.len() as u64;
+        let skipped = inserted.rows_affected() < chunk.len() as u64;
+        outcome.existing |= skipped;
         if let Some(id) = inserted.last_insert_id() {
             outcome.inserted_watermark = outcome.inserted_watermark.max(Some(id));
         }
+        let conflicting = if skipped { message_conflicts(db, chunk).await? } else { HashMap::new() };
         for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
+            if let Some(reason) = conflicting.get(&delivery) {
+                outcome.conflicts.push((delivery, reason.clone()));
+                continue;
+            }
             outcome.done.push(delivery);
             outcome.touched_chats.push(chat_id);
             let key = (application_id, chat_number, chat_id, number);
@@ -773,6 +837,97 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         }
     }
     Ok(outcome)
+}
+
+/// The messages of `chunk` whose (chat, number) the store holds with a row another command
+/// wrote, by delivery, with the reason they are parked for.
+async fn message_conflicts(db: &Database, chunk: &[ReadyMessage<'_>]) -> BackendResult<HashMap<u64, String>> {
+    let mut by_chat: HashMap<i64, Vec<i64>> = HashMap::new();
+    for &(_, chat_id, number, ..) in chunk {
+        by_chat.entry(chat_id).or_default().push(number);
+    }
+    let mut stored = HashMap::new();
+    for (chat_id, numbers) in by_chat {
+        for (number, row) in store::stored_messages(db, chat_id, &numbers).await? {
+            stored.insert((chat_id, number), row);
+        }
+    }
+    let mut conflicts = HashMap::new();
+    for &(delivery, chat_id, number, content, created_at, application_id, chat_number) in chunk {
+        let Some(row) = stored.get(&(chat_id, number)) else { continue };
+        if row.written_by(content, created_at) {
+            continue;
+        }
+        tracing::error!(
+            application_id,
+            chat_number,
+            message_number = number,
+            stored_content = %clip(&row.text),
+            stored_created_at = row.created_at,
+            command_content = %clip(content),
+            command_created_at = created_at,
+            "conflict: another message is stored under this number; parking the command in the dead-letter queue"
+        );
+        shared::metrics::record_consumer_conflict("message");
+        let reason = format!(
+            "conflict: message {number} of chat {chat_number} is stored with other content \
+             (stored at {}, this command at {created_at})",
+            row.created_at
+        );
+        conflicts.insert(delivery, reason);
+    }
+    Ok(conflicts)
+}
+
+/// The chat creates of `chunk` whose (application, number) the store holds with a row another
+/// command wrote, by delivery, with the reason they are parked for.
+async fn chat_conflicts(db: &Database, chunk: &[&Decoded]) -> BackendResult<HashMap<u64, String>> {
+    let mut by_application: HashMap<i64, Vec<i64>> = HashMap::new();
+    for decoded in chunk {
+        if let Command::CreateChat { application_id, chat_number, .. } = &decoded.command {
+            by_application.entry(*application_id).or_default().push(*chat_number);
+        }
+    }
+    let mut stored = HashMap::new();
+    for (application_id, numbers) in by_application {
+        for (number, row) in store::stored_chats(db, application_id, &numbers).await? {
+            stored.insert((application_id, number), row);
+        }
+    }
+    let mut conflicts = HashMap::new();
+    for decoded in chunk {
+        let Command::CreateChat { application_id, chat_number, chat_name, created_at } = &decoded.command else {
+            continue;
+        };
+        let Some(row) = stored.get(&(*application_id, *chat_number)) else { continue };
+        if row.written_by(chat_name, *created_at) {
+            continue;
+        }
+        tracing::error!(
+            application_id,
+            chat_number,
+            stored_name = %clip(&row.text),
+            stored_created_at = row.created_at,
+            command_name = %clip(chat_name),
+            command_created_at = created_at,
+            "conflict: another chat is stored under this number; parking the command in the dead-letter queue"
+        );
+        shared::metrics::record_consumer_conflict("chat");
+        let reason = format!(
+            "conflict: chat {chat_number} is stored with another name (stored at {}, this command at {created_at})",
+            row.created_at
+        );
+        conflicts.insert(decoded.delivery.id, reason);
+    }
+    Ok(conflicts)
+}
+
+/// At most 200 characters of `text`, for a log line.
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// One multi-row `INSERT IGNORE` of `chunk`, committed on its own.

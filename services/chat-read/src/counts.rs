@@ -1,6 +1,11 @@
 //! The count flush: writes `chats_count` and `messages_count` for the parents touched since the
 //! last run. Counts are recomputed from the rows (`COUNT(*)`), so they never exceed what is
-//! persisted, and a flush repeated after a crash gives the same answer.
+//! persisted, and a flush repeated after a crash, or beside another replica's slow one, gives
+//! the same answer.
+//!
+//! The touched sets live in the counters backend. When it may have lost them (Redis restarted,
+//! failed over or was flushed: its generation changed), the next flush recounts every parent
+//! instead, without a process restart.
 
 use std::time::Duration;
 
@@ -22,43 +27,87 @@ pub struct FlushReport {
     pub skipped: bool,
 }
 
-/// Flushes the touched parents, holding the flush lock so one replica does it at a time.
-pub async fn flush(state: &ChatRead, holder: &str) -> BackendResult<FlushReport> {
-    let report = flush_under_lock(state, holder).await;
-    let outcome = match &report {
-        Ok(report) if report.skipped => "skipped",
-        Ok(_) => "flushed",
-        Err(_) => "failed",
-    };
-    shared::metrics::record_cron_run("count_flush", outcome);
-    report
+/// How long a flush holds its lock. A flush that runs longer is not a problem: a second
+/// replica may then flush beside it, and each member is forgotten only by the flush that
+/// counted it.
+pub const LOCK_TTL: Duration = Duration::from_secs(55);
+
+/// One replica's count flushes: its lock holder name and the counters generation its last
+/// full recount saw.
+pub struct CountFlush {
+    holder: String,
+    generation: tokio::sync::Mutex<Option<String>>,
 }
 
-async fn flush_under_lock(state: &ChatRead, holder: &str) -> BackendResult<FlushReport> {
-    let lock = state.keys.count_flush_lock();
-    if !state.counters.try_lock(&lock, holder, Duration::from_secs(55)).await? {
-        return Ok(FlushReport { skipped: true, ..FlushReport::default() });
+impl CountFlush {
+    /// A flusher whose counts are right for the counters `generation` (read before a full
+    /// recount), or `None` to recount everything at its first flush.
+    pub fn new(generation: Option<String>) -> Self {
+        let holder = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        Self { holder, generation: tokio::sync::Mutex::new(generation) }
     }
-    let outcome = flush_locked(state).await;
-    state.counters.unlock(&lock, holder).await?;
-    outcome
+
+    /// Flushes the touched parents, holding the flush lock so one replica does it at a time.
+    pub async fn flush(&self, state: &ChatRead) -> BackendResult<FlushReport> {
+        let report = self.flush_under_lock(state).await;
+        let outcome = match &report {
+            Ok(report) if report.skipped => "skipped",
+            Ok(_) => "flushed",
+            Err(_) => "failed",
+        };
+        shared::metrics::record_cron_run("count_flush", outcome);
+        report
+    }
+
+    async fn flush_under_lock(&self, state: &ChatRead) -> BackendResult<FlushReport> {
+        let lock = state.keys.count_flush_lock();
+        if !state.counters.try_lock(&lock, &self.holder, LOCK_TTL).await? {
+            return Ok(FlushReport { skipped: true, ..FlushReport::default() });
+        }
+        let outcome = self.flush_locked(state).await;
+        state.counters.unlock(&lock, &self.holder).await?;
+        outcome
+    }
+
+    async fn flush_locked(&self, state: &ChatRead) -> BackendResult<FlushReport> {
+        let mut seen = self.generation.lock().await;
+        let generation = state.counters.generation().await?;
+        if seen.as_deref() != Some(generation.as_str()) {
+            // Touched sets from before may be gone: count everything. A parent touched from
+            // now on is in the new generation's sets.
+            tracing::warn!(%generation, "the counters backend is new or lost its data; recounting every parent");
+            recount_all(&state.db).await?;
+            *seen = Some(generation);
+        }
+        let chats =
+            flush_set(state, &state.keys.touched_chats(), "chats", "messages_count", "messages", "chat_id").await?;
+        let applications = flush_set(
+            state,
+            &state.keys.touched_applications(),
+            "applications",
+            "chats_count",
+            "chats",
+            "application_id",
+        )
+        .await?;
+        Ok(FlushReport { applications, chats, skipped: false })
+    }
 }
 
-async fn flush_locked(state: &ChatRead) -> BackendResult<FlushReport> {
-    let chats_set = state.keys.touched_chats();
-    let chats = ids(state.counters.take_touched(&chats_set).await?);
-    update_counts(&state.db, "chats", "messages_count", "messages", "chat_id", &chats).await?;
-    state.counters.finish_touched(&chats_set).await?;
-
-    let apps_set = state.keys.touched_applications();
-    let applications = ids(state.counters.take_touched(&apps_set).await?);
-    update_counts(&state.db, "applications", "chats_count", "chats", "application_id", &applications).await?;
-    state.counters.finish_touched(&apps_set).await?;
-    Ok(FlushReport { applications: applications.len(), chats: chats.len(), skipped: false })
-}
-
-fn ids(members: Vec<String>) -> Vec<i64> {
-    members.iter().filter_map(|m| m.parse().ok()).collect()
+/// Counts the members of the touched `set`; returns how many.
+async fn flush_set(
+    state: &ChatRead,
+    set: &str,
+    table: &str,
+    column: &str,
+    child: &str,
+    foreign_key: &str,
+) -> BackendResult<usize> {
+    let members = state.counters.take_touched(set).await?;
+    let ids: Vec<i64> = members.iter().filter_map(|m| m.parse().ok()).collect();
+    update_counts(&state.db, table, column, child, foreign_key, &ids).await?;
+    state.counters.finish_touched(set, &members).await?;
+    Ok(ids.len())
 }
 
 async fn update_counts(
@@ -84,7 +133,7 @@ async fn update_counts(
     Ok(())
 }
 
-/// Recounts every parent: run at start, since touched sets may not survive a restart.
+/// Recounts every parent.
 pub async fn recount_all(db: &Database) -> BackendResult<()> {
     sqlx::query("UPDATE chats SET messages_count = (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id)")
         .execute(db.pool())
@@ -95,17 +144,26 @@ pub async fn recount_all(db: &Database) -> BackendResult<()> {
     Ok(())
 }
 
-/// Runs [`flush`] on `schedule` (six-field cron, seconds first) until `shutdown`.
-pub async fn run(state: ChatRead, schedule: String, shutdown: Shutdown) -> anyhow::Result<()> {
-    let holder = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+/// Recounts every parent (run at start, since touched sets may not survive a restart);
+/// returns the counters generation the counts are right for, to hand to [`run`].
+pub async fn recount_at_start(state: &ChatRead) -> BackendResult<String> {
+    let generation = state.counters.generation().await?;
+    recount_all(&state.db).await?;
+    Ok(generation)
+}
+
+/// Runs [`CountFlush::flush`] on `schedule` (six-field cron, seconds first) until `shutdown`;
+/// `generation` is what [`recount_at_start`] returned.
+pub async fn run(state: ChatRead, schedule: String, generation: String, shutdown: Shutdown) -> anyhow::Result<()> {
+    let flusher = std::sync::Arc::new(CountFlush::new(Some(generation)));
     let mut scheduler = JobScheduler::new().await?;
     let job_state = state.clone();
     scheduler
         .add(Job::new_async(schedule.as_str(), move |_id, _scheduler| {
             let state = job_state.clone();
-            let holder = holder.clone();
+            let flusher = flusher.clone();
             Box::pin(async move {
-                match flush(&state, &holder).await {
+                match flusher.flush(&state).await {
                     Ok(report) if report.skipped => {
                         tracing::debug!("count flush skipped: another replica holds the lock")
                     }

@@ -38,6 +38,8 @@ pub struct ChatRead {
     /// What this process's consumer has handed its indexer, for searches that read their own
     /// writes.
     pub index_progress: Arc<consumer::IndexProgress>,
+    /// Whether this process's consumer can write to the store, for `/readyz`.
+    pub consumer_store: Arc<consumer::StoreStatus>,
 }
 
 impl ChatRead {
@@ -48,7 +50,15 @@ impl ChatRead {
         search: Arc<dyn SearchIndex>,
         namespace: &str,
     ) -> Self {
-        Self { db, counters, queue, search, keys: Keys::new(namespace), index_progress: Default::default() }
+        Self {
+            db,
+            counters,
+            queue,
+            search,
+            keys: Keys::new(namespace),
+            index_progress: Default::default(),
+            consumer_store: Default::default(),
+        }
     }
 
     /// Creates or upgrades the chat tables.
@@ -176,8 +186,8 @@ pub async fn run(
         });
     }
     if config.cron {
-        counts::recount_all(&state.db).await?;
-        tasks.spawn(counts::run(state.clone(), config.count_flush_schedule.clone(), shutdown.clone()));
+        let generation = counts::recount_at_start(&state).await?;
+        tasks.spawn(counts::run(state.clone(), config.count_flush_schedule.clone(), generation, shutdown.clone()));
     }
     shared::metrics::watch_queue_depth(state.queue.clone(), state.keys.command_queue());
     let mut checks = backends.readiness_checks();
@@ -186,6 +196,13 @@ pub async fn run(
         let search = search.clone();
         Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
     }));
+    if config.consumer {
+        let status = state.consumer_store.clone();
+        checks.push(shared::health::FnCheck::boxed("consumer", move || {
+            let status = status.clone();
+            Box::pin(async move { status.check() })
+        }));
+    }
     let mut routes = shared::health::router("chat-read", checks);
     if config.api {
         routes = routes

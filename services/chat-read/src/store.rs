@@ -250,3 +250,77 @@ pub async fn messages_for_reindex(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, text(r, 4)?.unwrap_or_default())))
         .collect()
 }
+
+/// A row already stored under a (parent, number) a create command names, to tell a redelivery
+/// of that command from another command given the same number.
+#[derive(Clone, Debug)]
+pub struct StoredRow {
+    /// A message's content or a chat's name.
+    pub text: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl StoredRow {
+    /// Whether the row is what a create of `text` at `created_at` wrote: the same creation time,
+    /// and the same text unless the row was edited since.
+    pub fn written_by(&self, text: &str, created_at: i64) -> bool {
+        self.created_at == created_at && (self.text == text || self.updated_at != self.created_at)
+    }
+}
+
+/// The stored messages of chat `chat_id` among `numbers`, by number.
+pub async fn stored_messages(
+    db: &Database,
+    chat_id: i64,
+    numbers: &[i64],
+) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
+    let mut rows = std::collections::HashMap::with_capacity(numbers.len());
+    for chunk in numbers.chunks(500) {
+        let sql = format!(
+            "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(chat_id);
+        for number in chunk {
+            query = query.bind(*number);
+        }
+        for row in query.fetch_all(db.pool()).await? {
+            let stored = StoredRow {
+                text: text(&row, 1)?.unwrap_or_default(),
+                created_at: row.try_get(2)?,
+                updated_at: row.try_get(3)?,
+            };
+            rows.insert(row.try_get(0)?, stored);
+        }
+    }
+    Ok(rows)
+}
+
+/// The stored chats of application `application_id` among `numbers`, by number.
+pub async fn stored_chats(
+    db: &Database,
+    application_id: i64,
+    numbers: &[i64],
+) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
+    let mut rows = std::collections::HashMap::with_capacity(numbers.len());
+    for chunk in numbers.chunks(500) {
+        let sql = format!(
+            "SELECT number, name, created_at, updated_at FROM chats WHERE application_id = ? AND number IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(application_id);
+        for number in chunk {
+            query = query.bind(*number);
+        }
+        for row in query.fetch_all(db.pool()).await? {
+            let stored = StoredRow {
+                text: text(&row, 1)?.unwrap_or_default(),
+                created_at: row.try_get(2)?,
+                updated_at: row.try_get(3)?,
+            };
+            rows.insert(row.try_get(0)?, stored);
+        }
+    }
+    Ok(rows)
+}

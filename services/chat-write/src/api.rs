@@ -29,7 +29,7 @@ async fn create_chat(
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
     let application_id = state.application_id(&token).await?.ok_or_else(application_not_found)?;
-    let seed = schema::seed_chat_counter(&state.db, application_id);
+    let seed = state.seed_chat_counter(application_id);
     let chat_number = state.counters.next(&state.keys.chat_counter(application_id), &seed).await?;
     let created_at = shared::now_millis();
     let command = Command::CreateChat { application_id, chat_number, chat_name: chat_name.clone(), created_at };
@@ -68,7 +68,7 @@ async fn create_message(
     if !chat_exists(&state, application_id, chat_number).await? {
         return Err(ApiError::not_found("chat not found"));
     }
-    let seed = schema::seed_message_counter(&state.db, application_id, chat_number);
+    let seed = state.seed_message_counter(application_id, chat_number);
     let message_number = state.counters.next(&state.keys.message_counter(application_id, chat_number), &seed).await?;
     let created_at = shared::now_millis();
     let command =
@@ -92,15 +92,27 @@ async fn create_message(
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has
 /// handed out belongs to a chat whose command is queued, so a message may follow at once,
 /// unless that create answered 503 (its command may be lost).
+///
+/// A number at or below the counter's floor and not in the store cannot be told apart: it may
+/// be a chat whose create is still queued from before the counters were seeded again (Redis
+/// restarted or came back older), or a number that was never handed out. Neither a 201 (the
+/// message could never be stored) nor a 404 (the chat may be there in a moment) is right, so
+/// the answer is a 503 to retry.
 async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -> Result<bool, ApiError> {
     if state.known_chats.contains(application_id, chat_number) {
         return Ok(true);
     }
     let exists = schema::chat_id(&state.db, application_id, chat_number).await?.is_some() || {
-        let seed = schema::seed_chat_counter(&state.db, application_id);
-        let issued = state.counters.current(&state.keys.chat_counter(application_id), &seed).await?;
-        chat_number >= 1
-            && chat_number <= issued
+        let seed = state.seed_chat_counter(application_id);
+        let issued = state.counters.issued(&state.keys.chat_counter(application_id), &seed).await?;
+        if chat_number >= 1 && chat_number <= issued.floor {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "this chat is not persisted yet and its number predates the counters' last reset; retry later",
+            ));
+        }
+        chat_number > issued.floor
+            && chat_number <= issued.last
             && !schema::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
     };
     if exists {

@@ -47,6 +47,9 @@ pub struct Backends {
     tokens: Arc<schema::TokenCache>,
     /// Chats known to exist: a message create skips the store lookup for them.
     pub(crate) known_chats: Arc<schema::KnownChats>,
+    /// The highest number per counter key among the commands the queue held at start (see
+    /// [`ChatWrite::load_queued_numbers`]).
+    queued: std::sync::RwLock<std::collections::HashMap<String, i64>>,
 }
 
 impl ChatWrite {
@@ -58,7 +61,51 @@ impl ChatWrite {
             keys: schema::Keys::new(namespace),
             tokens: Arc::default(),
             known_chats: Arc::default(),
+            queued: Default::default(),
         }))
+    }
+
+    /// Reads the numbers of every command the queue holds (ready, delayed, dead-lettered), so
+    /// counters seeded from now on start above them as well as above the store. Run before the
+    /// first number is handed out; needed where the counters live in this process (they start
+    /// empty after a restart while the queue may still hold commands numbered by the last
+    /// run). The queue is read before the store, so a command the consumer moves from one to
+    /// the other meanwhile is seen in one of them. Returns how many commands were read.
+    pub async fn load_queued_numbers(&self) -> Result<usize, shared::backends::BackendError> {
+        let Some(payloads) = self.queue.held_payloads(&self.keys.command_queue()).await? else { return Ok(0) };
+        let mut highest = std::collections::HashMap::new();
+        for payload in &payloads {
+            let Ok(command) = commands::Command::decode(payload) else { continue };
+            let (key, number) = match command {
+                commands::Command::CreateChat { application_id, chat_number, .. } => {
+                    (self.keys.chat_counter(application_id), chat_number)
+                }
+                commands::Command::CreateMessage { application_id, chat_number, message_number, .. } => {
+                    (self.keys.message_counter(application_id, chat_number), message_number)
+                }
+                commands::Command::IndexMessage { .. } => continue,
+            };
+            let entry = highest.entry(key).or_insert(number);
+            *entry = (*entry).max(number);
+        }
+        *self.queued.write().expect("queued numbers poisoned") = highest;
+        Ok(payloads.len())
+    }
+
+    /// The highest number the queue held at start for counter `key`.
+    fn queued_number(&self, key: &str) -> i64 {
+        self.queued.read().expect("queued numbers poisoned").get(key).copied().unwrap_or(0)
+    }
+
+    /// Seeds the chat counter of an application: above the store and the queue.
+    pub(crate) fn seed_chat_counter(&self, application_id: i64) -> impl schema::SeedFn {
+        schema::seed_chat_counter(&self.db, application_id, self.queued_number(&self.keys.chat_counter(application_id)))
+    }
+
+    /// Seeds the message counter of a chat: above the store and the queue.
+    pub(crate) fn seed_message_counter(&self, application_id: i64, chat_number: i64) -> impl schema::SeedFn {
+        let queued = self.queued_number(&self.keys.message_counter(application_id, chat_number));
+        schema::seed_message_counter(&self.db, application_id, chat_number, queued)
     }
 
     /// The internal id of the application with `token`, if it exists. Tokens never change
@@ -110,6 +157,10 @@ pub async fn run(
         backends.queue.clone(),
         &config.backends.namespace,
     );
+    let queued = state.load_queued_numbers().await?;
+    if queued > 0 {
+        tracing::info!(queued, "counters will start above the commands the queue holds");
+    }
     let routes = axum::Router::new()
         .merge(shared::http::served_by(router(state), "chat-write"))
         .merge(shared::health::router("chat-write", backends.readiness_checks()))

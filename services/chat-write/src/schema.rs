@@ -186,11 +186,14 @@ pub async fn is_unconfirmed_chat(db: &Database, application_id: i64, chat_number
     Ok(row.is_some())
 }
 
-/// Seeds the chat counter of an application from the highest persisted chat number.
-pub fn seed_chat_counter(
-    db: &Database,
-    application_id: i64,
-) -> impl Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {
+/// A counter's seed: the highest number already held for it.
+pub trait SeedFn: Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {}
+
+impl<F: Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync> SeedFn for F {}
+
+/// Seeds the chat counter of an application from the highest persisted chat number, or
+/// `queued` (the highest one a queued command holds) if higher.
+pub fn seed_chat_counter(db: &Database, application_id: i64, queued: i64) -> impl SeedFn {
     let db = db.clone();
     move || {
         let db = db.clone();
@@ -199,18 +202,15 @@ pub fn seed_chat_counter(
                 .bind(application_id)
                 .fetch_one(db.pool())
                 .await?;
-            Ok(optional_i64(&row, 0)?.unwrap_or(0))
+            Ok(optional_i64(&row, 0)?.unwrap_or(0).max(queued))
         }
         .boxed()
     }
 }
 
-/// Seeds the message counter of a chat from the highest persisted message number.
-pub fn seed_message_counter(
-    db: &Database,
-    application_id: i64,
-    chat_number: i64,
-) -> impl Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {
+/// Seeds the message counter of a chat from the highest persisted message number, or
+/// `queued` (the highest one a queued command holds) if higher.
+pub fn seed_message_counter(db: &Database, application_id: i64, chat_number: i64, queued: i64) -> impl SeedFn {
     let db = db.clone();
     move || {
         let db = db.clone();
@@ -224,7 +224,7 @@ pub fn seed_message_counter(
             .bind(chat_number)
             .fetch_one(db.pool())
             .await?;
-            Ok(optional_i64(&row, 0)?.unwrap_or(0))
+            Ok(optional_i64(&row, 0)?.unwrap_or(0).max(queued))
         }
         .boxed()
     }

@@ -66,6 +66,8 @@ pub struct Server {
     read: ChatRead,
     events: events::Embedded,
     count_flush_schedule: String,
+    /// The counters generation the counts at start are right for.
+    counts_generation: String,
 }
 
 /// Connects, migrates and recovers; returns the server ready to serve.
@@ -95,7 +97,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     if recovered.persisted + recovered.retried + recovered.dead_lettered > 0 {
         tracing::info!(?recovered, "commands left queued by the previous run processed");
     }
-    chat_read::counts::recount_all(&read.db).await?;
+    // Delayed retries and dead letters stay queued with their numbers: counters start above them.
+    write.load_queued_numbers().await?;
+    let counts_generation = chat_read::counts::recount_at_start(&read).await?;
     let events = events::Embedded::start(&backends, &config.backends.namespace).await?;
     // Segments live in the same store (chatmesh.db or DATABASE_URL) as everything else.
     let segments = segments::Segments::new(backends.db.clone(), &config.segments).await?;
@@ -103,7 +107,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .layer(DefaultBodyLimit::max(config.segments_max_body_bytes));
 
     let router = router(write, read.clone(), events.router(), segments, &backends, config.max_body_bytes);
-    Ok(Server { router, consumer, read, events, count_flush_schedule: config.count_flush_schedule.clone() })
+    Ok(Server {
+        router,
+        consumer,
+        read,
+        events,
+        count_flush_schedule: config.count_flush_schedule.clone(),
+        counts_generation,
+    })
 }
 
 /// Every route of every service, with health, fallbacks and the body limit.
@@ -121,6 +132,11 @@ fn router(
     checks.push(shared::health::FnCheck::boxed("search", move || {
         let search = search.clone();
         Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
+    }));
+    let status = read.consumer_store.clone();
+    checks.push(shared::health::FnCheck::boxed("consumer", move || {
+        let status = status.clone();
+        Box::pin(async move { status.check() })
     }));
     let routes = Router::new()
         .merge(shared::http::served_by(chat_write::router(write), "chat-write"))
@@ -150,7 +166,12 @@ impl Server {
     /// consumer's current batch.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
-        let cron = tokio::spawn(chat_read::counts::run(self.read.clone(), self.count_flush_schedule, shutdown.clone()));
+        let cron = tokio::spawn(chat_read::counts::run(
+            self.read.clone(),
+            self.count_flush_schedule,
+            self.counts_generation,
+            shutdown.clone(),
+        ));
         let events = tokio::spawn(self.events.run(shutdown.clone()));
         shared::http::serve(listener, self.router, shutdown).await?;
         consumer.await?;

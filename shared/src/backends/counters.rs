@@ -1,9 +1,10 @@
 //! The counters port: numbers that are unique per parent and never reused, the touched-set
 //! the count flush works from, and a lock so one replica flushes at a time.
 //!
-//! A counter missing from the backend (first use, a restart, Redis losing its keys) is seeded
-//! from the store's highest number by `seed` before it is incremented, once per key even when
-//! many requests miss it together (single flight).
+//! A counter missing from the backend (first use, a restart, Redis losing its keys or coming
+//! back with older ones) is seeded from everything durable that holds numbers for it by `seed`
+//! before it is incremented, once per key even when many requests miss it together (single
+//! flight).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,13 +20,25 @@ use super::{BackendError, BackendResult};
 /// Finds the highest number the store (and anything else durable) already holds for a key.
 pub type Seed<'a> = &'a (dyn Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync);
 
+/// What the counter of a key has handed out.
+///
+/// Every number in `floor + 1 ..= last` was handed out by the counter since it was last
+/// seeded. A number at or below `floor` is in the store, or was handed out before a seed that
+/// could not tell which numbers were (Redis came back without its keys, or older): such a
+/// number may belong to a command still queued, or may never have been handed out at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub floor: i64,
+    pub last: i64,
+}
+
 #[async_trait]
 pub trait Counters: Send + Sync {
     /// The next number for `key`: one more than every number handed out before.
     async fn next(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64>;
 
-    /// The last number handed out for `key` (seeding it first if missing).
-    async fn current(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64>;
+    /// What has been handed out for `key` (seeding it first if missing).
+    async fn issued(&self, key: &str, seed: Seed<'_>) -> BackendResult<Issued>;
 
     /// Records that `members` of `set` changed and need their counts flushed.
     async fn touch(&self, set: &str, members: &[String]) -> BackendResult<()>;
@@ -35,8 +48,13 @@ pub trait Counters: Send + Sync {
     /// handed out again by the next call.
     async fn take_touched(&self, set: &str) -> BackendResult<Vec<String>>;
 
-    /// The flush of the members last taken from `set` is committed.
-    async fn finish_touched(&self, set: &str) -> BackendResult<()>;
+    /// The flush of `members` (taken from `set`) is committed. Only those are forgotten: a
+    /// member another flush took meanwhile, or touched again, is kept.
+    async fn finish_touched(&self, set: &str, members: &[String]) -> BackendResult<()>;
+
+    /// Changes whenever the backend may have lost or rolled back what it held (a restart, a
+    /// failover, a flush): touched sets from before are gone, so counts must be rebuilt in full.
+    async fn generation(&self) -> BackendResult<String>;
 
     /// Takes the lock `name` for `holder` for `ttl` unless another holder has it.
     async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> BackendResult<bool>;
@@ -93,9 +111,10 @@ impl Counters for MemoryCounters {
         Ok(cell.get().expect("seeded").fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    async fn current(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64> {
+    async fn issued(&self, key: &str, seed: Seed<'_>) -> BackendResult<Issued> {
         let cell = self.seeded(key, seed).await?;
-        Ok(cell.get().expect("seeded").load(Ordering::SeqCst))
+        // The seed is exact here (the store and the queue), so every number up to it exists.
+        Ok(Issued { floor: 0, last: cell.get().expect("seeded").load(Ordering::SeqCst) })
     }
 
     async fn touch(&self, set: &str, members: &[String]) -> BackendResult<()> {
@@ -112,12 +131,19 @@ impl Counters for MemoryCounters {
         Ok(entry.in_flush.iter().cloned().collect())
     }
 
-    async fn finish_touched(&self, set: &str) -> BackendResult<()> {
+    async fn finish_touched(&self, set: &str, members: &[String]) -> BackendResult<()> {
         let mut touched = self.touched.lock().expect("touched lock poisoned");
         if let Some(entry) = touched.get_mut(set) {
-            entry.in_flush.clear();
+            for member in members {
+                entry.in_flush.remove(member);
+            }
         }
         Ok(())
+    }
+
+    async fn generation(&self) -> BackendResult<String> {
+        // Lost only with the process, and a new process recounts everything at start.
+        Ok("memory".to_owned())
     }
 
     async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> BackendResult<bool> {

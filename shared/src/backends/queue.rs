@@ -55,6 +55,12 @@ pub trait Queue: Send + Sync {
     /// Commands waiting in `queue` (ready, delayed or being processed).
     async fn depth(&self, queue: &str) -> BackendResult<u64>;
 
+    /// Every command `queue` holds: ready, delayed, being processed and dead-lettered. A
+    /// process that numbers commands seeds from them as well as from the store. `None` where
+    /// the queue cannot be read without taking its messages (RabbitMQ: there the counters'
+    /// durable reservations cover every number queued).
+    async fn held_payloads(&self, queue: &str) -> BackendResult<Option<Vec<Bytes>>>;
+
     async fn ping(&self) -> BackendResult<()>;
 }
 
@@ -201,6 +207,22 @@ impl Queue for EmbeddedQueue {
             .await?
             .try_get(0)?;
         Ok(depth as u64)
+    }
+
+    async fn held_payloads(&self, queue: &str) -> BackendResult<Option<Vec<Bytes>>> {
+        let rows = sqlx::query(
+            "SELECT payload FROM queue_messages WHERE queue = ? \
+             UNION ALL SELECT payload FROM queue_dead_letters WHERE queue = ?",
+        )
+        .bind(queue)
+        .bind(queue)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let payloads = rows
+            .iter()
+            .map(|row| Ok(Bytes::from(row.try_get::<Vec<u8>, _>(0)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Some(payloads))
     }
 
     async fn ping(&self) -> BackendResult<()> {

@@ -408,6 +408,10 @@ impl Queue for RabbitQueue {
         Ok(replayed)
     }
 
+    async fn held_payloads(&self, _queue: &str) -> BackendResult<Option<Vec<Bytes>>> {
+        Ok(None)
+    }
+
     async fn depth(&self, queue: &str) -> BackendResult<u64> {
         let channel = self.publisher(Some(queue)).await?;
         let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };

@@ -1,16 +1,30 @@
-//! The Redis counters adapter: atomic INCR per key, touched sets, and a lock.
+//! The Redis counters adapter: atomic increments per key, touched sets, and a lock.
 //!
-//! Numbers must never be reused, even when Redis loses its keys (a restart without
-//! persistence, a FLUSHALL) while commands with recently issued numbers are still queued and
-//! not yet in the store. So every issued number is covered by a durable reservation in the
-//! SQL store before it is answered: when a number passes the reservation cached beside its
-//! key, the next block is reserved in the store first. A missing key is seeded by one atomic
-//! script from the larger of the store's highest number and the key's reservation, once per
-//! key in this process (single flight). A number issued just before a flush and not yet
-//! covered is thrown away: the epoch key, recreated by every seed, tells the two apart.
+//! Redis is a cache of the numbering, never its truth. Numbers must never be reused, even when
+//! Redis loses its keys (a restart without persistence, a FLUSHALL) or comes back with older
+//! ones (a restart that lost the last second of its AOF, a failover to a lagging replica, a
+//! restore from a snapshot) while commands with recently issued numbers are still queued and
+//! not yet in the store. So:
+//!
+//! - every issued number is covered by a durable reservation in the SQL store before it is
+//!   answered: when a number passes the reservation cached beside its counter, the next block
+//!   is reserved in the store first;
+//! - each counter is a hash that records the run id of the Redis server it was seeded on
+//!   (`run`) and a random id of that seeding (`seed`). Every script compares `run` with the
+//!   server's own run id (`INFO server`), which changes with every restart and differs on a
+//!   promoted replica: a counter written by another server process, however recent its data
+//!   looks, is treated as missing;
+//! - a missing counter is seeded by one atomic script from the larger of the store's highest
+//!   number and the key's durable reservation, once per key in this process (single flight),
+//!   with `floor` set to that start (numbers at or below it may or may not have been handed
+//!   out, see [`Issued`]);
+//! - a number drawn above the cached reservation is answered only if, after its block was
+//!   reserved in the store, the counter is still the same seeding on the same server; otherwise
+//!   it is thrown away and another is drawn.
 //!
 //! Requests for the same key that arrive while one is at Redis share the next round trip: one
-//! `INCRBY` by their count hands each its own number of a contiguous range (see [`Coalescer`]).
+//! `HINCRBY` by their count hands each its own number of a contiguous range (see
+//! [`Coalescer`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +35,7 @@ use redis::aio::ConnectionManager;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::counters::{Counters, Seed};
+use super::counters::{Counters, Issued, Seed};
 use super::sql::{Database, Dialect, Migration};
 use super::{BackendError, BackendResult};
 
@@ -36,31 +50,58 @@ const MIGRATIONS: &[Migration] = &[Migration {
               high BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
 }];
 
-/// Adds ARGV[1] to an existing counter; returns nil when the key is missing, else
-/// `{highest number of the range, cached reservation, epoch}`.
+/// The opening of every counter script: `run` is this server's run id, and `valid` says
+/// whether the counter hash KEYS[1] was seeded on this very server process.
+const PRELUDE: &str = r"
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local valid = redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'run') == run
+";
+
+/// Adds ARGV[1] to a valid counter; returns nil when it must be seeded, else
+/// `{highest number of the range, cached reservation, seeding id}`.
 const NEXT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
-local epoch = redis.call('GET', KEYS[3]) or ''
-return {n, reserved, epoch}
+if not valid then return false end
+local n = redis.call('HINCRBY', KEYS[1], 'n', ARGV[1])
+local fields = redis.call('HMGET', KEYS[1], 'reserved', 'seed')
+return {n, tonumber(fields[1]), fields[2]}
 ";
 
-/// Seeds a missing counter (and its cached reservation) at ARGV[1]; makes sure an epoch exists.
+/// `{last number handed out, floor}` of a valid counter, or nil when it must be seeded.
+const ISSUED: &str = r"
+if not valid then return false end
+local fields = redis.call('HMGET', KEYS[1], 'n', 'floor')
+return {tonumber(fields[1]), tonumber(fields[2])}
+";
+
+/// Seeds a counter that is missing or was written by another server process at ARGV[1], with
+/// seeding id ARGV[2]; a valid counter (another process seeded it first) is left alone.
 const SEED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[1])
-end
-redis.call('SET', KEYS[3], ARGV[2], 'NX')
+if valid then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'reserved', ARGV[1], 'floor', ARGV[1], 'run', run, 'seed', ARGV[2])
 return 1
 ";
 
-/// Raises the cached reservation to ARGV[1] unless it is higher already.
+/// Raises the cached reservation to ARGV[1] if the counter is still seeding ARGV[2] on this
+/// server; returns 0 when it is not (its numbers may be handed out again: throw them away).
 const RAISE: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if not valid or redis.call('HGET', KEYS[1], 'seed') ~= ARGV[2] then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'reserved')) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'reserved', ARGV[1])
+end
 return 1
+";
+
+/// This server's run id and the marker KEYS[1] (created with ARGV[1] when missing): the two
+/// change when the server restarts or fails over, and when its keys are flushed.
+const GENERATION: &str = r"
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local marker = redis.call('GET', KEYS[1])
+if not marker then
+  marker = ARGV[1]
+  redis.call('SET', KEYS[1], marker)
+end
+return run .. '/' .. marker
 ";
 
 /// Moves the touched set into its in-flush twin (merging with a crashed flush's leftovers)
@@ -94,7 +135,7 @@ return 0
 pub struct RedisCounters {
     redis: ConnectionManager,
     db: Database,
-    epoch_key: String,
+    generation_key: String,
     seeding: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     coalescer: Coalescer,
     scripts: Scripts,
@@ -102,8 +143,10 @@ pub struct RedisCounters {
 
 struct Scripts {
     next: redis::Script,
+    issued: redis::Script,
     seed: redis::Script,
     raise: redis::Script,
+    generation: redis::Script,
     take_touched: redis::Script,
     try_lock: redis::Script,
     unlock: redis::Script,
@@ -113,8 +156,13 @@ fn unavailable(error: redis::RedisError) -> BackendError {
     BackendError::Unavailable(format!("redis: {error}"))
 }
 
+fn counter_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}{body}"))
+}
+
 impl RedisCounters {
-    /// Connects to `url`; reservations live in `db` (migrated here). `namespace` names the epoch key.
+    /// Connects to `url`; reservations live in `db` (migrated here). `namespace` names the
+    /// generation marker.
     pub async fn connect(url: &str, db: Database, namespace: &str) -> BackendResult<Self> {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -128,13 +176,15 @@ impl RedisCounters {
         Ok(Self {
             redis,
             db,
-            epoch_key: format!("{namespace}:counters:epoch"),
+            generation_key: format!("{namespace}:counters:generation"),
             seeding: Mutex::default(),
             coalescer: Coalescer::default(),
             scripts: Scripts {
-                next: redis::Script::new(NEXT),
-                seed: redis::Script::new(SEED),
-                raise: redis::Script::new(RAISE),
+                next: counter_script(NEXT),
+                issued: counter_script(ISSUED),
+                seed: counter_script(SEED),
+                raise: counter_script(RAISE),
+                generation: redis::Script::new(GENERATION),
                 take_touched: redis::Script::new(TAKE_TOUCHED),
                 try_lock: redis::Script::new(TRY_LOCK),
                 unlock: redis::Script::new(UNLOCK),
@@ -142,10 +192,7 @@ impl RedisCounters {
         })
     }
 
-    fn reserved_key(key: &str) -> String {
-        format!("{key}:reserved")
-    }
-
+    /// The durable reservation of `key`: every number ever handed out for it is at or below.
     async fn reservation(&self, key: &str) -> BackendResult<i64> {
         let row = sqlx::query("SELECT high FROM counter_reservations WHERE name = ?")
             .bind(key)
@@ -174,17 +221,9 @@ impl RedisCounters {
     async fn next_range(&self, key: &str, seed: Seed<'_>, count: i64) -> BackendResult<i64> {
         let mut redis = self.redis.clone();
         for _ in 0..16 {
-            let issued: Option<(i64, i64, String)> = self
-                .scripts
-                .next
-                .key(key)
-                .key(Self::reserved_key(key))
-                .key(&self.epoch_key)
-                .arg(count)
-                .invoke_async(&mut redis)
-                .await
-                .map_err(unavailable)?;
-            let Some((last, reserved, epoch)) = issued else {
+            let issued: Option<(i64, i64, String)> =
+                self.scripts.next.key(key).arg(count).invoke_async(&mut redis).await.map_err(unavailable)?;
+            let Some((last, reserved, seeding)) = issued else {
                 self.seed(key, seed).await?;
                 continue;
             };
@@ -194,26 +233,26 @@ impl RedisCounters {
             }
             let high = last + RESERVATION_BLOCK;
             self.reserve(key, high).await?;
-            self.scripts
+            let still: i64 = self
+                .scripts
                 .raise
-                .key(Self::reserved_key(key))
+                .key(key)
                 .arg(high)
-                .invoke_async::<i64>(&mut redis)
+                .arg(&seeding)
+                .invoke_async(&mut redis)
                 .await
                 .map_err(unavailable)?;
-            // Redis may have lost its keys while the reservation was written: numbers from
-            // before a re-seed may be handed out again after it, so they are thrown away.
-            let current: Option<String> =
-                redis::cmd("GET").arg(&self.epoch_key).query_async(&mut redis).await.map_err(unavailable)?;
-            if current.as_deref() == Some(epoch.as_str()) {
+            if still == 1 {
                 return Ok(first);
             }
-            tracing::warn!(key, first, last, "counters were reset while numbers were reserved; drawing again");
+            // Redis restarted, failed over or lost its keys while the block was reserved: the
+            // counter was (or will be) seeded again, possibly below these numbers.
+            tracing::warn!(key, first, last, "counter was reset while its numbers were reserved; drawing again");
         }
         Err(BackendError::Unavailable("redis: counters keep being reset".into()))
     }
 
-    /// Seeds a missing key, once per key in this process.
+    /// Seeds a counter that is missing or stale, once per key in this process.
     async fn seed(&self, key: &str, seed: Seed<'_>) -> BackendResult<()> {
         let gate = {
             let mut seeding = self.seeding.lock().expect("seeding lock poisoned");
@@ -221,22 +260,26 @@ impl RedisCounters {
         };
         let _single_flight = gate.lock().await;
         let mut redis = self.redis.clone();
-        let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut redis).await.map_err(unavailable)?;
-        if !exists {
+        let valid: Option<(i64, i64)> =
+            self.scripts.issued.key(key).invoke_async(&mut redis).await.map_err(unavailable)?;
+        if valid.is_none() {
+            // The reservation is read before the script runs: a number handed out after this
+            // read is drawn from a counter seeded on this server, so the script sees it valid.
             let start = seed().await?.max(self.reservation(key).await?);
-            let epoch = format!("{:016x}", rand::random::<u64>());
-            self.scripts
+            let seeding = format!("{:016x}", rand::random::<u64>());
+            let seeded: i64 = self
+                .scripts
                 .seed
                 .key(key)
-                .key(Self::reserved_key(key))
-                .key(&self.epoch_key)
                 .arg(start)
-                .arg(epoch)
-                .invoke_async::<i64>(&mut redis)
+                .arg(seeding)
+                .invoke_async(&mut redis)
                 .await
                 .map_err(unavailable)?;
-            tracing::info!(key, start, "counter seeded from the store");
-            crate::metrics::record_counter_seed("redis");
+            if seeded == 1 {
+                tracing::info!(key, start, "counter seeded from the store and its durable reservation");
+                crate::metrics::record_counter_seed("redis");
+            }
         }
         let mut seeding = self.seeding.lock().expect("seeding lock poisoned");
         if Arc::strong_count(&gate) <= 2 {
@@ -272,12 +315,13 @@ impl Counters for RedisCounters {
         }
     }
 
-    async fn current(&self, key: &str, seed: Seed<'_>) -> BackendResult<i64> {
+    async fn issued(&self, key: &str, seed: Seed<'_>) -> BackendResult<Issued> {
         let mut redis = self.redis.clone();
         for _ in 0..4 {
-            let value: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut redis).await.map_err(unavailable)?;
-            match value {
-                Some(value) => return Ok(value),
+            let issued: Option<(i64, i64)> =
+                self.scripts.issued.key(key).invoke_async(&mut redis).await.map_err(unavailable)?;
+            match issued {
+                Some((last, floor)) => return Ok(Issued { floor, last }),
                 None => self.seed(key, seed).await?,
             }
         }
@@ -304,10 +348,29 @@ impl Counters for RedisCounters {
             .map_err(unavailable)
     }
 
-    async fn finish_touched(&self, set: &str) -> BackendResult<()> {
+    async fn finish_touched(&self, set: &str, members: &[String]) -> BackendResult<()> {
         let mut redis = self.redis.clone();
-        redis::cmd("DEL").arg(format!("{set}:in-flush")).query_async::<i64>(&mut redis).await.map_err(unavailable)?;
+        for chunk in members.chunks(1_000) {
+            redis::cmd("SREM")
+                .arg(format!("{set}:in-flush"))
+                .arg(chunk)
+                .query_async::<i64>(&mut redis)
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(())
+    }
+
+    async fn generation(&self) -> BackendResult<String> {
+        let mut redis = self.redis.clone();
+        let marker = format!("{:016x}", rand::random::<u64>());
+        self.scripts
+            .generation
+            .key(&self.generation_key)
+            .arg(marker)
+            .invoke_async(&mut redis)
+            .await
+            .map_err(unavailable)
     }
 
     async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> BackendResult<bool> {
