@@ -97,7 +97,11 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    shared::telemetry::init();
+    match cli.command {
+        None | Some(Command::Serve) => shared::telemetry::init(),
+        // Their stdout is their output.
+        Some(_) => shared::telemetry::init_on_stderr(),
+    }
     let mut config = cli.config()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -107,19 +111,20 @@ async fn main() -> anyhow::Result<()> {
             println!("chat-read listening on http://{}", listener.local_addr()?);
             chat_read::run(&config, listener, shutdown).await
         }
+        // The dead-letter tools open the queue alone: they work while the store is down.
         Command::DeadLetters { limit } => {
-            config.consumer = false;
-            let (state, _) = chat_read::connect(&config).await?;
-            for letter in state.queue.dead_letters(&state.keys.command_queue(), limit).await? {
+            let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
+            let name = chat_write::schema::Keys::new(&config.backends.namespace).command_queue();
+            for letter in queue.dead_letters(&name, limit).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
         Command::ReplayDeadLetters => {
-            config.consumer = false;
-            let (state, _) = chat_read::connect(&config).await?;
-            let replayed = state.queue.replay_dead_letters(&state.keys.command_queue()).await?;
-            println!("replayed {replayed} dead letters onto {}", state.keys.command_queue());
+            let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
+            let name = chat_write::schema::Keys::new(&config.backends.namespace).command_queue();
+            let replayed = queue.replay_dead_letters(&name).await?;
+            println!("replayed {replayed} dead letters onto {name}");
             Ok(())
         }
         Command::Reindex => {

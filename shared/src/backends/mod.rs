@@ -84,18 +84,8 @@ impl Backends {
                 Arc::new(counters::MemoryCounters::new())
             }
         };
-        let queue: Arc<dyn queue::Queue> = match &config.amqp_url {
-            Some(url) => {
-                description.push(format!("queue={}", sql::redact(url)));
-                Arc::new(rabbitmq::RabbitQueue::connect(url).await?)
-            }
-            None => {
-                let dir = data_dir(config)?;
-                description.push(format!("queue=embedded:{}", dir.join("queue.db").display()));
-                let wait = single_process.then_some(Duration::from_secs(5));
-                Arc::new(queue::EmbeddedQueue::open(&dir, wait).await?)
-            }
-        };
+        let (queue, queue_description) = open_queue(config, single_process).await?;
+        description.push(queue_description);
         Ok(Self { db, counters, queue, description: description.join(" ") })
     }
 
@@ -119,6 +109,24 @@ impl Backends {
             }),
         ]
     }
+}
+
+/// Opens the queue alone (tools that list or replay dead letters need nothing else): RabbitMQ
+/// where a URL is set, the embedded queue under the data dir otherwise. Returns it with a
+/// description for the start-up log.
+pub async fn open_queue(
+    config: &BackendConfig,
+    single_process: bool,
+) -> BackendResult<(Arc<dyn queue::Queue>, String)> {
+    Ok(match &config.amqp_url {
+        Some(url) => (Arc::new(rabbitmq::RabbitQueue::connect(url).await?), format!("queue={}", sql::redact(url))),
+        None => {
+            let dir = data_dir(config)?;
+            let description = format!("queue=embedded:{}", dir.join("queue.db").display());
+            let wait = single_process.then_some(Duration::from_secs(5));
+            (Arc::new(queue::EmbeddedQueue::open(&dir, wait).await?), description)
+        }
+    })
 }
 
 /// Opens the search index: Elasticsearch where a URL is set, tantivy under the data dir
