@@ -3,12 +3,14 @@
 //! mesh through the gateway. Also the load harness behind `chatmesh-bench`.
 //!
 //! # Layout
+//! - [`acknowledged`]: what 201s acknowledged, and the check that each reads back.
 //! - [`client`]: a small HTTP client for the chat API.
 //! - [`chat_suite`]: one async function per behaviour a client relies on.
 //! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
 //! - [`harness`]: the gateway and stub upstreams as child processes, for the gateway tests.
 //! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
 
+pub mod acknowledged;
 pub mod chat_suite;
 pub mod client;
 pub mod harness;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chatmesh_e2e::acknowledged::{AckedMessage, all_messages, read_back_messages};
 use chatmesh_e2e::split::SplitChat;
 use chatmesh_e2e::{Api, Deployment};
 use serde_json::json;
@@ -85,36 +86,13 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn all_messages(api: &Api, token: &str, chat: i64) -> HashMap<i64, String> {
-    let mut messages = HashMap::new();
-    let mut after = 0;
-    loop {
-        let page = api.get(&format!("/api/applications/{token}/chats/{chat}/messages?limit=100&after={after}")).await;
-        let items = page.body.as_array().cloned().unwrap_or_default();
-        if items.is_empty() {
-            return messages;
-        }
-        for item in items {
-            after = item["message_number"].as_i64().unwrap();
-            let previous = messages.insert(after, item["message_content"].as_str().unwrap().to_owned());
-            assert!(previous.is_none(), "message {after} listed twice");
-        }
-    }
-}
-
 /// Every acknowledged message is persisted, once, with its content.
 async fn assert_all_persisted(api: &Api, token: &str, chat: i64, acknowledged: &HashMap<i64, String>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let persisted = loop {
-        let persisted = all_messages(api, token, chat).await;
-        if acknowledged.keys().all(|n| persisted.contains_key(n)) || Instant::now() > deadline {
-            break persisted;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    for (number, content) in acknowledged {
-        assert_eq!(persisted.get(number), Some(content), "acknowledged message {number} lost or overwritten");
-    }
+    let acked: Vec<AckedMessage> = acknowledged
+        .iter()
+        .map(|(number, content)| AckedMessage { chat, number: *number, content: content.clone() })
+        .collect();
+    read_back_messages(api, token, &acked, Duration::from_secs(120)).await.assert_complete();
 }
 
 /// Every acknowledged message is found by search, by its own last word, and nothing else is.
