@@ -9,6 +9,8 @@
 //! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
 //! - [`harness`]: the gateway and stub upstreams as child processes, for the gateway tests.
 //! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
+//! - [`processes`], [`split`]: chat-write and chat-read as child processes, on the production
+//!   backends or the embedded ones.
 
 pub mod acknowledged;
 pub mod chat_suite;

@@ -19,7 +19,20 @@ impl Service {
     /// Starts `binary` with `args` and `envs`, listening on an ephemeral port, and waits for
     /// its "listening on" line.
     pub async fn start(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Service {
+        Self::spawn(binary_name, args, envs, &[]).await
+    }
+
+    /// [`Service::start`] without the backend URLs this process was given, so every port the
+    /// service opens is embedded (under `CHATMESH_DATA_DIR`).
+    pub async fn start_embedded(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Service {
+        Self::spawn(binary_name, args, envs, &shared::config::BACKEND_URL_VARS).await
+    }
+
+    async fn spawn(binary_name: &str, args: &[&str], envs: &[(&str, &str)], removed: &[&str]) -> Service {
         let mut command = Command::new(binary(binary_name));
+        for name in removed {
+            command.env_remove(name);
+        }
         command
             .args(args)
             .arg("--listen")

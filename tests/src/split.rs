@@ -1,6 +1,7 @@
 //! chat-write and chat-read as separate processes on the production backends (MySQL / MariaDB,
 //! Redis, RabbitMQ; tantivy for search): one chat-write, and chat-read's API, consumer and
-//! cron each in its own process. Each deployment has its own database and namespace.
+//! cron each in its own process. Each deployment has its own database and namespace. Also the
+//! same two services apart on the embedded backends ([`EmbeddedChat`]).
 
 use crate::processes::Service;
 
@@ -78,4 +79,53 @@ impl SplitChat {
 async fn start(env: &[(String, String)], binary: &str, args: &[&str]) -> Service {
     let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Service::start(binary, args, &envs).await
+}
+
+/// chat-write and chat-read as separate processes on the embedded backends, as `deploy/mesh`
+/// runs them with `MESH_BACKENDS=embedded`: one data dir (the SQLite store and the on-disk
+/// queue) and one namespace for both, chat-read serving the API, consuming and flushing
+/// counts, chat-write numbering with in-process counters. Each process is started (and
+/// restarted) on demand, so a test can run one side without the other.
+pub struct EmbeddedChat {
+    /// The environment every process gets.
+    pub env: Vec<(String, String)>,
+    data: tempfile::TempDir,
+}
+
+impl EmbeddedChat {
+    pub fn new() -> EmbeddedChat {
+        let data = tempfile::Builder::new().prefix("chatmesh-embedded-").tempdir().expect("temp dir");
+        let env = vec![
+            ("CHATMESH_NAMESPACE".into(), shared::testing::fresh_namespace("chat")),
+            ("CHATMESH_DATA_DIR".into(), data.path().display().to_string()),
+            ("CHATMESH_COUNT_FLUSH_SCHEDULE".into(), "* * * * * *".into()),
+        ];
+        EmbeddedChat { env, data }
+    }
+
+    /// The data dir both sides share.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// A chat-write process.
+    pub async fn start_write(&self) -> Service {
+        self.start("chat-write", &[]).await
+    }
+
+    /// A chat-read process with its API, consumer and cron.
+    pub async fn start_read(&self) -> Service {
+        self.start("chat-read", &["--api", "true", "--consumer", "true", "--cron", "true"]).await
+    }
+
+    async fn start(&self, binary: &str, args: &[&str]) -> Service {
+        let envs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Service::start_embedded(binary, args, &envs).await
+    }
+}
+
+impl Default for EmbeddedChat {
+    fn default() -> Self {
+        Self::new()
+    }
 }
