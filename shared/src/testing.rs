@@ -17,18 +17,22 @@ pub fn backend_url(var: &str, test: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            let required = std::env::var(REQUIRE_FLAG).is_ok_and(|flag| {
-                let flag = flag.trim();
-                flag == "1"
-                    || flag.eq_ignore_ascii_case("all")
-                    || flag.eq_ignore_ascii_case("true")
-                    || flag.split(',').any(|name| name.trim() == var)
-            });
-            assert!(!required, "{test}: {var} is not set and {REQUIRE_FLAG} forbids skipping it");
+            assert!(!is_required(var), "{test}: {var} is not set and {REQUIRE_FLAG} forbids skipping it");
             eprintln!("SKIPPED {test}: {var} is not set (set it to run this test against a real server)");
             None
         }
     }
+}
+
+/// Whether [`REQUIRE_FLAG`] forbids skipping the tests that need the backend of `var`.
+pub fn is_required(var: &str) -> bool {
+    std::env::var(REQUIRE_FLAG).is_ok_and(|flag| {
+        let flag = flag.trim();
+        flag == "1"
+            || flag.eq_ignore_ascii_case("all")
+            || flag.eq_ignore_ascii_case("true")
+            || flag.split(',').any(|name| name.trim() == var)
+    })
 }
 
 /// A fresh MySQL database on the server of `url`, so tests never share tables; returns its URL.

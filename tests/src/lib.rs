@@ -11,6 +11,7 @@
 //! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
 //! - [`processes`], [`split`]: chat-write and chat-read as child processes, on the production
 //!   backends or the embedded ones.
+//! - [`redis_server`]: a Redis server of a test's own, to stop, roll back and start again.
 
 pub mod acknowledged;
 pub mod chat_suite;
@@ -19,6 +20,7 @@ pub mod harness;
 pub mod load;
 pub mod mesh;
 pub mod processes;
+pub mod redis_server;
 pub mod split;
 
 pub use client::Api;
