@@ -4,6 +4,9 @@
 //!
 //! - Redis restored from an older snapshot under load, behind the gateway of the process mesh
 //!   (`deploy/mesh` on MariaDB and RabbitMQ, with a Redis of the test's own).
+//! - The embedded chat-write killed and started again while the commands it acknowledged
+//!   still wait in the queue (chat-read stopped), as `deploy/mesh` runs it with
+//!   `MESH_BACKENDS=embedded`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use chatmesh_e2e::Api;
 use chatmesh_e2e::acknowledged::{
-    AckedChat, AckedMessage, chat_numbers_handed_out_twice, message_numbers_handed_out_twice,
+    AckedChat, AckedMessage, all_messages, chat_numbers_handed_out_twice, message_numbers_handed_out_twice,
     read_back_chats, read_back_messages,
 };
 use chatmesh_e2e::mesh::{MeshBackends, MeshOptions, ProcessMesh};
 use chatmesh_e2e::redis_server::RedisServer;
+use chatmesh_e2e::split::EmbeddedChat;
 use serde_json::{Value, json};
 
 /// The stages of a fault, to say when each 201 came.
@@ -202,4 +206,59 @@ async fn redis_restored_from_an_older_snapshot_reuses_no_number_and_loses_nothin
     );
     messages_back.assert_complete();
     chats_back.assert_complete();
+}
+
+/// POSTs `count` messages one after another; each must answer 201.
+async fn post_messages(api: &Api, token: &str, chat: i64, label: &str, count: usize) -> Vec<AckedMessage> {
+    let mut acked = Vec::new();
+    for i in 0..count {
+        let content = format!("{label} {i} {label}{i}z").replace(' ', "-");
+        let reply =
+            api.post(&format!("/api/applications/{token}/chats/{chat}"), &json!({ "message_content": content })).await;
+        assert_eq!(reply.status, 201, "{label}, message {i}: {}", reply.text);
+        acked.push(AckedMessage::from_body(&reply.body).expect("a message 201"));
+    }
+    acked
+}
+
+/// The embedded chat-write numbers from in-process counters. Killed and started again while the
+/// 100 messages it acknowledged wait in the queue (chat-read is down, so none is stored), it
+/// must not number the next 100 from the store alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_chat_write_restarted_with_commands_queued_reuses_no_number() {
+    let test = "embedded_chat_write_restarted_with_commands_queued";
+    let services = EmbeddedChat::new();
+    let mut read = services.start_read().await;
+    let mut write = services.start_write().await;
+    let api = Api::split(&read.url, &write.url);
+    let token = api.create_application("queued").await;
+    let chat = api.create_chat(&token, "room").await;
+    let stored = api.get_eventually(&format!("/api/applications/{token}/chats/{chat}")).await;
+    assert_eq!(stored.status, 200, "the chat is stored before chat-read stops: {}", stored.text);
+
+    read.kill().await;
+    let mut acked = post_messages(&api, &token, chat, "before the restart", 100).await;
+    write.kill().await;
+    write = services.start_write().await;
+    let api = Api::split(&read.url, &write.url);
+    acked.extend(post_messages(&api, &token, chat, "after the restart", 100).await);
+    read = services.start_read().await;
+    let api = Api::split(&read.url, &write.url);
+
+    let reused = message_numbers_handed_out_twice(&acked);
+    let back = read_back_messages(&api, &token, &acked, Duration::from_secs(60)).await;
+    let stored = all_messages(&api, &token, chat).await.len();
+    eprintln!(
+        "{test}: {} messages acknowledged, {} numbers handed out twice, {stored} stored; {back}",
+        acked.len(),
+        reused.len()
+    );
+    assert!(
+        reused.is_empty(),
+        "{} message numbers were handed out twice, e.g. {:?}",
+        reused.len(),
+        reused.keys().take(5).collect::<Vec<_>>()
+    );
+    back.assert_complete();
+    assert_eq!(stored, 200, "exactly the acknowledged messages are stored");
 }
