@@ -7,9 +7,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chatmesh_e2e::acknowledged::{AckedMessage, message_numbers_handed_out_twice, read_back_messages};
 use chatmesh_e2e::harness::has_binary;
 use chatmesh_e2e::mesh::{MeshBackends, MeshOptions, ProcessMesh};
 use serde_json::{Value, json};
@@ -211,7 +212,8 @@ fn http_refused(url: &str) -> bool {
 
 /// Kills one of two chat-write processes (SIGKILL) under message-create load through the
 /// gateway. Only creates in flight at the kill may fail; once the gateway marks it out, no
-/// request reaches it; every 201 has its own message number.
+/// request reaches it; every 201 has its own message number and reads back through the gateway
+/// with its content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_chat_writes_under_load() {
     let test = "killing_one_of_two_chat_writes_under_load";
@@ -236,9 +238,12 @@ async fn killing_one_of_two_chat_writes_under_load() {
 
     let url = format!("{}/api/applications/{app}/chats/{chat}/messages", mesh.url);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load(8, stop.clone(), move |http, i| {
+    let sequence = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(load(8, stop.clone(), move |http, _| {
         let url = url.clone();
-        async move { http.post(url).json(&json!({ "message_content": format!("load {i}") })).send().await }
+        // Unique contents, so a message stored under another's number shows.
+        let content = format!("load {0} load{0}z", sequence.fetch_add(1, Ordering::Relaxed));
+        async move { http.post(url).json(&json!({ "message_content": content })).send().await }
     }));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -278,15 +283,20 @@ async fn killing_one_of_two_chat_writes_under_load() {
     let after = outcomes.iter().filter(|o| o.started > gone && o.status == Some(201)).count();
     assert!(after > 20, "creates went on after the kill: {after}");
 
-    let mut numbers = BTreeSet::new();
-    for outcome in outcomes.iter().filter(|o| o.status == Some(201)) {
-        let body: Value = serde_json::from_str(&outcome.body).unwrap();
-        assert!(numbers.insert(body["message_number"].as_i64().unwrap()), "a number was issued twice: {body}");
-    }
+    let acked: Vec<AckedMessage> = outcomes
+        .iter()
+        .filter(|o| o.status == Some(201))
+        .map(|o| AckedMessage::from_body(&serde_json::from_str(&o.body).unwrap()).expect("a message 201"))
+        .collect();
+    let twice = message_numbers_handed_out_twice(&acked);
+    assert!(twice.is_empty(), "numbers issued twice: {twice:?}");
+    let back = read_back_messages(&api, &app, &acked, Duration::from_secs(120)).await;
     eprintln!(
-        "{test}: {} creates, {} failed (in flight at the kill), {after} after it; noticed {:?} after the kill",
+        "{test}: {} creates, {} failed (in flight at the kill), {after} after it; noticed {:?} after the kill; {}",
         outcomes.len(),
         failed.len(),
-        noticed.unwrap().saturating_duration_since(gone)
+        noticed.unwrap().saturating_duration_since(gone),
+        if back.lost() == 0 { format!("all {} read back with their content", acked.len()) } else { back.to_string() }
     );
+    back.assert_complete();
 }
