@@ -1,5 +1,6 @@
 //! The `chatmesh` binary killed (SIGKILL) mid-stream and started again on the same data dir:
-//! every acknowledged write is still there exactly once, and numbering continues without reuse.
+//! no number was handed out twice, every acknowledged write reads back exactly once with its
+//! content, and numbering continues without reuse.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatmesh_e2e::Api;
+use chatmesh_e2e::acknowledged::{AckedMessage, message_numbers_handed_out_twice, read_back_messages};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -56,7 +58,7 @@ async fn data_survives_sigkill_and_numbering_continues() {
     let (mut server, api) = start(dir.path()).await;
     let token = api.create_application("durable").await;
     let chat = api.create_chat(&token, "room").await;
-    api.create_message(&token, chat, "the first words").await;
+    assert_eq!(api.create_message(&token, chat, "the first words").await, 1);
 
     // Writers create messages until the server dies under them.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
@@ -76,7 +78,7 @@ async fn data_survives_sigkill_and_numbering_continues() {
                         return;
                     }
                     let Ok(body) = response.json::<serde_json::Value>().await else { return };
-                    acknowledged.lock().unwrap().push(body["message_number"].as_i64().unwrap());
+                    acknowledged.lock().unwrap().push(AckedMessage::from_body(&body).expect("a message 201"));
                 }
             })
         })
@@ -84,18 +86,22 @@ async fn data_survives_sigkill_and_numbering_continues() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill().await.unwrap();
     for writer in writers {
-        writer.await.unwrap();
+        // Each request has the client's timeout: the writers end with the server.
+        tokio::time::timeout(Duration::from_secs(60), writer).await.expect("writers end").unwrap();
     }
-    let acknowledged: Vec<i64> = acknowledged.lock().unwrap().clone();
+    let mut acknowledged: Vec<AckedMessage> = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() > 20, "the writers got going before the kill: {}", acknowledged.len());
+    acknowledged.push(AckedMessage { chat, number: 1, content: "the first words".to_owned() });
+    let twice = message_numbers_handed_out_twice(&acknowledged);
+    assert!(twice.is_empty(), "numbers handed out twice: {twice:?}");
 
     let (_server, api) = start(dir.path()).await;
     let persisted = all_message_numbers(&api, &token, chat).await;
     let unique: HashSet<i64> = persisted.iter().copied().collect();
     assert_eq!(unique.len(), persisted.len(), "no message is persisted twice");
-    for number in std::iter::once(1).chain(acknowledged.iter().copied()) {
-        assert!(unique.contains(&number), "acknowledged message {number} was lost");
-    }
+    // Embedded, a 201 means stored: every one reads back at once after the restart.
+    read_back_messages(&api, &token, &acknowledged, Duration::ZERO).await.assert_complete();
+    eprintln!("sigkill: {} messages acknowledged, all read back with their content", acknowledged.len());
     let max = *persisted.iter().max().unwrap();
     let room = api.get(&format!("/api/applications/{token}/chats/{chat}")).await;
     assert_eq!(room.body["messages_count"], persisted.len(), "counts are recounted at start");
