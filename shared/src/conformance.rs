@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -191,6 +191,9 @@ pub async fn counters_suite(counters: Arc<dyn Counters>) {
     counters.ping().await.expect("ping");
 }
 
+/// How long a queue suite loop waits for the deliveries it expects before it fails.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
+
 /// The queue: every published command is delivered, an unacked one comes back, a retried one
 /// comes back later with its attempt counted, dead letters are listed and replayed.
 pub async fn queue_suite(queue: Arc<dyn Queue>) {
@@ -206,7 +209,9 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     let mut one = queue.subscribe(&name).await.unwrap();
     let mut two = queue.subscribe(&name).await.unwrap();
     let mut seen = HashSet::new();
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
     while seen.len() < 200 {
+        assert!(Instant::now() < deadline, "only {} of 200 commands delivered in {DELIVERY_DEADLINE:?}", seen.len());
         for sub in [&mut one, &mut two] {
             let batch = sub.next_batch(50, Duration::from_secs(5)).await.unwrap();
             let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
@@ -262,7 +267,9 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     }
     let mut sub = queue.subscribe(&partial).await.unwrap();
     let mut batch = Vec::new();
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
     while batch.len() < 3 {
+        assert!(Instant::now() < deadline, "only {} of 3 commands delivered in {DELIVERY_DEADLINE:?}", batch.len());
         batch.extend(sub.next_batch(3, Duration::from_secs(5)).await.unwrap());
     }
     let later: Vec<u64> = batch.iter().filter(|d| &d.payload[..] != b"first").map(|d| d.id).collect();
@@ -282,7 +289,9 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     publish_concurrently(queue.as_ref(), &together, payloads.iter()).await;
     let mut sub = queue.subscribe(&together).await.unwrap();
     let mut batch = Vec::new();
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
     while batch.len() < 64 {
+        assert!(Instant::now() < deadline, "only {} of 64 commands delivered in {DELIVERY_DEADLINE:?}", batch.len());
         let more = sub.next_batch(10, Duration::from_secs(5)).await.unwrap();
         assert!(!more.is_empty() && more.len() <= 10, "batches hold one to `max` commands");
         batch.extend(more);
@@ -298,8 +307,8 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     drop(sub);
     let mut sub = queue.subscribe(&together).await.unwrap();
     let mut again = HashMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
         let more = sub.next_batch(100, Duration::from_millis(500)).await.unwrap();
         if more.is_empty() && unsettled.iter().all(|p| again.contains_key(p)) {
             break;
@@ -308,6 +317,8 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
             again.insert(String::from_utf8(delivery.payload.to_vec()).unwrap(), delivery);
         }
     }
+    let missing: Vec<&String> = unsettled.iter().filter(|p| !again.contains_key(*p)).collect();
+    assert!(missing.is_empty(), "unsettled commands not delivered again within 15 s: {missing:?}");
     let (retried, rest): (Vec<Delivery>, Vec<Delivery>) =
         again.into_values().partition(|d| &d.payload[..] == b"together-10");
     sub.retry(retried[0].id, Duration::from_millis(200)).await.unwrap();
@@ -375,10 +386,10 @@ pub async fn search_suite(index: Arc<dyn SearchIndex>) {
 
     // Staged documents become searchable by themselves within moments; a flush makes them durable.
     index.stage(vec![doc(&scope, 8, "staged zebra")], 8).await.expect("stage");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while numbers(index.search(&scope, "zeb", 10).await.unwrap()) != [8] {
-        assert!(std::time::Instant::now() < deadline, "a staged document becomes searchable");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "a staged document becomes searchable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     index.flush().await.expect("flush");
 

@@ -135,35 +135,39 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Spawns `command` with stdout piped, waits for the line `... listening on http://ADDR` and
-/// returns ADDR; the rest of stdout is drained in the background.
+/// Spawns `command` with stdout piped, waits (up to a minute) for the line
+/// `... listening on http://ADDR` and returns ADDR; the rest of stdout is drained in the
+/// background.
 pub fn spawn_listening(name: &str, mut command: Command) -> (ChildProcess, String) {
     command.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
     let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout);
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        match lines.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                let status = child.wait();
-                panic!("{name} exited before listening: {status:?}");
-            }
-            Ok(_) => {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    break rest.trim().to_owned();
-                }
-            }
-        }
-    };
+    let (listening, address) = std::sync::mpsc::channel();
+    // A blocking read cannot time out: a thread reads, and the wait for its answer can.
     std::thread::spawn(move || {
-        let mut sink = String::new();
-        while lines.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
+        let mut lines = BufReader::new(stdout);
+        let mut line = String::new();
+        let mut found = false;
+        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if !found && let Some(rest) = line.split("listening on http://").nth(1) {
+                found = true;
+                let _ = listening.send(rest.trim().to_owned());
+            }
+            line.clear();
         }
     });
-    (ChildProcess { name: name.to_owned(), child, log: None }, addr)
+    match address.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (ChildProcess { name: name.to_owned(), child, log: None }, addr),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait();
+            panic!("{name} exited before listening: {status:?}");
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not print its listening address within a minute");
+        }
+    }
 }
 
 /// A stub upstream (`chatmesh-stub`) answering with `X-Served-By: name`.
