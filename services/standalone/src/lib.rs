@@ -37,6 +37,10 @@ pub struct Config {
     pub segments: segments::Settings,
     #[serde(flatten)]
     pub backends: BackendConfig,
+    /// What a client may take: head and body deadlines, head size, connection cap
+    /// (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             segments_max_body_bytes: 1024 * 1024,
             segments: segments::Settings::default(),
             backends: BackendConfig::default(),
+            http: shared::http::ServeLimits::default(),
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct Server {
     read: ChatRead,
     events: events::Embedded,
     count_flush_schedule: String,
+    http: shared::http::ServeLimits,
 }
 
 /// Connects, migrates and recovers; returns the server ready to serve.
@@ -103,7 +109,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .layer(DefaultBodyLimit::max(config.segments_max_body_bytes));
 
     let router = router(write, read.clone(), events.router(), segments, &backends, config.max_body_bytes);
-    Ok(Server { router, consumer, read, events, count_flush_schedule: config.count_flush_schedule.clone() })
+    Ok(Server {
+        router,
+        consumer,
+        read,
+        events,
+        count_flush_schedule: config.count_flush_schedule.clone(),
+        http: config.http.clone(),
+    })
 }
 
 /// Every route of every service, with health, fallbacks and the body limit.
@@ -152,7 +165,7 @@ impl Server {
         let consumer = tokio::spawn(self.consumer.run(shutdown.clone()));
         let cron = tokio::spawn(chat_read::counts::run(self.read.clone(), self.count_flush_schedule, shutdown.clone()));
         let events = tokio::spawn(self.events.run(shutdown.clone()));
-        shared::http::serve(listener, self.router, shutdown).await?;
+        shared::http::serve_with_limits(listener, self.router, shutdown, &self.http).await?;
         consumer.await?;
         cron.await??;
         events.await??;
