@@ -59,10 +59,9 @@ async fn trickle(
             next_byte += every;
         }
         let wait = next_byte.saturating_duration_since(Instant::now()).min(give_up.saturating_sub(started.elapsed()));
-        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            // An answer (a 400) before the close: keep reading until the close.
-            Ok(Ok(_)) | Err(_) => {}
+        // An answer (a 400) may come before the close: keep reading until the close.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            return Some(started.elapsed());
         }
     }
     None
