@@ -585,6 +585,23 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn limits_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(ServeLimits::from_env(), ServeLimits::default());
+            jail.set_env("CHATMESH_HTTP_HEAD_TIMEOUT_MS", "1234");
+            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "7");
+            jail.set_env("CHATMESH_LISTEN", "not a limit");
+            let limits = ServeLimits::from_env();
+            assert_eq!((limits.head_timeout(), limits.http_max_connections), (Duration::from_millis(1234), 7));
+            assert_eq!(limits.http_body_timeout_ms, ServeLimits::default().http_body_timeout_ms);
+            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "many");
+            assert_eq!(ServeLimits::from_env(), ServeLimits::default(), "a typo keeps the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn json_content_types() {
         let mut headers = HeaderMap::new();
         assert!(!is_json_content_type(&headers));
