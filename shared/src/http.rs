@@ -414,7 +414,8 @@ pub async fn serve_with_limits(
     shutdown: Shutdown,
     limits: &ServeLimits,
 ) -> std::io::Result<()> {
-    let max_connections = limits.http_max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    // acquire_many below takes a u32.
+    let max_connections = limits.http_max_connections.clamp(1, u32::MAX as usize);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (closing, closing_seen) = tokio::sync::watch::channel(());
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -466,7 +467,7 @@ pub async fn serve_with_limits(
     drop(listener);
     let _ = closing.send(());
     // Every connection holds a permit until it is done: all of them back means none is left.
-    let _all_closed = permits.acquire_many(max_connections as u32).await;
+    let _all_closed = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
     Ok(())
 }
 
