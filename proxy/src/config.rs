@@ -64,6 +64,16 @@ pub struct ServerSettings {
     pub write_timeout_ms: u64,
     /// How long an idle upstream connection stays in the keep-alive pool.
     pub upstream_idle_timeout_ms: u64,
+    /// A client's request head must be complete within this (from the accept on a new
+    /// connection, from its first byte on a kept-alive one), or it gets a 408 and a close.
+    pub head_timeout_ms: u64,
+    /// A larger request head gets a 431 and a close.
+    pub max_head_bytes: usize,
+    /// A client's whole request body must arrive within this from the end of its head, however
+    /// steadily it trickles, or the request fails (408) and the connection closes.
+    pub body_timeout_ms: u64,
+    /// Client connections served at once; past it a new one is closed at once (start only).
+    pub max_connections: usize,
     /// One log line per request (target `access`).
     pub access_log: bool,
     /// Plain HTTP/1.1 requests (no chunked or large body, no upgrade) are relayed by the
@@ -90,6 +100,10 @@ impl Default for ServerSettings {
             read_timeout_ms: 30_000,
             write_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 15_000,
+            head_timeout_ms: 30_000,
+            max_head_bytes: 64 * 1024,
+            body_timeout_ms: 60_000,
+            max_connections: 4096,
             access_log: true,
             express: true,
         }
@@ -108,6 +122,12 @@ impl ServerSettings {
     }
     pub fn upstream_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_idle_timeout_ms)
+    }
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_millis(self.head_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -216,6 +236,12 @@ impl GatewayConfig {
         }
         if self.server.threads == 0 {
             bail!("server.threads must be at least 1");
+        }
+        if self.server.max_connections == 0 || self.server.head_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
+            bail!("server.max_connections, head_timeout_ms and body_timeout_ms must be at least 1");
+        }
+        if self.server.max_head_bytes < 1024 {
+            bail!("server.max_head_bytes must be at least 1024");
         }
         if self.health_check.interval_ms == 0 || self.health_check.timeout_ms == 0 {
             bail!("health_check.interval_ms and timeout_ms must be positive");

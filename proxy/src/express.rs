@@ -18,6 +18,11 @@
 //! way: routing, round robin over healthy upstreams, the stale-connection check before a
 //! request that is never sent twice, one retry of an idempotent request, JSON errors, the
 //! access line and metrics.
+//!
+//! Every request head, whichever lane takes it, is read here first, within the limits that keep
+//! a client from holding the gateway ([`read_head`]): complete within `head_timeout_ms` and at
+//! most `max_head_bytes` (408 or 431 and a close past them). pingora-proxy then parses it from
+//! the bytes already read.
 
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -41,8 +46,10 @@ use crate::metrics::InFlight;
 use crate::pool::{Pool, Upstream};
 use crate::proxy::{self, Finished, GatewayProxy, REQUEST_ID};
 
-/// A request head larger than this goes to pingora-proxy.
+/// A request head larger than this goes to pingora-proxy; the longest response head read.
 const MAX_HEAD: usize = 16 * 1024;
+/// Headers counted when telling where a head ends: pingora-proxy's own limit (more is its 400).
+const MAX_PARSED_HEADERS: usize = 256;
 /// Request bodies the express lane reads whole before relaying; larger ones stream through
 /// pingora-proxy.
 const MAX_EXPRESS_BODY: usize = 256 * 1024;
@@ -55,24 +62,43 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct Front {
     pub gateway: Arc<Gateway>,
     pub proxy: Arc<HttpProxy<GatewayProxy>>,
+    /// One permit per connection served (`max_connections`): past the cap a new connection is
+    /// closed at once, so the ones being served keep their latency.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
 impl ServerApp for Front {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
+            tracing::debug!("connection cap reached, closing a new connection");
+            return None;
+        };
         let client_ip = stream
             .get_socket_digest()
             .and_then(|digest| digest.peer_addr().and_then(|addr| addr.as_inet()).map(|addr| addr.ip().to_string()));
         let mut conn = Connection { buf: BytesMut::with_capacity(4096), out: Vec::with_capacity(1024), client_ip };
         let mut shutdown = shutdown.clone();
+        // A new connection's head is timed from the accept, a kept-alive one's from its first byte.
+        let mut head_started = Some(Instant::now());
         loop {
-            match conn.next_request(&mut stream, &mut shutdown).await {
+            let table = self.gateway.table();
+            let wait = head_started.map_or(KEEPALIVE, |_| table.server.head_timeout());
+            match conn.next_request(&mut stream, &mut shutdown, wait).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return None,
             }
-            let table = self.gateway.table();
+            let deadline = head_started.take().unwrap_or_else(Instant::now) + table.server.head_timeout();
+            let head_len = match read_head(&mut stream, &mut conn.buf, deadline, table.server.max_head_bytes).await {
+                Head::Complete(len) => len,
+                Head::Refused(status, code, message) => {
+                    refuse(&mut stream, &mut conn.out, status, code, message, &table.server).await;
+                    return None;
+                }
+                Head::Closed => return None,
+            };
             if table.server.express {
-                match self.express(&mut stream, &mut conn, &table, &shutdown).await {
+                match self.express(&mut stream, &mut conn, head_len, &table, &shutdown).await {
                     Next::KeepAlive => continue,
                     Next::Close => return None,
                     Next::Pingora => {}
@@ -110,9 +136,14 @@ struct Connection {
 }
 
 impl Connection {
-    /// Waits for the next request's first bytes. `false`: the client closed, went idle past
-    /// the keep-alive time, or the gateway is shutting down.
-    async fn next_request(&mut self, stream: &mut Stream, shutdown: &mut ShutdownWatch) -> io::Result<bool> {
+    /// Waits up to `wait` for the next request's first bytes. `false`: the client closed, stayed
+    /// silent that long, or the gateway is shutting down.
+    async fn next_request(
+        &mut self,
+        stream: &mut Stream,
+        shutdown: &mut ShutdownWatch,
+        wait: Duration,
+    ) -> io::Result<bool> {
         if !self.buf.is_empty() {
             return Ok(true);
         }
@@ -120,26 +151,109 @@ impl Connection {
             return Ok(false);
         }
         tokio::select! {
-            read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut self.buf)) => Ok(matches!(read, Ok(Ok(n)) if n > 0)),
+            read = tokio::time::timeout(wait, stream.read_buf(&mut self.buf)) => Ok(matches!(read, Ok(Ok(n)) if n > 0)),
             _ = shutdown.changed() => Ok(false),
         }
     }
+}
 
-    /// Reads until the buffer holds a whole request head; its length, or `None` when it is
-    /// larger than [`MAX_HEAD`] or its lines end in a bare LF (pingora-proxy parses those).
-    async fn read_head(&mut self, stream: &mut Stream, timeout: Duration) -> io::Result<Option<usize>> {
-        let mut searched = 0;
-        loop {
-            if let Some(end) = find_head_end(&self.buf, searched) {
-                return Ok(Some(end));
-            }
-            if self.buf.len() > MAX_HEAD || self.buf[searched..].windows(2).any(|w| w == b"\n\n") {
-                return Ok(None);
-            }
-            searched = self.buf.len().saturating_sub(3);
-            read_more(stream, &mut self.buf, timeout).await?;
+/// How reading a request head ended.
+enum Head {
+    /// The head is the buffer's first bytes, this many.
+    Complete(usize),
+    /// Answered with this status, code and message, then the connection closes.
+    Refused(u16, &'static str, &'static str),
+    /// The client closed or the connection failed.
+    Closed,
+}
+
+/// Reads until `buf` holds a whole request head (where httparse, as pingora-proxy, says it
+/// ends: bare LF line endings included), until `deadline`, and at most `max_bytes` of it. A
+/// head httparse rejects counts as complete once its blank line is in: pingora-proxy answers it.
+async fn read_head(stream: &mut Stream, buf: &mut BytesMut, deadline: Instant, max_bytes: usize) -> Head {
+    let mut searched = 0;
+    loop {
+        match head_state(buf, searched, max_bytes) {
+            HeadState::Complete(len) => return Head::Complete(len),
+            HeadState::TooLarge => return Head::Refused(431, HEAD_TOO_LARGE.0, HEAD_TOO_LARGE.1),
+            HeadState::Incomplete => {}
+        }
+        searched = buf.len().saturating_sub(2);
+        match tokio::time::timeout_at(deadline.into(), stream.read_buf(buf)).await {
+            Ok(Ok(0) | Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {}
+            Err(_) => return Head::Refused(408, "REQUEST_TIMEOUT", "the request head did not arrive in time"),
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HeadState {
+    /// The head is the first this many bytes.
+    Complete(usize),
+    TooLarge,
+    Incomplete,
+}
+
+/// Whether `buf` starts with a whole request head, looking for its blank line from `searched`
+/// on (everything before was searched already).
+fn head_state(buf: &[u8], searched: usize, max_bytes: usize) -> HeadState {
+    if let Some(blank_line) = find_blank_line(buf, searched) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
+        let end = match httparse::Request::new(&mut headers).parse(buf) {
+            Ok(httparse::Status::Complete(len)) => Some(len),
+            // A blank line inside a value's continuation: read on.
+            Ok(httparse::Status::Partial) => None,
+            Err(_) => Some(blank_line),
+        };
+        match end {
+            Some(len) if len > max_bytes => return HeadState::TooLarge,
+            Some(len) => return HeadState::Complete(len),
+            None => {}
+        }
+    }
+    if buf.len() > max_bytes { HeadState::TooLarge } else { HeadState::Incomplete }
+}
+
+const HEAD_TOO_LARGE: (&str, &str) = ("HEADERS_TOO_LARGE", "the request head is over the size limit");
+
+/// Just past the first blank line (`\n\n` or `\n\r\n`) from `from` on: where a head ends at the
+/// earliest.
+fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(buf.len());
+    buf[from..].iter().enumerate().find_map(|(at, &byte)| {
+        let at = from + at;
+        if byte != b'\n' {
+            return None;
+        }
+        match (buf.get(at + 1), buf.get(at + 2)) {
+            (Some(b'\n'), _) => Some(at + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(at + 3),
+            _ => None,
+        }
+    })
+}
+
+/// Answers a request the gateway will not read (a head too slow or too large) and lets the
+/// connection close.
+async fn refuse(
+    stream: &mut Stream,
+    out: &mut Vec<u8>,
+    status: u16,
+    code: &str,
+    message: &str,
+    settings: &crate::config::ServerSettings,
+) {
+    use std::io::Write as _;
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _client_gone = write_timed(stream, out, settings.write_timeout().min(Duration::from_secs(1))).await;
 }
 
 /// A plain request, as the express lane relays it.
@@ -157,15 +271,15 @@ impl Front {
         self: &Arc<Self>,
         stream: &mut Stream,
         conn: &mut Connection,
+        head_len: usize,
         table: &Arc<Table>,
         shutdown: &ShutdownWatch,
     ) -> Next {
         let started = Instant::now();
-        let head_len = match conn.read_head(stream, table.server.read_timeout()).await {
-            Ok(Some(len)) => len,
-            Ok(None) => return Next::Pingora,
-            Err(_) => return Next::Close,
-        };
+        // Heads with bare LF line endings are pingora-proxy's to parse; so are large ones.
+        if head_len > MAX_HEAD || has_bare_lf(&conn.buf[..head_len]) {
+            return Next::Pingora;
+        }
         // The head apart from the rest of the buffer (no copy), so the body can be read on
         // while the parsed head is in use; put back in front if pingora-proxy takes over.
         let mut head = conn.buf.split_to(head_len);
@@ -207,9 +321,19 @@ impl Front {
         let Some(pool) = table.routes.find(&plain.method, plain.path).map(|index| &table.pools[index]) else {
             return Next::Pingora;
         };
+        // However steadily it trickles, the body must be whole by its deadline.
+        let body_deadline = tokio::time::Instant::now() + settings.body_timeout();
         while conn.buf.len() < plain.body_len {
-            if read_more(stream, &mut conn.buf, settings.read_timeout()).await.is_err() {
-                return Next::Close;
+            match tokio::time::timeout_at(body_deadline, read_more(stream, &mut conn.buf, settings.read_timeout()))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Next::Close,
+                Err(_) => {
+                    let message = "the request body did not arrive in time";
+                    refuse(stream, &mut conn.out, 408, "REQUEST_TIMEOUT", message, settings).await;
+                    return Next::Close;
+                }
             }
         }
         // The request is whole in memory: until something has been sent upstream it can
@@ -798,6 +922,11 @@ async fn read_more(stream: &mut Stream, buf: &mut BytesMut, timeout: Duration) -
     }
 }
 
+/// Whether a line of `head` ends in LF alone.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter().enumerate().any(|(at, &byte)| byte == b'\n' && (at == 0 || head[at - 1] != b'\r'))
+}
+
 /// The end of the head (just past its blank line), looking from `from` on.
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     buf.get(from..)?.windows(4).position(|w| w == b"\r\n\r\n").map(|at| from + at + 4)
@@ -916,6 +1045,149 @@ mod tests {
         let mut scanner = ChunkScanner::default();
         assert_eq!(scanner.feed(b"a\r\n0123"), Ok(7));
         assert!(!scanner.is_done(), "six data bytes still to come");
+    }
+
+    /// A request head made of pieces chosen to probe framing: valid lines, bare CR or LF, obs-fold,
+    /// spaces around names, duplicate or conflicting length headers, NULs, random bytes; maybe
+    /// unterminated, maybe followed by a body or a second request.
+    fn random_request(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+        use rand::Rng;
+        use rand::seq::IndexedRandom;
+        const LINES: &[&[u8]] = &[
+            b"GET / HTTP/1.1",
+            b"POST /api/applications HTTP/1.1",
+            b"PUT /api/applications/t?x=1 HTTP/1.1",
+            b"GET  / HTTP/1.1",
+            b"GET / HTTP/1.0",
+            b"GET /a\x00b HTTP/1.1",
+            b"GET http://h/ HTTP/1.1",
+            b"",
+        ];
+        const HEADERS: &[&[u8]] = &[
+            b"Host: t",
+            b"Content-Length: 5",
+            b"Content-Length: 0",
+            b"Content-Length: 12",
+            b"Content-Length:  7 ",
+            b"Content-Length: +5",
+            b"Content-Length: -1",
+            b"Content-Length: 5, 5",
+            b"Content-Length: 99999999999999999999999",
+            b"Content-Length : 5",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: chunked, identity",
+            b"Transfer Encoding: chunked",
+            b"Connection: close",
+            b"Connection: keep-alive",
+            b"Expect: 100-continue",
+            b"X-Request-Id: abc",
+            b"X-A: b",
+            b" folded continuation",
+            b"\tfolded continuation",
+            b"X-Nul: a\x00b",
+            b"X-Cr: a\rb",
+            b":no-name",
+            b"X-Empty:",
+        ];
+        const ENDINGS: &[&[u8]] = &[b"\r\n", b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n"];
+        let mut out = Vec::new();
+        for _ in 0..rng.random_range(0..2) {
+            out.extend_from_slice(ENDINGS.choose(rng).unwrap());
+        }
+        out.extend_from_slice(LINES.choose(rng).unwrap());
+        out.extend_from_slice(ENDINGS.choose(rng).unwrap());
+        for _ in 0..rng.random_range(0..6) {
+            if rng.random_range(0..8) == 0 {
+                let len = rng.random_range(1..12);
+                out.extend((0..len).map(|_| rng.random::<u8>()));
+            } else {
+                out.extend_from_slice(HEADERS.choose(rng).unwrap());
+            }
+            out.extend_from_slice(ENDINGS.choose(rng).unwrap());
+        }
+        if rng.random_range(0..6) != 0 {
+            out.extend_from_slice(ENDINGS.choose(rng).unwrap());
+        }
+        let len = rng.random_range(0..20);
+        out.extend((0..len).map(|_| *b"0123456789\r\nGET / HTTP/1.1".choose(rng).unwrap()));
+        out
+    }
+
+    /// The express lane and httparse agree on where a request ends, however its bytes arrive:
+    /// the head ends where httparse says (and not before all of it is in), and a request the
+    /// express lane relays has exactly one Content-Length, digits only, and no Transfer-Encoding,
+    /// so its body ends where any HTTP/1.1 parser puts it.
+    #[test]
+    fn the_express_lane_and_httparse_agree_on_where_requests_end() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_2026);
+        let settings = crate::config::ServerSettings::default();
+        let max = 64 * 1024;
+        let (mut complete, mut relayed) = (0, 0);
+        for case in 0..20_000 {
+            let request = random_request(&mut rng);
+            let shown = String::from_utf8_lossy(&request).into_owned();
+            // Fed in random pieces, as read_head sees them.
+            let mut fed = 0;
+            let mut searched = 0;
+            let state = loop {
+                fed = (fed + rng.random_range(1..8)).min(request.len());
+                let prefix = &request[..fed];
+                let state = head_state(prefix, searched, max);
+                let mut headers = [httparse::EMPTY_HEADER; MAX_PARSED_HEADERS];
+                match httparse::Request::new(&mut headers).parse(prefix) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        assert_eq!(state, HeadState::Complete(len), "case {case}, {fed} bytes in: {shown:?}")
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        assert_eq!(state, HeadState::Incomplete, "case {case}, {fed} bytes in: {shown:?}")
+                    }
+                    Err(_) => {}
+                }
+                if state != HeadState::Incomplete || fed == request.len() {
+                    break state;
+                }
+                searched = fed.saturating_sub(2);
+            };
+            let HeadState::Complete(head_len) = state else { continue };
+            complete += 1;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            let Ok(httparse::Status::Complete(len)) = parsed.parse(&request[..head_len]) else { continue };
+            assert_eq!(len, head_len, "{shown:?}");
+            let Some(plain) = classify(&parsed, &settings) else { continue };
+            if has_bare_lf(&request[..head_len]) {
+                continue;
+            }
+            relayed += 1;
+            let named = |name: &'static str| parsed.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
+            assert_eq!(named("transfer-encoding").count(), 0, "{shown:?}");
+            let lengths: Vec<&[u8]> = named("content-length").map(|h| h.value).collect();
+            let expected = match lengths.as_slice() {
+                [] => 0,
+                [value] => {
+                    let text = std::str::from_utf8(value).unwrap().trim_matches([' ', '\t']);
+                    assert!(!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()), "{shown:?}");
+                    text.parse().unwrap()
+                }
+                more => panic!("{} Content-Lengths relayed: {shown:?}", more.len()),
+            };
+            assert_eq!(plain.body_len, expected, "{shown:?}");
+        }
+        assert!(complete > 5_000 && relayed > 200, "the generator reaches every branch: {complete} {relayed}");
+    }
+
+    #[test]
+    fn heads_too_large_or_incomplete() {
+        assert_eq!(head_state(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nbody", 0, 1024), HeadState::Complete(27));
+        assert_eq!(head_state(b"GET / HTTP/1.1\nHost: t\n\n", 0, 1024), HeadState::Complete(24));
+        assert_eq!(head_state(b"\r\nGET / HTTP/1.1\r\n\r\n", 0, 1024), HeadState::Complete(20));
+        assert_eq!(head_state(b"GET / HTTP/1.1\r\nHost: t\r\n", 0, 1024), HeadState::Incomplete);
+        assert_eq!(head_state(&[b'a'; 2000], 0, 1024), HeadState::TooLarge);
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend_from_slice(&[b'a'; 2000]);
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(head_state(&big, 0, 1024), HeadState::TooLarge);
     }
 
     #[test]

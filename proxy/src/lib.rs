@@ -70,7 +70,11 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
 
     let pingora_proxy =
         pingora_proxy::http_proxy(&server.configuration, proxy::GatewayProxy { gateway: gateway.clone() });
-    let front = express::Front { gateway: gateway.clone(), proxy: Arc::new(pingora_proxy) };
+    let front = express::Front {
+        gateway: gateway.clone(),
+        proxy: Arc::new(pingora_proxy),
+        connections: Arc::new(tokio::sync::Semaphore::new(server_settings.max_connections)),
+    };
     let mut proxy = Service::new("proxy".to_owned(), front);
     proxy.add_tcp(&server_settings.listen);
     proxy.threads = Some(server_settings.threads);

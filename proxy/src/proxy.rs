@@ -47,6 +47,8 @@ pub struct RequestCtx {
     /// The retry may go to the upstream already tried (a stale keep-alive connection).
     retry_same: bool,
     body_bytes: usize,
+    /// When the request body must be whole (`body_timeout_ms` after the head).
+    body_deadline: Option<Instant>,
     _in_flight: InFlight,
 }
 
@@ -65,6 +67,7 @@ impl ProxyHttp for GatewayProxy {
             resent: false,
             retry_same: false,
             body_bytes: 0,
+            body_deadline: None,
             _in_flight: InFlight::new(&self.gateway.metrics),
         }
     }
@@ -130,17 +133,24 @@ impl ProxyHttp for GatewayProxy {
             respond(session, ctx, 413, error_body("PAYLOAD_TOO_LARGE", &message), keepalive).await?;
             return Ok(true);
         }
+        // pingora's read timeout is per read: a body trickling a byte at a time would never
+        // trip it. Each read gets what is left of the body's deadline (see request_body_filter).
+        let body_timeout = table.server.body_timeout();
+        ctx.body_deadline = Some(Instant::now() + body_timeout);
+        let downstream = session.as_downstream_mut();
+        downstream.set_read_timeout(Some(body_timeout));
+        downstream.set_total_drain_timeout(Some(body_timeout));
         ctx.pool = Some(pool);
         ctx.table = Some(table);
         Ok(false)
     }
 
-    /// Enforces the limit on bodies without a Content-Length (chunked).
+    /// Enforces the limit on bodies without a Content-Length (chunked), and the body's deadline.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(chunk), Some(table)) = (body.as_ref(), ctx.table.as_ref()) {
@@ -148,6 +158,13 @@ impl ProxyHttp for GatewayProxy {
             if ctx.body_bytes > table.server.max_body_bytes {
                 return Err(Error::explain(ErrorType::HTTPStatus(413), "request body is over the limit"));
             }
+        }
+        if let (false, Some(deadline)) = (end_of_stream, ctx.body_deadline) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::explain(ErrorType::HTTPStatus(408), "the request body did not arrive in time"));
+            }
+            session.as_downstream_mut().set_read_timeout(Some(left));
         }
         Ok(())
     }
@@ -383,6 +400,11 @@ fn classify(e: &Error) -> (u16, &'static str, String) {
     let detail = e.context.as_ref().map_or_else(|| e.etype().as_str().to_owned(), ToString::to_string);
     match e.etype() {
         ErrorType::HTTPStatus(413) => (413, "PAYLOAD_TOO_LARGE", detail),
+        ErrorType::HTTPStatus(408) => (408, "REQUEST_TIMEOUT", detail),
+        // The client's body, not the upstream, ran past its deadline.
+        ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+            (408, "REQUEST_TIMEOUT", "the request body did not arrive in time".to_owned())
+        }
         ErrorType::HTTPStatus(503) => (503, "SERVICE_UNAVAILABLE", detail),
         ErrorType::HTTPStatus(status @ 400..=499) => (*status, "BAD_REQUEST", detail),
         ErrorType::HTTPStatus(status) => (*status, "BAD_GATEWAY", detail),

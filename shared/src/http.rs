@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by every service: extractors that answer bad input with the JSON error
-//! body (never a 500), the JSON 404 / 405 fallbacks, and `serve` with graceful shutdown.
+//! body (never a 500), the JSON 404 / 405 fallbacks, and `serve` with graceful shutdown and the
+//! limits that keep a slow client from holding the server ([`ServeLimits`]).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -8,7 +9,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::error::{ApiError, ErrorCode};
@@ -107,10 +110,24 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body is over the size limit")
+        } else if let Some(timed_out) = find_source::<BodyTimedOut>(&rejection) {
+            ApiError::bad_request(timed_out.to_string())
         } else {
             ApiError::bad_request(format!("could not read the request body: {rejection}"))
         }
     })
+}
+
+/// The first error of type `E` in the chain of `error`'s sources.
+fn find_source<'a, E: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = error.source();
+    }
+    None
 }
 
 /// Largest unread body read and discarded before a response (a 413, a 401, ...); a larger one
@@ -172,12 +189,52 @@ impl Drop for Reclaimable {
     }
 }
 
-/// Parses JSON with the 400 / 422 split of [`JsonBody`].
+/// Deepest nesting of arrays and objects a JSON body may have (serde_json's own limit when it
+/// builds values; it skips ignored fields without one).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Parses JSON with the 400 / 422 split of [`JsonBody`]. A body that is not UTF-8 or nests
+/// deeper than [`MAX_JSON_DEPTH`] is a 400 even where the bad part is in a field the target
+/// ignores (serde_json skips ignored strings without checking their UTF-8).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|error| ApiError::bad_request(format!("malformed JSON: the body is not UTF-8 ({error})")))?;
+    if json_depth_exceeds(text.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(ApiError::bad_request(format!("malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")));
+    }
+    serde_json::from_str(text).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ApiError::validation(error.to_string()),
         _ => ApiError::bad_request(format!("malformed JSON: {error}")),
     })
+}
+
+/// Whether arrays and objects in `json` nest deeper than `limit` (brackets inside strings do
+/// not count). One pass, no allocation.
+pub fn json_depth_exceeds(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// True for `application/json` and any `+json` media type.
@@ -282,9 +339,205 @@ pub fn served_by(router: Router, service: &'static str) -> Router {
     }))
 }
 
-/// Serves `router` on `listener` until `shutdown`, then finishes in-flight requests.
+/// How long and how much a client may take, so that no client can hold a server: a slow or
+/// silent client is cut off, and past the connection cap new connections wait in the kernel's
+/// accept backlog while the ones being served keep their latency. Env: `CHATMESH_HTTP_*`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeLimits {
+    /// A request head must be complete within this, from the moment the server waits for it:
+    /// a new connection that sends nothing and an idle keep-alive connection are closed
+    /// after it too.
+    pub http_head_timeout_ms: u64,
+    /// A larger request head (request line and headers) is answered 431 and the connection
+    /// closed.
+    pub http_max_head_bytes: usize,
+    /// The whole request body must arrive within this, from the end of its head, however
+    /// steadily it trickles; past it the request fails with a 400 and the connection closes.
+    pub http_body_timeout_ms: u64,
+    /// Connections served at once by the process.
+    pub http_max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            http_head_timeout_ms: 30_000,
+            http_max_head_bytes: 64 * 1024,
+            http_body_timeout_ms: 60_000,
+            http_max_connections: 4096,
+        }
+    }
+}
+
+impl ServeLimits {
+    /// The defaults, then `CHATMESH_HTTP_*` from the environment; a value that does not parse
+    /// is reported and the default kept, so a typo cannot stop a service.
+    pub fn from_env() -> Self {
+        figment::Figment::from(figment::providers::Serialized::defaults(Self::default()))
+            .merge(figment::providers::Env::prefixed("CHATMESH_").only(&[
+                "http_head_timeout_ms",
+                "http_max_head_bytes",
+                "http_body_timeout_ms",
+                "http_max_connections",
+            ]))
+            .extract()
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "invalid CHATMESH_HTTP_* setting, using the defaults");
+                Self::default()
+            })
+    }
+
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_head_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms)
+    }
+}
+
+/// Serves `router` on `listener` with the limits of the environment ([`ServeLimits::from_env`])
+/// until `shutdown`, then finishes in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.wait()).await
+    serve_with_limits(listener, router, shutdown, &ServeLimits::from_env()).await
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`; then stops accepting, closes
+/// idle connections and waits for the in-flight ones.
+///
+/// hyper's HTTP/1 connection directly rather than `axum::serve`, which sets no timer (so no
+/// head timeout) and no head size limit, and accepts without bound.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    limits: &ServeLimits,
+) -> std::io::Result<()> {
+    // acquire_many below takes a u32.
+    let max_connections = limits.http_max_connections.clamp(1, u32::MAX as usize);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let (closing, closing_seen) = tokio::sync::watch::channel(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.head_timeout())
+        .max_header_size(limits.http_max_head_bytes);
+    let body_timeout = limits.body_timeout();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        // The permit is taken before accepting: over the cap, connections wait in the
+        // kernel's backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    pause_after_accept_error(error).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let request = if http_body::Body::is_end_stream(request.body()) {
+                request.map(axum::body::Body::new)
+            } else {
+                request.map(|body| axum::body::Body::new(TimedBody::new(body, body_timeout)))
+            };
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
+        let mut closing_seen = closing_seen.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = closing_seen.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = closing.send(());
+    // Every connection holds a permit until it is done: all of them back means none is left.
+    let _all_closed = permits.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX)).await;
+    Ok(())
+}
+
+/// An accept error is about one connection (reset before it was accepted) or the process (out
+/// of file descriptors): the loop goes on, after a pause in the second case so it does not spin.
+async fn pause_after_accept_error(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        tracing::warn!(%error, "accept failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A request body that fails once its deadline passes, however steadily bytes still trickle in
+/// (hyper's timeouts cover only the head).
+struct TimedBody {
+    inner: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    timed_out: bool,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+        Self { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout, timed_out: false }
+    }
+}
+
+/// The error a request body past its deadline ends with.
+#[derive(Debug)]
+pub struct BodyTimedOut(Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body did not arrive within {} ms", self.0.as_millis())
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.timed_out {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.timed_out = true;
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.timeout)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.timed_out || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +586,23 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
+    fn limits_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(ServeLimits::from_env(), ServeLimits::default());
+            jail.set_env("CHATMESH_HTTP_HEAD_TIMEOUT_MS", "1234");
+            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "7");
+            jail.set_env("CHATMESH_LISTEN", "not a limit");
+            let limits = ServeLimits::from_env();
+            assert_eq!((limits.head_timeout(), limits.http_max_connections), (Duration::from_millis(1234), 7));
+            assert_eq!(limits.http_body_timeout_ms, ServeLimits::default().http_body_timeout_ms);
+            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "many");
+            assert_eq!(ServeLimits::from_env(), ServeLimits::default(), "a typo keeps the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn json_content_types() {
         let mut headers = HeaderMap::new();
         assert!(!is_json_content_type(&headers));
@@ -359,5 +629,21 @@ mod tests {
         assert_eq!(parse_json::<Body>(b"{").unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(parse_json::<Body>(b"{\"name\": 5}").unwrap_err().code, ErrorCode::ValidationFailed);
         assert_eq!(parse_json::<Body>(b"{}").unwrap_err().code, ErrorCode::ValidationFailed);
+    }
+
+    #[test]
+    fn bad_utf8_and_deep_nesting_are_400_even_in_ignored_fields() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            name: Option<String>,
+        }
+        let deep = format!("{{\"other\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
+        assert_eq!(parse_json::<Body>(deep.as_bytes()).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(parse_json::<Body>(b"{\"other\":\"\xed\xa0\x80\"}").unwrap_err().code, ErrorCode::BadRequest);
+        let shallow = format!("{{\"other\":{}{}, \"name\":\"[[[{{\"}}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(parse_json::<Body>(shallow.as_bytes()).unwrap().name.as_deref(), Some("[[[{"));
+        assert!(!json_depth_exceeds(br#"{"a":"\"[[[[[[[[["}"#, 2), "brackets in strings, after an escaped quote");
+        assert!(json_depth_exceeds(b"[[[", 2));
     }
 }

@@ -12,3 +12,28 @@ async fn spawn() -> Option<SplitChat> {
 }
 
 chatmesh_e2e::chat_suite_tests!(optional spawn);
+
+/// Four-byte characters (10,000 emoji) and NUL bytes in a message are stored in MySQL and read
+/// back exactly, or refused with a 4xx; never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emoji_and_nul_bytes_round_trip_through_mysql() {
+    use chatmesh_e2e::Deployment;
+    let Some(split) = spawn().await else { return };
+    let api = split.api();
+    let token = api.create_application("four-byte characters").await;
+    let chat = api.create_chat(&token, "room").await;
+    let emoji: String = ['😀', '🦀', '𝄞', '🀄'].iter().cycle().take(10_000).collect();
+    for content in [emoji.as_str(), "a\u{0}b\u{0}", "mixed 😀 and \u{0} and ascii"] {
+        let path = format!("/api/applications/{token}/chats/{chat}/messages");
+        let created = api.post(&path, &serde_json::json!({ "message_content": content })).await;
+        if created.status.is_client_error() {
+            assert!(!created.error_code().is_empty(), "a JSON error: {}", created.text);
+            continue;
+        }
+        assert_eq!(created.status, 201, "{}", created.text);
+        let number = created.body["message_number"].as_i64().expect("message number");
+        let read = api.get_eventually(&format!("{path}/{number}")).await;
+        assert_eq!(read.status, 200, "{}", read.text);
+        assert_eq!(read.body["message_content"].as_str(), Some(content), "read back exactly from MySQL");
+    }
+}

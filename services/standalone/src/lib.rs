@@ -37,6 +37,10 @@ pub struct Config {
     pub segments: segments::Settings,
     #[serde(flatten)]
     pub backends: BackendConfig,
+    /// What a client may take: head and body deadlines, head size, connection cap
+    /// (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             segments_max_body_bytes: 1024 * 1024,
             segments: segments::Settings::default(),
             backends: BackendConfig::default(),
+            http: shared::http::ServeLimits::default(),
         }
     }
 }
@@ -68,6 +73,7 @@ pub struct Server {
     count_flush_schedule: String,
     /// The counters generation the counts at start are right for.
     counts_generation: String,
+    http: shared::http::ServeLimits,
 }
 
 /// Connects, migrates and recovers; returns the server ready to serve.
@@ -114,6 +120,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         events,
         count_flush_schedule: config.count_flush_schedule.clone(),
         counts_generation,
+        http: config.http.clone(),
     })
 }
 
@@ -173,7 +180,7 @@ impl Server {
             shutdown.clone(),
         ));
         let events = tokio::spawn(self.events.run(shutdown.clone()));
-        shared::http::serve(listener, self.router, shutdown).await?;
+        shared::http::serve_with_limits(listener, self.router, shutdown, &self.http).await?;
         consumer.await?;
         cron.await??;
         events.await??;

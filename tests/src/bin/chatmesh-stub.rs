@@ -70,6 +70,7 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
         let mut request_id = String::new();
         let mut forwarded_for = String::new();
         let mut close = false;
+        let mut chunked = false;
         for line in lines {
             let Some((key, value)) = line.split_once(':') else { continue };
             let value = value.trim();
@@ -78,18 +79,25 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
                 "x-request-id" => request_id = value.to_owned(),
                 "x-forwarded-for" => forwarded_for = value.to_owned(),
                 "connection" => close = value.eq_ignore_ascii_case("close"),
+                "transfer-encoding" => chunked = value.to_ascii_lowercase().ends_with("chunked"),
                 _ => {}
             }
         }
-        while buf.len() < head_end + content_length {
-            let mut chunk = [0u8; 16384];
-            let read = socket.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
+        if chunked {
+            buf.drain(..head_end);
+            let Some(decoded) = read_chunked(&mut socket, &mut buf).await? else { return Ok(()) };
+            content_length = decoded;
+        } else {
+            while buf.len() < head_end + content_length {
+                let mut chunk = [0u8; 16384];
+                let read = socket.read(&mut chunk).await?;
+                if read == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..read]);
             }
-            buf.extend_from_slice(&chunk[..read]);
+            buf.drain(..head_end + content_length);
         }
-        buf.drain(..head_end + content_length);
 
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let param = |key: &str| {
@@ -152,4 +160,53 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
             return Ok(());
         }
     }
+}
+
+/// Reads a chunked body off the front of `buf` (reading more as needed) and removes it; its
+/// decoded length, or `None` when the connection closed or the framing is broken.
+async fn read_chunked(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    let mut decoded = 0;
+    loop {
+        let line_end = loop {
+            if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                break at;
+            }
+            if !read_into(socket, buf).await? {
+                return Ok(None);
+            }
+        };
+        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else { return Ok(None) };
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers up to the blank line.
+            loop {
+                let Some(at) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if !read_into(socket, buf).await? {
+                        return Ok(None);
+                    }
+                    continue;
+                };
+                buf.drain(..at + 2);
+                if at == 0 {
+                    return Ok(Some(decoded));
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            if !read_into(socket, buf).await? {
+                return Ok(None);
+            }
+        }
+        buf.drain(..size + 2);
+        decoded += size;
+    }
+}
+
+async fn read_into(socket: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 16384];
+    let read = socket.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..read]);
+    Ok(read > 0)
 }

@@ -8,5 +8,7 @@
 
 mod compose;
 mod helpers;
+mod limits;
 mod mesh;
+mod smuggling;
 mod stubs;
