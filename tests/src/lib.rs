@@ -8,9 +8,12 @@
 //! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
 //! - [`harness`]: the gateway and stub upstreams as child processes, for the gateway tests.
 //! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
+//! - [`split`]: chat-write and chat-read's roles as separate processes on the real servers.
+//! - [`faults`]: writers that record every 201, and the checks that read them back.
 
 pub mod chat_suite;
 pub mod client;
+pub mod faults;
 pub mod harness;
 pub mod load;
 pub mod mesh;
