@@ -10,6 +10,7 @@
 //! - [`mesh`]: the process-mode mesh, started by `deploy/mesh`.
 //! - [`split`]: chat-write and chat-read's roles as separate processes on the real servers.
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
+//! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 
 pub mod chat_suite;
 pub mod client;
@@ -18,6 +19,7 @@ pub mod harness;
 pub mod load;
 pub mod mesh;
 pub mod processes;
+pub mod servers;
 pub mod split;
 
 pub use client::Api;
