@@ -196,7 +196,8 @@ impl MariaDb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db");
+            .arg("--skip-test-db")
+            .arg("--skip-name-resolve");
         if is_root() {
             install.arg("--user=root");
         }
@@ -242,6 +243,8 @@ impl MariaDb {
             .arg(format!("--port={}", self.port))
             .arg(format!("--socket={}", data.join("sock").display()))
             .arg("--bind-address=127.0.0.1")
+            // A reverse lookup per connection stalls every connect where DNS does not answer.
+            .arg("--skip-name-resolve")
             .args(&self.args);
         if is_root() {
             command.arg("--user=root");
