@@ -12,15 +12,19 @@
 //! - [`processes`], [`split`]: chat-write and chat-read as child processes, on the production
 //!   backends or the embedded ones.
 //! - [`redis_server`]: a Redis server of a test's own, to stop, roll back and start again.
+//! - [`faults`]: writers that record every 201, and the checks that read them back.
+//! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 
 pub mod acknowledged;
 pub mod chat_suite;
 pub mod client;
+pub mod faults;
 pub mod harness;
 pub mod load;
 pub mod mesh;
 pub mod processes;
 pub mod redis_server;
+pub mod servers;
 pub mod split;
 
 pub use client::Api;

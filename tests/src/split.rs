@@ -37,7 +37,21 @@ pub fn production_urls(test: &str) -> Option<(String, String, String)> {
 impl SplitChat {
     /// Starts a deployment, or answers `None` when the production URLs are not set.
     pub async fn start(test: &str, extra_env: &[(&str, &str)]) -> Option<SplitChat> {
-        let (database, redis, amqp) = production_urls(test)?;
+        Self::start_on(test, None, None, extra_env).await
+    }
+
+    /// [`SplitChat::start`] on another MySQL server (its URL without a database: the deployment
+    /// gets a fresh one there) or RabbitMQ broker than the environment's, such as a test's own
+    /// that it kills. `None` when the environment's URLs are not set.
+    pub async fn start_on(
+        test: &str,
+        database_server: Option<&str>,
+        amqp: Option<&str>,
+        extra_env: &[(&str, &str)],
+    ) -> Option<SplitChat> {
+        let (database, redis, environment_amqp) = production_urls(test)?;
+        let database = database_server.map_or(database, str::to_owned);
+        let amqp = amqp.map_or(environment_amqp, str::to_owned);
         let data = tempfile::tempdir().expect("temp dir");
         let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), shared::testing::fresh_mysql_database(&database).await),

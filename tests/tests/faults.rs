@@ -6,77 +6,16 @@
 //! finds every one of them). The tests take turns: they restart shared servers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chatmesh_e2e::acknowledged::{AckedMessage, all_messages, read_back_messages};
+use chatmesh_e2e::faults::{Load, chat_read};
 use chatmesh_e2e::split::SplitChat;
 use chatmesh_e2e::{Api, Deployment};
 use serde_json::json;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Writers creating messages in one chat until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<Mutex<HashMap<i64, String>>>,
-    unavailable: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(api: &Api, token: &str, chat: i64, writers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(Mutex::new(HashMap::new()));
-        let unavailable = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..writers)
-            .map(|w| {
-                let (api, token) = (api.clone(), token.to_owned());
-                let (stop, acknowledged, unavailable) = (stop.clone(), acknowledged.clone(), unavailable.clone());
-                tokio::spawn(async move {
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        // The last word is the message's own: search finds it and nothing else.
-                        let content = format!("writer {w} message {i} w{w}m{i}z");
-                        let url =
-                            api.url_for(&reqwest::Method::POST, &format!("/api/applications/{token}/chats/{chat}"));
-                        let sent = api.http.post(url).json(&json!({ "message_content": content })).send().await;
-                        match sent {
-                            Ok(response) if response.status() == 201 => {
-                                let body: serde_json::Value = response.json().await.expect("201 body");
-                                let number = body["message_number"].as_i64().expect("number");
-                                let previous = acknowledged.lock().unwrap().insert(number, content);
-                                assert!(previous.is_none(), "number {number} was handed out twice");
-                            }
-                            Ok(response) if response.status() == 503 => {
-                                unavailable.fetch_add(1, Ordering::Relaxed);
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            Ok(response) => panic!("unexpected {}: {:?}", response.status(), response.text().await),
-                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, acknowledged, unavailable, tasks }
-    }
-
-    fn acknowledged_count(&self) -> usize {
-        self.acknowledged.lock().unwrap().len()
-    }
-
-    async fn stop(self) -> (HashMap<i64, String>, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("writer");
-        }
-        let acknowledged = self.acknowledged.lock().unwrap().clone();
-        (acknowledged, self.unavailable.load(Ordering::Relaxed))
-    }
-}
 
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -332,15 +271,4 @@ async fn store_outage_under_the_consumer_loses_nothing() {
     );
     assert_eq!(mesh.consumer.pid(), consumer_pid, "the same consumer process recovered");
     assert!(consumer_pid.is_some_and(chatmesh_e2e::processes::pid_alive), "the consumer is still running");
-}
-
-fn chat_read(mesh: &SplitChat, args: &[&str]) -> String {
-    let output = std::process::Command::new(chatmesh_e2e::harness::binary("chat-read"))
-        .args(args)
-        .envs(mesh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run chat-read");
-    assert!(output.status.success(), "chat-read {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
