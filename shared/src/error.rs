@@ -25,6 +25,10 @@ pub enum ErrorCode {
     /// A backend is unreachable; the request may be retried.
     ServiceUnavailable,
     Internal,
+    /// The gateway's upstream failed to answer.
+    BadGateway,
+    /// The gateway's upstream did not answer in time.
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -42,8 +46,46 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
+
+    /// The code as clients read it in `error.code` (the serde name).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "BAD_REQUEST",
+            Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::Conflict => "CONFLICT",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+            Self::BadGateway => "BAD_GATEWAY",
+            Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+        }
+    }
+
+    /// Every code, for tests and documents that list them.
+    pub const ALL: [ErrorCode; 13] = [
+        Self::BadRequest,
+        Self::ValidationFailed,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::ServiceUnavailable,
+        Self::Internal,
+        Self::BadGateway,
+        Self::GatewayTimeout,
+    ];
 }
 
 /// An error on its way to the client.
@@ -79,6 +121,14 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// A backend failed: logged in full here, answered as 503 without internals.
@@ -141,5 +191,9 @@ mod tests {
         }
         assert!(ServiceUnavailable.status().is_server_error());
         assert_eq!(serde_json::to_string(&ValidationFailed).unwrap(), "\"VALIDATION_FAILED\"");
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()), "{code:?}");
+        }
+        assert_eq!((BadGateway.status().as_u16(), GatewayTimeout.status().as_u16()), (502, 504));
     }
 }

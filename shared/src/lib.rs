@@ -4,6 +4,7 @@
 //! - [`config`]: layered configuration (defaults, then an optional TOML file, then the
 //!   environment) and the backend settings every service shares.
 //! - [`telemetry`]: tracing setup.
+//! - [`auth`]: the admin token and constant-time comparison of secrets.
 //! - [`error`]: the JSON error body and the one table of error codes to HTTP status.
 //! - [`http`]: extractors that turn bad input into that error body (400 / 413 / 415 / 422),
 //!   the JSON 404 / 405 fallbacks and `serve` with graceful shutdown.
@@ -14,6 +15,7 @@
 //! - [`backends`]: the four ports (SQL store, counters, queue, search) with their embedded
 //!   adapters, and [`conformance`]: the one test suite per port that every adapter must pass.
 
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod conformance;

@@ -45,6 +45,8 @@ pub enum ErrorCodeName {
     UnsupportedMediaType,
     ServiceUnavailable,
     Internal,
+    BadGateway,
+    GatewayTimeout,
 }
 
 /// `GET /openapi.json` serving `document`, and the Swagger UI page at `GET /docs` that browses it.
