@@ -32,7 +32,7 @@ pub async fn applications_lifecycle(api: &Api) {
     assert_eq!(shown.body["application_token"], token.as_str());
     assert_eq!(shown.body["application_name"], "myname");
 
-    let listed = api.get("/api/applications?limit=100").await;
+    let listed = api.as_admin().get("/api/applications?limit=100").await;
     assert_status(&listed, StatusCode::OK);
     let tokens: Vec<&str> =
         listed.body.as_array().unwrap().iter().map(|a| a["application_token"].as_str().unwrap()).collect();
@@ -440,11 +440,11 @@ pub async fn pagination_and_link_headers(api: &Api) {
     for i in 0..3 {
         tokens.push(api.create_application(&format!("paged {i}")).await);
     }
-    let page = api.get(&format!("/api/applications?limit=2&after={}", tokens[0])).await;
+    let page = api.as_admin().get(&format!("/api/applications?limit=2&after={}", tokens[0])).await;
     let names: Vec<&str> =
         page.body.as_array().unwrap().iter().map(|a| a["application_token"].as_str().unwrap()).collect();
     assert_eq!(names, [tokens[1].as_str(), tokens[2].as_str()]);
-    let bad_cursor = api.get("/api/applications?after=not-a-token").await;
+    let bad_cursor = api.as_admin().get("/api/applications?after=not-a-token").await;
     assert_status(&bad_cursor, StatusCode::BAD_REQUEST);
 
     // Messages too.
@@ -578,11 +578,68 @@ pub async fn responses_never_carry_internal_ids(api: &Api) {
         format!("/api/applications/{token}/chats/{chat}/messages/1"),
         format!("/api/applications/{token}/chats/{chat}/search?q=hello"),
     ];
+    let admin = api.as_admin();
     for path in paths {
-        let reply = api.get_eventually(&path).await;
+        let reply = admin.get_eventually(&path).await;
         assert_status(&reply, StatusCode::OK);
         for key in ["id", "application_id", "chat_id"] {
             assert!(!find_key(&reply.body, key), "{path} exposes {key}: {}", reply.text);
         }
+    }
+}
+
+/// An application's token is its credential, for its own chats and messages alone; listing
+/// every application (which shows their tokens) takes the operator's admin token.
+pub async fn listing_applications_needs_the_admin_token(api: &Api) {
+    let admin_token = api.admin_token.clone().expect("the deployment runs with an admin token");
+    let mine = api.create_application("mine").await;
+    let theirs = api.create_application("theirs").await;
+    api.create_chat(&mine, "only chat").await;
+    for name in ["first", "second", "third"] {
+        api.create_chat(&theirs, name).await;
+    }
+    api.get_eventually(&format!("/api/applications/{theirs}/chats/3")).await;
+
+    let refused = [
+        ("no credential", api.clone()),
+        ("an application's token", api.with_bearer(&mine)),
+        ("a wrong token", api.with_bearer("not-the-admin-token")),
+        ("the admin token's first half", api.with_bearer(&admin_token[..admin_token.len() / 2])),
+    ];
+    for (what, client) in refused {
+        let reply = client.get("/api/applications").await;
+        assert_status(&reply, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.error_code(), "UNAUTHORIZED", "{what}: {}", reply.text);
+        assert!(reply.body["error"]["message"].is_string(), "{what}: the JSON error body");
+        for token in [&mine, &theirs] {
+            assert!(!reply.text.contains(token.as_str()), "{what}: the refusal shows a token: {}", reply.text);
+        }
+        assert!(!reply.text.contains("application_token"), "{what}: {}", reply.text);
+        // Nor does a page of the listing open with a cursor.
+        let reply = client.get(&format!("/api/applications?after={mine}")).await;
+        assert_status(&reply, StatusCode::UNAUTHORIZED);
+    }
+
+    let listed = api.as_admin().get("/api/applications?limit=100").await;
+    assert_status(&listed, StatusCode::OK);
+    let tokens: Vec<&str> =
+        listed.body.as_array().unwrap().iter().map(|a| a["application_token"].as_str().unwrap()).collect();
+    assert!(tokens.contains(&mine.as_str()) && tokens.contains(&theirs.as_str()), "{}", listed.text);
+
+    // My token opens my application and its chats, and none of theirs: their chat 3 is not mine.
+    let chats = api
+        .eventually(&format!("/api/applications/{mine}/chats"), |r| r.body.as_array().is_some_and(|a| !a.is_empty()))
+        .await;
+    assert_status(&chats, StatusCode::OK);
+    let names: Vec<&str> = chats.body.as_array().unwrap().iter().map(|c| c["chat_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["only chat"]);
+    for path in [
+        format!("/api/applications/{mine}/chats/3"),
+        format!("/api/applications/{mine}/chats/3/messages"),
+        format!("/api/applications/{mine}/chats/2"),
+    ] {
+        let reply = api.get(&path).await;
+        assert_status(&reply, StatusCode::NOT_FOUND);
+        assert!(!reply.text.contains(theirs.as_str()));
     }
 }

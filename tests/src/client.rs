@@ -11,6 +11,10 @@ pub struct Api {
     /// Where the create routes go when chat-write runs apart from chat-read without a gateway.
     pub write_base: Option<String>,
     pub http: reqwest::Client,
+    /// The deployment's admin token (`CHATMESH_ADMIN_TOKEN`), for [`Api::as_admin`].
+    pub admin_token: Option<String>,
+    /// Sent as `Authorization: Bearer` with every request.
+    pub bearer: Option<String>,
 }
 
 /// True for the three create routes chat-write serves.
@@ -55,7 +59,22 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        Self { base: base.trim_end_matches('/').to_owned(), write_base: None, http }
+        Self { base: base.trim_end_matches('/').to_owned(), write_base: None, http, admin_token: None, bearer: None }
+    }
+
+    /// This client, knowing the deployment's admin token.
+    pub fn with_admin_token(self, admin_token: Option<String>) -> Self {
+        Self { admin_token, ..self }
+    }
+
+    /// A client sending the admin token as its bearer (none when the deployment has none).
+    pub fn as_admin(&self) -> Self {
+        Self { bearer: self.admin_token.clone(), ..self.clone() }
+    }
+
+    /// A client sending `token` as its bearer.
+    pub fn with_bearer(&self, token: &str) -> Self {
+        Self { bearer: Some(token.to_owned()), ..self.clone() }
     }
 
     /// A client for chat-read at `read` and chat-write at `write`.
@@ -81,16 +100,22 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
         read(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
     }
 
     /// Sends raw bytes with a content type.
     pub async fn send_raw(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
-        let request = self
+        let mut request = self
             .http
             .request(method.clone(), self.url_for(&method, path))
             .header("content-type", content_type)
             .body(body);
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
         read(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
     }
 

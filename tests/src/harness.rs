@@ -195,6 +195,8 @@ pub struct GatewayProcess {
     pub url: String,
     pub admin_url: String,
     pub upstreams_file: PathBuf,
+    /// The admin token it was started with (`CHATMESH_ADMIN_TOKEN`), which `POST /reload` needs.
+    pub admin_token: Option<String>,
 }
 
 impl GatewayProcess {
@@ -202,6 +204,16 @@ impl GatewayProcess {
     /// written to that file; logs go to `<dir>/gateway.log`. Returns once the admin port
     /// answers.
     pub fn start(dir: &Path, config: &Path, pools: &[(&str, Vec<String>)]) -> Self {
+        Self::start_with_admin_token(dir, config, pools, Some(&crate::random_token("gateway-admin")))
+    }
+
+    /// [`GatewayProcess::start`] with this admin token, or none.
+    pub fn start_with_admin_token(
+        dir: &Path,
+        config: &Path,
+        pools: &[(&str, Vec<String>)],
+        admin_token: Option<&str>,
+    ) -> Self {
         let upstreams_file = dir.join("upstreams.toml");
         write_upstreams(&upstreams_file, pools);
         let (port, admin_port) = (free_port(), free_port());
@@ -216,9 +228,13 @@ impl GatewayProcess {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .env("RUST_LOG", "info")
             .env_remove("CHATMESH_LOG_FORMAT")
+            .env_remove("CHATMESH_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log fd"))
             .stderr(file);
+        if let Some(token) = admin_token {
+            command.env("CHATMESH_ADMIN_TOKEN", token);
+        }
         let child = command.spawn().expect("spawn gateway");
         let mut process = ChildProcess { name: "gateway".to_owned(), child, log: Some(log) };
         let admin_url = format!("http://127.0.0.1:{admin_port}");
@@ -228,7 +244,8 @@ impl GatewayProcess {
             assert!(Instant::now() < deadline, "gateway admin port never answered: {}", process.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { process, url: format!("http://127.0.0.1:{port}"), admin_url, upstreams_file }
+        let admin_token = admin_token.map(str::to_owned);
+        Self { process, url: format!("http://127.0.0.1:{port}"), admin_url, upstreams_file, admin_token }
     }
 
     /// Waits until the gateway reports exactly these upstreams of `pool` healthy.

@@ -29,6 +29,19 @@ pub mod split;
 
 pub use client::Api;
 
+/// `prefix-` and 128 random bits in hex: an admin token for a test deployment.
+pub fn random_token(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+        );
+        hasher.finish()
+    };
+    format!("{prefix}-{:016x}{:016x}", half(), half())
+}
+
 /// A running deployment the suite can talk to.
 pub trait Deployment: Send + Sync {
     /// `http://host:port`, without a trailing slash.
@@ -39,12 +52,18 @@ pub trait Deployment: Send + Sync {
         None
     }
 
+    /// The operator's token the deployment was started with (`CHATMESH_ADMIN_TOKEN`).
+    fn admin_token(&self) -> Option<String> {
+        None
+    }
+
     /// A client for this deployment.
     fn api(&self) -> Api {
-        match self.write_url() {
+        let api = match self.write_url() {
             Some(write) => Api::split(&self.base_url(), &write),
             None => Api::new(&self.base_url()),
-        }
+        };
+        api.with_admin_token(self.admin_token())
     }
 }
 
@@ -71,6 +90,7 @@ macro_rules! chat_suite_tests {
             counts_converge,
             error_rules,
             responses_never_carry_internal_ids,
+            listing_applications_needs_the_admin_token,
         );
     };
     (@optional $spawn:path; @names) => {
@@ -88,6 +108,7 @@ macro_rules! chat_suite_tests {
             counts_converge,
             error_rules,
             responses_never_carry_internal_ids,
+            listing_applications_needs_the_admin_token,
         );
     };
     (@optional $spawn:path; $($name:ident),* $(,)?) => {

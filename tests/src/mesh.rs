@@ -57,6 +57,8 @@ impl Default for MeshOptions {
 pub struct ProcessMesh {
     pub url: String,
     pub admin_url: String,
+    /// The operator's token every process got (`CHATMESH_ADMIN_TOKEN`).
+    pub admin_token: String,
     pub run_dir: PathBuf,
     env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
@@ -70,6 +72,7 @@ impl ProcessMesh {
         let port = free_port();
         let admin_port = free_port();
         let suffix = format!("{:012x}", rand_u64() >> 16);
+        let admin_token = crate::random_token("admin");
         let mut env: Vec<(String, String)> = vec![
             ("MESH_PORT".into(), port.to_string()),
             ("MESH_ADMIN_PORT".into(), admin_port.to_string()),
@@ -79,6 +82,7 @@ impl ProcessMesh {
             ("CHATMESH_NAMESPACE".into(), format!("chatmesh-test-{suffix}")),
             ("CHAT_WRITE_REPLICAS".into(), options.chat_write_replicas.to_string()),
             ("CHATMESH_COUNT_FLUSH_SCHEDULE".into(), options.count_flush_schedule.clone()),
+            ("CHATMESH_ADMIN_TOKEN".into(), admin_token.clone()),
         ];
         if let Some(services) = &options.services {
             env.push(("MESH_SERVICES".into(), services.clone()));
@@ -101,7 +105,7 @@ impl ProcessMesh {
         );
         let url = stdout.lines().last().unwrap_or_default().trim().to_owned();
         assert!(url.starts_with("http://"), "deploy/mesh start printed {stdout:?}");
-        Self { url, admin_url: format!("http://127.0.0.1:{admin_port}"), run_dir, env, _dir: dir }
+        Self { url, admin_url: format!("http://127.0.0.1:{admin_port}"), admin_token, run_dir, env, _dir: dir }
     }
 
     /// The pid `deploy/mesh` recorded for `name` (e.g. `chat-write-1`).
@@ -197,5 +201,9 @@ fn rand_u64() -> u64 {
 impl crate::Deployment for ProcessMesh {
     fn base_url(&self) -> String {
         self.url.clone()
+    }
+
+    fn admin_token(&self) -> Option<String> {
+        Some(self.admin_token.clone())
     }
 }

@@ -13,6 +13,8 @@ pub struct SplitChat {
     pub cron: Service,
     /// The environment every process got, to start more (or restart one) alike.
     pub env: Vec<(String, String)>,
+    /// The operator's token every process got (`CHATMESH_ADMIN_TOKEN`).
+    pub admin_token: String,
     _data: tempfile::TempDir,
 }
 
@@ -23,6 +25,10 @@ impl crate::Deployment for SplitChat {
 
     fn write_url(&self) -> Option<String> {
         Some(self.write.url.clone())
+    }
+
+    fn admin_token(&self) -> Option<String> {
+        Some(self.admin_token.clone())
     }
 }
 
@@ -53,6 +59,7 @@ impl SplitChat {
         let database = database_server.map_or(database, str::to_owned);
         let amqp = amqp.map_or(environment_amqp, str::to_owned);
         let data = tempfile::tempdir().expect("temp dir");
+        let admin_token = crate::random_token("admin");
         let mut env: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), shared::testing::fresh_mysql_database(&database).await),
             ("REDIS_URL".into(), redis),
@@ -60,6 +67,7 @@ impl SplitChat {
             ("CHATMESH_NAMESPACE".into(), shared::testing::fresh_namespace("chat")),
             ("CHATMESH_DATA_DIR".into(), data.path().display().to_string()),
             ("CHATMESH_COUNT_FLUSH_SCHEDULE".into(), "* * * * * *".into()),
+            ("CHATMESH_ADMIN_TOKEN".into(), admin_token.clone()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         // chat-write first: it migrates the chat tables the others read.
@@ -69,7 +77,7 @@ impl SplitChat {
             start(&env, "chat-read", &["--consumer", "false", "--cron", "false"]),
             start(&env, "chat-read", &["--api", "false", "--consumer", "false"]),
         );
-        Some(SplitChat { write, read_api, consumer, cron, env, _data: data })
+        Some(SplitChat { write, read_api, consumer, cron, env, admin_token, _data: data })
     }
 
     /// Starts one more process of `binary` with this deployment's environment.

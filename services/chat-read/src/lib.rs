@@ -40,6 +40,8 @@ pub struct ChatRead {
     pub index_progress: Arc<consumer::IndexProgress>,
     /// Whether this process's consumer can write to the store, for `/readyz`.
     pub consumer_store: Arc<consumer::StoreStatus>,
+    /// The operator's token: listing every application (which shows their tokens) needs it.
+    pub admin: shared::auth::AdminToken,
 }
 
 impl ChatRead {
@@ -58,7 +60,13 @@ impl ChatRead {
             keys: Keys::new(namespace),
             index_progress: Default::default(),
             consumer_store: Default::default(),
+            admin: Default::default(),
         }
+    }
+
+    /// The same state with `admin` as the operator's token (unset: nobody may list applications).
+    pub fn with_admin_token(self, admin: shared::auth::AdminToken) -> Self {
+        Self { admin, ..self }
     }
 
     /// Creates or upgrades the chat tables.
@@ -89,6 +97,9 @@ pub struct Config {
     pub consumer_max_attempts: u32,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The operator's token (env `CHATMESH_ADMIN_TOKEN`), needed to list every application;
+    /// unset, that listing answers 401 to everyone.
+    pub admin_token: Option<String>,
     #[serde(flatten)]
     pub backends: shared::config::BackendConfig,
 }
@@ -105,6 +116,7 @@ impl Default for Config {
             consumer_batch_size: consumer.batch_size,
             consumer_max_attempts: consumer.max_attempts,
             max_body_bytes: 256 * 1024,
+            admin_token: None,
             backends: Default::default(),
         }
     }
@@ -118,6 +130,14 @@ impl Config {
             ..consumer::ConsumerConfig::default()
         }
     }
+}
+
+/// Says at start, once, why `GET /api/applications` will refuse everyone.
+pub fn warn_no_admin_token() {
+    tracing::warn!(
+        "no admin token configured (CHATMESH_ADMIN_TOKEN): GET /api/applications answers 401 to every caller \
+         until one is; each application's own routes work as usual"
+    );
 }
 
 /// Rebuilds the search index from the store (after losing the index, or moving to
@@ -163,7 +183,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<(ChatRead, shared::backe
         backends.queue.clone(),
         search,
         &config.backends.namespace,
-    );
+    )
+    .with_admin_token(shared::auth::AdminToken::new(config.admin_token.as_deref()));
     state.migrate().await?;
     Ok((state, backends))
 }
@@ -204,6 +225,9 @@ pub async fn run(
         }));
     }
     let mut routes = shared::health::router("chat-read", checks);
+    if config.api && !state.admin.is_configured() {
+        warn_no_admin_token();
+    }
     if config.api {
         routes = routes
             .merge(shared::http::served_by(router(state.clone()), "chat-read"))

@@ -12,6 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// chat-read: applications, every read and edit of the chat API, search, the consumer that
 /// persists what chat-write queues, and the per-minute count flush. Each role can be switched
 /// off so ops scale API replicas, consumers and the cron independently.
+///
+/// GET /api/applications lists every application with its token: it needs the admin token
+/// from CHATMESH_ADMIN_TOKEN as `Authorization: Bearer`; unset, it answers 401 to everyone.
 #[derive(Debug, Parser)]
 #[command(name = "chat-read", version)]
 struct Cli {
@@ -51,6 +54,10 @@ struct Cli {
     /// Elasticsearch URL for search; unset: the tantivy index under the data dir
     #[arg(long, env = "ELASTICSEARCH_URL", global = true)]
     elasticsearch_url: Option<String>,
+    /// The operator's bearer token, which GET /api/applications needs (prefer the environment:
+    /// arguments show in `ps`) [default: unset, that listing answers 401]
+    #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,6 +94,9 @@ impl Cli {
         config.api = self.api.unwrap_or(config.api);
         config.consumer = self.consumer.unwrap_or(config.consumer);
         config.cron = self.cron.unwrap_or(config.cron);
+        if let Some(token) = &self.admin_token {
+            config.admin_token = Some(token.clone());
+        }
         if let Some(schedule) = &self.count_flush_schedule {
             config.count_flush_schedule.clone_from(schedule);
         }

@@ -10,9 +10,26 @@ use utoipa::{OpenApi, ToSchema};
     info(title = "chat-read", description = "Applications, reads, updates and search of the chat API."),
     paths(list_applications, create_application, show_application, replace_application, update_application, list_chats, show_chat, replace_chat, update_chat, list_messages, show_message, replace_message, update_message, search_messages),
     components(schemas(ApplicationBody, ApplicationPatch, ChatPatch, MessagePatch, SearchHitDoc, ErrorBody)),
+    modifiers(&AdminAuth),
     tags((name = "applications"), (name = "chats"), (name = "messages"), (name = "search"))
 )]
 pub struct ChatReadApi;
+
+/// `adminToken`: the operator's bearer token, `CHATMESH_ADMIN_TOKEN`.
+struct AdminAuth;
+
+impl utoipa::Modify for AdminAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some(
+            "The admin token (CHATMESH_ADMIN_TOKEN). An application's own token is not one: it goes in the path."
+                .to_owned(),
+        );
+        components.add_security_scheme("adminToken", SecurityScheme::Http(http));
+    }
+}
 
 /// The document served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -63,11 +80,13 @@ pub struct SearchHitDoc {
 
 #[utoipa::path(
     get, path = "/api/applications", tag = "applications",
-    summary = "List applications",
+    summary = "List every application with its token (the admin token only)",
+    security(("adminToken" = [])),
     params(("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100), ("after" = Option<String>, Query, description = "Keyset cursor: the token of the application the page starts after (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"), ("before" = Option<String>, Query, description = "Keyset cursor: the token of the application the page ends before (with after: the applications between the two; empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")),
     responses(
         (status = 200, description = "List applications", body = Vec<ApplicationView>),
         (status = 400, description = "A bad limit or cursor, or a malformed query string", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no admin token as bearer (an application's token is not one); the body names no token", body = ErrorBody),
         (status = 404, description = "Unknown token or number", body = ErrorBody),
     )
 )]

@@ -32,7 +32,8 @@ pub struct Config {
     /// Largest request body the segments routes accept, in bytes (DMN models can be large; the
     /// segments binary's own default).
     pub segments_max_body_bytes: usize,
-    /// The segments service's settings (`admin_token`, env `CHATMESH_ADMIN_TOKEN`).
+    /// The segments service's settings: `admin_token` (env `CHATMESH_ADMIN_TOKEN`), which also
+    /// opens `GET /api/applications`, and `segments_open_legacy`.
     #[serde(flatten)]
     pub segments: segments::Settings,
     #[serde(flatten)]
@@ -87,7 +88,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         backends.queue.clone(),
         search,
         &config.backends.namespace,
-    );
+    )
+    .with_admin_token(shared::auth::AdminToken::new(config.segments.admin_token.as_deref()));
+    if !read.admin.is_configured() {
+        chat_read::warn_no_admin_token();
+    }
     read.migrate().await?;
     let write = ChatWrite::new(
         backends.db.clone(),

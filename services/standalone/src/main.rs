@@ -15,6 +15,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Without backend URLs everything is embedded under the data dir (SQLite, an in-process
 /// queue and counters, a tantivy index): nothing needs installing. Settings come from the
 /// defaults, then `--config FILE`, then the environment, then these flags.
+///
+/// CHATMESH_ADMIN_TOKEN is the operator's bearer token: it lists every application
+/// (GET /api/applications) and holds every segments permission. Unset, those calls answer 401.
 #[derive(Debug, Parser)]
 #[command(name = "chatmesh", version)]
 struct Cli {

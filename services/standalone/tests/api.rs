@@ -4,6 +4,7 @@ use shared::shutdown::{ShutdownTrigger, channel};
 
 struct Standalone {
     url: String,
+    admin_token: String,
     trigger: ShutdownTrigger,
     _dir: tempfile::TempDir,
 }
@@ -11,6 +12,10 @@ struct Standalone {
 impl chatmesh_e2e::Deployment for Standalone {
     fn base_url(&self) -> String {
         self.url.clone()
+    }
+
+    fn admin_token(&self) -> Option<String> {
+        Some(self.admin_token.clone())
     }
 }
 
@@ -25,12 +30,14 @@ async fn spawn() -> Standalone {
     let dir = tempfile::tempdir().unwrap();
     let mut config = chatmesh::Config::embedded(dir.path());
     config.count_flush_schedule = "* * * * * *".to_owned();
+    let admin_token = chatmesh_e2e::random_token("admin");
+    config.segments.admin_token = Some(admin_token.clone());
     let server = chatmesh::start(&config).await.expect("server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, shutdown) = channel();
     tokio::spawn(server.serve(listener, shutdown));
-    Standalone { url, trigger, _dir: dir }
+    Standalone { url, admin_token, trigger, _dir: dir }
 }
 
 chatmesh_e2e::chat_suite_tests!(spawn);

@@ -62,6 +62,19 @@ async fn openapi_lists_every_chat_operation() {
     assert!(create["responses"]["409"]["content"]["application/vnd.api+json"].is_object());
     assert_eq!(create["security"][0]["bearerAuth"], serde_json::json!([]));
     assert_eq!(document["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+    // So do the legacy routes, and listing applications takes the admin token.
+    for (path, method) in
+        [("/segments", "get"), ("/segments/users", "post"), ("/history/{id}/{from}/{to}/history.csv", "get")]
+    {
+        let operation = &document["paths"][path][method];
+        assert_eq!(operation["security"][0]["bearerAuth"], serde_json::json!([]), "{method} {path}");
+        assert!(operation["responses"]["401"].is_object() && operation["responses"]["403"].is_object(), "{path}");
+    }
+    let list = &document["paths"]["/api/applications"]["get"];
+    assert_eq!(list["security"][0]["adminToken"], serde_json::json!([]));
+    assert!(list["responses"]["401"].is_object());
+    assert_eq!(document["components"]["securitySchemes"]["adminToken"]["scheme"], "bearer");
+    assert!(document["paths"]["/api/applications"]["post"].get("security").is_none(), "creating needs no token");
     // Examples from the seeds.
     let legacy = &document["components"]["schemas"]["LegacyChange"]["example"];
     assert_eq!(legacy["id"], 73234);

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use shared::ApiError;
 use shared::http::{JsonBody, PathParams, QueryParams};
 
-use super::{PageParams, application_not_found, link_header, trim_page};
+use super::{Admin, PageParams, application_not_found, link_header, trim_page};
 use crate::ChatRead;
 use crate::store::{self, Page};
 
@@ -46,7 +46,10 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Every application with its token: an operator's call (the admin token as bearer). An
+/// application's own token is no answer here, and the refusal names no token.
 async fn list(
+    _: Admin,
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
     QueryParams(params): QueryParams<PageParams>,

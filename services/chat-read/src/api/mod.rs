@@ -6,6 +6,8 @@ mod messages;
 mod search;
 
 use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header::LINK};
 use serde::Deserialize;
 use shared::ApiError;
@@ -114,6 +116,24 @@ pub fn link_header(
         headers.insert(LINK, value);
     }
     headers
+}
+
+/// A request bearing the admin token; 401 otherwise. Checked before anything else of the
+/// request is read, so a refusal says nothing about the query.
+pub struct Admin;
+
+impl FromRequestParts<ChatRead> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ChatRead) -> Result<Self, Self::Rejection> {
+        if state.admin.authorizes(&parts.headers) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized(
+                "listing applications needs the admin token (Authorization: Bearer <CHATMESH_ADMIN_TOKEN>)",
+            ))
+        }
+    }
 }
 
 fn application_not_found() -> ApiError {
