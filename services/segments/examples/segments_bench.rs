@@ -128,7 +128,9 @@ async fn server(
 ) -> (String, Segments, tempfile::TempDir, shared::shutdown::ShutdownTrigger) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = open_store(dir.path()).await;
-    let state = Segments::new(db, &Settings { admin_token: Some("bench".to_owned()) }).await.expect("state");
+    let state = Segments::new(db, &Settings { admin_token: Some("bench".to_owned()), ..Settings::default() })
+        .await
+        .expect("state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (trigger, shutdown) = shared::shutdown::channel();

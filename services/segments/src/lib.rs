@@ -9,7 +9,8 @@
 //! - [`percent`]: murmur3 buckets for percentage segments, as Unleash computes them.
 //! - [`engine`]: the compiled snapshot of live segments, reloaded when the store's revision
 //!   moves, and the evaluation that says which segments a user is in and why.
-//! - [`auth`]: permissions, the admin token, minted API keys (stored hashed).
+//! - [`auth`]: permissions, the admin token, minted API keys (stored hashed, revocable) and
+//!   the signed history links.
 //! - [`api`]: the routes: [`api::legacy`] (seed 000) and the v1 resources (seed 002).
 //! - [`openapi`]: their OpenAPI 3.1 document, served at `/openapi.json` with docs at `/docs`.
 //! - [`Segments`]: the state every route shares, with an injectable [`Clock`] so TTL tests
@@ -51,9 +52,13 @@ pub fn system_clock() -> Clock {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Bootstrap bearer token holding every `/api/v1` permission (env `CHATMESH_ADMIN_TOKEN`).
+    /// Bootstrap bearer token holding every permission (env `CHATMESH_ADMIN_TOKEN`).
     /// Unset: only keys minted with `segments mint-key` are accepted.
     pub admin_token: Option<String>,
+    /// Serve the legacy routes (seed 000) without a credential (env
+    /// `CHATMESH_SEGMENTS_OPEN_LEGACY`), for deployments where only trusted internal callers
+    /// reach the service. Off: they need a bearer token as `/api/v1` does.
+    pub segments_open_legacy: bool,
 }
 
 /// The state every route shares.
@@ -63,7 +68,9 @@ pub struct Segments(Arc<Inner>);
 struct Inner {
     db: Database,
     clock: Clock,
-    admin_token: Option<String>,
+    admin: shared::auth::AdminToken,
+    open_legacy: bool,
+    link_key: auth::LinkKey,
     engine: engine::Engine,
     keys: auth::KeyCache,
 }
@@ -90,17 +97,26 @@ impl Segments {
     /// Same as [`Segments::new`] with the clock given.
     pub async fn with_clock(db: Database, settings: &Settings, clock: Clock) -> anyhow::Result<Self> {
         db.migrate("segments", store::MIGRATIONS).await?;
-        let admin_token = settings.admin_token.clone().filter(|token| !token.trim().is_empty());
-        if admin_token.is_none() {
+        let admin = shared::auth::AdminToken::new(settings.admin_token.as_deref());
+        if !admin.is_configured() {
             tracing::warn!(
-                "no admin token configured (CHATMESH_ADMIN_TOKEN): /api/v1 accepts only API keys minted with \
-                 `segments mint-key`, and answers 401 to everyone until one is"
+                "no admin token configured (CHATMESH_ADMIN_TOKEN): the segments routes accept only API keys \
+                 minted with `segments mint-key`, and answer 401 to everyone until one is"
             );
         }
+        if settings.segments_open_legacy {
+            tracing::warn!(
+                "the legacy segments routes (/segments, /history) are open without a credential \
+                 (CHATMESH_SEGMENTS_OPEN_LEGACY): only trusted callers must reach this service"
+            );
+        }
+        let link_key = auth::LinkKey::load(&db).await?;
         Ok(Self(Arc::new(Inner {
             db,
             clock,
-            admin_token,
+            admin,
+            open_legacy: settings.segments_open_legacy,
+            link_key,
             engine: engine::Engine::default(),
             keys: auth::KeyCache::default(),
         })))
@@ -123,8 +139,17 @@ impl Segments {
         &self.0.engine
     }
 
-    pub(crate) fn admin_token(&self) -> Option<&str> {
-        self.0.admin_token.as_deref()
+    pub(crate) fn admin(&self) -> &shared::auth::AdminToken {
+        &self.0.admin
+    }
+
+    /// Whether the legacy routes take requests without a credential.
+    pub fn legacy_routes_open(&self) -> bool {
+        self.0.open_legacy
+    }
+
+    pub(crate) fn link_key(&self) -> &auth::LinkKey {
+        &self.0.link_key
     }
 
     pub(crate) fn key_cache(&self) -> &auth::KeyCache {

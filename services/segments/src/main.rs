@@ -1,4 +1,4 @@
-//! `segments`: the segments service on its own, and the command that mints API keys.
+//! `segments`: the segments service on its own, and the commands that mint and revoke API keys.
 
 use std::path::PathBuf;
 
@@ -14,9 +14,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (/segments, memberships with TTL, CSV history) and the /api/v1 JSON:API (SIMPLE and DMN
 /// rules, flags, evaluation).
 ///
-/// /api/v1 takes a bearer token: the admin token from CHATMESH_ADMIN_TOKEN (every permission),
-/// or a key minted with `segments mint-key`. The store is MySQL / MariaDB with DATABASE_URL,
-/// else SQLite (chatmesh.db, the standalone server's file) under the data dir.
+/// Every route takes a bearer token: the admin token from CHATMESH_ADMIN_TOKEN (every
+/// permission), or a key minted with `segments mint-key` (revoked with `segments revoke-key`,
+/// refused by every replica within a second). The legacy routes can be opened without one with
+/// --open-legacy-routes. The store is MySQL / MariaDB with DATABASE_URL, else SQLite
+/// (chatmesh.db, the standalone server's file) under the data dir.
 #[derive(Debug, Parser)]
 #[command(name = "segments", version)]
 struct Cli {
@@ -32,6 +34,15 @@ struct Cli {
     /// MySQL / MariaDB URL (mysql://user:pass@host/db); unset: SQLite under the data dir
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// The admin token, every permission (prefer the environment: arguments show in `ps`)
+    /// [default: unset, only minted keys are accepted]
+    #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// Serve the legacy routes (/segments, /history) without a credential, for deployments
+    /// where only trusted internal callers reach the service [default: false, they need a
+    /// bearer token as /api/v1 does]
+    #[arg(long, env = "CHATMESH_SEGMENTS_OPEN_LEGACY", num_args = 0..=1, default_missing_value = "true")]
+    open_legacy_routes: Option<bool>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -53,6 +64,12 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Revoke a key minted with mint-key, by its id (as mint-key printed it) or the key itself;
+    /// every replica refuses it within a second
+    RevokeKey {
+        /// The key's id, or the key
+        key: String,
+    },
 }
 
 impl Cli {
@@ -65,6 +82,12 @@ impl Cli {
             ..Default::default()
         }
         .apply(&mut config.listen, &mut config.backends);
+        if let Some(token) = &self.admin_token {
+            config.settings.admin_token = Some(token.clone());
+        }
+        if let Some(open) = self.open_legacy_routes {
+            config.settings.segments_open_legacy = open;
+        }
         Ok(config)
     }
 }
@@ -97,6 +120,15 @@ async fn main() -> anyhow::Result<()> {
             let key = segments::auth::mint_key(&db, &name, permissions).await?;
             eprintln!("minted key {} with {}; it is shown once, store it now:", key.id, key.permissions.to_csv());
             println!("{}", key.token);
+            Ok(())
+        }
+        Command::RevokeKey { key } => {
+            let db = segments::open_database(&config.backends).await?;
+            db.migrate("segments", segments::store::MIGRATIONS).await?;
+            if !segments::auth::revoke_key(&db, &key).await? {
+                anyhow::bail!("no key to revoke: no unrevoked key has this id or value");
+            }
+            eprintln!("revoked; every replica refuses the key within a second");
             Ok(())
         }
     }

@@ -35,7 +35,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     )),
     modifiers(&BearerAuth),
     tags(
-        (name = "segments (legacy)", description = "segmentify's routes, unauthenticated, with its exact shapes"),
+        (name = "segments (legacy)", description = "segmentify's routes with its exact shapes, behind a bearer token with SEGMENTS_* permissions (unless the deployment opens them with CHATMESH_SEGMENTS_OPEN_LEGACY)"),
         (name = "segments", description = "/api/v1 segments: JSON:API documents, bearer token with SEGMENTS_* permissions"),
         (name = "decisions", description = "DMN models stored once, referred to by segments' decisionId"),
         (name = "flags", description = "Feature flags whose targeting rules use segments"),
@@ -156,8 +156,9 @@ pub struct LegacyChanged {
 
 /// Where the CSV history of the range is.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"link": "http://localhost:9090/history/73234/2023-08-30/2023-08-31/history.csv"}))]
+#[schema(example = json!({"link": "http://localhost:9090/history/73234/2023-08-30/2023-08-31/history.csv?expires=1693417288&signature=5d41402abc4b2a76b9719d911017c592ae4e8b1c6b2f4e0d8e4f3a2b1c0d9e8f"}))]
 pub struct LegacyHistoryLink {
+    /// The CSV's URL, signed: it works without a credential for a few minutes.
     link: String,
 }
 
@@ -167,10 +168,13 @@ pub struct LegacyHistoryLink {
 #[utoipa::path(
     get, path = "/segments", tag = "segments (legacy)", operation_id = "legacyListSegments",
     summary = "Every segment ever created, deleted included",
+    security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "All segments", body = Vec<LegacySegment>,
             example = json!([{"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}, {"id": 2, "slug": "AVITO_RED_BUTTON", "is_deleted": false}])),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
     )
 )]
 fn legacy_list() {}
@@ -178,6 +182,7 @@ fn legacy_list() {}
 #[utoipa::path(
     post, path = "/segments", tag = "segments (legacy)", operation_id = "legacyCreateSegment",
     summary = "Create a segment",
+    security(("bearerAuth" = [])),
     request_body = LegacyCreate,
     responses(
         (status = 201, description = "Created", body = LegacySegment,
@@ -188,19 +193,24 @@ fn legacy_list() {}
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Missing or invalid slug or percent", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_CREATE", body = ErrorBody),
     )
 )]
 fn legacy_create() {}
 
 #[utoipa::path(
     get, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyGetSegment",
-    summary = "One live segment by slug (a deleted one is 404; the list still shows it)",
+    summary = "One segment by slug: the live one, else the one deleted last (`is_deleted: true`)",
+    security(("bearerAuth" = [])),
     params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
     responses(
         (status = 200, description = "The segment", body = LegacySegment),
         (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 404, description = "No live segment has this slug", body = ErrorBody),
+        (status = 404, description = "No segment has ever had this slug", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
     )
 )]
 fn legacy_get() {}
@@ -208,6 +218,7 @@ fn legacy_get() {}
 #[utoipa::path(
     delete, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyDeleteSegment",
     summary = "Soft-delete a segment (deleting a deleted one succeeds)",
+    security(("bearerAuth" = [])),
     params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
     responses(
         (status = 204, description = "Deleted"),
@@ -215,6 +226,8 @@ fn legacy_get() {}
         (status = 404, description = "No segment has this slug", body = ErrorBody),
         (status = 409, description = "A flag's targeting rule uses the segment", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_DELETE", body = ErrorBody),
     )
 )]
 fn legacy_delete() {}
@@ -222,6 +235,7 @@ fn legacy_delete() {}
 #[utoipa::path(
     post, path = "/segments/users", tag = "segments (legacy)", operation_id = "legacyChangeUserSegments",
     summary = "Add and remove a user's segments, all or nothing",
+    security(("bearerAuth" = [])),
     request_body = LegacyChange,
     responses(
         (status = 200, description = "The user's active segments after the change", body = LegacyChanged),
@@ -231,6 +245,8 @@ fn legacy_delete() {}
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid id, slug list or expiry, or a list of more than 1000 items", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_UPDATE", body = ErrorBody),
     )
 )]
 fn legacy_change_user() {}
@@ -238,6 +254,7 @@ fn legacy_change_user() {}
 #[utoipa::path(
     get, path = "/segments/users/{id}", tag = "segments (legacy)", operation_id = "legacyUserSegments",
     summary = "A user's active segments: explicit ones not expired, then percentage ones",
+    security(("bearerAuth" = [])),
     params(("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234")),
     responses(
         (status = 200, description = "The user's active segments", body = Vec<LegacySlug>,
@@ -245,6 +262,8 @@ fn legacy_change_user() {}
         (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
     )
 )]
 fn legacy_user_segments() {}
@@ -252,6 +271,7 @@ fn legacy_user_segments() {}
 #[utoipa::path(
     get, path = "/segments/users/{id}/history", tag = "segments (legacy)", operation_id = "legacyHistoryLink",
     summary = "A link to the CSV of the user's segment changes in a date range",
+    security(("bearerAuth" = [])),
     params(
         ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
         ("from" = Option<String>, Query, format = Date, description = "First day (UTC), YYYY-MM-DD; default 1970-01-01", example = "2023-08-30"),
@@ -261,6 +281,8 @@ fn legacy_user_segments() {}
         (status = 200, description = "The link", body = LegacyHistoryLink),
         (status = 400, description = "A date is not YYYY-MM-DD, or the query string is malformed, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
     )
 )]
 fn legacy_history_link() {}
@@ -268,10 +290,13 @@ fn legacy_history_link() {}
 #[utoipa::path(
     get, path = "/history/{id}/{from}/{to}/history.csv", tag = "segments (legacy)", operation_id = "legacyHistoryCsv",
     summary = "The CSV history: `user,slug,add|remove,RFC3339` lines, ascending; TTL expiries are removes",
+    security(("bearerAuth" = [])),
     params(
         ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
         ("from" = String, Path, format = Date, description = "First day (UTC)", example = "2023-08-30"),
         ("to" = String, Path, format = Date, description = "Last day (UTC), inclusive", example = "2023-08-31"),
+        ("expires" = Option<i64>, Query, description = "Of a signed link: when it stops working (Unix seconds)"),
+        ("signature" = Option<String>, Query, description = "Of a signed link: its HMAC-SHA256, hex; the link opens the CSV without a bearer token"),
     ),
     responses(
         (status = 200, description = "The CSV", content_type = "text/csv", body = String,
@@ -279,6 +304,8 @@ fn legacy_history_link() {}
         (status = 400, description = "A date is not YYYY-MM-DD, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 422, description = "The user id is too long", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no valid bearer token, and no signed link or one that does not match or has expired", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
     )
 )]
 fn legacy_history_csv() {}

@@ -23,7 +23,7 @@ use sqlx::{AnyConnection, Row};
 pub type SqlResult<T> = Result<T, sqlx::Error>;
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-pub const MIGRATIONS: &[Migration] = &[CREATE_TABLES, HISTORY_SLUGS];
+pub const MIGRATIONS: &[Migration] = &[CREATE_TABLES, HISTORY_SLUGS, REVOCATION_AND_SECRETS];
 
 /// The tables as first created.
 const CREATE_TABLES: Migration = Migration {
@@ -106,6 +106,23 @@ const HISTORY_SLUGS: Migration = Migration {
     mysql: &[
         "ALTER TABLE segment_history ADD COLUMN slug VARCHAR(200) NOT NULL DEFAULT ''",
         "UPDATE segment_history h JOIN segments s ON s.id = h.segment_id SET h.slug = s.seg_key",
+    ],
+};
+
+/// A key can be revoked (`segments revoke-key`): the row stays, for the record, with the time
+/// it stopped working. `segment_secrets` holds the server secret that signs history links, one
+/// row every replica on the store reads, so a link one replica gave works on all of them.
+const REVOCATION_AND_SECRETS: Migration = Migration {
+    version: 3,
+    name: "api keys can be revoked; server secrets",
+    sqlite: &[
+        "ALTER TABLE segment_api_keys ADD COLUMN revoked_at BIGINT",
+        "CREATE TABLE segment_secrets (name VARCHAR(64) PRIMARY KEY, secret VARCHAR(128) NOT NULL)",
+    ],
+    mysql: &[
+        "ALTER TABLE segment_api_keys ADD COLUMN revoked_at BIGINT NULL",
+        "CREATE TABLE IF NOT EXISTS segment_secrets (name VARCHAR(64) NOT NULL PRIMARY KEY, \
+         secret VARCHAR(128) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     ],
 };
 
@@ -880,11 +897,35 @@ pub async fn insert_api_key(
     Ok(())
 }
 
-/// The permissions of the key whose hash is `key_hash`.
+/// The permissions of the key whose hash is `key_hash`, unless it was revoked.
 pub async fn api_key_permissions(db: &Database, key_hash: &str) -> SqlResult<Option<String>> {
-    let row = sqlx::query("SELECT permissions FROM segment_api_keys WHERE key_hash = ?")
+    let row = sqlx::query("SELECT permissions FROM segment_api_keys WHERE key_hash = ? AND revoked_at IS NULL")
         .bind(key_hash)
         .fetch_optional(db.pool())
         .await?;
     row.map(|row| row.try_get(0)).transpose()
+}
+
+/// Marks the key with id `id` or hash `key_hash` revoked at `now`; how many keys that changed
+/// (0 for an unknown or already revoked key).
+pub async fn revoke_api_key(db: &Database, id: &str, key_hash: &str, now: i64) -> SqlResult<u64> {
+    let done =
+        sqlx::query("UPDATE segment_api_keys SET revoked_at = ? WHERE (id = ? OR key_hash = ?) AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .bind(key_hash)
+            .execute(db.pool())
+            .await?;
+    Ok(done.rows_affected())
+}
+
+/// The server secret called `name`, made from `candidate` by whichever replica asks first.
+pub async fn server_secret(db: &Database, name: &str, candidate: &str) -> SqlResult<String> {
+    let insert = match db.dialect() {
+        Dialect::Sqlite => "INSERT OR IGNORE INTO segment_secrets (name, secret) VALUES (?, ?)",
+        Dialect::MySql => "INSERT IGNORE INTO segment_secrets (name, secret) VALUES (?, ?)",
+    };
+    sqlx::query(insert).bind(name).bind(candidate).execute(db.pool()).await?;
+    let row = sqlx::query("SELECT secret FROM segment_secrets WHERE name = ?").bind(name).fetch_one(db.pool()).await?;
+    Ok(text(&row, 0)?.unwrap_or_default())
 }

@@ -1,5 +1,5 @@
 //! The segments routes inside the standalone server: served from the shared store, named in
-//! `X-Served-By`, with `/api/v1` behind the admin token from the config.
+//! `X-Served-By`, the legacy routes and `/api/v1` behind the admin token from the config.
 
 use serde_json::json;
 use shared::shutdown::channel;
@@ -16,8 +16,15 @@ async fn segments_routes_are_merged() {
     tokio::spawn(server.serve(listener, shutdown));
     let http = reqwest::Client::new();
 
-    let created =
-        http.post(format!("{base}/segments")).json(&json!({"slug": "AVITO_RED_BUTTON"})).send().await.unwrap();
+    let anonymous = http.post(format!("{base}/segments")).json(&json!({"slug": "AVITO_RED_BUTTON"})).send().await;
+    assert_eq!(anonymous.unwrap().status(), 401);
+    let created = http
+        .post(format!("{base}/segments"))
+        .bearer_auth("standalone-admin")
+        .json(&json!({"slug": "AVITO_RED_BUTTON"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
     assert_eq!(created.headers()["x-served-by"], "segments");
     assert_eq!(created.headers()["location"].to_str().unwrap(), format!("{base}/segments/AVITO_RED_BUTTON"));

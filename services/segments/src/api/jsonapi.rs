@@ -9,15 +9,15 @@
 use std::collections::HashMap;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use shared::{ApiError, ErrorCode};
 
 use crate::Segments;
-use crate::auth::{self, Permission, Permissions};
+use crate::auth::{self, Permission};
 
 pub const MEDIA_TYPE: &str = "application/vnd.api+json";
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
@@ -82,15 +82,7 @@ impl From<ApiError> for Errors {
     fn from(error: ApiError) -> Self {
         let code = match error.code {
             ErrorCode::BadRequest | ErrorCode::ValidationFailed => "VALIDATION",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::Conflict => "CONFLICT",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
-            ErrorCode::Internal => "INTERNAL",
+            other => other.as_str(),
         };
         let status = match error.code {
             ErrorCode::ValidationFailed => StatusCode::BAD_REQUEST,
@@ -194,41 +186,18 @@ impl<const P: u32> FromRequestParts<Segments> for Authorized<P> {
     type Rejection = Errors;
 
     async fn from_request_parts(parts: &mut Parts, state: &Segments) -> Result<Self, Self::Rejection> {
-        let permissions = authenticate(state, &parts.headers).await?;
-        let wanted = Permission::ALL.into_iter().find(|p| *p as u32 == P).unwrap_or(Permission::SegmentsRead);
-        if permissions.contains(wanted) { Ok(Self) } else { Err(Errors::forbidden(wanted)) }
+        auth::authorize(state, &parts.headers, auth::permission_of(P)).await?;
+        Ok(Self)
     }
 }
 
-/// The permissions of the request's bearer token.
-pub async fn authenticate(state: &Segments, headers: &HeaderMap) -> Result<Permissions, Errors> {
-    let Some(header) = headers.get(AUTHORIZATION) else {
-        return Err(Errors::unauthorized("missing bearer token (Authorization: Bearer <token>)"));
-    };
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty())
-        .ok_or_else(|| Errors::unauthorized("the Authorization header must be \"Bearer <token>\""))?;
-    if let Some(admin) = state.admin_token()
-        && auth::constant_time_eq(admin.as_bytes(), token.as_bytes())
-    {
-        return Ok(Permissions::all());
-    }
-    let hash = auth::hash_token(token);
-    if let Some(permissions) = state.key_cache().get(&hash) {
-        return Ok(permissions);
-    }
-    match crate::store::api_key_permissions(state.db(), &hash).await? {
-        Some(stored) => {
-            let permissions = Permissions::from_csv(&stored);
-            state.key_cache().insert(hash, permissions);
-            Ok(permissions)
+impl From<auth::Refusal> for Errors {
+    fn from(refusal: auth::Refusal) -> Self {
+        match refusal {
+            auth::Refusal::Unauthenticated(detail) => Errors::unauthorized(detail),
+            auth::Refusal::Forbidden(permission) => Errors::forbidden(permission),
+            auth::Refusal::Store(error) => error.into(),
         }
-        None => Err(Errors::unauthorized("invalid or unknown token")),
     }
 }
 

@@ -3,13 +3,22 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | /segments | 200 `[{"id","slug","is_deleted"}]`, deleted included |
-//! | GET | /segments/:slug | 200 `{"id","slug","is_deleted"}` (live only) |
+//! | GET | /segments/:slug | 200 `{"id","slug","is_deleted"}` (the live one, else the one deleted last) |
 //! | POST | /segments `{"slug","percent"?}` | 201 + `Location` |
 //! | DELETE | /segments/:slug | 204 (soft delete) |
 //! | POST | /segments/users `{"id","add":[{"slug","expired"?}],"remove":[{"slug"}]}` | 200 `{"segments":[{"slug"}]}` |
 //! | GET | /segments/users/:id | 200 `[{"slug"}]` (active only) |
 //! | GET | /segments/users/:id/history?from=&to= | 200 `{"link"}` |
 //! | GET | /history/:id/:from/:to/history.csv | 200 CSV `user,slug,add\|remove,RFC3339` |
+//!
+//! Who may call them: a bearer token with the permission the route needs (`SEGMENTS_READ` for
+//! reads, `SEGMENTS_CREATE`, `SEGMENTS_DELETE`, and `SEGMENTS_UPDATE` to change a user's
+//! segments), as `/api/v1` takes it; 401 without a valid token, 403 without the permission, in
+//! these routes' own error body. The CSV also opens to the signed link `history` answered with
+//! (`?expires=&signature=`, valid [`crate::auth::LINK_LIFETIME_SECS`] seconds), so the caller
+//! can hand it to a browser. The CSV is written from the store for the one user the path names,
+//! never read from a file, so no path can reach the filesystem. With
+//! `segments_open_legacy` every route here is open.
 //!
 //! Errors use the chatmesh error body: 404 for an unknown slug, 409 for a slug taken or a
 //! segment a flag uses, 422 for invalid fields. Changing a user's segments is all-or-nothing:
@@ -35,8 +44,41 @@ use shared::{ApiError, ErrorCode};
 
 use super::jsonapi::{is_reserved_key, is_valid_key};
 use super::{PathParams, base_url, encode_segment};
+use crate::auth::{self, Permission, Refusal};
 use crate::store::{self, SegmentRow};
 use crate::{Segments, percent};
+
+/// A request the legacy routes let in: open by config, or a bearer holding permission `P` (a
+/// [`Permission`] as `u32`). Checked before anything else of the request is read.
+pub struct Legacy<const P: u32>;
+
+type CanRead = Legacy<{ Permission::SegmentsRead as u32 }>;
+type CanCreate = Legacy<{ Permission::SegmentsCreate as u32 }>;
+type CanUpdate = Legacy<{ Permission::SegmentsUpdate as u32 }>;
+type CanDelete = Legacy<{ Permission::SegmentsDelete as u32 }>;
+
+impl<const P: u32> axum::extract::FromRequestParts<Segments> for Legacy<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &Segments) -> Result<Self, ApiError> {
+        if state.legacy_routes_open() {
+            return Ok(Self);
+        }
+        auth::authorize(state, &parts.headers, auth::permission_of(P)).await.map_err(refusal)?;
+        Ok(Self)
+    }
+}
+
+/// A refusal in the legacy routes' error body.
+fn refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Unauthenticated(message) => ApiError::unauthorized(message),
+        Refusal::Forbidden(permission) => {
+            ApiError::forbidden(format!("this token lacks the {} permission", permission.as_str()))
+        }
+        Refusal::Store(error) => error.into(),
+    }
+}
 
 pub fn router() -> Router<Segments> {
     Router::new()
@@ -62,21 +104,19 @@ fn segment_view(row: &SegmentRow) -> Value {
     view
 }
 
-async fn list_segments(State(state): State<Segments>) -> Result<Json<Value>, ApiError> {
+async fn list_segments(_: CanRead, State(state): State<Segments>) -> Result<Json<Value>, ApiError> {
     let rows = store::all_segments(state.db()).await?;
     Ok(Json(Value::Array(rows.iter().map(segment_view).collect())))
 }
 
-/// A live segment: once deleted, its slug is 404 here (the list, deleted included, still
-/// shows it with `is_deleted: true`).
+/// The segment a slug names: the live one, else the one deleted last, with `is_deleted: true`
+/// (as seed 000's store reads it).
 async fn get_segment(
+    _: CanRead,
     State(state): State<Segments>,
     PathParams(slug): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row = store::segment_by_slug(state.db(), &slug)
-        .await?
-        .filter(|row| !row.deleted)
-        .ok_or_else(|| segment_not_found(&slug))?;
+    let row = store::segment_by_slug(state.db(), &slug).await?.ok_or_else(|| segment_not_found(&slug))?;
     Ok(Json(segment_view(&row)))
 }
 
@@ -88,6 +128,7 @@ struct CreateBody {
 }
 
 async fn create_segment(
+    _: CanCreate,
     State(state): State<Segments>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateBody>,
@@ -136,6 +177,7 @@ async fn create_segment(
 }
 
 async fn delete_segment(
+    _: CanDelete,
     State(state): State<Segments>,
     PathParams(slug): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -199,6 +241,7 @@ fn check_user_id(id: &str) -> Result<(), ApiError> {
 }
 
 async fn change_user_segments(
+    _: CanUpdate,
     State(state): State<Segments>,
     JsonBody(body): JsonBody<ChangeBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -288,6 +331,7 @@ fn listing(slugs: &[&str]) -> String {
 }
 
 async fn user_segments(
+    _: CanRead,
     State(state): State<Segments>,
     PathParams(user_id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -338,6 +382,7 @@ fn date_range(from: NaiveDate, to: NaiveDate) -> (i64, i64) {
 }
 
 async fn history_link(
+    _: CanRead,
     State(state): State<Segments>,
     headers: HeaderMap,
     PathParams(user_id): PathParams<String>,
@@ -352,20 +397,59 @@ async fn history_link(
         Some(text) => parse_date("to", text)?,
         None => chrono::DateTime::from_timestamp_millis(state.now()).unwrap_or_default().date_naive(),
     };
+    let (from, to) = (from.format("%Y-%m-%d").to_string(), to.format("%Y-%m-%d").to_string());
+    let expires = state.now().div_euclid(1000) + auth::LINK_LIFETIME_SECS;
+    let signature = state.link_key().sign(&user_id, &from, &to, expires);
     let link = format!(
-        "{}/history/{}/{}/{}/history.csv",
+        "{}/history/{}/{from}/{to}/history.csv?expires={expires}&signature={signature}",
         base_url(&headers),
         encode_segment(&user_id),
-        from.format("%Y-%m-%d"),
-        to.format("%Y-%m-%d")
     );
     Ok(Json(json!({ "link": link })))
 }
 
+/// The signature of a history link, as `history` wrote it.
+#[derive(Debug, Default, Deserialize)]
+struct LinkQuery {
+    expires: Option<String>,
+    signature: Option<String>,
+}
+
+/// Who may read a CSV: the open setting, a bearer with `SEGMENTS_READ` (when one is sent), or
+/// an unexpired link signed for exactly this user and range.
+async fn may_read_history(
+    state: &Segments,
+    headers: &HeaderMap,
+    query: &LinkQuery,
+    (user_id, from, to): (&str, &str, &str),
+) -> Result<(), ApiError> {
+    if state.legacy_routes_open() {
+        return Ok(());
+    }
+    // A bearer, when one is sent, is what decides; otherwise the link's signature.
+    let bearer = headers.contains_key(axum::http::header::AUTHORIZATION);
+    let signed = query.expires.as_deref().zip(query.signature.as_deref()).filter(|_| !bearer);
+    let Some((expires, signature)) = signed else {
+        return auth::authorize(state, headers, Permission::SegmentsRead).await.map_err(refusal);
+    };
+    // A link that does not check out is no credential at all: 401, as a bad token is.
+    let expires: i64 = expires.parse().map_err(|_| ApiError::unauthorized("this history link is not valid"))?;
+    if !state.link_key().verify(user_id, from, to, expires, signature) {
+        return Err(ApiError::unauthorized("this history link is not valid"));
+    }
+    if expires < state.now().div_euclid(1000) {
+        return Err(ApiError::unauthorized("this history link has expired; ask for a new one"));
+    }
+    Ok(())
+}
+
 async fn history_csv(
     State(state): State<Segments>,
+    headers: HeaderMap,
     PathParams((user_id, from, to)): PathParams<(String, String, String)>,
+    QueryParams(query): QueryParams<LinkQuery>,
 ) -> Result<Response, ApiError> {
+    may_read_history(&state, &headers, &query, (&user_id, &from, &to)).await?;
     check_user_id(&user_id)?;
     let (start, end) = date_range(parse_date("from", &from)?, parse_date("to", &to)?);
     let now = state.now();

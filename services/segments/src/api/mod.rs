@@ -2,7 +2,7 @@
 //!
 //! | routes | module |
 //! |---|---|
-//! | `/segments`, `/segments/users`, `/history/...` (seed 000, unauthenticated) | [`legacy`] |
+//! | `/segments`, `/segments/users`, `/history/...` (seed 000, a bearer token unless opened by config) | [`legacy`] |
 //! | `/api/v1/segments`, `/api/v1/segments/evaluate` (seed 002) | [`segments`] |
 //! | `/api/v1/decisions` | [`decisions`] |
 //! | `/api/v1/flags` | [`flags`] |

@@ -80,6 +80,12 @@ pub async fn spawn_with(backend: Backend, test: &str, admin: Option<String>) -> 
     Some(serve_on(store, admin).await)
 }
 
+/// Spawns an app with these settings.
+pub async fn spawn_with_settings(backend: Backend, test: &str, settings: Settings) -> Option<TestApp> {
+    let store = open_store(backend, test).await?;
+    Some(serve_with(store, settings).await)
+}
+
 /// A store as a test app gets it, before the service has migrated it.
 pub struct Store {
     pub db: Database,
@@ -107,10 +113,15 @@ pub async fn open_store(backend: Backend, test: &str) -> Option<Store> {
 
 /// Serves the segments routes on `store` (migrating it, as the service does at start).
 pub async fn serve_on(store: Store, admin: Option<String>) -> TestApp {
+    serve_with(store, Settings { admin_token: admin, ..Settings::default() }).await
+}
+
+/// [`serve_on`] with every setting given.
+pub async fn serve_with(store: Store, settings: Settings) -> TestApp {
     let Store { db, backend, database_url, dir } = store;
     let clock = Arc::new(AtomicI64::new(START));
     let reading = clock.clone();
-    let settings = Settings { admin_token: admin.clone() };
+    let admin = settings.admin_token.clone();
     let state = Segments::with_clock(db, &settings, Arc::new(move || reading.load(Ordering::SeqCst)))
         .await
         .expect("segments state");
@@ -175,16 +186,30 @@ impl TestApp {
         read(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
     }
 
+    /// The admin token as a bearer, when the app has one.
+    pub fn admin_bearer(&self) -> Option<&str> {
+        Some(self.admin.as_str()).filter(|admin| !admin.is_empty())
+    }
+
+    /// `GET path` as the admin (when the app has one).
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None, None).await
+        self.send(Method::GET, path, None, self.admin_bearer()).await
     }
 
+    /// `POST path` as the admin (when the app has one).
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::POST, path, Some(body), None).await
+        self.send(Method::POST, path, Some(body), self.admin_bearer()).await
     }
 
+    /// `DELETE path` as the admin (when the app has one).
     pub async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, None, None).await
+        self.send(Method::DELETE, path, None, self.admin_bearer()).await
+    }
+
+    /// Mints a key with `permissions` in this app's store; returns the key.
+    pub async fn mint(&self, permissions: &[segments::auth::Permission]) -> String {
+        let permissions = segments::auth::Permissions::from_list(permissions);
+        segments::auth::mint_key(self.state.db(), "test key", permissions).await.expect("mint").token
     }
 
     /// `/api/v1` as the admin.
@@ -232,7 +257,8 @@ impl TestApp {
             .collect()
     }
 
-    /// The user's CSV history over `[from, to]`, through the link the API gives.
+    /// The user's CSV history over `[from, to]`, through the link the API gives (signed: it is
+    /// fetched without a credential).
     pub async fn history_csv(&self, user: &str, from: &str, to: &str) -> String {
         let reply = self.get(&format!("/segments/users/{user}/history?from={from}&to={to}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);

@@ -55,7 +55,10 @@ pub async fn seed_000_examples(app: &TestApp) {
     // Get user history: the link, then the CSV behind it.
     let reply = app.get("/segments/users/73234/history?from=2023-08-30&to=2023-08-31").await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, json!({"link": app.url("/history/73234/2023-08-30/2023-08-31/history.csv")}));
+    let link = reply.body["link"].as_str().unwrap();
+    let unsigned = app.url("/history/73234/2023-08-30/2023-08-31/history.csv");
+    assert!(link.starts_with(&format!("{unsigned}?expires=")), "the seed's link, signed: {link}");
+    assert_eq!(reply.body.as_object().unwrap().len(), 1, "{}", reply.text);
     let csv = app.history_csv("73234", "2023-08-30", "2023-08-31").await;
     assert_eq!(
         csv,
@@ -73,10 +76,18 @@ pub async fn seed_000_examples(app: &TestApp) {
     assert!(reply.text.is_empty());
     let reply = app.get("/segments").await;
     assert_eq!(reply.body[0], json!({"id":1,"slug":"AVITO_VOICE_MESSAGES","is_deleted":true}));
-    // By slug, a deleted segment is gone (the list above still shows it).
-    assert_eq!(app.get("/segments/AVITO_VOICE_MESSAGES").await.status, StatusCode::NOT_FOUND);
+    // By slug, a deleted segment reads as the seed's store reads it: deleted.
+    let reply = app.get("/segments/AVITO_VOICE_MESSAGES").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body, json!({"id":1,"slug":"AVITO_VOICE_MESSAGES","is_deleted":true}));
     // Deleting it again changes nothing.
     assert_eq!(app.delete("/segments/AVITO_VOICE_MESSAGES").await.status, StatusCode::NO_CONTENT);
+    // Its slug taken again, the slug names the live segment.
+    let reply = app.create_slug("AVITO_VOICE_MESSAGES").await;
+    let id = reply.body["id"].clone();
+    assert_ne!(id, 1);
+    let reply = app.get("/segments/AVITO_VOICE_MESSAGES").await;
+    assert_eq!(reply.body, json!({"id": id, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}));
 }
 
 /// Every refusal is a 4xx in the chatmesh error body, and a refused change changes nothing.
@@ -144,9 +155,9 @@ pub async fn legacy_errors_change_nothing(app: &TestApp) {
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reply.text);
         assert_eq!(reply.legacy_code(), "VALIDATION_FAILED");
     }
-    let reply = app.send_raw(Method::POST, "/segments", "application/json", "{\"slug\":", None).await;
+    let reply = app.send_raw(Method::POST, "/segments", "application/json", "{\"slug\":", app.admin_bearer()).await;
     assert_eq!((reply.status, reply.legacy_code()), (StatusCode::BAD_REQUEST, "BAD_REQUEST"));
-    let reply = app.send_raw(Method::POST, "/segments", "text/plain", "{\"slug\":\"T\"}", None).await;
+    let reply = app.send_raw(Method::POST, "/segments", "text/plain", "{\"slug\":\"T\"}", app.admin_bearer()).await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     for query in ["from=2023-13-01&to=2023-12-01", "from=yesterday"] {
         let reply = app.get(&format!("/segments/users/7/history?{query}")).await;
@@ -317,7 +328,7 @@ pub async fn bad_input_is_never_a_500(app: &TestApp) {
         assert!(!reply.status.is_server_error(), "{path}: {}", reply.status);
     }
     for body in ["[]", "null", "{\"id\":{},\"add\":{}}", "{\"id\":1,\"add\":[1]}", "\"x\""] {
-        let reply = app.send_raw(Method::POST, "/segments/users", "application/json", body, None).await;
+        let reply = app.send_raw(Method::POST, "/segments/users", "application/json", body, app.admin_bearer()).await;
         assert!(reply.status.is_client_error(), "{body}: {}", reply.status);
     }
     // A user id with characters that need quoting or encoding survives the round trip.
@@ -392,7 +403,7 @@ pub async fn invalid_utf8_paths_are_json_errors(app: &TestApp) {
         (Method::GET, "/history/7/2023-08-30/%C3%28/history.csv", "to"),
     ];
     for (method, path, parameter) in cases {
-        let reply = app.send(method.clone(), path, None, None).await;
+        let reply = app.send(method.clone(), path, None, app.admin_bearer()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{method} {path}: {}", reply.text);
         assert!(reply.header("content-type").unwrap_or("").starts_with("application/json"), "{method} {path}");
         assert_eq!(
@@ -470,7 +481,7 @@ pub async fn history_from_before_the_slug_column(backend: Backend) {
             .await
             .expect("history line");
     }
-    let app = serve_on(store, None).await;
+    let app = serve_on(store, Some("upgrade-admin".to_owned())).await;
     assert_eq!(
         app.history_csv("5", "2023-08-30", "2023-08-30").await,
         format!("5,OLD_TIMER,add,{}\n5,OLD_TIMER,remove,{}\n", helpers_at(START), helpers_at(START + HOUR))

@@ -2,6 +2,7 @@
 //! is set, again on a fresh MySQL / MariaDB database (skipped with a printed reason otherwise,
 //! a failure under `CHATMESH_REQUIRE_BACKENDS=1`).
 
+mod access;
 mod cli;
 #[cfg(feature = "dmn")]
 mod dmn;
@@ -89,6 +90,13 @@ on_every_backend! {
     cli: [
         mint_key_subcommand,
     ];
+    access: [
+        legacy_routes_need_a_credential,
+        the_open_setting_reopens_the_legacy_routes,
+        history_links_are_signed,
+        history_paths_never_reach_a_file,
+        revoked_keys_are_refused_everywhere_within_a_second,
+    ];
 }
 
 /// Upgrades from a store an older version wrote: each sets the store up itself.
@@ -111,7 +119,7 @@ fn binary_help_names_the_subcommands() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_segments")).arg("--help").output().expect("run");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("mint-key"), "{help}");
+    assert!(help.contains("mint-key") && help.contains("revoke-key"), "{help}");
     assert!(help.contains("8083"), "{help}");
     assert!(help.contains("DATABASE_URL"), "{help}");
 }

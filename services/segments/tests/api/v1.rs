@@ -191,8 +191,9 @@ pub async fn authentication_and_permissions(app: &TestApp) {
             }
         }
     }
-    // The legacy routes are the unauthenticated internal API.
-    assert_eq!(app.get("/segments").await.status, StatusCode::OK);
+    // The legacy routes take the same keys (their own scenarios are in `access`).
+    assert_eq!(app.send(Method::GET, "/segments", None, Some(&reader)).await.status, StatusCode::OK);
+    assert_eq!(app.send(Method::GET, "/segments", None, Some(&creator)).await.status, StatusCode::FORBIDDEN);
 }
 
 /// Without an admin token every /api/v1 request is a 401; minted keys still work.
@@ -207,6 +208,9 @@ pub async fn minted_keys_without_an_admin_token(app: &TestApp) {
         app.send(Method::POST, "/api/v1/segments", Some(&json!({"key": "a", "name": "A"})), Some(&key.token)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     assert_eq!(app.send(Method::GET, "/api/v1/segments", None, Some(&key.token)).await.status, StatusCode::OK);
+    // The legacy routes too: closed to everyone without a key.
+    assert_eq!(app.get("/segments").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.send(Method::GET, "/segments", None, Some(&key.token)).await.status, StatusCode::OK);
 }
 
 /// The error table of seed 002: VALIDATION 400, NOT_FOUND 404, CONFLICT 409 (key taken; the
