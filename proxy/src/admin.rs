@@ -1,6 +1,8 @@
 //! The admin port: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz` (every pool
 //! that has upstreams has a healthy one), `GET /upstreams` (each member and its health) and
-//! `POST /reload`. Kept off the public port.
+//! `POST /reload`. Kept off the public port, on loopback by default; `POST /reload` changes what
+//! the gateway does, so it also needs the admin token (`Authorization: Bearer`,
+//! `CHATMESH_ADMIN_TOKEN`; unset, it is refused and SIGHUP is the way to reload).
 
 use std::sync::Arc;
 
@@ -9,11 +11,15 @@ use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
+use shared::ErrorCode;
+use shared::auth::AdminToken;
 
 use crate::gateway::Gateway;
 
 pub struct AdminApp {
     pub gateway: Arc<Gateway>,
+    /// The operator's token, which `POST /reload` needs.
+    pub admin: AdminToken,
 }
 
 #[async_trait]
@@ -30,17 +36,16 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/healthz") => json_reply(StatusCode::OK, &json!({"status": "ok", "service": "gateway"})),
             (Method::GET, "/readyz") => self.readyz(),
             (Method::GET, "/upstreams") => self.upstreams(),
+            (Method::POST, "/reload") if !self.admin.authorizes(&req.headers) => error_reply(
+                ErrorCode::Unauthorized,
+                "reloading needs the admin token (Authorization: Bearer <CHATMESH_ADMIN_TOKEN>)",
+            ),
             (Method::POST, "/reload") => match self.gateway.reload() {
                 Ok(()) => json_reply(StatusCode::OK, &json!({"reloaded": true})),
-                Err(error) => json_reply(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    &json!({"error": {"code": "VALIDATION_FAILED", "message": format!("{error:#}")}}),
-                ),
+                // 422: the file is well-formed TOML or not, but its settings are what fail.
+                Err(error) => error_reply(ErrorCode::ValidationFailed, &format!("{error:#}")),
             },
-            (_, path) => json_reply(
-                StatusCode::NOT_FOUND,
-                &json!({"error": {"code": "NOT_FOUND", "message": format!("no admin route {path}")}}),
-            ),
+            (_, path) => error_reply(ErrorCode::NotFound, &format!("no admin route {path}")),
         }
     }
 }
@@ -81,6 +86,14 @@ impl AdminApp {
             .collect();
         json_reply(StatusCode::OK, &serde_json::Value::Object(pools))
     }
+}
+
+fn error_reply(code: ErrorCode, message: &str) -> Response<Vec<u8>> {
+    let mut response = reply(code.status(), "application/json", crate::proxy::error_body(code, message).to_vec());
+    if code == ErrorCode::Unauthorized {
+        response.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Bearer realm=\"chatmesh\""));
+    }
+    response
 }
 
 fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {

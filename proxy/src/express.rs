@@ -38,6 +38,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use shared::ErrorCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -91,8 +92,8 @@ impl ServerApp for Front {
             let deadline = head_started.take().unwrap_or_else(Instant::now) + table.server.head_timeout();
             let head_len = match read_head(&mut stream, &mut conn.buf, deadline, table.server.max_head_bytes).await {
                 Head::Complete(len) => len,
-                Head::Refused(status, code, message) => {
-                    refuse(&mut stream, &mut conn.out, status, code, message, &table.server).await;
+                Head::Refused(code, message) => {
+                    refuse(&mut stream, &mut conn.out, code, message, &table.server).await;
                     return None;
                 }
                 Head::Closed => return None,
@@ -162,7 +163,7 @@ enum Head {
     /// The head is the buffer's first bytes, this many.
     Complete(usize),
     /// Answered with this status, code and message, then the connection closes.
-    Refused(u16, &'static str, &'static str),
+    Refused(ErrorCode, &'static str),
     /// The client closed or the connection failed.
     Closed,
 }
@@ -175,14 +176,14 @@ async fn read_head(stream: &mut Stream, buf: &mut BytesMut, deadline: Instant, m
     loop {
         match head_state(buf, searched, max_bytes) {
             HeadState::Complete(len) => return Head::Complete(len),
-            HeadState::TooLarge => return Head::Refused(431, HEAD_TOO_LARGE.0, HEAD_TOO_LARGE.1),
+            HeadState::TooLarge => return Head::Refused(ErrorCode::HeadersTooLarge, HEAD_TOO_LARGE),
             HeadState::Incomplete => {}
         }
         searched = buf.len().saturating_sub(2);
         match tokio::time::timeout_at(deadline.into(), stream.read_buf(buf)).await {
             Ok(Ok(0) | Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {}
-            Err(_) => return Head::Refused(408, "REQUEST_TIMEOUT", "the request head did not arrive in time"),
+            Err(_) => return Head::Refused(ErrorCode::RequestTimeout, "the request head did not arrive in time"),
         }
     }
 }
@@ -215,7 +216,7 @@ fn head_state(buf: &[u8], searched: usize, max_bytes: usize) -> HeadState {
     if buf.len() > max_bytes { HeadState::TooLarge } else { HeadState::Incomplete }
 }
 
-const HEAD_TOO_LARGE: (&str, &str) = ("HEADERS_TOO_LARGE", "the request head is over the size limit");
+const HEAD_TOO_LARGE: &str = "the request head is over the size limit";
 
 /// Just past the first blank line (`\n\n` or `\n\r\n`) from `from` on: where a head ends at the
 /// earliest.
@@ -239,20 +240,22 @@ fn find_blank_line(buf: &[u8], from: usize) -> Option<usize> {
 async fn refuse(
     stream: &mut Stream,
     out: &mut Vec<u8>,
-    status: u16,
-    code: &str,
+    code: ErrorCode,
     message: &str,
     settings: &crate::config::ServerSettings,
 ) {
     use std::io::Write as _;
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let body = proxy::error_body(code, message);
+    let status = code.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    let status = status.as_u16();
     out.clear();
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    out.extend_from_slice(&body);
     let _client_gone = write_timed(stream, out, settings.write_timeout().min(Duration::from_secs(1))).await;
 }
 
@@ -331,7 +334,7 @@ impl Front {
                 Ok(Err(_)) => return Next::Close,
                 Err(_) => {
                     let message = "the request body did not arrive in time";
-                    refuse(stream, &mut conn.out, 408, "REQUEST_TIMEOUT", message, settings).await;
+                    refuse(stream, &mut conn.out, ErrorCode::RequestTimeout, message, settings).await;
                     return Next::Close;
                 }
             }
@@ -397,12 +400,13 @@ impl Front {
         let (mut upstream_stream, response) = match outcome {
             Ok(exchanged) => exchanged,
             Err(error) => {
-                let (status, code, message) = if error.kind() == io::ErrorKind::TimedOut {
-                    (504, "GATEWAY_TIMEOUT", "the upstream did not answer in time")
+                let (code, message) = if error.kind() == io::ErrorKind::TimedOut {
+                    (ErrorCode::GatewayTimeout, "the upstream did not answer in time")
                 } else {
-                    (502, "BAD_GATEWAY", "the upstream failed to answer")
+                    (ErrorCode::BadGateway, "the upstream failed to answer")
                 };
-                answer_error(stream, &mut conn.out, status, code, message, &request_id, &plain, settings).await;
+                let status = code.status().as_u16();
+                answer_error(stream, &mut conn.out, code, message, &request_id, &plain, settings).await;
                 self.finish(&plain, &request_id, status, pool, &upstream, started, tries, 0, Some(&error), table);
                 conn.buf.clear();
                 return Next::Close;
@@ -432,7 +436,8 @@ impl Front {
             Err(cut) if !cut.head_sent => {
                 // Nothing reached the client yet: it gets a JSON 502 rather than a bare close.
                 let message = "the upstream sent a malformed response";
-                answer_error(stream, &mut conn.out, 502, "BAD_GATEWAY", message, &request_id, &plain, settings).await;
+                answer_error(stream, &mut conn.out, ErrorCode::BadGateway, message, &request_id, &plain, settings)
+                    .await;
                 (502, 0, Some(cut.error))
             }
             Err(cut) => (response.status, cut.body_bytes, Some(cut.error)),
@@ -633,23 +638,24 @@ fn write_response_head(out: &mut Vec<u8>, head: &[u8], request_id: &str, keep_al
 async fn answer_error(
     stream: &mut Stream,
     out: &mut Vec<u8>,
-    status: u16,
-    code: &str,
+    code: ErrorCode,
     message: &str,
     request_id: &str,
     plain: &Plain<'_>,
     settings: &crate::config::ServerSettings,
 ) {
     out.clear();
-    write_error(out, status, code, message, request_id, plain.method == Method::HEAD);
+    write_error(out, code, message, request_id, plain.method == Method::HEAD);
     let _client_gone = write_timed(stream, out, settings.write_timeout()).await;
 }
 
 /// A JSON error the gateway answers itself, closing the connection after it.
-fn write_error(out: &mut Vec<u8>, status: u16, code: &str, message: &str, request_id: &str, head_only: bool) {
+fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, request_id: &str, head_only: bool) {
     use std::io::Write as _;
     let body = proxy::error_body(code, message);
-    let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let status = code.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    let status = status.as_u16();
     let _ = write!(
         out,
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",

@@ -47,7 +47,7 @@ use crate::gateway::Gateway;
 
 /// Runs the gateway until SIGTERM (graceful: stop accepting, finish in-flight requests, exit as
 /// soon as none is left or after the grace period) or SIGINT (immediate).
-pub fn run(source: ConfigSource) -> anyhow::Result<()> {
+pub fn run(source: ConfigSource, admin: shared::auth::AdminToken) -> anyhow::Result<()> {
     let config = source.load()?;
     let server_settings = config.server.clone();
     for (what, addr) in [("listen", &server_settings.listen), ("admin_listen", &server_settings.admin_listen)] {
@@ -79,7 +79,13 @@ pub fn run(source: ConfigSource) -> anyhow::Result<()> {
     proxy.add_tcp(&server_settings.listen);
     proxy.threads = Some(server_settings.threads);
 
-    let mut admin = Service::new("admin".to_owned(), admin::AdminApp { gateway: gateway.clone() });
+    if !admin.is_configured() {
+        tracing::warn!(
+            "no admin token configured (CHATMESH_ADMIN_TOKEN): POST /reload on the admin port answers 401; \
+             reload with SIGHUP"
+        );
+    }
+    let mut admin = Service::new("admin".to_owned(), admin::AdminApp { gateway: gateway.clone(), admin });
     admin.add_tcp(&server_settings.admin_listen);
     admin.threads = Some(1);
 

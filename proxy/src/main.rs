@@ -14,8 +14,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// adds X-Request-Id, logs one access line per request (RUST_LOG, CHATMESH_LOG_FORMAT=json),
 /// answers errors as JSON, and serves Prometheus metrics on the admin port.
 ///
-/// SIGHUP (or POST /reload on the admin port) reloads the config without dropping requests;
-/// SIGTERM stops accepting, finishes in-flight requests and exits; SIGINT exits at once.
+/// SIGHUP (or POST /reload on the admin port, with the admin token from CHATMESH_ADMIN_TOKEN as
+/// `Authorization: Bearer`) reloads the config without dropping requests; SIGTERM stops
+/// accepting, finishes in-flight requests and exits; SIGINT exits at once. The admin port
+/// listens on loopback unless the config or --admin-listen says otherwise.
 #[derive(Debug, Parser)]
 #[command(name = "gateway", version)]
 struct Cli {
@@ -34,6 +36,10 @@ struct Cli {
     /// Proxy worker threads (overrides server.threads)
     #[arg(long, env = "GATEWAY_THREADS")]
     threads: Option<usize>,
+    /// The operator's bearer token, which POST /reload needs (prefer the environment: arguments
+    /// show in `ps`) [default: unset, POST /reload answers 401 and SIGHUP reloads]
+    #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Check the config (and upstreams file) and exit
     #[arg(long)]
     check: bool,
@@ -49,6 +55,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(cli: Cli) -> anyhow::Result<()> {
+    let admin_token = cli.admin_token;
     let source = gateway::config::ConfigSource {
         path: cli.config,
         upstreams_file: cli.upstreams_file,
@@ -66,5 +73,5 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    gateway::run(source)
+    gateway::run(source, shared::auth::AdminToken::new(admin_token.as_deref()))
 }

@@ -21,6 +21,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use shared::ErrorCode;
 
 use crate::gateway::{Gateway, Table};
 use crate::metrics::InFlight;
@@ -111,7 +112,7 @@ impl ProxyHttp for GatewayProxy {
         }
         let Some(pool) = table.routes.find(method, path).map(|index| table.pools[index].clone()) else {
             let message = format!("no route for {method} {path}");
-            respond(session, ctx, 404, error_body("NOT_FOUND", &message), true).await?;
+            respond(session, ctx, 404, error_body(ErrorCode::NotFound, &message), true).await?;
             return Ok(true);
         };
         if let Some(length) = content_length(req)
@@ -130,7 +131,7 @@ impl ProxyHttp for GatewayProxy {
                 keepalive = matches!(tokio::time::timeout(table.server.read_timeout(), drain).await, Ok(Ok(())));
             }
             let message = format!("request body is over the {} byte limit", table.server.max_body_bytes);
-            respond(session, ctx, 413, error_body("PAYLOAD_TOO_LARGE", &message), keepalive).await?;
+            respond(session, ctx, 413, error_body(ErrorCode::PayloadTooLarge, &message), keepalive).await?;
             return Ok(true);
         }
         // pingora's read timeout is per read: a body trickling a byte at a time would never
@@ -348,7 +349,7 @@ impl GatewayProxy {
             }
             Err(message) => {
                 tracing::warn!(%message, "no OpenAPI document to merge");
-                respond(session, ctx, 503, error_body("SERVICE_UNAVAILABLE", &message), true).await
+                respond(session, ctx, 503, error_body(ErrorCode::ServiceUnavailable, &message), true).await
             }
         }
     }
@@ -395,36 +396,41 @@ pub(crate) fn finish(gateway: &Gateway, done: &Finished<'_>) {
     }
 }
 
-/// Status, code and message for an error the gateway answers.
-fn classify(e: &Error) -> (u16, &'static str, String) {
+/// Status, code and message for an error the gateway answers; status 0 when nobody is left to
+/// answer. The status is the code's own, except for an upstream's 4xx / 5xx status relayed as is.
+fn classify(e: &Error) -> (u16, ErrorCode, String) {
     let detail = e.context.as_ref().map_or_else(|| e.etype().as_str().to_owned(), ToString::to_string);
+    let own = |code: ErrorCode, message: String| (code.status().as_u16(), code, message);
     match e.etype() {
-        ErrorType::HTTPStatus(413) => (413, "PAYLOAD_TOO_LARGE", detail),
-        ErrorType::HTTPStatus(408) => (408, "REQUEST_TIMEOUT", detail),
+        ErrorType::HTTPStatus(413) => own(ErrorCode::PayloadTooLarge, detail),
+        ErrorType::HTTPStatus(408) => own(ErrorCode::RequestTimeout, detail),
         // The client's body, not the upstream, ran past its deadline.
         ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
-            (408, "REQUEST_TIMEOUT", "the request body did not arrive in time".to_owned())
+            own(ErrorCode::RequestTimeout, "the request body did not arrive in time".to_owned())
         }
-        ErrorType::HTTPStatus(503) => (503, "SERVICE_UNAVAILABLE", detail),
-        ErrorType::HTTPStatus(status @ 400..=499) => (*status, "BAD_REQUEST", detail),
-        ErrorType::HTTPStatus(status) => (*status, "BAD_GATEWAY", detail),
+        ErrorType::HTTPStatus(503) => own(ErrorCode::ServiceUnavailable, detail),
+        ErrorType::HTTPStatus(status @ 400..=499) => (*status, ErrorCode::BadRequest, detail),
+        ErrorType::HTTPStatus(status) => (*status, ErrorCode::BadGateway, detail),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            (504, "GATEWAY_TIMEOUT", "the upstream did not answer in time".to_owned())
+            own(ErrorCode::GatewayTimeout, "the upstream did not answer in time".to_owned())
         }
         _ => match e.esource() {
-            ErrorSource::Upstream => (502, "BAD_GATEWAY", "the upstream failed to answer".to_owned()),
+            ErrorSource::Upstream => own(ErrorCode::BadGateway, "the upstream failed to answer".to_owned()),
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => (0, "", String::new()),
-                _ => (400, "BAD_REQUEST", detail),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed => {
+                    (0, ErrorCode::BadRequest, String::new())
+                }
+                _ => own(ErrorCode::BadRequest, detail),
             },
-            ErrorSource::Internal | ErrorSource::Unset => (500, "INTERNAL", "internal gateway error".to_owned()),
+            ErrorSource::Internal | ErrorSource::Unset => own(ErrorCode::Internal, "internal gateway error".to_owned()),
         },
     }
 }
 
-/// `{"error":{"code":...,"message":...}}`, the body every chatmesh error has.
-pub fn error_body(code: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "error": { "code": code, "message": message } }).to_string())
+/// `{"error":{"code":...,"message":...}}`, the body every chatmesh error has, with a code of
+/// the services' own table.
+pub fn error_body(code: ErrorCode, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "error": { "code": code.as_str(), "message": message } }).to_string())
 }
 
 /// Writes a complete JSON response. With `keepalive`, the connection stays open (pingora
@@ -501,14 +507,14 @@ mod tests {
     #[test]
     fn errors_map_to_json_statuses() {
         let (status, code, _) = classify(&Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"));
-        assert_eq!((status, code), (503, "SERVICE_UNAVAILABLE"));
+        assert_eq!((status, code.as_str()), (503, "SERVICE_UNAVAILABLE"));
         let (status, code, _) = classify(&Error::new_up(ErrorType::ConnectRefused));
-        assert_eq!((status, code), (502, "BAD_GATEWAY"));
+        assert_eq!((status, code.as_str()), (502, "BAD_GATEWAY"));
         let (status, code, _) = classify(&Error::new_up(ErrorType::ReadTimedout));
-        assert_eq!((status, code), (504, "GATEWAY_TIMEOUT"));
+        assert_eq!((status, code.as_str()), (504, "GATEWAY_TIMEOUT"));
         let (status, _, _) = classify(&Error::new_down(ErrorType::ConnectionClosed));
         assert_eq!(status, 0, "nobody to answer");
-        let body: serde_json::Value = serde_json::from_slice(&error_body("BAD_GATEWAY", "x")).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&error_body(ErrorCode::BadGateway, "x")).unwrap();
         assert_eq!(body["error"]["code"], "BAD_GATEWAY");
     }
 

@@ -25,6 +25,10 @@ pub enum ErrorCode {
     /// A backend is unreachable; the request may be retried.
     ServiceUnavailable,
     Internal,
+    /// The request (its head or body) did not arrive in time.
+    RequestTimeout,
+    /// The request head is over the size limit.
+    HeadersTooLarge,
     /// The gateway's upstream failed to answer.
     BadGateway,
     /// The gateway's upstream did not answer in time.
@@ -46,6 +50,8 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -65,13 +71,15 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Self::BadGateway => "BAD_GATEWAY",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
         }
     }
 
     /// Every code, for tests and documents that list them.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::BadRequest,
         Self::ValidationFailed,
         Self::Unauthorized,
@@ -83,6 +91,8 @@ impl ErrorCode {
         Self::UnsupportedMediaType,
         Self::ServiceUnavailable,
         Self::Internal,
+        Self::RequestTimeout,
+        Self::HeadersTooLarge,
         Self::BadGateway,
         Self::GatewayTimeout,
     ];

@@ -45,6 +45,8 @@ pub enum ErrorCodeName {
     UnsupportedMediaType,
     ServiceUnavailable,
     Internal,
+    RequestTimeout,
+    HeadersTooLarge,
     BadGateway,
     GatewayTimeout,
 }

@@ -431,8 +431,10 @@ async fn reload_swaps_pools_without_dropping_in_flight_requests() {
     assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"ok\"}"), Some(1.0));
 
     std::fs::write(&gateway.upstreams_file, "chat-read = [\"not an address\"]\n").unwrap();
-    let refused = http.post(format!("{}/reload", gateway.admin_url)).send().await.unwrap();
+    let reload = http.post(format!("{}/reload", gateway.admin_url));
+    let refused = reload.bearer_auth(gateway.admin_token.as_deref().unwrap()).send().await.unwrap();
     assert_eq!(refused.status(), 422);
+    assert_eq!(json(refused).await["error"]["code"], "VALIDATION_FAILED");
     assert_eq!(served_by(&http.get(&url).send().await.unwrap()), "new", "the running config stays");
     assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"error\"}"), Some(1.0));
 }
@@ -510,4 +512,90 @@ async fn metrics_on_the_admin_port() {
     assert_eq!(public.status(), 404, "metrics stay off the public port");
     let ready = http.get(format!("{}/readyz", gateway.admin_url)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// `POST /reload` takes the admin token as a bearer and nothing else (401 JSON otherwise, the
+/// config untouched); a gateway started without one refuses every reload over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_needs_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = stub("chat-read");
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let token = gateway.admin_token.clone().unwrap();
+    let http = client();
+    let reload = || http.post(format!("{}/reload", gateway.admin_url));
+    for (what, request) in [
+        ("no credential", reload()),
+        ("a wrong token", reload().bearer_auth("not-it")),
+        ("the token's first half", reload().bearer_auth(&token[..token.len() / 2])),
+        ("the token and more", reload().bearer_auth(format!("{token}x"))),
+        ("the token as basic auth", reload().basic_auth("admin", Some(&token))),
+    ] {
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{what}");
+        assert!(refused.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(refused.headers().contains_key("www-authenticate"), "{what}");
+        let body = json(refused).await;
+        assert_eq!(body["error"]["code"], "UNAUTHORIZED", "{what}: {body}");
+    }
+    assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"ok\"}").unwrap_or(0.0), 0.0, "nothing reloaded");
+    let reloaded = reload().bearer_auth(&token).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200);
+    assert_eq!(json(reloaded).await["reloaded"], true);
+    assert_eq!(gateway.metric("gateway_config_reloads_total{result=\"ok\"}"), Some(1.0));
+    // The rest of the admin port stays readable (it listens on loopback).
+    assert!(http_get(&format!("{}/metrics", gateway.admin_url)).is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    let pools: Vec<(&str, Vec<String>)> =
+        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
+    let unset = GatewayProcess::start_with_admin_token(dir.path(), &fast_config(dir.path()), &pools, None);
+    for bearer in ["", "anything"] {
+        let refused = http.post(format!("{}/reload", unset.admin_url)).bearer_auth(bearer).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "no admin token configured: no reload over HTTP");
+    }
+    let said = wait_until(Duration::from_secs(5), || unset.process.log_text().contains("no admin token configured"));
+    assert!(said.await.is_some(), "said at start: {}", unset.process.log_text());
+}
+
+/// The admin port listens on loopback in the deployed config (and docker-compose.yml
+/// publishes only the public port, see `compose`).
+#[test]
+fn the_admin_port_listens_on_loopback() {
+    let text = std::fs::read_to_string(chatmesh_e2e::harness::repo_root().join("deploy/gateway.toml")).unwrap();
+    let admin_listen = text
+        .lines()
+        .find_map(|line| line.strip_prefix("admin_listen"))
+        .and_then(|rest| rest.split('"').nth(1))
+        .expect("deploy/gateway.toml sets admin_listen");
+    let addr: std::net::SocketAddr = admin_listen.parse().unwrap();
+    assert!(addr.ip().is_loopback(), "admin_listen = {admin_listen}");
+}
+
+/// Every JSON error the gateway answers itself carries a code of the services' one table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_error_codes_come_from_the_shared_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let dropper = Stub::start(&stub_binary(), "dropper", None, true);
+    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&dropper]);
+    let http = client();
+    let known: Vec<&str> = shared::ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    let answers = [
+        http.get(format!("{}/no/such/route", gateway.url)).send().await.unwrap(),
+        http.get(format!("{}/segments", gateway.url)).send().await.unwrap(),
+        http.get(format!("{}/api/applications", gateway.url)).send().await.unwrap(),
+        http.get(format!("{}/nothing", gateway.admin_url)).send().await.unwrap(),
+        http.post(format!("{}/reload", gateway.admin_url)).send().await.unwrap(),
+    ];
+    let mut seen = Vec::new();
+    for response in answers {
+        let status = response.status().as_u16();
+        let body = json(response).await;
+        let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("{status}: {body}")).to_owned();
+        assert!(known.contains(&code.as_str()), "{code} is not in shared::ErrorCode");
+        let table_status = shared::ErrorCode::ALL.iter().find(|c| c.as_str() == code).unwrap().status().as_u16();
+        assert_eq!(status, table_status, "{code}");
+        seen.push(code);
+    }
+    assert_eq!(seen, ["NOT_FOUND", "SERVICE_UNAVAILABLE", "BAD_GATEWAY", "NOT_FOUND", "UNAUTHORIZED"]);
 }
