@@ -34,6 +34,11 @@ struct Cli {
     /// Six-field cron (seconds first) of the count flush [default: "0 * * * * *", every minute]
     #[arg(long, env = "CHATMESH_COUNT_FLUSH_SCHEDULE", global = true)]
     count_flush_schedule: Option<String>,
+    /// Serve the segments legacy routes (/segments, /history) without a credential, for
+    /// deployments where only trusted internal callers reach the server [default: false, they
+    /// need a bearer token as /api/v1 does]
+    #[arg(long, env = "CHATMESH_SEGMENTS_OPEN_LEGACY", num_args = 0..=1, default_missing_value = "true")]
+    open_legacy_routes: Option<bool>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,6 +60,9 @@ impl Cli {
         .apply(&mut config.listen, &mut config.backends);
         if let Some(schedule) = &self.count_flush_schedule {
             config.count_flush_schedule.clone_from(schedule);
+        }
+        if let Some(open) = self.open_legacy_routes {
+            config.segments.segments_open_legacy = open;
         }
         Ok(config)
     }
