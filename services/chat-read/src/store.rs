@@ -275,26 +275,8 @@ pub async fn stored_messages(
     chat_id: i64,
     numbers: &[i64],
 ) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
-    let mut rows = std::collections::HashMap::with_capacity(numbers.len());
-    for chunk in numbers.chunks(500) {
-        let sql = format!(
-            "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(&sql).bind(chat_id);
-        for number in chunk {
-            query = query.bind(*number);
-        }
-        for row in query.fetch_all(db.pool()).await? {
-            let stored = StoredRow {
-                text: text(&row, 1)?.unwrap_or_default(),
-                created_at: row.try_get(2)?,
-                updated_at: row.try_get(3)?,
-            };
-            rows.insert(row.try_get(0)?, stored);
-        }
-    }
-    Ok(rows)
+    stored_rows(db, "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ?", chat_id, numbers)
+        .await
 }
 
 /// The stored chats of application `application_id` among `numbers`, by number.
@@ -303,13 +285,22 @@ pub async fn stored_chats(
     application_id: i64,
     numbers: &[i64],
 ) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
+    let select = "SELECT number, name, created_at, updated_at FROM chats WHERE application_id = ?";
+    stored_rows(db, select, application_id, numbers).await
+}
+
+/// The rows `select` (number, text, created at, updated at of one parent) finds among
+/// `numbers`, by number.
+async fn stored_rows(
+    db: &Database,
+    select: &str,
+    parent: i64,
+    numbers: &[i64],
+) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
     let mut rows = std::collections::HashMap::with_capacity(numbers.len());
     for chunk in numbers.chunks(500) {
-        let sql = format!(
-            "SELECT number, name, created_at, updated_at FROM chats WHERE application_id = ? AND number IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(&sql).bind(application_id);
+        let sql = format!("{select} AND number IN ({})", placeholders(chunk.len()));
+        let mut query = sqlx::query(&sql).bind(parent);
         for number in chunk {
             query = query.bind(*number);
         }
