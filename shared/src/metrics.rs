@@ -2,7 +2,7 @@
 //! every request by matched route and status, and the `/metrics` route that exposes it all in
 //! the text format.
 //!
-//! The families are listed in the README (`## Metrics`). Backends record what happens where it
+//! The families are listed in `docs/deployment.md` (`## Metrics`). Backends record what happens where it
 //! happens (publish confirms and settlements in the queue adapters, seeding in the counter
 //! adapters); queue depth is sampled at scrape time from the queues a service registered with
 //! [`watch_queue_depth`], so it is fresh whoever runs the consumer.

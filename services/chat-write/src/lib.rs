@@ -92,19 +92,25 @@ impl ChatWrite {
         Ok(payloads.len())
     }
 
-    /// The highest number the queue held at start for counter `key`.
-    fn queued_number(&self, key: &str) -> i64 {
-        self.queued.read().expect("queued numbers poisoned").get(key).copied().unwrap_or(0)
+    /// The highest number the queue held at start for the counter `key` names. The key is
+    /// only formatted when the queue held anything (every create builds a seed, few use it).
+    fn queued_number(&self, key: impl FnOnce() -> String) -> i64 {
+        let queued = self.queued.read().expect("queued numbers poisoned");
+        if queued.is_empty() {
+            return 0;
+        }
+        queued.get(&key()).copied().unwrap_or(0)
     }
 
     /// Seeds the chat counter of an application: above the store and the queue.
     pub(crate) fn seed_chat_counter(&self, application_id: i64) -> impl schema::SeedFn {
-        schema::seed_chat_counter(&self.db, application_id, self.queued_number(&self.keys.chat_counter(application_id)))
+        let queued = self.queued_number(|| self.keys.chat_counter(application_id));
+        schema::seed_chat_counter(&self.db, application_id, queued)
     }
 
     /// Seeds the message counter of a chat: above the store and the queue.
     pub(crate) fn seed_message_counter(&self, application_id: i64, chat_number: i64) -> impl schema::SeedFn {
-        let queued = self.queued_number(&self.keys.message_counter(application_id, chat_number));
+        let queued = self.queued_number(|| self.keys.message_counter(application_id, chat_number));
         schema::seed_message_counter(&self.db, application_id, chat_number, queued)
     }
 
