@@ -35,6 +35,9 @@ async fn counts_never_exceed_rows_and_survive_lost_touched_sets() {
     let api = mesh.api();
     let token = api.create_application("counts").await;
     let chat = api.create_chat(&token, "room").await;
+    // A chat is readable once the consumer has stored it, a moment after its 201.
+    let chat_path = format!("/api/applications/{token}/chats/{chat}");
+    assert_eq!(api.get_eventually(&chat_path).await.status, 200, "the chat is stored");
 
     // Writers keep creating while the count is read: it never passes what a later read lists.
     let writer = {
@@ -57,7 +60,6 @@ async fn counts_never_exceed_rows_and_survive_lost_touched_sets() {
     }
     writer.await.unwrap();
     eprintln!("counts: writes done at {:?}", started.elapsed());
-    let chat_path = format!("/api/applications/{token}/chats/{chat}");
     let converged = api.eventually(&chat_path, |r| r.body["messages_count"] == 150).await;
     assert_eq!(converged.body["messages_count"], 150, "the count converges to the rows");
     eprintln!("counts: converged at {:?}", started.elapsed());
