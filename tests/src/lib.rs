@@ -14,6 +14,7 @@
 //! - [`redis_server`]: a Redis server of a test's own, to stop, roll back and start again.
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
 //! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
+//! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
 
 pub mod acknowledged;
 pub mod chat_suite;
@@ -25,6 +26,7 @@ pub mod mesh;
 pub mod processes;
 pub mod redis_server;
 pub mod servers;
+pub mod sockets;
 pub mod split;
 
 pub use client::Api;

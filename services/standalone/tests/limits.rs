@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chatmesh_e2e::sockets::{get, status_of, trickle};
 use shared::http::ServeLimits;
 use shared::shutdown::{ShutdownTrigger, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,54 +36,15 @@ async fn spawn(limits: ServeLimits) -> Standalone {
     Standalone { addr, trigger, _dir: dir }
 }
 
-/// Sends `head` at once, then `trickle` one byte every `every`; returns how long after connecting
-/// the server closed the connection, or `None` if it was still open after `give_up`.
-async fn trickle(
+/// How long after connecting the server closed a trickled request (see [`trickle`]).
+async fn cut_off(
     addr: SocketAddr,
     head: Vec<u8>,
-    trickle: Vec<u8>,
+    slow: Vec<u8>,
     every: Duration,
     give_up: Duration,
 ) -> Option<Duration> {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(&head).await.expect("head");
-    let mut bytes = trickle.iter().cycle();
-    let mut buf = [0u8; 4096];
-    let mut next_byte = Instant::now();
-    while started.elapsed() < give_up {
-        if Instant::now() >= next_byte {
-            let byte = *bytes.next().unwrap();
-            if stream.write_all(&[byte]).await.is_err() {
-                return Some(started.elapsed());
-            }
-            next_byte += every;
-        }
-        let wait = next_byte.saturating_duration_since(Instant::now()).min(give_up.saturating_sub(started.elapsed()));
-        // An answer (a 400) may come before the close: keep reading until the close.
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(wait, stream.read(&mut buf)).await {
-            return Some(started.elapsed());
-        }
-    }
-    None
-}
-
-/// One request on a new connection (closed after it): the status and how long it took.
-async fn get(addr: SocketAddr, path: &str) -> (u16, Duration) {
-    let started = Instant::now();
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        std::io::Result::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("an answer in time").unwrap();
-    (status_of(&response), started.elapsed())
-}
-
-fn status_of(response: &[u8]) -> u16 {
-    std::str::from_utf8(response.get(9..12).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    trickle(addr, head, slow, every, give_up).await.map(|(took, _)| took)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -106,12 +68,12 @@ async fn trickling_clients_are_cut_off_and_idle_ones_do_not_slow_the_server() {
     let mut heads = Vec::new();
     for _ in 0..150 {
         let slow_head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".to_vec();
-        heads.push(tokio::spawn(trickle(addr, Vec::new(), slow_head, every, give_up)));
+        heads.push(tokio::spawn(cut_off(addr, Vec::new(), slow_head, every, give_up)));
     }
     let mut bodies = Vec::new();
     for _ in 0..50 {
         let head = b"POST /api/applications HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n".to_vec();
-        bodies.push(tokio::spawn(trickle(addr, head, b"{\"name\":\"".to_vec(), every, give_up)));
+        bodies.push(tokio::spawn(cut_off(addr, head, b"{\"name\":\"".to_vec(), every, give_up)));
     }
 
     // /healthz on a new connection each time while all of them are open (the idle ones are
