@@ -204,7 +204,11 @@ impl Consumer {
             match now_written.and_then(|written| now_taken.map(|taken| (written, taken))) {
                 Ok((now_written, now_taken)) => {
                     failures = 0;
-                    self.state.consumer_store.working();
+                    // Working again once a batch is written, or once there is nothing to write:
+                    // a batch only taken after a failure has not reached the store yet.
+                    if now_written.is_some() || now_taken.is_none() {
+                        self.state.consumer_store.working();
+                    }
                     written = now_written;
                     taken = now_taken;
                 }
