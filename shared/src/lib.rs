@@ -12,12 +12,16 @@
 //! - [`openapi`]: the error body schema of the OpenAPI documents and `/openapi.json`.
 //! - [`shutdown`]: a shutdown signal every task can wait on.
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (its backends answer).
-//! - [`backends`]: the four ports (SQL store, counters, queue, search) with their embedded
-//!   adapters, and [`conformance`]: the one test suite per port that every adapter must pass.
+//! - [`backends`]: the four ports (SQL store, counters, queue, search), one folder each, with
+//!   their embedded adapters and, behind cargo features, their production ones.
+//! - `conformance` (feature `testing`): the one test suite per port that every adapter must
+//!   pass; `testing` (feature `testing`): helpers for tests against the real backends. Only
+//!   test builds enable the feature.
 
 pub mod auth;
 pub mod backends;
 pub mod config;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;
 pub mod health;
@@ -26,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod watermark;
 

@@ -107,7 +107,7 @@ async fn redis_counters_pass_the_counters_suite() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_sqlite(dir.path(), "store.db").await.unwrap();
     let namespace = shared::testing::fresh_namespace("conformance");
-    let counters = shared::backends::redis_counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
+    let counters = shared::backends::counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
     conformance::counters_suite(Arc::new(counters)).await;
 }
 
@@ -120,7 +120,7 @@ async fn redis_counters_never_reuse_numbers_after_redis_loses_its_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_sqlite(dir.path(), "store.db").await.unwrap();
     let namespace = shared::testing::fresh_namespace("reuse");
-    let counters = shared::backends::redis_counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
+    let counters = shared::backends::counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
     let key = format!("{namespace}:counter");
     // The store never sees these numbers (as if their commands were still queued).
     let empty_store = || futures::FutureExt::boxed(async { Ok(0) });
@@ -141,7 +141,7 @@ async fn rabbitmq_passes_the_queue_suite() {
     let Some(url) = shared::testing::backend_url("AMQP_URL", "rabbitmq_passes_the_queue_suite") else {
         return;
     };
-    let queue = shared::backends::rabbitmq::RabbitQueue::connect(&url).await.unwrap();
+    let queue = shared::backends::queue::RabbitQueue::connect(&url).await.unwrap();
     conformance::queue_suite(Arc::new(queue)).await;
 }
 
@@ -153,7 +153,7 @@ async fn rabbitmq_refuses_a_publish_no_queue_takes() {
     let Some(url) = shared::testing::backend_url("AMQP_URL", "rabbitmq_refuses_a_publish_no_queue_takes") else {
         return;
     };
-    let queue = shared::backends::rabbitmq::RabbitQueue::connect(&url).await.unwrap();
+    let queue = shared::backends::queue::RabbitQueue::connect(&url).await.unwrap();
     let name = conformance::unique("conformance");
     queue.publish(&name, "first".into()).await.expect("published to a declared queue");
     let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
@@ -171,7 +171,7 @@ async fn elasticsearch_passes_the_search_suite() {
         return;
     };
     let index = shared::testing::fresh_namespace("conformance");
-    let elastic = shared::backends::elastic::ElasticIndex::connect(&url, &index).await.unwrap();
+    let elastic = shared::backends::search::ElasticIndex::connect(&url, &index).await.unwrap();
     conformance::search_suite(Arc::new(elastic)).await;
 }
 
@@ -248,7 +248,7 @@ async fn redis_counters_never_reuse_numbers_after_redis_comes_back_older() {
     let db = Database::open_sqlite(store_dir.path(), "store.db").await.unwrap();
     let namespace = shared::testing::fresh_namespace("rollback");
     let counters =
-        shared::backends::redis_counters::RedisCounters::connect(&redis.url(), db.clone(), &namespace).await.unwrap();
+        shared::backends::counters::RedisCounters::connect(&redis.url(), db.clone(), &namespace).await.unwrap();
     // The store never sees these numbers (as if their commands were still queued).
     let empty_store = || futures::FutureExt::boxed(async { Ok(0) });
     let key = format!("{namespace}:counter");

@@ -169,7 +169,7 @@ impl RabbitNode {
         let url = self.url();
         let took = wait_until_answering(&mut group, || {
             let url = url.clone();
-            async move { shared::backends::rabbitmq::RabbitQueue::connect(&url).await.is_ok() }
+            async move { shared::backends::queue::RabbitQueue::connect(&url).await.is_ok() }
         })
         .await;
         self.group = Some(group);

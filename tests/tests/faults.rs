@@ -145,7 +145,7 @@ async fn redis_flushall_mid_stream_never_reuses_a_number() {
     // Chat numbers continue too: never a number already handed out, and at most one
     // reservation block skipped (the price of never asking the store per number).
     let next_chat = api.create_chat(&token, "after the flush").await;
-    let block = shared::backends::redis_counters::RESERVATION_BLOCK;
+    let block = shared::backends::counters::redis::RESERVATION_BLOCK;
     assert!(next_chat > chat && next_chat <= chat + 1 + block, "chat {next_chat} follows chat {chat}");
 }
 
@@ -167,7 +167,7 @@ async fn poison_command_is_dead_lettered_and_replayed() {
         "type": "create_message", "application_id": application_id, "chat_number": chat + 1,
         "message_number": 1, "content": "early bird", "created_at": 0
     });
-    let queue = shared::backends::rabbitmq::RabbitQueue::connect(&std::env::var("AMQP_URL").unwrap()).await.unwrap();
+    let queue = shared::backends::queue::RabbitQueue::connect(&std::env::var("AMQP_URL").unwrap()).await.unwrap();
     let queue_name = format!("{namespace}.chat.commands");
     shared::backends::queue::Queue::publish(&queue, &queue_name, poison.to_string().into()).await.unwrap();
 

@@ -1,19 +1,28 @@
-//! The four backend ports of chatmesh and their adapters.
+//! The four backend ports of chatmesh and their adapters: one folder per port, the port (its
+//! trait and types) in the folder's `mod.rs`, one file per adapter.
 //!
-//! | port | embedded adapter (default) | production adapter |
-//! |---|---|---|
-//! | [`sql::Database`] | SQLite file under the data dir | MySQL / MariaDB (`DATABASE_URL`) |
-//! | [`counters::Counters`] | in-process, seeded from the store | Redis (`REDIS_URL`) |
-//! | [`queue::Queue`] | SQLite-backed queue under the data dir | RabbitMQ (`AMQP_URL`) |
-//! | [`search::SearchIndex`] | tantivy index under the data dir | Elasticsearch (`ELASTICSEARCH_URL`) |
+//! | port | embedded adapter (default) | production adapter | built with |
+//! |---|---|---|---|
+//! | [`Database`] | SQLite file under the data dir (`sql/sqlite.rs`) | MySQL / MariaDB (`sql/mysql.rs`, `DATABASE_URL`) | always |
+//! | [`Counters`] | in-process, seeded from the store (`counters/memory.rs`) | Redis (`counters/redis.rs`, `REDIS_URL`) | feature `redis` |
+//! | [`Queue`] | SQLite-backed queue under the data dir (`queue/embedded.rs`) | RabbitMQ (`queue/rabbitmq.rs`, `AMQP_URL`) | feature `rabbitmq` |
+//! | [`SearchIndex`] | tantivy index under the data dir (`search/tantivy.rs`) | Elasticsearch (`search/elasticsearch.rs`, `ELASTICSEARCH_URL`) | features `tantivy`, `elasticsearch` |
+//!
+//! Each production adapter and the tantivy index is behind a cargo feature of `shared`, so a
+//! service that needs only SQL compiles none of their clients. Both SQL engines are always
+//! built: every service keeps its tables in one of them. A URL set for an adapter the binary
+//! was built without fails at start with a message naming the feature; it never falls back to
+//! the embedded adapter, which would split one deployment's data in two.
 
 pub mod counters;
-pub mod elastic;
 pub mod queue;
-pub mod rabbitmq;
-pub mod redis_counters;
 pub mod search;
 pub mod sql;
+
+pub use counters::Counters;
+pub use queue::Queue;
+pub use search::SearchIndex;
+pub use sql::Database;
 
 /// A backend failed to do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +48,17 @@ impl BackendError {
             other => other.to_string(),
         }
     }
+
+    /// The error for a configured adapter this binary was built without: `setting` says what
+    /// asked for it, `feature` is the cargo feature of `shared` that builds it.
+    pub fn not_built(setting: &str, adapter: &str, feature: &str) -> Self {
+        BackendError::Other(format!(
+            "{setting}, but this binary was built without the {adapter} (cargo feature `{feature}` of shared)"
+        ))
+    }
 }
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,9 +68,9 @@ use crate::health::{FnCheck, ReadinessCheck};
 /// The store, counters and queue a service runs on, chosen from its [`BackendConfig`].
 #[derive(Clone)]
 pub struct Backends {
-    pub db: sql::Database,
-    pub counters: Arc<dyn counters::Counters>,
-    pub queue: Arc<dyn queue::Queue>,
+    pub db: Database,
+    pub counters: Arc<dyn Counters>,
+    pub queue: Arc<dyn Queue>,
     /// Which adapter serves each port, for the start-up log.
     pub description: String,
 }
@@ -66,18 +84,18 @@ impl Backends {
         let db = match &config.database_url {
             Some(url) => {
                 description.push(format!("store={}", sql::redact(url)));
-                sql::Database::connect(url).await?
+                Database::connect(url).await?
             }
             None => {
                 let dir = data_dir(config)?;
                 description.push(format!("store=sqlite:{}", dir.join("chatmesh.db").display()));
-                sql::Database::open_sqlite(&dir, "chatmesh.db").await?
+                Database::open_sqlite(&dir, "chatmesh.db").await?
             }
         };
-        let counters: Arc<dyn counters::Counters> = match &config.redis_url {
+        let counters: Arc<dyn Counters> = match &config.redis_url {
             Some(url) => {
                 description.push(format!("counters={}", sql::redact(url)));
-                Arc::new(redis_counters::RedisCounters::connect(url, db.clone(), &config.namespace).await?)
+                redis_counters(url, db.clone(), &config.namespace).await?
             }
             None => {
                 description.push("counters=in-process".to_owned());
@@ -114,12 +132,9 @@ impl Backends {
 /// Opens the queue alone (tools that list or replay dead letters need nothing else): RabbitMQ
 /// where a URL is set, the embedded queue under the data dir otherwise. Returns it with a
 /// description for the start-up log.
-pub async fn open_queue(
-    config: &BackendConfig,
-    single_process: bool,
-) -> BackendResult<(Arc<dyn queue::Queue>, String)> {
+pub async fn open_queue(config: &BackendConfig, single_process: bool) -> BackendResult<(Arc<dyn Queue>, String)> {
     Ok(match &config.amqp_url {
-        Some(url) => (Arc::new(rabbitmq::RabbitQueue::connect(url).await?), format!("queue={}", sql::redact(url))),
+        Some(url) => (rabbitmq_queue(url).await?, format!("queue={}", sql::redact(url))),
         None => {
             let dir = data_dir(config)?;
             let description = format!("queue=embedded:{}", dir.join("queue.db").display());
@@ -132,14 +147,63 @@ pub async fn open_queue(
 /// Opens the search index: Elasticsearch where a URL is set, tantivy under the data dir
 /// otherwise. A tantivy index has one writing process: the others open it with `indexes`
 /// false and hand their writes to it.
-pub async fn open_search(config: &BackendConfig, indexes: bool) -> BackendResult<Arc<dyn search::SearchIndex>> {
+pub async fn open_search(config: &BackendConfig, indexes: bool) -> BackendResult<Arc<dyn SearchIndex>> {
     match &config.elasticsearch_url {
-        Some(url) => {
-            Ok(Arc::new(elastic::ElasticIndex::connect(url, &format!("{}-messages", config.namespace)).await?))
-        }
-        None if indexes => Ok(Arc::new(search::TantivyIndex::open(&data_dir(config)?.join("search"))?)),
-        None => Ok(Arc::new(search::TantivyIndex::open_read_only(&data_dir(config)?.join("search"))?)),
+        Some(url) => elasticsearch_index(url, &format!("{}-messages", config.namespace)).await,
+        None => tantivy_index(&data_dir(config)?.join("search"), indexes),
     }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_counters(url: &str, db: Database, namespace: &str) -> BackendResult<Arc<dyn Counters>> {
+    Ok(Arc::new(counters::RedisCounters::connect(url, db, namespace).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_counters(_url: &str, _db: Database, _namespace: &str) -> BackendResult<Arc<dyn Counters>> {
+    Err(BackendError::not_built("a Redis URL is set (REDIS_URL)", "Redis counters", "redis"))
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn rabbitmq_queue(url: &str) -> BackendResult<Arc<dyn Queue>> {
+    Ok(Arc::new(queue::RabbitQueue::connect(url).await?))
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+async fn rabbitmq_queue(_url: &str) -> BackendResult<Arc<dyn Queue>> {
+    Err(BackendError::not_built("a RabbitMQ URL is set (AMQP_URL)", "RabbitMQ queue", "rabbitmq"))
+}
+
+#[cfg(feature = "elasticsearch")]
+async fn elasticsearch_index(url: &str, index: &str) -> BackendResult<Arc<dyn SearchIndex>> {
+    Ok(Arc::new(search::ElasticIndex::connect(url, index).await?))
+}
+
+#[cfg(not(feature = "elasticsearch"))]
+async fn elasticsearch_index(_url: &str, _index: &str) -> BackendResult<Arc<dyn SearchIndex>> {
+    Err(BackendError::not_built(
+        "an Elasticsearch URL is set (ELASTICSEARCH_URL)",
+        "Elasticsearch index",
+        "elasticsearch",
+    ))
+}
+
+#[cfg(feature = "tantivy")]
+fn tantivy_index(dir: &Path, indexes: bool) -> BackendResult<Arc<dyn SearchIndex>> {
+    if indexes {
+        Ok(Arc::new(search::TantivyIndex::open(dir)?))
+    } else {
+        Ok(Arc::new(search::TantivyIndex::open_read_only(dir)?))
+    }
+}
+
+#[cfg(not(feature = "tantivy"))]
+fn tantivy_index(_dir: &Path, _indexes: bool) -> BackendResult<Arc<dyn SearchIndex>> {
+    Err(BackendError::not_built(
+        "no Elasticsearch URL is set (ELASTICSEARCH_URL)",
+        "embedded tantivy search index",
+        "tantivy",
+    ))
 }
 
 fn data_dir(config: &BackendConfig) -> BackendResult<std::path::PathBuf> {

@@ -35,9 +35,9 @@ use redis::aio::ConnectionManager;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
-use super::counters::{Counters, Issued, Seed};
-use super::sql::{Database, Dialect, Migration};
-use super::{BackendError, BackendResult};
+use super::{Counters, Issued, Seed};
+use crate::backends::sql::{Database, Dialect, Migration};
+use crate::backends::{BackendError, BackendResult};
 
 /// Numbers reserved in the store at a time.
 pub const RESERVATION_BLOCK: i64 = 256;

@@ -3,7 +3,10 @@
 //! each service own its tables.
 //!
 //! Queries are written once with `?` placeholders, which both drivers accept; timestamps are
-//! stored as BIGINT milliseconds so no date type differs between the two.
+//! stored as BIGINT milliseconds so no date type differs between the two. What each engine
+//! does its own way (its connection settings, which failures are the store's) lives in
+//! [`mysql`] and [`sqlite`]; both are always built, since every service keeps its tables in
+//! one of them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +15,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::{BackendError, BackendResult};
+
+pub mod mysql;
+pub mod sqlite;
 
 /// Which SQL the store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,41 +62,9 @@ impl Database {
     pub async fn connect(url: &str) -> BackendResult<Self> {
         sqlx::any::install_default_drivers();
         if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            let url = url.replacen("mariadb:", "mysql:", 1);
-            let pool = AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', NAMES utf8mb4",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect(&url)
-                .await?;
-            Ok(Self { pool, dialect: Dialect::MySql })
+            Ok(Self { pool: mysql::connect(url).await?, dialect: Dialect::MySql })
         } else if url.starts_with("sqlite:") {
-            let pool = AnyPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        // WAL lets readers run beside the one writer; FULL makes a commit
-                        // durable before it returns, which is what a 2xx promises.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect(url)
-                .await?;
-            Ok(Self { pool, dialect: Dialect::Sqlite })
+            Ok(Self { pool: sqlite::connect(url).await?, dialect: Dialect::Sqlite })
         } else {
             Err(BackendError::Other(format!("unsupported database url scheme: {}", redact(url))))
         }
@@ -168,6 +142,18 @@ impl Database {
             }
         }
     }
+}
+
+/// Pool options for an engine: every new connection first runs `setup` (its session settings).
+fn pool_options(max_connections: u32, acquire_timeout: Duration, setup: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).after_connect(
+        move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(setup).await?;
+                Ok(())
+            })
+        },
+    )
 }
 
 async fn apply_pending(
@@ -253,46 +239,14 @@ pub enum ErrorClass {
 /// the store's.
 pub fn error_class(error: &sqlx::Error) -> ErrorClass {
     let sqlx::Error::Database(database) = error else { return ErrorClass::Store };
-    if let Some(mysql) = database.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return mysql_error_class(mysql.number());
+    if let Some(server) = database.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return mysql::error_class(server.number());
     }
     if database.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
         let code = database.code().and_then(|code| code.parse::<i32>().ok()).unwrap_or(0);
-        return sqlite_error_class(code);
+        return sqlite::error_class(code);
     }
     ErrorClass::Data
-}
-
-/// MySQL / MariaDB server error numbers that are the store's fault.
-pub fn mysql_error_class(number: u16) -> ErrorClass {
-    match number {
-        // Locks: lock wait timeout, deadlock, too many concurrent transactions, XA deadlock.
-        1205 | 1213 | 1637 | 1614
-        // Read-only: --read-only, a read-only transaction, innodb read-only mode.
-        | 1290 | 1792 | 1836
-        // Full or out of resources: disk full, table full, out of memory, out of resources,
-        // error from the storage engine or on write, commit / rollback failed.
-        | 1021 | 1114 | 1037 | 1038 | 1041 | 1030 | 3 | 1180 | 1181
-        // Shutting down or connection cut: shutdown in progress, normal shutdown, aborted
-        // connection, connection killed, query interrupted, statement timeouts.
-        | 1053 | 1077 | 1079 | 1152 | 1927 | 1317 | 1969 | 3024
-        // Out of connections.
-        | 1040 | 1203 | 1226
-        // Not set up (yet): unknown database or table, access denied.
-        | 1049 | 1146 | 1044 | 1045 | 1142 => ErrorClass::Store,
-        _ => ErrorClass::Data,
-    }
-}
-
-/// SQLite result codes (primary or extended) that are the store's fault.
-pub fn sqlite_error_class(code: i32) -> ErrorClass {
-    // The primary code is the low byte of an extended one.
-    match code & 0xff {
-        // SQLITE_BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN,
-        // PROTOCOL, NOTADB.
-        5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14 | 15 | 26 => ErrorClass::Store,
-        _ => ErrorClass::Data,
-    }
 }
 
 #[cfg(test)]
@@ -306,82 +260,11 @@ mod tests {
     }
 
     #[test]
-    fn mysql_errors_of_the_store_are_retried_and_data_errors_counted() {
-        for (number, what) in [
-            (1205, "lock wait timeout"),
-            (1213, "deadlock"),
-            (1290, "read-only server"),
-            (1792, "read-only transaction"),
-            (1836, "read-only mode"),
-            (1021, "disk full"),
-            (1114, "table full"),
-            (1041, "out of resources"),
-            (1053, "server shutting down"),
-            (1927, "connection killed"),
-            (1969, "statement timeout"),
-            (1040, "too many connections"),
-            (1146, "table missing"),
-        ] {
-            assert_eq!(mysql_error_class(number), ErrorClass::Store, "{number}: {what}");
-        }
-        for (number, what) in [
-            (1062, "duplicate key"),
-            (1452, "foreign key"),
-            (1048, "null in a not-null column"),
-            (1406, "data too long"),
-            (1366, "incorrect string value"),
-            (1264, "out of range"),
-        ] {
-            assert_eq!(mysql_error_class(number), ErrorClass::Data, "{number}: {what}");
-        }
-    }
-
-    #[test]
-    fn sqlite_codes_of_the_store_are_retried_and_data_errors_counted() {
-        // Primary and extended codes: BUSY, BUSY_SNAPSHOT, LOCKED, READONLY, READONLY_DBMOVED,
-        // IOERR, IOERR_FSYNC, FULL, CANTOPEN, NOMEM, INTERRUPT.
-        for code in [5, 517, 6, 8, 1032, 10, 1034, 13, 14, 7, 9] {
-            assert_eq!(sqlite_error_class(code), ErrorClass::Store, "code {code}");
-        }
-        // CONSTRAINT, CONSTRAINT_UNIQUE, CONSTRAINT_FOREIGNKEY, TOOBIG, MISMATCH, generic ERROR.
-        for code in [19, 2067, 787, 18, 20, 1] {
-            assert_eq!(sqlite_error_class(code), ErrorClass::Data, "code {code}");
-        }
-    }
-
-    #[test]
     fn errors_that_are_not_the_servers_answer_are_the_stores() {
         assert_eq!(error_class(&sqlx::Error::PoolTimedOut), ErrorClass::Store);
         assert_eq!(error_class(&sqlx::Error::PoolClosed), ErrorClass::Store);
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(error_class(&sqlx::Error::Io(refused)), ErrorClass::Store);
-    }
-
-    /// Real SQLite failures, classified from what the driver returns.
-    #[tokio::test]
-    async fn real_sqlite_failures_are_classified() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_sqlite(dir.path(), "classes.db").await.unwrap();
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)").execute(db.pool()).await.unwrap();
-        sqlx::query("INSERT INTO t (id) VALUES (1)").execute(db.pool()).await.unwrap();
-        let duplicate = sqlx::query("INSERT INTO t (id) VALUES (1)").execute(db.pool()).await.unwrap_err();
-        assert_eq!(error_class(&duplicate), ErrorClass::Data, "{duplicate}");
-
-        // Another connection holds the write lock; this one does not wait for it.
-        use sqlx::ConnectOptions;
-        let path = dir.path().join("classes.db");
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::ZERO);
-        let mut holder = options.connect().await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
-        let mut other = options.connect().await.unwrap();
-        let busy = sqlx::query("INSERT INTO t (id) VALUES (2)").execute(&mut other).await.unwrap_err();
-        assert_eq!(error_class(&busy), ErrorClass::Store, "{busy}");
-        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-
-        let read_only = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
-        let mut reader = read_only.connect().await.unwrap();
-        let refused = sqlx::query("INSERT INTO t (id) VALUES (3)").execute(&mut reader).await.unwrap_err();
-        assert_eq!(error_class(&refused), ErrorClass::Store, "{refused}");
     }
 
     #[test]

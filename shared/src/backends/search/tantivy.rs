@@ -1,8 +1,11 @@
-//! The search port: message text indexed per chat, searched case-insensitively with every query
-//! term matching a word of the message whole or as a prefix, ranked by relevance then newest.
+//! The embedded search adapter: a tantivy index under the data dir.
 //!
-//! Documents have deterministic ids (`scope` + number), so indexing the same message twice
-//! replaces it: redelivered commands and edits leave exactly one document.
+//! Each word is indexed whole (so exact words rank first) and as its prefixes up to
+//! [`MAX_PREFIX_CHARS`] (so `hel` finds "hello" with a term lookup, not a scan). A tantivy
+//! index has one writer, so one process indexes and the others open it read-only. New
+//! documents are staged and committed by a background thread every [`STAGE_COMMIT_INTERVAL`],
+//! because a commit per write would cost the writer far more than the write; the last staged
+//! store id travels in each commit's payload, so after a crash indexing resumes from there.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -17,92 +20,11 @@ use tantivy::schema::{
 };
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term, doc};
 
-use super::{BackendError, BackendResult};
+use super::{
+    MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT, document_id, words,
+};
+use crate::backends::{BackendError, BackendResult};
 use crate::watermark::Watermark;
-
-/// Longest prefix indexed for a word; longer query terms are cut to it.
-pub const MAX_PREFIX_CHARS: usize = 20;
-
-/// How long a staged document waits, at most, for the commit that makes it searchable.
-pub const STAGE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Longest wait in [`SearchIndex::visible`] for a commit that shows what was staged.
-pub const VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A message as the index sees it. `scope` names its chat; hits never cross scopes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SearchDoc {
-    pub scope: String,
-    pub number: i64,
-    pub content: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SearchHit {
-    pub number: i64,
-    pub content: String,
-}
-
-#[async_trait]
-pub trait SearchIndex: Send + Sync {
-    /// Adds or replaces `docs`; they are searchable once this returns.
-    async fn upsert(&self, docs: Vec<SearchDoc>) -> BackendResult<()>;
-
-    /// Adds or replaces `docs`, new messages whose store ids go up to `watermark`, without
-    /// waiting for them to be durable in the index: they become searchable within
-    /// [`STAGE_COMMIT_INTERVAL`]. After a crash, [`SearchIndex::indexed_watermark`] says from
-    /// where to index the store again. Adapters whose writes are durable on return upsert.
-    async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
-        let _ = watermark;
-        self.upsert(docs).await
-    }
-
-    /// [`SearchIndex::stage`] for messages that are new to the index (just inserted into the
-    /// store, never indexed before): there is no older copy to replace, so an adapter may skip
-    /// looking for one. Anything else goes through [`SearchIndex::stage`].
-    async fn stage_new(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
-        self.stage(docs, watermark).await
-    }
-
-    /// Makes every staged document durable now.
-    async fn flush(&self) -> BackendResult<()> {
-        Ok(())
-    }
-
-    /// The highest store id whose message is durably indexed, for adapters that stage;
-    /// `None` when every write is durable on return (nothing to catch up).
-    async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
-        Ok(None)
-    }
-
-    /// The best `limit` messages of `scope` matching every term of `query`.
-    async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>>;
-
-    /// Returns once everything staged through this handle so far is visible to searches (at
-    /// most [`VISIBLE_WAIT`] later): a search that follows it reads its own process's writes.
-    async fn visible(&self) {}
-
-    async fn ping(&self) -> BackendResult<()>;
-
-    /// False for a read-only handle: its writes must go through the one process that indexes.
-    fn writable(&self) -> bool {
-        true
-    }
-}
-
-/// Lowercased words of `text`: runs of letters and digits. A Greek final sigma is folded to σ,
-/// so a prefix typed in capitals (`ΜΟΥΣ`, lowercased `μους`) still finds `μουσική`.
-pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|word| word.to_lowercase().replace('ς', "σ"))
-        .collect()
-}
-
-/// The id of a document: unique per scope and number.
-pub fn document_id(scope: &str, number: i64) -> String {
-    format!("{scope}#{number}")
-}
 
 /// `text` as a regular expression matching itself.
 fn regex_literal(text: &str) -> String {
@@ -123,8 +45,7 @@ fn truncate_chars(word: &str, max: usize) -> &str {
     }
 }
 
-/// The embedded search adapter: a tantivy index under the data dir. Each word is indexed
-/// whole (for ranking exact words first) and as its prefixes (so `hel` finds "hello").
+/// A tantivy index under the data dir: the one handle that writes it, or a read-only one.
 #[derive(Clone)]
 pub struct TantivyIndex {
     inner: Arc<TantivyInner>,
@@ -272,6 +193,18 @@ impl TantivyIndex {
     }
 }
 
+impl TantivyIndex {
+    /// Runs `work` on the index on a blocking thread: tantivy waits on disk and on the
+    /// writer's lock, which must not hold up the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&TantivyInner) -> tantivy::Result<T> + Send + 'static,
+    ) -> BackendResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(search_error)?.map_err(search_error)
+    }
+}
+
 /// The watermark the index's last commit recorded, if any.
 fn payload_watermark(index: &Index) -> BackendResult<Option<i64>> {
     let metas = index.load_metas().map_err(search_error)?;
@@ -404,29 +337,19 @@ impl SearchIndex for TantivyIndex {
         if docs.is_empty() {
             return Ok(());
         }
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.upsert(docs)).await.map_err(search_error)?.map_err(search_error)
+        self.blocking(move |inner| inner.upsert(docs)).await
     }
 
     async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stage(docs, watermark, true))
-            .await
-            .map_err(search_error)?
-            .map_err(search_error)
+        self.blocking(move |inner| inner.stage(docs, watermark, true)).await
     }
 
     async fn stage_new(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.stage(docs, watermark, false))
-            .await
-            .map_err(search_error)?
-            .map_err(search_error)
+        self.blocking(move |inner| inner.stage(docs, watermark, false)).await
     }
 
     async fn flush(&self) -> BackendResult<()> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.commit_staged()).await.map_err(search_error)?.map_err(search_error)
+        self.blocking(TantivyInner::commit_staged).await
     }
 
     async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
@@ -437,16 +360,12 @@ impl SearchIndex for TantivyIndex {
     }
 
     async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>> {
-        let inner = self.inner.clone();
         let (scope, query) = (scope.to_owned(), query.to_owned());
-        tokio::task::spawn_blocking(move || inner.search(&scope, &query, limit))
-            .await
-            .map_err(search_error)?
-            .map_err(search_error)
+        self.blocking(move |inner| inner.search(&scope, &query, limit)).await
     }
 
     /// Waits for the committer's next commit rather than committing: a search never adds a
-    /// commit (30-220 ms of the writer's time) of its own.
+    /// commit of its own (a commit holds the index's one writer, so each would slow indexing).
     async fn visible(&self) {
         let target = self.inner.staged.load(Relaxed);
         if !self.inner.shown.reached(target, VISIBLE_WAIT).await {
@@ -468,11 +387,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_are_lowercased_runs_of_letters_and_digits() {
-        assert_eq!(words("Hello, WORLD! it's 2024"), ["hello", "world", "it", "s", "2024"]);
-        assert_eq!(words("Ünïcode Straße"), ["ünïcode", "straße"]);
-        assert!(words("  ...  ").is_empty());
-        assert_eq!(words("ΜΟΥΣ μουσική"), ["μουσ", "μουσική"], "a final sigma is folded to σ");
+    fn query_terms_become_literal_regular_expressions() {
         assert_eq!(regex_literal("a.b*"), "a\\.b\\*");
     }
 

@@ -15,8 +15,8 @@ use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, Elasticsearch, SearchParts};
 use serde_json::{Value, json};
 
-use super::search::{MAX_PREFIX_CHARS, SearchDoc, SearchHit, SearchIndex, document_id, words};
-use super::{BackendError, BackendResult};
+use super::{MAX_PREFIX_CHARS, SearchDoc, SearchHit, SearchIndex, document_id, words};
+use crate::backends::{BackendError, BackendResult};
 
 fn search_error(error: impl std::fmt::Display) -> BackendError {
     BackendError::Search(format!("elasticsearch: {error}"))
@@ -161,7 +161,7 @@ impl SearchIndex for ElasticIndex {
     }
 
     async fn search(&self, scope: &str, query_text: &str, limit: usize) -> BackendResult<Vec<SearchHit>> {
-        if super::search::words(query_text).is_empty() || limit == 0 {
+        if words(query_text).is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let response = self

@@ -1,0 +1,85 @@
+//! The queue port: commands published durably (a publish that returns `Ok` survives a crash of
+//! any process), delivered at least once, acknowledged after the consumer's commit, retried
+//! with a delay, and parked in a dead-letter list after too many attempts.
+//!
+//! Adapters: [`EmbeddedQueue`] (a SQLite file, always built) and, with the `rabbitmq`
+//! feature, `RabbitQueue`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::BackendResult;
+
+pub mod embedded;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+
+pub use self::embedded::EmbeddedQueue;
+#[cfg(feature = "rabbitmq")]
+pub use self::rabbitmq::RabbitQueue;
+
+/// One command handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Identifies the delivery for ack / retry / dead-letter on its subscription.
+    pub id: u64,
+    pub payload: Bytes,
+    /// How many times the command was retried before this delivery.
+    pub attempts: u32,
+}
+
+/// A command parked after too many failed attempts.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub queue: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub reason: String,
+    pub failed_at: i64,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Publishes `payload` to `queue`; `Ok` means it is durably queued.
+    async fn publish(&self, queue: &str, payload: Bytes) -> BackendResult<()>;
+
+    /// Starts consuming `queue`. Several subscriptions may share a queue; each delivery goes
+    /// to one of them.
+    async fn subscribe(&self, queue: &str) -> BackendResult<Box<dyn Subscription>>;
+
+    /// The dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+
+    /// Puts every dead letter of `queue` back on it with its attempts reset; returns how many.
+    async fn replay_dead_letters(&self, queue: &str) -> BackendResult<usize>;
+
+    /// Commands waiting in `queue` (ready, delayed or being processed).
+    async fn depth(&self, queue: &str) -> BackendResult<u64>;
+
+    /// Every command `queue` holds: ready, delayed, being processed and dead-lettered. A
+    /// process that numbers commands seeds from them as well as from the store. `None` where
+    /// the queue cannot be read without taking its messages (RabbitMQ: there the counters'
+    /// durable reservations cover every number queued).
+    async fn held_payloads(&self, queue: &str) -> BackendResult<Option<Vec<Bytes>>>;
+
+    async fn ping(&self) -> BackendResult<()>;
+}
+
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Up to `max` deliveries; waits at most `wait` for the first one, and returns an empty
+    /// batch when none came (so a consumer loop can look at its shutdown signal).
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>>;
+
+    /// The commands are done with: they will not be delivered again.
+    async fn ack(&mut self, ids: &[u64]) -> BackendResult<()>;
+
+    /// Deliver the command again after `delay`, with its attempts counted up.
+    async fn retry(&mut self, id: u64, delay: Duration) -> BackendResult<()>;
+
+    /// Park the command in the dead-letter list with `reason`.
+    async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()>;
+}

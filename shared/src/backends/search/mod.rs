@@ -1,0 +1,119 @@
+//! The search port: message text indexed per chat, searched case-insensitively with every query
+//! term matching a word of the message whole or as a prefix, ranked by relevance then newest.
+//!
+//! Documents have deterministic ids (`scope` + number), so indexing the same message twice
+//! replaces it: redelivered commands and edits leave exactly one document.
+//!
+//! Adapters: with the `tantivy` feature, `TantivyIndex` (embedded, an index under the data
+//! dir); with the `elasticsearch` feature, `ElasticIndex`.
+
+use async_trait::async_trait;
+
+use super::BackendResult;
+
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
+#[cfg(feature = "tantivy")]
+pub mod tantivy;
+
+#[cfg(feature = "elasticsearch")]
+pub use self::elasticsearch::ElasticIndex;
+#[cfg(feature = "tantivy")]
+pub use self::tantivy::TantivyIndex;
+
+/// Longest prefix indexed for a word; longer query terms are cut to it.
+pub const MAX_PREFIX_CHARS: usize = 20;
+
+/// How long a staged document waits, at most, for the commit that makes it searchable.
+pub const STAGE_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Longest wait in [`SearchIndex::visible`] for a commit that shows what was staged.
+pub const VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A message as the index sees it. `scope` names its chat; hits never cross scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchDoc {
+    pub scope: String,
+    pub number: i64,
+    pub content: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SearchHit {
+    pub number: i64,
+    pub content: String,
+}
+
+#[async_trait]
+pub trait SearchIndex: Send + Sync {
+    /// Adds or replaces `docs`; they are searchable once this returns.
+    async fn upsert(&self, docs: Vec<SearchDoc>) -> BackendResult<()>;
+
+    /// Adds or replaces `docs`, new messages whose store ids go up to `watermark`, without
+    /// waiting for them to be durable in the index: they become searchable within
+    /// [`STAGE_COMMIT_INTERVAL`]. After a crash, [`SearchIndex::indexed_watermark`] says from
+    /// where to index the store again. Adapters whose writes are durable on return upsert.
+    async fn stage(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        let _ = watermark;
+        self.upsert(docs).await
+    }
+
+    /// [`SearchIndex::stage`] for messages that are new to the index (just inserted into the
+    /// store, never indexed before): there is no older copy to replace, so an adapter may skip
+    /// looking for one. Anything else goes through [`SearchIndex::stage`].
+    async fn stage_new(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        self.stage(docs, watermark).await
+    }
+
+    /// Makes every staged document durable now.
+    async fn flush(&self) -> BackendResult<()> {
+        Ok(())
+    }
+
+    /// The highest store id whose message is durably indexed, for adapters that stage;
+    /// `None` when every write is durable on return (nothing to catch up).
+    async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
+        Ok(None)
+    }
+
+    /// The best `limit` messages of `scope` matching every term of `query`.
+    async fn search(&self, scope: &str, query: &str, limit: usize) -> BackendResult<Vec<SearchHit>>;
+
+    /// Returns once everything staged through this handle so far is visible to searches (at
+    /// most [`VISIBLE_WAIT`] later): a search that follows it reads its own process's writes.
+    async fn visible(&self) {}
+
+    async fn ping(&self) -> BackendResult<()>;
+
+    /// False for a read-only handle: its writes must go through the one process that indexes.
+    fn writable(&self) -> bool {
+        true
+    }
+}
+
+/// Lowercased words of `text`: runs of letters and digits. A Greek final sigma is folded to σ,
+/// so a prefix typed in capitals (`ΜΟΥΣ`, lowercased `μους`) still finds `μουσική`.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|word| word.to_lowercase().replace('ς', "σ"))
+        .collect()
+}
+
+/// The id of a document: unique per scope and number.
+pub fn document_id(scope: &str, number: i64) -> String {
+    format!("{scope}#{number}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_lowercased_runs_of_letters_and_digits() {
+        assert_eq!(words("Hello, WORLD! it's 2024"), ["hello", "world", "it", "s", "2024"]);
+        assert_eq!(words("Ünïcode Straße"), ["ünïcode", "straße"]);
+        assert!(words("  ...  ").is_empty());
+        assert_eq!(words("ΜΟΥΣ μουσική"), ["μουσ", "μουσική"], "a final sigma is folded to σ");
+    }
+}

@@ -1,0 +1,82 @@
+//! SQLite, the embedded SQL store: what the engine needs that MySQL does not.
+//!
+//! Connections use WAL and `synchronous = FULL`, so readers run beside the one writer and a
+//! commit is on disk before a 2xx answers for it. SQLite's result codes say whose fault a
+//! failure is ([`error_class`]).
+
+use std::time::Duration;
+
+use sqlx::AnyPool;
+
+use super::{ErrorClass, pool_options};
+
+/// A pool on `url` (`sqlite://...`).
+pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+    // WAL lets readers run beside the one writer; FULL makes a commit durable before it
+    // returns, which is what a 2xx promises.
+    pool_options(
+        8,
+        Duration::from_secs(10),
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+         PRAGMA foreign_keys = ON;",
+    )
+    .connect(url)
+    .await
+}
+
+/// SQLite result codes (primary or extended) that are the store's fault.
+pub fn error_class(code: i32) -> ErrorClass {
+    // The primary code is the low byte of an extended one.
+    match code & 0xff {
+        // SQLITE_BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN,
+        // PROTOCOL, NOTADB.
+        5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14 | 15 | 26 => ErrorClass::Store,
+        _ => ErrorClass::Data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::sql::{Database, error_class as class_of};
+
+    #[test]
+    fn sqlite_codes_of_the_store_are_retried_and_data_errors_counted() {
+        // Primary and extended codes: BUSY, BUSY_SNAPSHOT, LOCKED, READONLY, READONLY_DBMOVED,
+        // IOERR, IOERR_FSYNC, FULL, CANTOPEN, NOMEM, INTERRUPT.
+        for code in [5, 517, 6, 8, 1032, 10, 1034, 13, 14, 7, 9] {
+            assert_eq!(error_class(code), ErrorClass::Store, "code {code}");
+        }
+        // CONSTRAINT, CONSTRAINT_UNIQUE, CONSTRAINT_FOREIGNKEY, TOOBIG, MISMATCH, generic ERROR.
+        for code in [19, 2067, 787, 18, 20, 1] {
+            assert_eq!(error_class(code), ErrorClass::Data, "code {code}");
+        }
+    }
+
+    /// Real SQLite failures, classified from what the driver returns.
+    #[tokio::test]
+    async fn real_sqlite_failures_are_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(dir.path(), "classes.db").await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)").execute(db.pool()).await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES (1)").execute(db.pool()).await.unwrap();
+        let duplicate = sqlx::query("INSERT INTO t (id) VALUES (1)").execute(db.pool()).await.unwrap_err();
+        assert_eq!(class_of(&duplicate), ErrorClass::Data, "{duplicate}");
+
+        // Another connection holds the write lock; this one does not wait for it.
+        use sqlx::ConnectOptions;
+        let path = dir.path().join("classes.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::ZERO);
+        let mut holder = options.connect().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+        let mut other = options.connect().await.unwrap();
+        let busy = sqlx::query("INSERT INTO t (id) VALUES (2)").execute(&mut other).await.unwrap_err();
+        assert_eq!(class_of(&busy), ErrorClass::Store, "{busy}");
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+        let read_only = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+        let mut reader = read_only.connect().await.unwrap();
+        let refused = sqlx::query("INSERT INTO t (id) VALUES (3)").execute(&mut reader).await.unwrap_err();
+        assert_eq!(class_of(&refused), ErrorClass::Store, "{refused}");
+    }
+}
