@@ -1,9 +1,9 @@
 //! The in-process counters adapter: the embedded one, for a deployment of one process.
 //!
-//! Nothing here needs to survive a restart, so nothing is written anywhere: a counter is
-//! seeded from the store the first time it is used after a start, and the counts flush
-//! recounts everything at start. It is therefore only correct while one process hands out
-//! the numbers (several replicas need Redis).
+//! Nothing here needs to survive a restart, so nothing is written anywhere: everything lives
+//! in memory and is rebuilt from the store after a restart (a counter by seeding the first
+//! time it is used, counts by a full recount at start). It is therefore only correct while
+//! one process hands out the numbers (several replicas need Redis).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,8 +16,7 @@ use tokio::sync::OnceCell;
 use super::{Counters, Issued, Seed};
 use crate::backends::{BackendError, BackendResult};
 
-/// In-process counters: the embedded adapter. Everything lives in memory and is rebuilt from
-/// the store after a restart (counters by seeding, counts by a full recount at start).
+/// In-process counters, touched sets and locks.
 #[derive(Default)]
 pub struct MemoryCounters {
     counters: Mutex<HashMap<String, Arc<OnceCell<AtomicI64>>>>,

@@ -1,8 +1,8 @@
 //! SQLite, the embedded SQL store: what the engine needs that MySQL does not.
 //!
-//! Connections use WAL and `synchronous = FULL`, so readers run beside the one writer and a
-//! commit is on disk before a 2xx answers for it. SQLite's result codes say whose fault a
-//! failure is ([`error_class`]).
+//! Connections use WAL, so readers run beside the one writer, and `synchronous = FULL`, so a
+//! commit is durable before it returns, which is what a 2xx promises. SQLite's result codes
+//! say whose fault a failure is ([`error_class`]).
 
 use std::time::Duration;
 
@@ -12,8 +12,6 @@ use super::{ErrorClass, pool_options};
 
 /// A pool on `url` (`sqlite://...`).
 pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
-    // WAL lets readers run beside the one writer; FULL makes a commit durable before it
-    // returns, which is what a 2xx promises.
     pool_options(
         8,
         Duration::from_secs(10),
