@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use chat_write::commands::Command;
-use chat_write::schema::search_scope;
+use chat::commands::Command;
+use chat::schema::search_scope;
 use shared::backends::queue::{Delivery, Subscription};
 use shared::backends::search::SearchDoc;
 use shared::backends::sql::{Database, Dialect, ErrorClass, placeholders};

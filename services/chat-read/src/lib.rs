@@ -19,7 +19,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use chat_write::schema::Keys;
+use chat::schema::Keys;
 use shared::backends::counters::Counters;
 use shared::backends::queue::Queue;
 use shared::backends::search::SearchIndex;
@@ -71,7 +71,7 @@ impl ChatRead {
 
     /// Creates or upgrades the chat tables.
     pub async fn migrate(&self) -> Result<(), shared::backends::BackendError> {
-        self.db.migrate("chat", chat_write::schema::MIGRATIONS).await
+        self.db.migrate("chat", chat::schema::MIGRATIONS).await
     }
 }
 
@@ -162,7 +162,7 @@ pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::
         let docs = page
             .into_iter()
             .map(|(_, application_id, chat_number, number, content)| shared::backends::search::SearchDoc {
-                scope: chat_write::schema::search_scope(application_id, chat_number),
+                scope: chat::schema::search_scope(application_id, chat_number),
                 number,
                 content,
             })

@@ -1,15 +1,17 @@
 //! chat-read's OpenAPI document: applications, every read and update, and search.
 
-use chat_write::model::{ApplicationView, ChatBody, ChatView, MessageBody, MessageView};
-use serde::Deserialize;
+use chat::model::{
+    ApplicationBody, ApplicationPatch, ApplicationView, ChatBody, ChatPatch, ChatView, MessageBody, MessagePatch,
+    MessageView, SearchHitView,
+};
 use shared::openapi::ErrorBody;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "chat-read", description = "Applications, reads, updates and search of the chat API."),
     paths(list_applications, create_application, show_application, replace_application, update_application, list_chats, show_chat, replace_chat, update_chat, list_messages, show_message, replace_message, update_message, search_messages),
-    components(schemas(ApplicationBody, ApplicationPatch, ChatPatch, MessagePatch, SearchHitDoc, ErrorBody)),
+    components(schemas(ApplicationBody, ApplicationPatch, ChatPatch, MessagePatch, SearchHitView, ErrorBody)),
     modifiers(&AdminAuth),
     tags((name = "applications"), (name = "chats"), (name = "messages"), (name = "search"))
 )]
@@ -34,48 +36,6 @@ impl utoipa::Modify for AdminAuth {
 /// The document served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
     ChatReadApi::openapi()
-}
-
-/// Creates or renames an application.
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ApplicationBody {
-    /// Not blank, at most 255 characters.
-    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
-    application_name: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ApplicationPatch {
-    /// Not blank, at most 255 characters.
-    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
-    application_name: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ChatPatch {
-    /// Not blank, at most 255 characters.
-    #[schema(example = "general", min_length = 1, max_length = 255, pattern = r"\S")]
-    chat_name: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct MessagePatch {
-    /// Not blank, at most 10 000 characters.
-    #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
-    message_content: Option<String>,
-}
-
-/// One search hit, ranked by relevance then newest.
-#[derive(Deserialize, ToSchema)]
-#[schema(example = json!({"number": 1, "content": "Hello, world"}))]
-#[allow(dead_code)]
-pub struct SearchHitDoc {
-    number: i64,
-    content: String,
 }
 
 #[utoipa::path(
@@ -287,7 +247,7 @@ fn update_message() {}
     summary = "Search the messages of a chat",
     params(("token" = String, Path, description = "Application token"), ("chat_number" = i64, Path, description = "Chat number"), ("q" = String, Query, description = "The query: not blank, at most 500 characters. Also accepted as `?search_query=` or as a JSON body `{\"search_query\"}` on the GET (the seed's way); without any of them the answer is 422", min_length = 1, max_length = 500, pattern = r"\S"), ("limit" = Option<i64>, Query, description = "Most hits, 1 to 100 (default 50)", minimum = 1, maximum = 100)),
     responses(
-        (status = 200, description = "Search the messages of a chat", body = Vec<SearchHitDoc>),
+        (status = 200, description = "Search the messages of a chat", body = Vec<SearchHitView>),
         (status = 400, description = "Malformed JSON or query string", body = ErrorBody),
         (status = 404, description = "Unknown token or number", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),

@@ -4,7 +4,7 @@
 
 use chat_read::ChatRead;
 use chat_read::consumer::{Consumer, ConsumerConfig};
-use chat_write::commands::Command;
+use chat::commands::Command;
 use shared::config::BackendConfig;
 
 /// A chat-read over the store of `database_url` (SQLite under a temp dir when `None`), with the
@@ -34,7 +34,7 @@ fn conflicts() -> u64 {
 async fn a_second_command_with_a_taken_number_is_parked_not_dropped(state: ChatRead) {
     let application =
         chat_read::store::insert_application(&state.db, "token-conflict-test-0001", "app", 1).await.unwrap();
-    let application_id = chat_write::schema::application_id(&state.db, &application.application_token)
+    let application_id = chat::schema::application_id(&state.db, &application.application_token)
         .await
         .unwrap()
         .expect("application");

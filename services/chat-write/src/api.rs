@@ -9,10 +9,11 @@ use axum::routing::post;
 use shared::http::{JsonBody, PathParams};
 use shared::{ApiError, ErrorCode};
 
-use crate::ChatWrite;
-use crate::commands::Command;
-use crate::model::{self, ChatBody, ChatView, MessageBody, MessageView};
-use crate::schema;
+use chat::commands::Command;
+use chat::model::{self, ChatBody, ChatView, MessageBody, MessageView};
+use chat::schema;
+
+use crate::{ChatWrite, store};
 
 pub fn router(state: ChatWrite) -> Router {
     Router::new()
@@ -36,7 +37,7 @@ async fn create_chat(
     if let Err(error) = publish(&state, &command).await {
         // The number is spent; without this mark, a message sent to it would be accepted for a
         // chat that may never exist.
-        if let Err(mark) = schema::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
+        if let Err(mark) = store::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
             tracing::error!(application_id, chat_number, error = %mark, "could not record an unconfirmed chat");
         }
         return Err(error);
@@ -113,7 +114,7 @@ async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -
         }
         chat_number > issued.floor
             && chat_number <= issued.last
-            && !schema::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
+            && !store::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
     };
     if exists {
         state.known_chats.insert(application_id, chat_number);

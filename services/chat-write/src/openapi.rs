@@ -3,7 +3,7 @@
 use shared::openapi::ErrorBody;
 use utoipa::OpenApi;
 
-use crate::model::{ChatBody, ChatView, MessageBody, MessageView};
+use chat::model::{ChatBody, ChatView, MessageBody, MessageView};
 
 #[derive(OpenApi)]
 #[openapi(

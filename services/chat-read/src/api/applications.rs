@@ -4,8 +4,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
-use chat_write::model::{self, ApplicationView};
-use serde::Deserialize;
+use chat::model::{self, ApplicationBody, ApplicationPatch, ApplicationView};
 use shared::ApiError;
 use shared::http::{JsonBody, PathParams, QueryParams};
 
@@ -19,16 +18,6 @@ pub fn router() -> Router<ChatRead> {
         .route("/api/applications/{token}", get(show).put(replace).patch(update))
 }
 
-#[derive(Debug, Deserialize)]
-struct CreateBody {
-    application_name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    application_name: Option<String>,
-}
-
 /// 128 random bits, written like a UUID so clients that expect one keep working.
 fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -38,7 +27,7 @@ fn new_token() -> String {
 
 async fn create(
     State(state): State<ChatRead>,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(body): JsonBody<ApplicationBody>,
 ) -> Result<(StatusCode, Json<ApplicationView>), ApiError> {
     let name = model::required_text("application_name", &body.application_name, model::MAX_NAME_CHARS)?;
     let view = store::insert_application(&state.db, &new_token(), &name, shared::now_millis()).await?;
@@ -76,7 +65,7 @@ async fn show(
 async fn replace(
     State(state): State<ChatRead>,
     PathParams(token): PathParams<String>,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(body): JsonBody<ApplicationBody>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, Some(body.application_name)).await
 }
@@ -84,7 +73,7 @@ async fn replace(
 async fn update(
     State(state): State<ChatRead>,
     PathParams(token): PathParams<String>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    JsonBody(body): JsonBody<ApplicationPatch>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, body.application_name).await
 }

@@ -4,8 +4,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use chat_write::model::{self, ChatBody, ChatView};
-use serde::Deserialize;
+use chat::model::{self, ChatBody, ChatPatch, ChatView};
 use shared::ApiError;
 use shared::http::{JsonBody, PathParams, QueryParams};
 
@@ -17,11 +16,6 @@ pub fn router() -> Router<ChatRead> {
     Router::new()
         .route("/api/applications/{token}/chats", get(list))
         .route("/api/applications/{token}/chats/{chat_number}", get(show).put(replace).patch(update))
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    chat_name: Option<String>,
 }
 
 async fn list(
@@ -59,7 +53,7 @@ async fn replace(
 async fn update(
     State(state): State<ChatRead>,
     PathParams((token, number)): PathParams<(String, String)>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    JsonBody(body): JsonBody<ChatPatch>,
 ) -> Result<Json<ChatView>, ApiError> {
     rename(&state, &token, &number, body.chat_name).await
 }

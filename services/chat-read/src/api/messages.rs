@@ -5,10 +5,9 @@ use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use chat_write::commands::Command;
-use chat_write::model::{self, MessageBody, MessageView};
-use chat_write::schema::search_scope;
-use serde::Deserialize;
+use chat::commands::Command;
+use chat::model::{self, MessageBody, MessagePatch, MessageView};
+use chat::schema::search_scope;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
 use shared::http::{JsonBody, PathParams, QueryParams};
@@ -22,11 +21,6 @@ pub fn router() -> Router<ChatRead> {
         "/api/applications/{token}/chats/{chat_number}/messages/{message_number}",
         get(show).put(replace).patch(update),
     )
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    message_content: Option<String>,
 }
 
 fn message_not_found() -> ApiError {
@@ -70,7 +64,7 @@ async fn replace(
 async fn update(
     State(state): State<ChatRead>,
     PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    JsonBody(body): JsonBody<MessagePatch>,
 ) -> Result<Json<MessageView>, ApiError> {
     edit(&state, &token, &chat_number, &number, body.message_content).await
 }

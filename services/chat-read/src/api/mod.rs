@@ -146,13 +146,13 @@ fn chat_not_found() -> ApiError {
 
 /// Resolves a token to its application id, or 404.
 async fn application_id(state: &ChatRead, token: &str) -> Result<i64, ApiError> {
-    chat_write::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
+    chat::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
 }
 
 /// Resolves a chat in an application to its id, or 404.
 async fn chat_id(state: &ChatRead, token: &str, raw_number: &str) -> Result<(i64, i64, i64), ApiError> {
-    let number = chat_write::model::path_number("chat", raw_number)?;
+    let number = chat::model::path_number("chat", raw_number)?;
     let application_id = application_id(state, token).await?;
-    let chat_id = chat_write::schema::chat_id(&state.db, application_id, number).await?.ok_or_else(chat_not_found)?;
+    let chat_id = chat::schema::chat_id(&state.db, application_id, number).await?.ok_or_else(chat_not_found)?;
     Ok((application_id, chat_id, number))
 }

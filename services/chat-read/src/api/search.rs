@@ -5,9 +5,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use chat_write::schema::search_scope;
+use chat::model::{self, SearchHitView};
+use chat::schema::search_scope;
 use serde::Deserialize;
-use shared::backends::search::SearchHit;
 use shared::http::{PathParams, QueryParams, RawBody, is_json_content_type, parse_json};
 use shared::{ApiError, ErrorCode};
 
@@ -39,7 +39,7 @@ async fn search(
     QueryParams(params): QueryParams<SearchParams>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<Vec<SearchHit>>, ApiError> {
+) -> Result<Json<Vec<SearchHitView>>, ApiError> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else if !is_json_content_type(&headers) {
@@ -51,7 +51,7 @@ async fn search(
         .or(params.search_query)
         .or(params.q)
         .ok_or_else(|| ApiError::validation("search_query is required (JSON body, ?search_query= or ?q=)"))?;
-    let query = chat_write::model::required_text("search_query", &query, MAX_QUERY_CHARS)?;
+    let query = model::required_text("search_query", &query, MAX_QUERY_CHARS)?;
     let limit = PageParams { limit: params.limit, ..PageParams::default() }.limit()?;
     let (application_id, _, chat_number) = chat_id(&state, &token, &chat_number).await?;
     let started = std::time::Instant::now();
@@ -64,6 +64,5 @@ async fn search(
         .search(&search_scope(application_id, chat_number), &query, limit.min(MAX_PAGE_SIZE) as usize)
         .await;
     shared::metrics::record_search(started.elapsed(), hits.is_ok());
-    let hits = hits?;
-    Ok(Json(hits))
+    Ok(Json(hits?.into_iter().map(SearchHitView::from).collect()))
 }

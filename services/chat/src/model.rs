@@ -55,6 +55,21 @@ pub struct MessageView {
     pub updated_at: String,
 }
 
+/// Creates or renames an application.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ApplicationBody {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub application_name: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ApplicationPatch {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub application_name: Option<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatBody {
     /// Not blank, at most 255 characters.
@@ -63,10 +78,38 @@ pub struct ChatBody {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ChatPatch {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "general", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub chat_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessageBody {
     /// Not blank, at most 10 000 characters.
     #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
     pub message_content: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MessagePatch {
+    /// Not blank, at most 10 000 characters.
+    #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
+    pub message_content: Option<String>,
+}
+
+/// One search hit, ranked by relevance then newest.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = SearchHitDoc, example = json!({"number": 1, "content": "Hello, world"}))]
+pub struct SearchHitView {
+    pub number: i64,
+    pub content: String,
+}
+
+impl From<shared::backends::search::SearchHit> for SearchHitView {
+    fn from(hit: shared::backends::search::SearchHit) -> Self {
+        Self { number: hit.number, content: hit.content }
+    }
 }
 
 /// A required text field: not blank, at most `max` characters. Returns it trimmed.
