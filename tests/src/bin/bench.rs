@@ -343,8 +343,8 @@ async fn production(clients: usize, seconds: u64, backlog: usize) -> anyhow::Res
 }
 
 /// Waits (for at most a minute) until MySQL has written out its dirty pages and purged the
-/// old row versions of what ran before, so a timed write does not pay for earlier ones: the
-/// INSERT loop, run just after the live creates, measured 91,000-166,000 rows/s without it.
+/// old row versions of what ran before, so a timed write does not pay for earlier ones: without
+/// it, the INSERT loop run just after the live creates varies from run to run.
 async fn quiesce(db: &shared::backends::sql::Database) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
