@@ -1,31 +1,48 @@
 //! The create routes: `POST /api/applications/:token/chats`, and for messages both the seed's
 //! `POST .../chats/:number` and the REST alias `POST .../chats/:number/messages`.
 
-use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use shared::http::{JsonBody, PathParams};
-use shared::{ApiError, ErrorCode};
-
+use axum::{Json, Router};
 use chat::commands::Command;
-use chat::model::{self, ChatBody, ChatView, MessageBody, MessageView};
+use chat::model::{self, ApplicationPath, ChatBody, ChatPath, ChatView, MessageBody, MessageView};
 use chat::schema;
+use shared::http::{JsonBody, PathParams};
+use shared::openapi::ErrorResponses;
+use shared::{ApiError, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::{ChatWrite, store};
 
+/// The create routes, served with `state`.
 pub fn router(state: ChatWrite) -> Router {
-    Router::new()
-        .route("/api/applications/{token}/chats", post(create_chat))
-        .route("/api/applications/{token}/chats/{chat_number}", post(create_message))
-        .route("/api/applications/{token}/chats/{chat_number}/messages", post(create_message))
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
 }
 
+/// The create routes, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<ChatWrite> {
+    OpenApiRouter::default()
+        .routes(routes!(create_chat))
+        .routes(routes!(create_message))
+        .routes(routes!(create_message_alias))
+}
+
+/// Create a chat; its number is the next of the application
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath), request_body = ChatBody,
+    responses(
+        (status = 201, description = "Chat created", body = ChatView, links(
+            ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+            ("ShowChat" = (operation_id = "show_chat", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+            ("ListMessages" = (operation_id = "list_messages", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+        )),
+        ErrorResponses,
+    )
+)]
 async fn create_chat(
     State(state): State<ChatWrite>,
-    PathParams(token): PathParams<String>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
@@ -58,9 +75,14 @@ async fn create_chat(
     ))
 }
 
+/// Create a message in a chat (the seed's path)
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath),
+    request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
+)]
 async fn create_message(
     State(state): State<ChatWrite>,
-    PathParams((token, chat_number)): PathParams<(String, String)>,
+    PathParams(ChatPath { token, chat_number }): PathParams<ChatPath>,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let content = model::required_text("message_content", &body.message_content, model::MAX_MESSAGE_CHARS)?;
@@ -88,6 +110,19 @@ async fn create_message(
             updated_at: stamp,
         }),
     ))
+}
+
+/// Create a message in a chat (REST alias)
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath),
+    request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
+)]
+async fn create_message_alias(
+    state: State<ChatWrite>,
+    path: PathParams<ChatPath>,
+    body: JsonBody<MessageBody>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    create_message(state, path, body).await
 }
 
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has

@@ -1,4 +1,5 @@
-//! The JSON shapes clients see, and the validation of the fields they send.
+//! The JSON shapes clients send and see, the paths they name, and the validation of the fields
+//! they send; each with its OpenAPI schema or parameters.
 
 use serde::{Deserialize, Serialize};
 use shared::ApiError;
@@ -110,6 +111,40 @@ impl From<shared::backends::search::SearchHit> for SearchHitView {
     fn from(hit: shared::backends::search::SearchHit) -> Self {
         Self { number: hit.number, content: hit.content }
     }
+}
+
+/// The path of an application's routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ApplicationPath {
+    /// Application token
+    pub token: String,
+}
+
+/// The path of a chat's routes. Numbers stay text until [`path_number`] reads them, so one
+/// that cannot exist is a 404 like one that does not.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChatPath {
+    /// Application token
+    pub token: String,
+    /// Chat number
+    #[param(value_type = i64)]
+    pub chat_number: String,
+}
+
+/// The path of a message's routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MessagePath {
+    /// Application token
+    pub token: String,
+    /// Chat number
+    #[param(value_type = i64)]
+    pub chat_number: String,
+    /// Message number
+    #[param(value_type = i64)]
+    pub message_number: String,
 }
 
 /// A required text field: not blank, at most `max` characters. Returns it trimmed.

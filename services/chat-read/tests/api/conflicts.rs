@@ -3,7 +3,7 @@
 
 use chat::commands::Command;
 
-use crate::harness::Harness;
+use crate::harness::{Harness, on_every_store};
 
 /// `chatmesh_consumer_conflicts_total` for messages.
 fn conflicts() -> u64 {
@@ -56,14 +56,8 @@ async fn a_second_command_with_a_taken_number_is_parked_not_dropped(mut harness:
     assert!(conflicts() > before, "chatmesh_consumer_conflicts_total counts it");
 }
 
-#[tokio::test]
-async fn sqlite_parks_a_second_command_with_a_taken_number() {
-    a_second_command_with_a_taken_number_is_parked_not_dropped(Harness::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn mysql_parks_a_second_command_with_a_taken_number() {
-    if let Some(harness) = Harness::mysql("mysql_parks_a_second_command_with_a_taken_number").await {
-        a_second_command_with_a_taken_number_is_parked_not_dropped(harness).await;
-    }
-}
+on_every_store!(
+    sqlite_parks_a_second_command_with_a_taken_number,
+    mysql_parks_a_second_command_with_a_taken_number,
+    a_second_command_with_a_taken_number_is_parked_not_dropped
+);

@@ -107,6 +107,25 @@ impl Harness {
     }
 }
 
+/// One test per store for `check` (an async fn taking a [`Harness`]): on SQLite, and on MySQL
+/// where `DATABASE_URL` is set.
+macro_rules! on_every_store {
+    ($sqlite:ident, $mysql:ident, $check:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $check($crate::harness::Harness::sqlite().await).await;
+        }
+
+        #[tokio::test]
+        async fn $mysql() {
+            if let Some(harness) = $crate::harness::Harness::mysql(stringify!($mysql)).await {
+                $check(harness).await;
+            }
+        }
+    };
+}
+pub(crate) use on_every_store;
+
 /// A chat create of `application_id`.
 pub fn chat(application_id: i64, chat_number: i64, chat_name: &str) -> Command {
     Command::CreateChat { application_id, chat_number, chat_name: chat_name.to_owned(), created_at: CREATED_AT }

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{CREATED_AT, Harness, chat, message};
+use crate::harness::{CREATED_AT, Harness, chat, message, on_every_store};
 
 async fn a_step_persists_what_was_queued(mut harness: Harness) {
     let (token, app) = harness.application().await;
@@ -29,17 +29,11 @@ async fn a_step_persists_what_was_queued(mut harness: Harness) {
     assert_eq!(nothing, Default::default(), "every command was acked: none comes back");
 }
 
-#[tokio::test]
-async fn sqlite_a_step_persists_what_was_queued() {
-    a_step_persists_what_was_queued(Harness::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn mysql_a_step_persists_what_was_queued() {
-    if let Some(harness) = Harness::mysql("mysql_a_step_persists_what_was_queued").await {
-        a_step_persists_what_was_queued(harness).await;
-    }
-}
+on_every_store!(
+    sqlite_a_step_persists_what_was_queued,
+    mysql_a_step_persists_what_was_queued,
+    a_step_persists_what_was_queued
+);
 
 /// A message queued before its chat is persisted waits, unseen, and is stored once the chat is.
 #[tokio::test]
@@ -82,14 +76,8 @@ async fn a_redelivered_create_keeps_a_later_edit(mut harness: Harness) {
     assert_eq!(harness.get(&format!("{search}original")).await.body, json!([]), "the old text is not found again");
 }
 
-#[tokio::test]
-async fn sqlite_a_redelivered_create_keeps_a_later_edit() {
-    a_redelivered_create_keeps_a_later_edit(Harness::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn mysql_a_redelivered_create_keeps_a_later_edit() {
-    if let Some(harness) = Harness::mysql("mysql_a_redelivered_create_keeps_a_later_edit").await {
-        a_redelivered_create_keeps_a_later_edit(harness).await;
-    }
-}
+on_every_store!(
+    sqlite_a_redelivered_create_keeps_a_later_edit,
+    mysql_a_redelivered_create_keeps_a_later_edit,
+    a_redelivered_create_keeps_a_later_edit
+);
