@@ -2,13 +2,15 @@
 //! persists what chat-write queues, and the per-minute count flush.
 //!
 //! # Layout
-//! - [`api`]: one module per resource with its routes; [`api::router`] merges them.
+//! - [`api`]: one module per resource with its routes, each handler carrying its OpenAPI
+//!   operation; [`api::routes`] merges them.
 //! - [`consumer`]: takes command batches off the queue, persists them in one transaction,
 //!   indexes the messages, and only then acks. [`consumer::Consumer::step`] runs one batch, so
 //!   tests can drive it.
 //! - [`counts`]: the count flush (`chats_count`, `messages_count`) run by tokio-cron-scheduler
 //!   under a lock, so one replica flushes at a time.
-//! - [`openapi`]: the OpenAPI document of the API routes, served at `/openapi.json`.
+//! - [`openapi`]: the document's title, tags and security scheme around those operations,
+//!   served at `/openapi.json`.
 //! - [`store`]: the SQL the API and the consumer run.
 
 pub mod api;

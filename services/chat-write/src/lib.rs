@@ -6,10 +6,12 @@
 //! # Layout
 //! - [`store`]: the caches in front of the chat lookups, the chat numbers whose create the
 //!   queue did not confirm, and the seeds of the counters (the highest number held).
-//! - [`openapi`]: the OpenAPI document of those routes, served at `/openapi.json`.
-//! - [`api`]: the two create routes. A create takes its number from the counters port,
-//!   publishes a command through the queue port and answers 201 only once the command is
-//!   durably queued; a queue that does not confirm gives 503.
+//! - [`api`]: the create routes, each handler carrying its OpenAPI operation. A create takes
+//!   its number from the counters port, publishes a command through the queue port and
+//!   answers 201 only once the command is durably queued; a queue that does not confirm gives
+//!   503.
+//! - [`openapi`]: the document's title and tags around those operations, served at
+//!   `/openapi.json`.
 
 pub mod api;
 pub mod openapi;

@@ -15,11 +15,8 @@ use crate::ChatRead;
 use crate::store::{self, Page};
 
 pub fn routes() -> OpenApiRouter<ChatRead> {
-    OpenApiRouter::default().routes(routes!(list_applications, create_application)).routes(routes!(
-        show_application,
-        replace_application,
-        update_application
-    ))
+    let one = routes!(show_application, replace_application, update_application);
+    OpenApiRouter::default().routes(routes!(list_applications, create_application)).routes(one)
 }
 
 /// 128 random bits, written like a UUID so clients that expect one keep working.
