@@ -6,9 +6,10 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Every error code chatmesh answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request is malformed: bad JSON syntax, a bad query string.
@@ -105,15 +106,20 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The one JSON error body: `{"error":{"code":"NOT_FOUND","message":"application not found"}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "NOT_FOUND", "message": "application not found"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: ErrorCode,
-    message: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// One of the error codes; the HTTP status follows from it.
+    #[schema(example = "NOT_FOUND")]
+    pub code: ErrorCode,
+    /// Human-readable, lowercase, no trailing period.
+    pub message: String,
 }
 
 impl ApiError {
@@ -162,8 +168,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: &self.message } };
-        (self.code.status(), Json(body)).into_response()
+        let status = self.code.status();
+        (status, Json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message } })).into_response()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 documents: the shared error body schema and responses, and the routes that
+//! The OpenAPI 3.1 documents: the shared error responses, and the routes that
 //! serve a service's document at `/openapi.json` and browsable docs at `/docs`.
 //!
 //! `/docs` is Swagger UI, vendored under `shared/assets/swagger-ui/` (npm `swagger-ui-dist`,
@@ -7,48 +7,45 @@
 
 use axum::Router;
 use axum::routing::get;
-use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::IntoResponses;
 use utoipa::openapi::OpenApi;
+
+pub use crate::error::ErrorBody;
 
 /// A whole OpenAPI document.
 pub type OpenApiDocument = OpenApi;
 
-/// The one JSON error body: `{"error":{"code":"NOT_FOUND","message":"application not found"}}`.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "NOT_FOUND", "message": "application not found"}}))]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// One of the error codes; the HTTP status follows from it.
-    #[schema(example = "NOT_FOUND")]
-    pub code: ErrorCodeName,
-    /// Human-readable, lowercase, no trailing period.
-    pub message: String,
-}
-
-/// Every error code chatmesh answers with.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCodeName {
-    BadRequest,
-    ValidationFailed,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    ServiceUnavailable,
-    Internal,
-    RequestTimeout,
-    HeadersTooLarge,
-    BadGateway,
-    GatewayTimeout,
+/// The shared error answers, each with the JSON error body; a route lists them once:
+/// `responses((status = 201, body = X), ErrorResponses)`.
+#[derive(IntoResponses)]
+pub enum ErrorResponses {
+    /// BAD_REQUEST: malformed JSON, query string or path
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// UNAUTHORIZED: no valid bearer token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// FORBIDDEN: the token lacks the permission
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// NOT_FOUND: no such resource
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// CONFLICT: the resource exists or is in use
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// PAYLOAD_TOO_LARGE: body over the size limit
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
+    /// UNSUPPORTED_MEDIA_TYPE: not application/json
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// VALIDATION_FAILED: a missing, blank, too long or invalid field
+    #[response(status = 422)]
+    ValidationFailed(ErrorBody),
+    /// SERVICE_UNAVAILABLE: a backend is unavailable; retry
+    #[response(status = 503)]
+    ServiceUnavailable(ErrorBody),
 }
 
 /// `GET /openapi.json` serving `document`, and the Swagger UI page at `GET /docs` that browses it.

@@ -162,7 +162,7 @@ async fn poison_command_is_dead_lettered_and_replayed() {
     let namespace = mesh.env.iter().find(|(k, _)| k == "CHATMESH_NAMESPACE").unwrap().1.clone();
     let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").unwrap().1.clone();
     let db = shared::backends::sql::Database::connect(&database_url).await.unwrap();
-    let application_id = chat_write::schema::application_id(&db, &token).await.unwrap().expect("application");
+    let application_id = chat::schema::application_id(&db, &token).await.unwrap().expect("application");
     let poison = json!({
         "type": "create_message", "application_id": application_id, "chat_number": chat + 1,
         "message_number": 1, "content": "early bird", "created_at": 0

@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use chat_write::commands::Command;
-use chat_write::schema::search_scope;
+use chat::commands::Command;
+use chat::schema::search_scope;
 use shared::backends::queue::{Delivery, Subscription};
 use shared::backends::search::SearchDoc;
 use shared::backends::sql::{Database, Dialect, ErrorClass, placeholders};
@@ -66,8 +66,8 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     /// A batch of [`CONCURRENT_STATEMENTS`] full INSERT statements, written at once on MySQL:
-    /// in two interleaved pairs of the production benchmark, 2,000 drained 61.3% and 51.8% of
-    /// the INSERT baseline's rate against 42.6% and 47.6% at 1,000 (one statement at a time).
+    /// one statement at a time leaves MySQL waiting on each commit, so a backlog drains faster
+    /// when a batch fills every statement in flight (`docs/benchmarks.md` has the figures).
     fn default() -> Self {
         Self {
             batch_size: STATEMENT_ROWS * CONCURRENT_STATEMENTS,

@@ -2,13 +2,15 @@
 //! persists what chat-write queues, and the per-minute count flush.
 //!
 //! # Layout
-//! - [`api`]: one module per resource with its routes; [`api::router`] merges them.
+//! - [`api`]: one module per resource with its routes, each handler carrying its OpenAPI
+//!   operation; [`api::routes`] merges them.
 //! - [`consumer`]: takes command batches off the queue, persists them in one transaction,
 //!   indexes the messages, and only then acks. [`consumer::Consumer::step`] runs one batch, so
 //!   tests can drive it.
 //! - [`counts`]: the count flush (`chats_count`, `messages_count`) run by tokio-cron-scheduler
 //!   under a lock, so one replica flushes at a time.
-//! - [`openapi`]: the OpenAPI document of the API routes, served at `/openapi.json`.
+//! - [`openapi`]: the document's title, tags and security scheme around those operations,
+//!   served at `/openapi.json`.
 //! - [`store`]: the SQL the API and the consumer run.
 
 pub mod api;
@@ -19,7 +21,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use chat_write::schema::Keys;
+use chat::schema::Keys;
 use shared::backends::counters::Counters;
 use shared::backends::queue::Queue;
 use shared::backends::search::SearchIndex;
@@ -71,7 +73,7 @@ impl ChatRead {
 
     /// Creates or upgrades the chat tables.
     pub async fn migrate(&self) -> Result<(), shared::backends::BackendError> {
-        self.db.migrate("chat", chat_write::schema::MIGRATIONS).await
+        self.db.migrate("chat", chat::schema::MIGRATIONS).await
     }
 }
 
@@ -162,7 +164,7 @@ pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::
         let docs = page
             .into_iter()
             .map(|(_, application_id, chat_number, number, content)| shared::backends::search::SearchDoc {
-                scope: chat_write::schema::search_scope(application_id, chat_number),
+                scope: chat::schema::search_scope(application_id, chat_number),
                 number,
                 content,
             })

@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         // The dead-letter tools open the queue alone: they work while the store is down.
         Command::DeadLetters { limit } => {
             let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
-            let name = chat_write::schema::Keys::new(&config.backends.namespace).command_queue();
+            let name = chat::schema::Keys::new(&config.backends.namespace).command_queue();
             for letter in queue.dead_letters(&name, limit).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ReplayDeadLetters => {
             let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
-            let name = chat_write::schema::Keys::new(&config.backends.namespace).command_queue();
+            let name = chat::schema::Keys::new(&config.backends.namespace).command_queue();
             let replayed = queue.replay_dead_letters(&name).await?;
             println!("replayed {replayed} dead letters onto {name}");
             Ok(())

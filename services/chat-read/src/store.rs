@@ -5,7 +5,7 @@ use shared::backends::sql::{Database, placeholders, text};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use chat_write::model::{ApplicationView, ChatView, MessageView};
+use chat::model::{ApplicationView, ChatView, MessageView};
 
 /// A keyset page request: at most `limit` rows after or before a cursor.
 #[derive(Clone, Copy, Debug)]

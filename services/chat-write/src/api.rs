@@ -1,30 +1,48 @@
 //! The create routes: `POST /api/applications/:token/chats`, and for messages both the seed's
 //! `POST .../chats/:number` and the REST alias `POST .../chats/:number/messages`.
 
-use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::{Json, Router};
+use chat::commands::Command;
+use chat::model::{self, ApplicationPath, ChatBody, ChatPath, ChatView, MessageBody, MessageView};
+use chat::schema;
 use shared::http::{JsonBody, PathParams};
+use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::ChatWrite;
-use crate::commands::Command;
-use crate::model::{self, ChatBody, ChatView, MessageBody, MessageView};
-use crate::schema;
+use crate::{ChatWrite, store};
 
+/// The create routes, served with `state`.
 pub fn router(state: ChatWrite) -> Router {
-    Router::new()
-        .route("/api/applications/{token}/chats", post(create_chat))
-        .route("/api/applications/{token}/chats/{chat_number}", post(create_message))
-        .route("/api/applications/{token}/chats/{chat_number}/messages", post(create_message))
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
 }
 
+/// The create routes, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<ChatWrite> {
+    OpenApiRouter::default()
+        .routes(routes!(create_chat))
+        .routes(routes!(create_message))
+        .routes(routes!(create_message_alias))
+}
+
+/// Create a chat; its number is the next of the application
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath), request_body = ChatBody,
+    responses(
+        (status = 201, description = "Chat created", body = ChatView, links(
+            ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+            ("ShowChat" = (operation_id = "show_chat", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+            ("ListMessages" = (operation_id = "list_messages", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
+        )),
+        ErrorResponses,
+    )
+)]
 async fn create_chat(
     State(state): State<ChatWrite>,
-    PathParams(token): PathParams<String>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
@@ -36,7 +54,7 @@ async fn create_chat(
     if let Err(error) = publish(&state, &command).await {
         // The number is spent; without this mark, a message sent to it would be accepted for a
         // chat that may never exist.
-        if let Err(mark) = schema::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
+        if let Err(mark) = store::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
             tracing::error!(application_id, chat_number, error = %mark, "could not record an unconfirmed chat");
         }
         return Err(error);
@@ -57,9 +75,14 @@ async fn create_chat(
     ))
 }
 
+/// Create a message in a chat (the seed's path)
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath),
+    request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
+)]
 async fn create_message(
     State(state): State<ChatWrite>,
-    PathParams((token, chat_number)): PathParams<(String, String)>,
+    PathParams(ChatPath { token, chat_number }): PathParams<ChatPath>,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let content = model::required_text("message_content", &body.message_content, model::MAX_MESSAGE_CHARS)?;
@@ -89,6 +112,19 @@ async fn create_message(
     ))
 }
 
+/// Create a message in a chat (REST alias)
+#[utoipa::path(
+    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath),
+    request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
+)]
+async fn create_message_alias(
+    state: State<ChatWrite>,
+    path: PathParams<ChatPath>,
+    body: JsonBody<MessageBody>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    create_message(state, path, body).await
+}
+
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has
 /// handed out belongs to a chat whose command is queued, so a message may follow at once,
 /// unless that create answered 503 (its command may be lost).
@@ -113,7 +149,7 @@ async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -
         }
         chat_number > issued.floor
             && chat_number <= issued.last
-            && !schema::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
+            && !store::is_unconfirmed_chat(&state.db, application_id, chat_number).await?
     };
     if exists {
         state.known_chats.insert(application_id, chat_number);

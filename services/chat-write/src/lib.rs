@@ -1,23 +1,26 @@
 //! chat-write: creates chats and messages.
 //!
+//! The chat tables, keys, commands and views are the `chat` crate's; this crate holds what
+//! only the write side does.
+//!
 //! # Layout
-//! - [`schema`]: the chat tables (migrations for SQLite and MySQL) and the lookups both chat
-//!   services make: token to application, highest numbers, chat existence.
-//! - [`model`]: the JSON shapes of applications, chats and messages, and field validation.
-//! - [`commands`]: what chat-write publishes and chat-read's consumer persists.
-//! - [`openapi`]: the OpenAPI document of those routes, served at `/openapi.json`.
-//! - [`api`]: the two create routes. A create takes its number from the counters port,
-//!   publishes a command through the queue port and answers 201 only once the command is
-//!   durably queued; a queue that does not confirm gives 503.
+//! - [`store`]: the caches in front of the chat lookups, the chat numbers whose create the
+//!   queue did not confirm, and the seeds of the counters (the highest number held).
+//! - [`api`]: the create routes, each handler carrying its OpenAPI operation. A create takes
+//!   its number from the counters port, publishes a command through the queue port and
+//!   answers 201 only once the command is durably queued; a queue that does not confirm gives
+//!   503.
+//! - [`openapi`]: the document's title and tags around those operations, served at
+//!   `/openapi.json`.
 
 pub mod api;
-pub mod commands;
-pub mod model;
 pub mod openapi;
-pub mod schema;
+pub mod store;
 
 use std::sync::Arc;
 
+use chat::commands::Command;
+use chat::schema::{self, Keys};
 use shared::backends::counters::Counters;
 use shared::backends::queue::Queue;
 use shared::backends::sql::Database;
@@ -25,28 +28,28 @@ use shared::backends::sql::Database;
 pub use api::router;
 
 /// What the create routes need: the store (to resolve tokens), the counters and the queue.
-/// Handlers get a clone per request, so it is one shared [`Backends`]: a clone is one
-/// reference count, not one per field and a copy of the key namespace.
+/// Handlers get a clone per request, so it is one shared [`Inner`]: a clone is one reference
+/// count, not one per field and a copy of the key namespace.
 #[derive(Clone)]
-pub struct ChatWrite(Arc<Backends>);
+pub struct ChatWrite(Arc<Inner>);
 
 impl std::ops::Deref for ChatWrite {
-    type Target = Backends;
+    type Target = Inner;
 
-    fn deref(&self) -> &Backends {
+    fn deref(&self) -> &Inner {
         &self.0
     }
 }
 
 /// The backends and caches behind [`ChatWrite`].
-pub struct Backends {
+pub struct Inner {
     pub db: Database,
     pub counters: Arc<dyn Counters>,
     pub queue: Arc<dyn Queue>,
-    pub keys: schema::Keys,
-    tokens: Arc<schema::TokenCache>,
+    pub keys: Keys,
+    tokens: Arc<store::TokenCache>,
     /// Chats known to exist: a message create skips the store lookup for them.
-    pub(crate) known_chats: Arc<schema::KnownChats>,
+    pub(crate) known_chats: Arc<store::KnownChats>,
     /// The highest number per counter key among the commands the queue held at start (see
     /// [`ChatWrite::load_queued_numbers`]).
     queued: std::sync::RwLock<std::collections::HashMap<String, i64>>,
@@ -54,11 +57,11 @@ pub struct Backends {
 
 impl ChatWrite {
     pub fn new(db: Database, counters: Arc<dyn Counters>, queue: Arc<dyn Queue>, namespace: &str) -> Self {
-        Self(Arc::new(Backends {
+        Self(Arc::new(Inner {
             db,
             counters,
             queue,
-            keys: schema::Keys::new(namespace),
+            keys: Keys::new(namespace),
             tokens: Arc::default(),
             known_chats: Arc::default(),
             queued: Default::default(),
@@ -75,15 +78,15 @@ impl ChatWrite {
         let Some(payloads) = self.queue.held_payloads(&self.keys.command_queue()).await? else { return Ok(0) };
         let mut highest = std::collections::HashMap::new();
         for payload in &payloads {
-            let Ok(command) = commands::Command::decode(payload) else { continue };
+            let Ok(command) = Command::decode(payload) else { continue };
             let (key, number) = match command {
-                commands::Command::CreateChat { application_id, chat_number, .. } => {
+                Command::CreateChat { application_id, chat_number, .. } => {
                     (self.keys.chat_counter(application_id), chat_number)
                 }
-                commands::Command::CreateMessage { application_id, chat_number, message_number, .. } => {
+                Command::CreateMessage { application_id, chat_number, message_number, .. } => {
                     (self.keys.message_counter(application_id, chat_number), message_number)
                 }
-                commands::Command::IndexMessage { .. } => continue,
+                Command::IndexMessage { .. } => continue,
             };
             let entry = highest.entry(key).or_insert(number);
             *entry = (*entry).max(number);
@@ -103,15 +106,15 @@ impl ChatWrite {
     }
 
     /// Seeds the chat counter of an application: above the store and the queue.
-    pub(crate) fn seed_chat_counter(&self, application_id: i64) -> impl schema::SeedFn {
+    pub(crate) fn seed_chat_counter(&self, application_id: i64) -> impl store::SeedFn {
         let queued = self.queued_number(|| self.keys.chat_counter(application_id));
-        schema::seed_chat_counter(&self.db, application_id, queued)
+        store::seed_chat_counter(&self.db, application_id, queued)
     }
 
     /// Seeds the message counter of a chat: above the store and the queue.
-    pub(crate) fn seed_message_counter(&self, application_id: i64, chat_number: i64) -> impl schema::SeedFn {
+    pub(crate) fn seed_message_counter(&self, application_id: i64, chat_number: i64) -> impl store::SeedFn {
         let queued = self.queued_number(|| self.keys.message_counter(application_id, chat_number));
-        schema::seed_message_counter(&self.db, application_id, chat_number, queued)
+        store::seed_message_counter(&self.db, application_id, chat_number, queued)
     }
 
     /// The internal id of the application with `token`, if it exists. Tokens never change

@@ -1,32 +1,22 @@
 //! `/api/applications` and `/api/applications/:token`.
 
+use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
-use chat_write::model::{self, ApplicationView};
-use serde::Deserialize;
+use chat::model::{self, ApplicationBody, ApplicationPatch, ApplicationPath, ApplicationView};
 use shared::ApiError;
 use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::openapi::ErrorResponses;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Admin, PageParams, application_not_found, link_header, trim_page};
 use crate::ChatRead;
 use crate::store::{self, Page};
 
-pub fn router() -> Router<ChatRead> {
-    Router::new()
-        .route("/api/applications", get(list).post(create))
-        .route("/api/applications/{token}", get(show).put(replace).patch(update))
-}
-
-#[derive(Debug, Deserialize)]
-struct CreateBody {
-    application_name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    application_name: Option<String>,
+pub fn routes() -> OpenApiRouter<ChatRead> {
+    let one = routes!(show_application, replace_application, update_application);
+    OpenApiRouter::default().routes(routes!(list_applications, create_application)).routes(one)
 }
 
 /// 128 random bits, written like a UUID so clients that expect one keep working.
@@ -36,9 +26,21 @@ fn new_token() -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-async fn create(
+/// Create an application
+#[utoipa::path(
+    post, path = "/api/applications", tag = "applications", request_body = ApplicationBody,
+    responses(
+        (status = 201, description = "Create an application", body = ApplicationView, links(
+            ("CreateChat" = (operation_id = "create_chat", parameters(("token" = "$response.body#/application_token")))),
+            ("ListChats" = (operation_id = "list_chats", parameters(("token" = "$response.body#/application_token")))),
+            ("ShowApplication" = (operation_id = "show_application", parameters(("token" = "$response.body#/application_token")))),
+        )),
+        ErrorResponses,
+    )
+)]
+async fn create_application(
     State(state): State<ChatRead>,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(body): JsonBody<ApplicationBody>,
 ) -> Result<(StatusCode, Json<ApplicationView>), ApiError> {
     let name = model::required_text("application_name", &body.application_name, model::MAX_NAME_CHARS)?;
     let view = store::insert_application(&state.db, &new_token(), &name, shared::now_millis()).await?;
@@ -46,9 +48,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// Every application with its token: an operator's call (the admin token as bearer). An
-/// application's own token is no answer here, and the refusal names no token.
-async fn list(
+/// List every application with its token (the admin token only)
+///
+/// An operator's call: the admin token as bearer. An application's own token is no answer
+/// here, and the refusal names no token.
+#[utoipa::path(
+    get, path = "/api/applications", tag = "applications", security(("adminToken" = [])),
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 50)", minimum = 1, maximum = 100),
+        ("after" = Option<String>, Query, description = "Keyset cursor: the token of the application the page starts after (empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"),
+        ("before" = Option<String>, Query, description = "Keyset cursor: the token of the application the page ends before (with after: the applications between the two; empty: no cursor; an unknown token is 404)", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"),
+    ),
+    responses((status = 200, description = "List applications", body = Vec<ApplicationView>), ErrorResponses)
+)]
+async fn list_applications(
     _: Admin,
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
@@ -65,26 +78,41 @@ async fn list(
     Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
-async fn show(
+/// Show an application
+#[utoipa::path(
+    get, path = "/api/applications/{token}", tag = "applications", params(ApplicationPath),
+    responses((status = 200, description = "Show an application", body = ApplicationView), ErrorResponses)
+)]
+async fn show_application(
     State(state): State<ChatRead>,
-    PathParams(token): PathParams<String>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     let (_, view) = store::get_application(&state.db, &token).await?.ok_or_else(application_not_found)?;
     Ok(Json(view))
 }
 
-async fn replace(
+/// Rename an application
+#[utoipa::path(
+    put, path = "/api/applications/{token}", tag = "applications", params(ApplicationPath), request_body = ApplicationBody,
+    responses((status = 200, description = "Rename an application", body = ApplicationView), ErrorResponses)
+)]
+async fn replace_application(
     State(state): State<ChatRead>,
-    PathParams(token): PathParams<String>,
-    JsonBody(body): JsonBody<CreateBody>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
+    JsonBody(body): JsonBody<ApplicationBody>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, Some(body.application_name)).await
 }
 
-async fn update(
+/// Update an application
+#[utoipa::path(
+    patch, path = "/api/applications/{token}", tag = "applications", params(ApplicationPath), request_body = ApplicationPatch,
+    responses((status = 200, description = "Update an application", body = ApplicationView), ErrorResponses)
+)]
+async fn update_application(
     State(state): State<ChatRead>,
-    PathParams(token): PathParams<String>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
+    JsonBody(body): JsonBody<ApplicationPatch>,
 ) -> Result<Json<ApplicationView>, ApiError> {
     rename(&state, &token, body.application_name).await
 }
@@ -99,7 +127,6 @@ async fn rename(state: &ChatRead, token: &str, name: Option<String>) -> Result<J
     Ok(Json(view))
 }
 
-/// The internal id behind a cursor token; clients only ever see tokens.
 /// Whether `text` has the shape of an application token (8-4-4-4-12 hex digits).
 fn is_token_shaped(text: &str) -> bool {
     text.len() == 36
@@ -109,6 +136,7 @@ fn is_token_shaped(text: &str) -> bool {
         })
 }
 
+/// The internal id behind a cursor token; clients only ever see tokens.
 async fn cursor(state: &ChatRead, raw: &Option<String>) -> Result<Option<i64>, ApiError> {
     match raw.as_deref() {
         None | Some("") => Ok(None),

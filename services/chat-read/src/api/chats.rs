@@ -1,33 +1,32 @@
 //! `/api/applications/:token/chats` (reads) and `.../chats/:number` (read, rename).
 
+use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
-use chat_write::model::{self, ChatBody, ChatView};
-use serde::Deserialize;
+use chat::model::{self, ApplicationPath, ChatBody, ChatPatch, ChatPath, ChatView};
 use shared::ApiError;
 use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::openapi::ErrorResponses;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{PageParams, application_id, chat_id, chat_not_found, link_header, trim_page};
 use crate::ChatRead;
 use crate::store;
 
-pub fn router() -> Router<ChatRead> {
-    Router::new()
-        .route("/api/applications/{token}/chats", get(list))
-        .route("/api/applications/{token}/chats/{chat_number}", get(show).put(replace).patch(update))
+pub fn routes() -> OpenApiRouter<ChatRead> {
+    OpenApiRouter::default().routes(routes!(list_chats)).routes(routes!(show_chat, replace_chat, update_chat))
 }
 
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    chat_name: Option<String>,
-}
-
-async fn list(
+/// List the chats of an application
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, PageParams),
+    responses((status = 200, description = "List the chats of an application", body = Vec<ChatView>), ErrorResponses)
+)]
+async fn list_chats(
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
-    PathParams(token): PathParams<String>,
+    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<ChatView>>), ApiError> {
     let page = params.numbered_page()?;
@@ -38,9 +37,14 @@ async fn list(
     Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
-async fn show(
+/// Show a chat
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats", params(ChatPath),
+    responses((status = 200, description = "Show a chat", body = ChatView), ErrorResponses)
+)]
+async fn show_chat(
     State(state): State<ChatRead>,
-    PathParams((token, number)): PathParams<(String, String)>,
+    PathParams(ChatPath { token, chat_number: number }): PathParams<ChatPath>,
 ) -> Result<Json<ChatView>, ApiError> {
     let number = model::path_number("chat", &number)?;
     let application_id = application_id(&state, &token).await?;
@@ -48,18 +52,28 @@ async fn show(
     Ok(Json(view))
 }
 
-async fn replace(
+/// Rename a chat
+#[utoipa::path(
+    put, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats", params(ChatPath), request_body = ChatBody,
+    responses((status = 200, description = "Rename a chat", body = ChatView), ErrorResponses)
+)]
+async fn replace_chat(
     State(state): State<ChatRead>,
-    PathParams((token, number)): PathParams<(String, String)>,
+    PathParams(ChatPath { token, chat_number: number }): PathParams<ChatPath>,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<Json<ChatView>, ApiError> {
     rename(&state, &token, &number, Some(body.chat_name)).await
 }
 
-async fn update(
+/// Update a chat
+#[utoipa::path(
+    patch, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats", params(ChatPath), request_body = ChatPatch,
+    responses((status = 200, description = "Update a chat", body = ChatView), ErrorResponses)
+)]
+async fn update_chat(
     State(state): State<ChatRead>,
-    PathParams((token, number)): PathParams<(String, String)>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    PathParams(ChatPath { token, chat_number: number }): PathParams<ChatPath>,
+    JsonBody(body): JsonBody<ChatPatch>,
 ) -> Result<Json<ChatView>, ApiError> {
     rename(&state, &token, &number, body.chat_name).await
 }

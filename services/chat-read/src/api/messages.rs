@@ -1,42 +1,44 @@
 //! `.../chats/:number/messages` (reads) and `.../messages/:number` (read, edit). An edit is
 //! written to the store and re-indexed before it answers, so search follows it at once.
 
+use axum::Json;
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
-use chat_write::commands::Command;
-use chat_write::model::{self, MessageBody, MessageView};
-use chat_write::schema::search_scope;
-use serde::Deserialize;
+use chat::commands::Command;
+use chat::model::{self, ChatPath, MessageBody, MessagePatch, MessagePath, MessageView};
+use chat::schema::search_scope;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
 use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::openapi::ErrorResponses;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{PageParams, chat_id, link_header, trim_page};
 use crate::ChatRead;
 use crate::store;
 
-pub fn router() -> Router<ChatRead> {
-    Router::new().route("/api/applications/{token}/chats/{chat_number}/messages", get(list)).route(
-        "/api/applications/{token}/chats/{chat_number}/messages/{message_number}",
-        get(show).put(replace).patch(update),
-    )
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateBody {
-    message_content: Option<String>,
+pub fn routes() -> OpenApiRouter<ChatRead> {
+    OpenApiRouter::default().routes(routes!(list_messages)).routes(routes!(
+        show_message,
+        replace_message,
+        update_message
+    ))
 }
 
 fn message_not_found() -> ApiError {
     ApiError::not_found("message not found")
 }
 
-async fn list(
+/// List the messages of a chat
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, PageParams),
+    responses((status = 200, description = "List the messages of a chat", body = Vec<MessageView>), ErrorResponses)
+)]
+async fn list_messages(
     State(state): State<ChatRead>,
     OriginalUri(uri): OriginalUri,
-    PathParams((token, chat_number)): PathParams<(String, String)>,
+    PathParams(ChatPath { token, chat_number }): PathParams<ChatPath>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<(HeaderMap, Json<Vec<MessageView>>), ApiError> {
     let page = params.numbered_page()?;
@@ -48,9 +50,14 @@ async fn list(
     Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
 }
 
-async fn show(
+/// Show a message
+#[utoipa::path(
+    get, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath),
+    responses((status = 200, description = "Show a message", body = MessageView), ErrorResponses)
+)]
+async fn show_message(
     State(state): State<ChatRead>,
-    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
+    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
 ) -> Result<Json<MessageView>, ApiError> {
     let number = model::path_number("message", &number)?;
     let (_, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
@@ -59,18 +66,28 @@ async fn show(
     Ok(Json(view))
 }
 
-async fn replace(
+/// Edit a message
+#[utoipa::path(
+    put, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath), request_body = MessageBody,
+    responses((status = 200, description = "Edit a message", body = MessageView), ErrorResponses)
+)]
+async fn replace_message(
     State(state): State<ChatRead>,
-    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
+    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<Json<MessageView>, ApiError> {
     edit(&state, &token, &chat_number, &number, Some(body.message_content)).await
 }
 
-async fn update(
+/// Update a message
+#[utoipa::path(
+    patch, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath), request_body = MessagePatch,
+    responses((status = 200, description = "Update a message", body = MessageView), ErrorResponses)
+)]
+async fn update_message(
     State(state): State<ChatRead>,
-    PathParams((token, chat_number, number)): PathParams<(String, String, String)>,
-    JsonBody(body): JsonBody<UpdateBody>,
+    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
+    JsonBody(body): JsonBody<MessagePatch>,
 ) -> Result<Json<MessageView>, ApiError> {
     edit(&state, &token, &chat_number, &number, body.message_content).await
 }

@@ -11,27 +11,43 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header::LINK};
 use serde::Deserialize;
 use shared::ApiError;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::ChatRead;
 use crate::store::Page;
 
+/// The API routes, served with `state`.
 pub fn router(state: ChatRead) -> Router {
-    Router::new()
-        .merge(applications::router())
-        .merge(chats::router())
-        .merge(messages::router())
-        .merge(search::router())
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
+}
+
+/// The API routes, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<ChatRead> {
+    OpenApiRouter::default()
+        .merge(applications::routes())
+        .merge(chats::routes())
+        .merge(messages::routes())
+        .merge(search::routes())
 }
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 100;
 
-/// `?limit=&after=&before=` as sent; parsed by [`PageParams::page`].
-#[derive(Debug, Default, Deserialize)]
+/// `?limit=&after=&before=` as sent; parsed by [`PageParams::limit`] and
+/// [`PageParams::numbered_page`]. Documented as the numbered lists take them; the list of
+/// applications documents its token cursors itself.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Page size, 1 to 100 (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// Keyset cursor: items numbered after this one
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
+    /// Keyset cursor: items numbered before this one (with after: the items between the two)
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub before: Option<String>,
 }
 
@@ -146,13 +162,13 @@ fn chat_not_found() -> ApiError {
 
 /// Resolves a token to its application id, or 404.
 async fn application_id(state: &ChatRead, token: &str) -> Result<i64, ApiError> {
-    chat_write::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
+    chat::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
 }
 
 /// Resolves a chat in an application to its id, or 404.
 async fn chat_id(state: &ChatRead, token: &str, raw_number: &str) -> Result<(i64, i64, i64), ApiError> {
-    let number = chat_write::model::path_number("chat", raw_number)?;
+    let number = chat::model::path_number("chat", raw_number)?;
     let application_id = application_id(state, token).await?;
-    let chat_id = chat_write::schema::chat_id(&state.db, application_id, number).await?.ok_or_else(chat_not_found)?;
+    let chat_id = chat::schema::chat_id(&state.db, application_id, number).await?.ok_or_else(chat_not_found)?;
     Ok((application_id, chat_id, number))
 }

@@ -37,7 +37,7 @@ async fn the_openapi_document_matches_the_routes() {
     // document of `chatmesh`.
     for name in document["components"]["schemas"].as_object().unwrap().keys() {
         assert!(
-            ["ErrorBody", "ErrorDetail", "ErrorCodeName", "SessionRef"].contains(&name.as_str())
+            ["ErrorBody", "ErrorDetail", "ErrorCode", "SessionRef"].contains(&name.as_str())
                 || name.starts_with("Event")
                 || name.starts_with("User"),
             "{name}"

@@ -1,17 +1,12 @@
-//! The chat tables and the lookups both chat services make.
+//! The chat tables, the names under one namespace, and the lookups both chat services make.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use shared::backends::BackendResult;
-use shared::backends::sql::{Database, Migration, optional_i64};
+use shared::backends::sql::{Database, Migration};
 use sqlx::Row;
 
 /// The chat schema. Internal ids stay inside the store; clients see tokens and numbers.
-/// Message text is TEXT on MySQL (read with [`shared::backends::sql::text`]): a VARCHAR(10000)
-/// column made each inserted row cost MariaDB a fifth more.
+/// Message text is TEXT on MySQL (read with [`shared::backends::sql::text`]): MariaDB copies a
+/// VARCHAR(10000) column's whole declared width for each inserted row.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -61,8 +56,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "message text as TEXT",
         sqlite: &[],
         // MariaDB copies a VARCHAR's whole declared width (40,000 bytes in utf8mb4) through its
-        // row buffer for each row; TEXT is stored the same way on disk and inserts about 20%
-        // faster in the consumer's multi-row statements.
+        // row buffer for each row; TEXT is stored the same way on disk without that copy, which
+        // the consumer's multi-row statements pay once per row.
         mysql: &["ALTER TABLE messages MODIFY content TEXT NOT NULL"],
     },
 ];
@@ -111,52 +106,13 @@ pub fn search_scope(application_id: i64, chat_number: i64) -> String {
     format!("{application_id}:{chat_number}")
 }
 
-/// Token to application id, filled as tokens are resolved.
-#[derive(Default)]
-pub struct TokenCache(Mutex<HashMap<String, i64>>);
-
-impl TokenCache {
-    const CAPACITY: usize = 100_000;
-
-    pub fn get(&self, token: &str) -> Option<i64> {
-        self.0.lock().expect("token cache poisoned").get(token).copied()
-    }
-
-    pub fn insert(&self, token: &str, id: i64) {
-        let mut map = self.0.lock().expect("token cache poisoned");
-        if map.len() >= Self::CAPACITY {
-            map.clear();
-        }
-        map.insert(token.to_owned(), id);
-    }
-}
-
-/// Chats known to exist, as `(application id, chat number)`. Chats are never deleted, so a
-/// chat once seen (persisted, or numbered by the chat counter) stays valid for good.
-#[derive(Default)]
-pub struct KnownChats(Mutex<std::collections::HashSet<(i64, i64)>>);
-
-impl KnownChats {
-    const CAPACITY: usize = 1_000_000;
-
-    pub fn contains(&self, application_id: i64, chat_number: i64) -> bool {
-        self.0.lock().expect("chat cache poisoned").contains(&(application_id, chat_number))
-    }
-
-    pub fn insert(&self, application_id: i64, chat_number: i64) {
-        let mut set = self.0.lock().expect("chat cache poisoned");
-        if set.len() >= Self::CAPACITY {
-            set.clear();
-        }
-        set.insert((application_id, chat_number));
-    }
-}
-
+/// The internal id of the application with `token`, if it exists.
 pub async fn application_id(db: &Database, token: &str) -> BackendResult<Option<i64>> {
     let row = sqlx::query("SELECT id FROM applications WHERE token = ?").bind(token).fetch_optional(db.pool()).await?;
     Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
 }
 
+/// The internal id of chat `chat_number` of an application, if it is persisted.
 pub async fn chat_id(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<Option<i64>> {
     let row = sqlx::query("SELECT id FROM chats WHERE application_id = ? AND number = ?")
         .bind(application_id)
@@ -164,68 +120,4 @@ pub async fn chat_id(db: &Database, application_id: i64, chat_number: i64) -> Ba
         .fetch_optional(db.pool())
         .await?;
     Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
-}
-
-/// Records that the create of chat `chat_number` answered 503: its number was drawn, but the
-/// queue did not confirm the command, so the chat may never be persisted and no message may be
-/// accepted for it on the strength of the counter alone.
-pub async fn mark_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<()> {
-    let sql =
-        format!("{} INTO unconfirmed_chats (application_id, number, created_at) VALUES (?, ?, ?)", db.insert_ignore());
-    sqlx::query(&sql).bind(application_id).bind(chat_number).bind(shared::now_millis()).execute(db.pool()).await?;
-    Ok(())
-}
-
-/// Whether the create of chat `chat_number` answered 503 (see [`mark_unconfirmed_chat`]).
-pub async fn is_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<bool> {
-    let row = sqlx::query("SELECT 1 FROM unconfirmed_chats WHERE application_id = ? AND number = ?")
-        .bind(application_id)
-        .bind(chat_number)
-        .fetch_optional(db.pool())
-        .await?;
-    Ok(row.is_some())
-}
-
-/// A counter's seed: the highest number already held for it.
-pub trait SeedFn: Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync {}
-
-impl<F: Fn() -> BoxFuture<'static, BackendResult<i64>> + Send + Sync> SeedFn for F {}
-
-/// Seeds the chat counter of an application from the highest persisted chat number, or
-/// `queued` (the highest one a queued command holds) if higher.
-pub fn seed_chat_counter(db: &Database, application_id: i64, queued: i64) -> impl SeedFn {
-    let db = db.clone();
-    move || {
-        let db = db.clone();
-        async move {
-            let row = sqlx::query("SELECT MAX(number) FROM chats WHERE application_id = ?")
-                .bind(application_id)
-                .fetch_one(db.pool())
-                .await?;
-            Ok(optional_i64(&row, 0)?.unwrap_or(0).max(queued))
-        }
-        .boxed()
-    }
-}
-
-/// Seeds the message counter of a chat from the highest persisted message number, or
-/// `queued` (the highest one a queued command holds) if higher.
-pub fn seed_message_counter(db: &Database, application_id: i64, chat_number: i64, queued: i64) -> impl SeedFn {
-    let db = db.clone();
-    move || {
-        let db = db.clone();
-        async move {
-            let row = sqlx::query(
-                // The chat's id first, so MAX is one index lookup (a join reads every row of the chat).
-                "SELECT MAX(number) FROM messages \
-                 WHERE chat_id = (SELECT id FROM chats WHERE application_id = ? AND number = ?)",
-            )
-            .bind(application_id)
-            .bind(chat_number)
-            .fetch_one(db.pool())
-            .await?;
-            Ok(optional_i64(&row, 0)?.unwrap_or(0).max(queued))
-        }
-        .boxed()
-    }
 }

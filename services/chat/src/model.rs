@@ -1,4 +1,5 @@
-//! The JSON shapes clients see, and the validation of the fields they send.
+//! The JSON shapes clients send and see, the paths they name, and the validation of the fields
+//! they send; each with its OpenAPI schema or parameters.
 
 use serde::{Deserialize, Serialize};
 use shared::ApiError;
@@ -55,6 +56,21 @@ pub struct MessageView {
     pub updated_at: String,
 }
 
+/// Creates or renames an application.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ApplicationBody {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub application_name: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ApplicationPatch {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "My App", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub application_name: Option<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatBody {
     /// Not blank, at most 255 characters.
@@ -63,10 +79,72 @@ pub struct ChatBody {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ChatPatch {
+    /// Not blank, at most 255 characters.
+    #[schema(example = "general", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub chat_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessageBody {
     /// Not blank, at most 10 000 characters.
     #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
     pub message_content: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MessagePatch {
+    /// Not blank, at most 10 000 characters.
+    #[schema(example = "Hello, world", min_length = 1, max_length = 10000, pattern = r"\S")]
+    pub message_content: Option<String>,
+}
+
+/// One search hit, ranked by relevance then newest.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = SearchHitDoc, example = json!({"number": 1, "content": "Hello, world"}))]
+pub struct SearchHitView {
+    pub number: i64,
+    pub content: String,
+}
+
+impl From<shared::backends::search::SearchHit> for SearchHitView {
+    fn from(hit: shared::backends::search::SearchHit) -> Self {
+        Self { number: hit.number, content: hit.content }
+    }
+}
+
+/// The path of an application's routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ApplicationPath {
+    /// Application token
+    pub token: String,
+}
+
+/// The path of a chat's routes. Numbers stay text until [`path_number`] reads them, so one
+/// that cannot exist is a 404 like one that does not.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChatPath {
+    /// Application token
+    pub token: String,
+    /// Chat number
+    #[param(value_type = i64)]
+    pub chat_number: String,
+}
+
+/// The path of a message's routes.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MessagePath {
+    /// Application token
+    pub token: String,
+    /// Chat number
+    #[param(value_type = i64)]
+    pub chat_number: String,
+    /// Message number
+    #[param(value_type = i64)]
+    pub message_number: String,
 }
 
 /// A required text field: not blank, at most `max` characters. Returns it trimmed.

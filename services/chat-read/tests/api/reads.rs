@@ -1,0 +1,83 @@
+//! What a step persists is what the API answers: chats, messages, their times and search.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{CREATED_AT, Harness, chat, message, on_every_store};
+
+async fn a_step_persists_what_was_queued(mut harness: Harness) {
+    let (token, app) = harness.application().await;
+    harness.publish(&chat(app, 1, "general")).await;
+    harness.publish(&message(app, 1, 1, "hello from the queue")).await;
+    harness.publish(&message(app, 1, 2, "a second message")).await;
+
+    let report = harness.step().await;
+    assert_eq!((report.persisted, report.retried, report.dead_lettered), (3, 0, 0), "{report:?}");
+
+    let chat = harness.get(&format!("/api/applications/{token}/chats/1")).await;
+    assert_eq!(chat.status, 200, "{}", chat.text);
+    assert_eq!(chat.body["chat_name"], "general");
+    assert_eq!(chat.body["created_at"], shared::rfc3339_millis(CREATED_AT), "the time the 201 answered with");
+    let messages = harness.get(&format!("/api/applications/{token}/chats/1/messages")).await;
+    let contents: Vec<&str> =
+        messages.body.as_array().unwrap().iter().map(|m| m["message_content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["hello from the queue", "a second message"]);
+    let hits = harness.get(&format!("/api/applications/{token}/chats/1/search?q=queue")).await;
+    assert_eq!(hits.body, json!([{"number": 1, "content": "hello from the queue"}]), "searchable at once");
+
+    let nothing = harness.step().await;
+    assert_eq!(nothing, Default::default(), "every command was acked: none comes back");
+}
+
+on_every_store!(
+    sqlite_a_step_persists_what_was_queued,
+    mysql_a_step_persists_what_was_queued,
+    a_step_persists_what_was_queued
+);
+
+/// A message queued before its chat is persisted waits, unseen, and is stored once the chat is.
+#[tokio::test]
+async fn a_message_waits_for_its_chat() {
+    let mut harness = Harness::sqlite().await;
+    let (token, app) = harness.application().await;
+    harness.publish(&message(app, 1, 1, "early")).await;
+    let report = harness.step().await;
+    assert_eq!((report.persisted, report.retried), (0, 1), "{report:?}");
+    assert_eq!(harness.get(&format!("/api/applications/{token}/chats/1/messages/1")).await.status, 404);
+
+    harness.publish(&chat(app, 1, "late")).await;
+    let report = harness.step_until(|total| total.persisted == 2).await;
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    let early = harness.get(&format!("/api/applications/{token}/chats/1/messages/1")).await;
+    assert_eq!(early.status, 200, "{}", early.text);
+    assert_eq!(early.body["message_content"], "early");
+    assert!(harness.dead_letters().await.is_empty());
+}
+
+/// A create delivered again after the message was edited through the API changes nothing: the
+/// API and search keep the edit.
+async fn a_redelivered_create_keeps_a_later_edit(mut harness: Harness) {
+    let (token, app) = harness.application().await;
+    harness.publish(&chat(app, 1, "room")).await;
+    harness.publish(&message(app, 1, 1, "original wording")).await;
+    assert_eq!(harness.step().await.persisted, 2);
+    let path = format!("/api/applications/{token}/chats/1/messages/1");
+    let edited = harness.api.send(Method::PUT, &path, Some(&json!({"message_content": "edited wording"}))).await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+
+    harness.publish(&message(app, 1, 1, "original wording")).await;
+    let report = harness.step().await;
+    assert_eq!((report.persisted, report.dead_lettered), (1, 0), "a redelivery is harmless: {report:?}");
+
+    assert_eq!(harness.get(&path).await.body["message_content"], "edited wording");
+    let search = format!("/api/applications/{token}/chats/1/search?q=");
+    let found = harness.get(&format!("{search}edited")).await;
+    assert_eq!(found.body, json!([{"number": 1, "content": "edited wording"}]));
+    assert_eq!(harness.get(&format!("{search}original")).await.body, json!([]), "the old text is not found again");
+}
+
+on_every_store!(
+    sqlite_a_redelivered_create_keeps_a_later_edit,
+    mysql_a_redelivered_create_keeps_a_later_edit,
+    a_redelivered_create_keeps_a_later_edit
+);
