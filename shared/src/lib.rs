@@ -9,14 +9,15 @@
 //! - [`http`]: extractors that turn bad input into that error body (400 / 413 / 415 / 422),
 //!   the JSON 404 / 405 fallbacks and `serve` with graceful shutdown.
 //! - [`metrics`]: Prometheus metrics, the per-route request middleware and `/metrics`.
-//! - [`openapi`]: the error body schema of the OpenAPI documents and `/openapi.json`.
-//! - [`shutdown`]: a shutdown signal every task can wait on.
+//! - [`openapi`]: the shared error responses of the OpenAPI documents and `/openapi.json`.
+//! - [`shutdown`]: a shutdown signal every task can wait on; [`clock`]: the injectable clock.
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (its backends answer).
 //! - [`backends`]: the four ports (SQL store, counters, queue, search) with their embedded
 //!   adapters, and [`conformance`]: the one test suite per port that every adapter must pass.
 
 pub mod auth;
 pub mod backends;
+pub mod clock;
 pub mod config;
 pub mod conformance;
 pub mod error;

@@ -12,12 +12,11 @@
 //! - [`user`]: user-session batches, complete sessions, starts per country (seed 003).
 //! - [`retention`]: the daily delete of user events past the retention period.
 //! - [`loader`]: the `.jsonl` loader behind `events load`.
-//! - [`clock`]: the injectable clock; [`time`]: timestamp parsing.
+//! - [`time`]: timestamp parsing (the injectable clock is [`shared::clock`]).
 //! - [`openapi`]: the OpenAPI document of the routes, served at `/openapi.json` (and `/docs`;
 //!   `/docs/` redirects there).
 
 pub mod api;
-pub mod clock;
 pub mod consumer;
 pub mod ingest;
 pub mod loader;
@@ -41,10 +40,10 @@ use shared::backends::{BackendResult, Backends};
 use shared::shutdown::Shutdown;
 
 pub use api::router;
-use clock::{Clock, SystemClock};
 use consumer::{Consumer, ConsumerConfig};
 use retention::RetentionBasis;
 use schemas::SchemaRegistry;
+use shared::clock::{Clock, SystemClock};
 
 /// The rules and limits of the service, whatever process runs it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
