@@ -5,6 +5,7 @@
 //! - [`api`]: one module per resource with its routes; [`router`] merges them.
 //! - [`ingest`]: what an accepted event looks like on the queue, its id, publishing it.
 //! - [`validate`]: every rule an event must pass, all failures collected as reasons.
+//! - [`model`]: the types the modules share, and the request shapes the rules check.
 //! - [`schemas`]: the JSON Schema registry per `(category, name)`.
 //! - [`consumer`]: validates queued events and stores them or their error records, acking
 //!   after the commit; [`consumer::Consumer::step`] runs one batch, so tests drive it.
@@ -21,6 +22,7 @@ pub mod consumer;
 pub mod ingest;
 pub mod loader;
 pub mod migrations;
+pub mod model;
 pub mod openapi;
 pub mod retention;
 pub mod schemas;

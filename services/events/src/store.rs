@@ -10,7 +10,7 @@ use shared::backends::sql::{Database, Dialect, placeholders};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::validate::{Reason, ValidEvent};
+use crate::model::{Reason, ValidEvent};
 
 /// Rows per multi-row INSERT: well under both drivers' placeholder limits.
 const ROWS_PER_INSERT: usize = 200;
@@ -54,21 +54,13 @@ pub async fn begin_write(db: &Database, gate: &WriteGate) -> Result<WriteTx, sql
     Ok(WriteTx { tx, _turn: turn })
 }
 
-/// A text column. MySQL reports TEXT columns as blobs to the `Any` driver, SQLite as text:
-/// this reads either.
+/// A nullable text column, as MySQL (blobs to the `Any` driver) or SQLite (text) reports it.
+pub use shared::backends::sql::text as optional_text;
+
+/// A text column that is never NULL (see [`optional_text`]).
 pub fn text(row: &AnyRow, index: usize) -> Result<String, sqlx::Error> {
     optional_text(row, index)?
         .ok_or_else(|| sqlx::Error::ColumnDecode { index: index.to_string(), source: "unexpected NULL".into() })
-}
-
-/// A nullable text column (see [`text`]).
-pub fn optional_text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
-    match row.try_get::<Option<String>, _>(index) {
-        Ok(value) => Ok(value),
-        Err(_) => {
-            Ok(row.try_get::<Option<Vec<u8>>, _>(index)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
-        }
-    }
 }
 
 // ---- sessions ----
