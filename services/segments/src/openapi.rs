@@ -18,15 +18,12 @@ use utoipa::{Modify, OpenApi, ToSchema};
         description = "User segments for feature targeting: segmentify's legacy routes (slugs, memberships with TTL, CSV history, percentages) and the /api/v1 JSON:API (SIMPLE and DMN rules, flags, evaluation)."
     ),
     paths(
-        legacy_list, legacy_create, legacy_get, legacy_delete, legacy_change_user, legacy_user_segments,
-        legacy_history_link, legacy_history_csv,
         v1_list_segments, v1_create_segment, v1_get_segment, v1_update_segment, v1_delete_segment, v1_evaluate,
         v1_create_decision, v1_get_decision,
         v1_list_flags, v1_create_flag, v1_get_flag, v1_update_flag, v1_delete_flag, v1_evaluate_flag,
     ),
     components(schemas(
-        ErrorBody, LegacySegment, LegacyCreate, LegacySlug, LegacyAdd, LegacyRemove, LegacyChange, LegacyChanged,
-        LegacyHistoryLink, JsonApiErrors, JsonApiError, ErrorSource, SegmentInput, SegmentPatch, SegmentDocument,
+        ErrorBody, JsonApiErrors, JsonApiError, ErrorSource, SegmentInput, SegmentPatch, SegmentDocument,
         SegmentResource, SegmentAttributes, SegmentMeta, SelfLink, SegmentPage, SegmentListItem, SegmentSummary,
         PageMeta, PageLinks, EvaluationInput, EvaluationDocument, EvaluatedSegment, EvaluatedAttributes,
         EvaluationMeta, Reason, RuleType, DecisionInput, DecisionDocument, DecisionResource, DecisionAttributes,
@@ -45,7 +42,9 @@ pub struct SegmentsApi;
 
 /// The document served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    SegmentsApi::openapi()
+    utoipa_axum::router::OpenApiRouter::<crate::Segments>::with_openapi(SegmentsApi::openapi())
+        .merge(crate::api::legacy::routes())
+        .into_openapi()
 }
 
 /// `bearerAuth`: the admin token (`CHATMESH_ADMIN_TOKEN`) or a key minted by `segments mint-key`.
@@ -63,252 +62,10 @@ impl Modify for BearerAuth {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Legacy (seed 000) schemas
-
-/// A segment as segmentify shows it; `is_deleted` after a soft delete.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}))]
-pub struct LegacySegment {
-    id: i64,
-    #[schema(example = "AVITO_VOICE_MESSAGES")]
-    slug: String,
-    is_deleted: bool,
-    /// The share of all users (present and future) in the segment, when created with one.
-    #[schema(minimum = 0, maximum = 100)]
-    percent: Option<i64>,
-}
-
-/// Creates a segment; with `percent`, that share of all users is in it, deterministically.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"slug": "AVITO_RED_BUTTON"}))]
-pub struct LegacyCreate {
-    /// Letters, digits, hyphens and underscores, at most 200; `users` is reserved.
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
-    slug: String,
-    #[schema(minimum = 0, maximum = 100)]
-    percent: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LegacySlug {
-    #[schema(example = "AVITO_CHINESE_MARKET")]
-    slug: String,
-}
-
-/// A segment to add; `expired` (RFC 3339) is when the membership ends by itself (a time already
-/// past ends it at once: the history shows the add and its remove).
-#[derive(Serialize, ToSchema)]
-pub struct LegacyAdd {
-    #[schema(example = "AVITO_RESEARCH_AMOGUS")]
-    slug: String,
-    #[schema(format = DateTime, example = "2025-01-02T15:04:06Z")]
-    expired: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LegacyRemove {
-    #[schema(example = "AVITO_RED_BUTTON")]
-    slug: String,
-}
-
-/// Changes a user's segments, all or nothing: removes first, then adds (so a slug both removed
-/// and added ends up added, with the new expiry; a slug added twice takes its last expiry). An
-/// unknown slug changes nothing (404).
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"id": 73234, "add": [{"slug": "AVITO_RESEARCH_AMOGUS", "expired": "2025-01-02T15:04:06Z"}, {"slug": "AVITO_CHINESE_MARKET"}], "remove": [{"slug": "AVITO_RED_BUTTON"}]}))]
-pub struct LegacyChange {
-    /// The user: an integer (as the seed sends; |id| < 2^53, larger ones as strings) or a string
-    /// of 1 to 191 characters.
-    #[schema(schema_with = user_id_schema)]
-    id: serde_json::Value,
-    /// At most 1000 items.
-    #[serde(default)]
-    #[schema(max_items = 1000)]
-    add: Vec<LegacyAdd>,
-    /// At most 1000 items.
-    #[serde(default)]
-    #[schema(max_items = 1000)]
-    remove: Vec<LegacyRemove>,
-}
-
-fn user_id_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    schema_from_json(json!({
-        "oneOf": [
-            {"type": "integer", "minimum": -9_007_199_254_740_991_i64, "maximum": 9_007_199_254_740_991_i64},
-            {"type": "string", "minLength": 1, "maxLength": 191, "pattern": r"\S"}
-        ],
-        "example": 73234
-    }))
-}
-
 /// A schema written as JSON, for the shapes the derive cannot say (unions of types).
-fn schema_from_json(value: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+pub(crate) fn schema_from_json(value: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     serde_json::from_value(value).expect("a valid schema")
 }
-
-/// The user's active segments after the change.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"segments": [{"slug": "AVITO_RESEARCH_AMOGUS"}, {"slug": "AVITO_CHINESE_MARKET"}]}))]
-pub struct LegacyChanged {
-    segments: Vec<LegacySlug>,
-}
-
-/// Where the CSV history of the range is.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"link": "http://localhost:9090/history/73234/2023-08-30/2023-08-31/history.csv?expires=1693417288&signature=5d41402abc4b2a76b9719d911017c592ae4e8b1c6b2f4e0d8e4f3a2b1c0d9e8f"}))]
-pub struct LegacyHistoryLink {
-    /// The CSV's URL, signed: it works without a credential for a few minutes.
-    link: String,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Legacy (seed 000) operations
-
-#[utoipa::path(
-    get, path = "/segments", tag = "segments (legacy)", operation_id = "legacyListSegments",
-    summary = "Every segment ever created, deleted included",
-    security(("bearerAuth" = [])),
-    responses(
-        (status = 200, description = "All segments", body = Vec<LegacySegment>,
-            example = json!([{"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}, {"id": 2, "slug": "AVITO_RED_BUTTON", "is_deleted": false}])),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
-    )
-)]
-fn legacy_list() {}
-
-#[utoipa::path(
-    post, path = "/segments", tag = "segments (legacy)", operation_id = "legacyCreateSegment",
-    summary = "Create a segment",
-    security(("bearerAuth" = [])),
-    request_body = LegacyCreate,
-    responses(
-        (status = 201, description = "Created", body = LegacySegment,
-            headers(("Location" = String, description = "URL of the new segment"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "A live segment already has this slug", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "Missing or invalid slug or percent", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_CREATE", body = ErrorBody),
-    )
-)]
-fn legacy_create() {}
-
-#[utoipa::path(
-    get, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyGetSegment",
-    summary = "One segment by slug: the live one, else the one deleted last (`is_deleted: true`)",
-    security(("bearerAuth" = [])),
-    params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
-    responses(
-        (status = 200, description = "The segment", body = LegacySegment),
-        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 404, description = "No segment has ever had this slug", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
-    )
-)]
-fn legacy_get() {}
-
-#[utoipa::path(
-    delete, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyDeleteSegment",
-    summary = "Soft-delete a segment (deleting a deleted one succeeds)",
-    security(("bearerAuth" = [])),
-    params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 404, description = "No segment has this slug", body = ErrorBody),
-        (status = 409, description = "A flag's targeting rule uses the segment", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_DELETE", body = ErrorBody),
-    )
-)]
-fn legacy_delete() {}
-
-#[utoipa::path(
-    post, path = "/segments/users", tag = "segments (legacy)", operation_id = "legacyChangeUserSegments",
-    summary = "Add and remove a user's segments, all or nothing",
-    security(("bearerAuth" = [])),
-    request_body = LegacyChange,
-    responses(
-        (status = 200, description = "The user's active segments after the change", body = LegacyChanged),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 404, description = "A slug names no (live) segment; nothing changed", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid id, slug list or expiry, or a list of more than 1000 items", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_UPDATE", body = ErrorBody),
-    )
-)]
-fn legacy_change_user() {}
-
-#[utoipa::path(
-    get, path = "/segments/users/{id}", tag = "segments (legacy)", operation_id = "legacyUserSegments",
-    summary = "A user's active segments: explicit ones not expired, then percentage ones",
-    security(("bearerAuth" = [])),
-    params(("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234")),
-    responses(
-        (status = 200, description = "The user's active segments", body = Vec<LegacySlug>,
-            example = json!([{"slug": "AVITO_RESEARCH_AMOGUS"}, {"slug": "AVITO_CHINESE_MARKET"}])),
-        (status = 400, description = "A path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 422, description = "The user id is too long", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
-    )
-)]
-fn legacy_user_segments() {}
-
-#[utoipa::path(
-    get, path = "/segments/users/{id}/history", tag = "segments (legacy)", operation_id = "legacyHistoryLink",
-    summary = "A link to the CSV of the user's segment changes in a date range",
-    security(("bearerAuth" = [])),
-    params(
-        ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
-        ("from" = Option<String>, Query, format = Date, description = "First day (UTC), YYYY-MM-DD; default 1970-01-01", example = "2023-08-30"),
-        ("to" = Option<String>, Query, format = Date, description = "Last day (UTC), YYYY-MM-DD; default today. Before `from`: an empty range", example = "2023-08-31"),
-    ),
-    responses(
-        (status = 200, description = "The link", body = LegacyHistoryLink),
-        (status = 400, description = "A date is not YYYY-MM-DD, or the query string is malformed, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 422, description = "The user id is too long", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
-    )
-)]
-fn legacy_history_link() {}
-
-#[utoipa::path(
-    get, path = "/history/{id}/{from}/{to}/history.csv", tag = "segments (legacy)", operation_id = "legacyHistoryCsv",
-    summary = "The CSV history: `user,slug,add|remove,RFC3339` lines, ascending; TTL expiries are removes",
-    security(("bearerAuth" = [])),
-    params(
-        ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
-        ("from" = String, Path, format = Date, description = "First day (UTC)", example = "2023-08-30"),
-        ("to" = String, Path, format = Date, description = "Last day (UTC), inclusive", example = "2023-08-31"),
-        ("expires" = Option<i64>, Query, description = "Of a signed link: when it stops working (Unix seconds)"),
-        ("signature" = Option<String>, Query, description = "Of a signed link: its HMAC-SHA256, hex; the link opens the CSV without a bearer token"),
-    ),
-    responses(
-        (status = 200, description = "The CSV", content_type = "text/csv", body = String,
-            example = "73234,AVITO_RED_BUTTON,add,2023-08-30T17:36:28Z\n73234,AVITO_RED_BUTTON,remove,2023-08-30T17:38:11Z\n73234,AVITO_RESEARCH_AMOGUS,add,2023-08-30T17:38:11Z\n73234,AVITO_CHINESE_MARKET,add,2023-08-30T17:38:11Z\n"),
-        (status = 400, description = "A date is not YYYY-MM-DD, or a path parameter is not UTF-8 once percent-decoded", body = ErrorBody),
-        (status = 422, description = "The user id is too long", body = ErrorBody),
-        (status = 503, description = "The store is unavailable; retry", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no valid bearer token, and no signed link or one that does not match or has expired", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks SEGMENTS_READ", body = ErrorBody),
-    )
-)]
-fn legacy_history_csv() {}
 
 // ---------------------------------------------------------------------------------------------
 // /api/v1 schemas

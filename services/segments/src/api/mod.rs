@@ -30,7 +30,7 @@ pub fn router(state: Segments) -> Router {
         .fallback(jsonapi::no_such_route)
         .method_not_allowed_fallback(jsonapi::method_not_allowed);
     Router::new()
-        .merge(legacy::router())
+        .merge(Router::from(legacy::routes()))
         .nest("/api/v1", v1)
         // The nested fallback takes `/api/v1` and `/api/v1/...`, not the bare `/api/v1/`.
         .route("/api/v1/", any(jsonapi::no_such_route))
