@@ -17,28 +17,32 @@
 
 use std::collections::HashSet;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::is_uuid;
 use super::jsonapi::{
-    CanReadFlags, CanWriteFlags, Checker, Document, Errors, Page, PathParams, document, evaluation_input, query_map,
+    CanReadFlags, CanWriteFlags, Checker, Document, Errors, JsonApiErrorResponses, MEDIA_TYPE, Page, PageLinks,
+    PageMeta, PathParams, SelfLink, document, evaluation_input, query_map,
 };
+use super::segments::EvaluationInput;
 use crate::Segments;
 use crate::store::{self, FlagRow, FlagRuleRow};
 
 /// The routes, relative to `/api/v1` (where [`super::router`] nests them).
-pub fn router() -> Router<Segments> {
-    Router::new()
-        .route("/flags", get(list_flags).post(create_flag))
-        .route("/flags/{id}", get(get_flag).patch(update_flag).delete(delete_flag))
-        .route("/flags/{id}/evaluate", post(evaluate_flag))
+pub fn routes() -> OpenApiRouter<Segments> {
+    OpenApiRouter::new()
+        .routes(routes!(list_flags, create_flag))
+        .routes(routes!(get_flag, update_flag, delete_flag))
+        .routes(routes!(evaluate_flag))
 }
 
 const PATH: &str = "/api/v1/flags";
@@ -147,6 +151,20 @@ async fn resolve_rules(
     Ok(resolved)
 }
 
+#[utoipa::path(
+    post, path = "/flags", tag = "flags", operation_id = "createFlag",
+    summary = "Create a flag (FLAGS_WRITE)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (FlagInput = "application/json"),
+        (FlagInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 201, description = "Created", body = FlagDocument, content_type = MEDIA_TYPE,
+            headers(("Location" = String, description = "/api/v1/flags/{id}"))),
+        JsonApiErrorResponses,
+    )
+)]
 async fn create_flag(State(state): State<Segments>, _: CanWriteFlags, doc: Document) -> Result<Response, Errors> {
     let mut check = Checker::new(&doc);
     let key = check.key("key", true);
@@ -187,6 +205,19 @@ async fn create_flag(State(state): State<Segments>, _: CanWriteFlags, doc: Docum
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/flags", tag = "flags", operation_id = "listFlags",
+    summary = "List flags, a page at a time (FLAGS_READ)",
+    security(("bearerAuth" = [])),
+    params(
+        ("page[number]" = Option<i64>, Query, description = "Page, from 1", minimum = 1, maximum = 92233720368547758_i64),
+        ("page[size]" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of flags", body = FlagPage, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn list_flags(State(state): State<Segments>, _: CanReadFlags, uri: Uri) -> Result<Response, Errors> {
     let page = Page::from_query(&query_map(&uri)?)?;
     let (flags, total) = store::flags_page(state.db(), page.offset(), page.size).await?;
@@ -199,6 +230,16 @@ async fn list_flags(State(state): State<Segments>, _: CanReadFlags, uri: Uri) ->
     Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta, "links": links })))
 }
 
+#[utoipa::path(
+    get, path = "/flags/{id}", tag = "flags", operation_id = "getFlag",
+    summary = "One flag, by id or key (FLAGS_READ)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
+    responses(
+        (status = 200, description = "The flag", body = FlagDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn get_flag(
     State(state): State<Segments>,
     _: CanReadFlags,
@@ -210,6 +251,20 @@ async fn get_flag(
     Ok(document(StatusCode::OK, json!({ "data": resource(&flag, &rules) })))
 }
 
+#[utoipa::path(
+    patch, path = "/flags/{id}", tag = "flags", operation_id = "updateFlag",
+    summary = "Change a flag; `rules`, when sent, replace every rule (FLAGS_WRITE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
+    request_body(content(
+        (FlagPatch = "application/json"),
+        (FlagPatch = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The updated flag", body = FlagDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn update_flag(
     State(state): State<Segments>,
     _: CanWriteFlags,
@@ -252,6 +307,16 @@ async fn update_flag(
     Ok(document(StatusCode::OK, json!({ "data": resource(&flag, &rules) })))
 }
 
+#[utoipa::path(
+    delete, path = "/flags/{id}", tag = "flags", operation_id = "deleteFlag",
+    summary = "Delete a flag (FLAGS_WRITE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
+    responses(
+        (status = 204, description = "Deleted"),
+        JsonApiErrorResponses,
+    )
+)]
 async fn delete_flag(
     State(state): State<Segments>,
     _: CanWriteFlags,
@@ -264,6 +329,20 @@ async fn delete_flag(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post, path = "/flags/{id}/evaluate", tag = "flags", operation_id = "evaluateFlag",
+    summary = "The flag's variation for a user: the first rule whose segment holds the user, else the default (FLAGS_READ)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The flag's id (UUID) or key", example = "new-checkout")),
+    request_body(content(
+        (EvaluationInput = "application/json"),
+        (EvaluationInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The variation and why", body = FlagEvaluationDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn evaluate_flag(
     State(state): State<Segments>,
     _: CanReadFlags,
@@ -294,4 +373,150 @@ async fn evaluate_flag(
         StatusCode::OK,
         json!({ "data": { "type": "flagEvaluations", "id": flag.uuid, "attributes": attributes } }),
     ))
+}
+
+/// A targeting rule: the segment (by `segmentId`, or `segmentKey`) and the variation it gives.
+#[derive(Serialize)]
+pub struct FlagRuleInput;
+
+impl utoipa::PartialSchema for FlagRuleInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let rule = |required: &str| {
+            json!({
+                "type": "object",
+                "required": [required],
+                "properties": {
+                    "segmentId": {"type": "string", "format": "uuid"},
+                    "segmentKey": {"type": "string"},
+                    "variation": {"type": "boolean", "default": true}
+                }
+            })
+        };
+        super::schema_from_json(json!({
+            "description": "A targeting rule: the segment (by `segmentId`, or `segmentKey`) and the variation it gives (default true). A segment that does not exist (or is deleted) is a 409.",
+            "anyOf": [rule("segmentId"), rule("segmentKey")],
+            "example": {"segmentKey": "premium-users", "variation": true}
+        }))
+    }
+}
+
+impl ToSchema for FlagRuleInput {}
+
+/// Creates a flag; `rules` are tried in order, the first segment the user is in wins.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"key": "new-checkout", "name": "New checkout", "enabled": true, "defaultVariation": false, "rules": [{"segmentKey": "premium-users", "variation": true}]}))]
+#[serde(rename_all = "camelCase")]
+pub struct FlagInput {
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
+    key: String,
+    #[schema(max_length = 200, nullable = false)]
+    name: Option<String>,
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+    #[schema(nullable = false)]
+    default_variation: Option<bool>,
+    #[schema(max_items = 100, nullable = false)]
+    rules: Option<Vec<FlagRuleInput>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"enabled": false}))]
+#[serde(rename_all = "camelCase")]
+pub struct FlagPatch {
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200, nullable = false)]
+    key: Option<String>,
+    #[schema(max_length = 200, nullable = false)]
+    name: Option<String>,
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+    #[schema(nullable = false)]
+    default_variation: Option<bool>,
+    /// Replaces every rule.
+    #[schema(max_items = 100, nullable = false)]
+    rules: Option<Vec<FlagRuleInput>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagRule {
+    #[schema(format = "uuid")]
+    segment_id: String,
+    segment_key: String,
+    variation: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagAttributes {
+    key: String,
+    name: String,
+    enabled: bool,
+    default_variation: bool,
+    rules: Vec<FlagRule>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlagResource {
+    #[serde(rename = "type")]
+    #[schema(example = "flags")]
+    type_: String,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: FlagAttributes,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlagDocument {
+    data: FlagResource,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlagPage {
+    data: Vec<FlagResource>,
+    meta: PageMeta,
+    links: PageLinks,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FlagReason {
+    /// The flag is disabled: the default variation.
+    Disabled,
+    /// The user is in the segment of a targeting rule.
+    TargetingMatch,
+    /// No rule's segment holds the user: the default variation.
+    Default,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagEvaluationAttributes {
+    key: String,
+    user_id: String,
+    value: bool,
+    reason: FlagReason,
+    #[schema(format = "uuid")]
+    segment_id: Option<String>,
+    segment_key: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FlagEvaluation {
+    #[serde(rename = "type")]
+    #[schema(example = "flagEvaluations")]
+    type_: String,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: FlagEvaluationAttributes,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": {"type": "flagEvaluations", "id": "550e8400-e29b-41d4-a716-446655440010", "attributes": {"key": "new-checkout", "userId": "user-1", "value": true, "reason": "TARGETING_MATCH", "segmentId": "550e8400-e29b-41d4-a716-446655440001", "segmentKey": "premium-users"}}}))]
+pub struct FlagEvaluationDocument {
+    data: FlagEvaluation,
 }

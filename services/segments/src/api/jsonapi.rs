@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use shared::{ApiError, ErrorCode};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
 use crate::Segments;
 use crate::auth::{self, Permission};
@@ -29,8 +29,37 @@ pub const MAX_PAGE_SIZE: i64 = 100;
 /// A JSON:API error document: every problem of the request at once.
 #[derive(Serialize, ToSchema)]
 #[schema(as = JsonApiErrors, example = json!({"errors": [{"status": "404", "code": "NOT_FOUND", "detail": "segment 550e8400-e29b-41d4-a716-446655440001 not found", "source": {"parameter": "id"}}]}))]
-struct ErrorsBody {
+pub struct ErrorsBody {
     errors: Vec<Problem>,
+}
+
+/// The error answers of the `/api/v1` routes, each a JSON:API error document.
+#[derive(IntoResponses)]
+pub enum JsonApiErrorResponses {
+    /// VALIDATION: missing or invalid fields, malformed JSON, a rule that does not compile, a bad page parameter, or a path parameter that is not UTF-8 once percent-decoded
+    #[response(status = 400, content_type = MEDIA_TYPE)]
+    BadRequest(ErrorsBody),
+    /// UNAUTHORIZED: no valid bearer token
+    #[response(status = 401, content_type = MEDIA_TYPE)]
+    Unauthorized(ErrorsBody),
+    /// FORBIDDEN: the token lacks the route's permission
+    #[response(status = 403, content_type = MEDIA_TYPE)]
+    Forbidden(ErrorsBody),
+    /// NOT_FOUND: no live segment, decision or flag has this id
+    #[response(status = 404, content_type = MEDIA_TYPE)]
+    NotFound(ErrorsBody),
+    /// CONFLICT: the key is taken, a rule names no live segment, or a flag uses the segment
+    #[response(status = 409, content_type = MEDIA_TYPE)]
+    Conflict(ErrorsBody),
+    /// PAYLOAD_TOO_LARGE
+    #[response(status = 413, content_type = MEDIA_TYPE)]
+    PayloadTooLarge(ErrorsBody),
+    /// UNSUPPORTED_MEDIA_TYPE: not JSON (nor XML for a decision)
+    #[response(status = 415, content_type = MEDIA_TYPE)]
+    UnsupportedMediaType(ErrorsBody),
+    /// SERVICE_UNAVAILABLE: the store is unavailable; retry
+    #[response(status = 503, content_type = MEDIA_TYPE)]
+    ServiceUnavailable(ErrorsBody),
 }
 
 /// One entry of the `errors` array; its status is its code's.
@@ -537,6 +566,31 @@ pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, Error
     axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
         .map(|query| query.0)
         .map_err(|rejection| Errors::validation(format!("invalid query string: {}", rejection.body_text()), None))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SelfLink {
+    #[serde(rename = "self")]
+    #[schema(example = "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001")]
+    self_: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMeta {
+    total_items: i64,
+    total_pages: i64,
+    current_page: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageLinks {
+    #[serde(rename = "self")]
+    self_: String,
+    first: String,
+    last: String,
+    prev: Option<String>,
+    next: Option<String>,
 }
 
 #[cfg(test)]

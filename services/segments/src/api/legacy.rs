@@ -277,7 +277,7 @@ struct ChangeBody {
 }
 
 fn user_id_schema() -> RefOr<Schema> {
-    crate::openapi::schema_from_json(json!({
+    super::schema_from_json(json!({
         "oneOf": [
             {"type": "integer", "minimum": -9_007_199_254_740_991_i64, "maximum": 9_007_199_254_740_991_i64},
             {"type": "string", "minLength": 1, "maxLength": 191, "pattern": r"\S"}

@@ -9,19 +9,22 @@
 //! | DELETE | /api/v1/segments/:id | SEGMENTS_DELETE | 204; 409 while a flag uses it |
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::is_uuid;
 use super::jsonapi::{
-    CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors, Page,
-    PathParams, document, evaluation_input, is_reserved_key, query_map,
+    CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors,
+    JsonApiErrorResponses, MEDIA_TYPE, Page, PageLinks, PageMeta, PathParams, SelfLink, document, evaluation_input,
+    is_reserved_key, query_map,
 };
 use crate::Segments;
 use crate::engine::Reason;
@@ -29,11 +32,12 @@ use crate::rules::{self, RuleType};
 use crate::store::{self, SegmentRow};
 
 /// The routes, relative to `/api/v1` (where [`super::router`] nests them).
-pub fn router() -> Router<Segments> {
-    Router::new()
-        .route("/segments", get(list_segments).post(create_segment))
-        .route("/segments/evaluate", post(evaluate))
-        .route("/segments/{id}", get(get_segment).patch(update_segment).delete(delete_segment))
+pub fn routes() -> OpenApiRouter<Segments> {
+    OpenApiRouter::new().routes(routes!(list_segments, create_segment)).routes(routes!(evaluate)).routes(routes!(
+        get_segment,
+        update_segment,
+        delete_segment
+    ))
 }
 
 const PATH: &str = "/api/v1/segments";
@@ -82,6 +86,19 @@ fn list_item(row: &SegmentRow) -> Value {
     })
 }
 
+#[utoipa::path(
+    get, path = "/segments", tag = "segments", operation_id = "listSegments",
+    summary = "List live segments, a page at a time (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    params(
+        ("page[number]" = Option<i64>, Query, description = "Page, from 1", minimum = 1, maximum = 92233720368547758_i64),
+        ("page[size]" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of segments", body = SegmentPage, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn list_segments(State(state): State<Segments>, _: CanReadSegments, uri: Uri) -> Result<Response, Errors> {
     let page = Page::from_query(&query_map(&uri)?)?;
     let (rows, total) = store::live_segments_page(state.db(), page.offset(), page.size).await?;
@@ -92,6 +109,16 @@ async fn list_segments(State(state): State<Segments>, _: CanReadSegments, uri: U
     ))
 }
 
+#[utoipa::path(
+    get, path = "/segments/{id}", tag = "segments", operation_id = "getSegment",
+    summary = "One live segment (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    responses(
+        (status = 200, description = "The segment", body = SegmentDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn get_segment(
     State(state): State<Segments>,
     _: CanReadSegments,
@@ -210,6 +237,20 @@ async fn check_rule(conn: &mut AnyConnection, doc: &Document, segment: &SegmentR
     outcome.map_err(|reason| Errors::validation(reason, pointer(field)))
 }
 
+#[utoipa::path(
+    post, path = "/segments", tag = "segments", operation_id = "createSegment",
+    summary = "Create a segment (SEGMENTS_CREATE)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (SegmentInput = "application/json"),
+        (SegmentInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 201, description = "Created", body = SegmentDocument, content_type = MEDIA_TYPE,
+            headers(("Location" = String, description = "/api/v1/segments/{id}"))),
+        JsonApiErrorResponses,
+    )
+)]
 async fn create_segment(
     State(state): State<Segments>,
     _: CanCreateSegments,
@@ -261,6 +302,20 @@ async fn create_segment(
     Ok(response)
 }
 
+#[utoipa::path(
+    patch, path = "/segments/{id}", tag = "segments", operation_id = "updateSegment",
+    summary = "Change a segment; bumps its version and invalidates cached membership (SEGMENTS_UPDATE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    request_body(content(
+        (SegmentPatch = "application/json"),
+        (SegmentPatch = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The updated segment", body = SegmentDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn update_segment(
     State(state): State<Segments>,
     _: CanUpdateSegments,
@@ -321,6 +376,16 @@ fn apply(mut row: SegmentRow, changes: &Changes) -> SegmentRow {
     row
 }
 
+#[utoipa::path(
+    delete, path = "/segments/{id}", tag = "segments", operation_id = "deleteSegment",
+    summary = "Delete a segment; refused while a flag's targeting rule uses it (SEGMENTS_DELETE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    responses(
+        (status = 204, description = "Deleted"),
+        JsonApiErrorResponses,
+    )
+)]
 async fn delete_segment(
     State(state): State<Segments>,
     _: CanDeleteSegments,
@@ -354,6 +419,19 @@ pub fn reason_view(reason: Reason) -> Value {
     }
 }
 
+#[utoipa::path(
+    post, path = "/segments/evaluate", tag = "segments", operation_id = "evaluateSegments",
+    summary = "The segments a user is in (explicit membership, rules, percentage), each with its reason (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (EvaluationInput = "application/json"),
+        (EvaluationInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The user's segments", body = EvaluationDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn evaluate(State(state): State<Segments>, _: CanReadSegments, doc: Document) -> Result<Response, Errors> {
     let (user_id, attributes) = evaluation_input(&doc)?;
     let evaluation = state.evaluate(&user_id, &attributes).await?;
@@ -374,4 +452,279 @@ async fn evaluate(State(state): State<Segments>, _: CanReadSegments, doc: Docume
         "matchedSegments": data.len(),
     });
     Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta })))
+}
+
+/// Creates a segment. The body is this object, or the same fields as `data.attributes` of a
+/// JSON:API document. `ruleContent`: for SIMPLE, the rule as JSON (an object, or a string
+/// holding it, as the seed sends); for DMN, the DMN XML. A DMN segment takes `ruleContent`
+/// or `decisionId`. Rules are compiled on write: an invalid one is a 400.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "premium-users",
+    "name": "Premium Users",
+    "description": "Usuários com plano premium",
+    "ruleType": "SIMPLE",
+    "ruleContent": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}"
+}))]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentInput {
+    /// Unique among live segments: letters, digits, hyphens, underscores; `users` is reserved
+    /// (the legacy route `/segments/users`).
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
+    key: String,
+    #[schema(pattern = r"\S", min_length = 1, max_length = 200)]
+    name: String,
+    #[schema(max_length = 1000)]
+    description: Option<String>,
+    #[schema(nullable = false)]
+    rule_type: Option<RuleType>,
+    #[schema(schema_with = rule_content_schema)]
+    rule_content: Option<serde_json::Value>,
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        format = "uuid"
+    )]
+    decision_id: Option<String>,
+    /// The share of all users (by murmur3 bucket) in the segment, beside its rule.
+    #[schema(minimum = 0, maximum = 100)]
+    percent: Option<i64>,
+}
+
+/// Changes some fields of a segment (the same fields as [`SegmentInput`], all optional); bumps
+/// its version and invalidates cached membership at once.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "name": "Premium Users v2",
+    "ruleContent": "{\"operator\":\"OR\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"},{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"enterprise\"}]}"
+}))]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentPatch {
+    /// As on create: `users` is reserved.
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200, nullable = false)]
+    key: Option<String>,
+    #[schema(pattern = r"\S", min_length = 1, max_length = 200, nullable = false)]
+    name: Option<String>,
+    #[schema(max_length = 1000)]
+    description: Option<String>,
+    #[schema(nullable = false)]
+    rule_type: Option<RuleType>,
+    #[schema(schema_with = rule_content_schema)]
+    rule_content: Option<serde_json::Value>,
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        format = "uuid"
+    )]
+    decision_id: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
+    percent: Option<i64>,
+}
+
+fn rule_content_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let scalar = json!({"type": ["string", "number", "boolean"]});
+    let condition = |operators: &[&str], value: serde_json::Value| {
+        json!({
+            "type": "object",
+            "required": ["attribute", "operator", "value"],
+            "additionalProperties": false,
+            "properties": {
+                "attribute": {"type": "string", "minLength": 1, "pattern": r"\S", "description": "An attribute of the evaluation context; `userId` is the user's id"},
+                "operator": {"type": "string", "enum": operators},
+                "value": value,
+            }
+        })
+    };
+    let list = |kind: &str| json!({"type": "array", "minItems": 1, "items": {"type": kind}});
+    super::schema_from_json(json!({
+        "description": "SIMPLE: the rule `{\"operator\":\"AND|OR\",\"conditions\":[...]}` as an object or JSON-encoded in a string; DMN: the DMN XML. Checked on write (400 when it does not compile).",
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "SimpleRule",
+                "required": ["conditions"],
+                "additionalProperties": false,
+                "properties": {
+                    "operator": {"type": "string", "enum": ["AND", "OR"], "default": "AND"},
+                    "conditions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 1000,
+                        "items": {"oneOf": [
+                            condition(&["eq", "neq", "contains"], scalar),
+                            condition(&["gt", "gte", "lt", "lte"], json!({"type": "number"})),
+                            condition(&["in", "notIn"], json!({"oneOf": [list("string"), list("number"), list("boolean")]})),
+                            condition(&["startsWith", "endsWith"], json!({"type": "string"})),
+                        ]}
+                    }
+                }
+            },
+            {"type": "string", "title": "Encoded rule or DMN XML", "maxLength": 524288},
+            {"type": "null"}
+        ],
+        "example": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}"
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentAttributes {
+    key: String,
+    name: String,
+    description: Option<String>,
+    rule_type: RuleType,
+    rule_content: Option<String>,
+    #[schema(format = "uuid")]
+    decision_id: Option<String>,
+    percent: Option<i64>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentMeta {
+    /// Bumped by every PATCH.
+    version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentResource {
+    #[serde(rename = "type")]
+    #[schema(example = "segments")]
+    type_: String,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: SegmentAttributes,
+    meta: SegmentMeta,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": {
+    "type": "segments",
+    "id": "550e8400-e29b-41d4-a716-446655440001",
+    "attributes": {
+        "key": "premium-users",
+        "name": "Premium Users",
+        "description": "Usuários com plano premium",
+        "ruleType": "SIMPLE",
+        "ruleContent": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}",
+        "createdAt": "2024-01-15T10:30:00Z",
+        "updatedAt": "2024-01-15T10:30:00Z"
+    },
+    "meta": {"version": 1},
+    "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}
+}}))]
+pub struct SegmentDocument {
+    data: SegmentResource,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentSummary {
+    key: String,
+    name: String,
+    rule_type: RuleType,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentListItem {
+    #[serde(rename = "type")]
+    type_: String,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: SegmentSummary,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "data": [
+        {"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440001", "attributes": {"key": "premium-users", "name": "Premium Users", "ruleType": "SIMPLE"}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}},
+        {"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440002", "attributes": {"key": "beta-testers", "name": "Beta Testers", "ruleType": "SIMPLE"}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440002"}}
+    ],
+    "meta": {"totalItems": 2, "totalPages": 1, "currentPage": 1},
+    "links": {"self": "/api/v1/segments?page[number]=1&page[size]=20", "first": "/api/v1/segments?page[number]=1&page[size]=20", "last": "/api/v1/segments?page[number]=1&page[size]=20"}
+}))]
+pub struct SegmentPage {
+    data: Vec<SegmentListItem>,
+    meta: PageMeta,
+    links: PageLinks,
+}
+
+/// Who to evaluate: `userId` (a string of 1 to 191 characters, or an integer) and the context
+/// `attributes` rules look at. Also accepted as `data.attributes` of a JSON:API document.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"userId": "user-1", "attributes": {"plan": "premium", "country": "BR", "age": 30}}))]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationInput {
+    #[schema(schema_with = evaluation_user_schema)]
+    user_id: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn evaluation_user_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::schema_from_json(json!({
+        "oneOf": [
+            {"type": "integer", "minimum": -9_007_199_254_740_991_i64, "maximum": 9_007_199_254_740_991_i64},
+            {"type": "string", "minLength": 1, "maxLength": 191}
+        ],
+        "example": "user-1"
+    }))
+}
+
+/// Why the user is in a segment.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = Reason)]
+pub enum ReasonView {
+    /// Added through `POST /segments/users`; `expiresAt` when it has a TTL.
+    Explicit {
+        #[serde(rename = "expiresAt")]
+        #[schema(format = DateTime)]
+        expires_at: Option<String>,
+    },
+    /// The segment's SIMPLE or DMN rule matched.
+    Rule {
+        #[serde(rename = "ruleType")]
+        rule_type: RuleType,
+    },
+    /// The user's murmur3 bucket (1 to 100) is within the segment's percent.
+    Percentage { percent: i64, bucket: i64 },
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EvaluatedAttributes {
+    key: String,
+    name: String,
+    reason: ReasonView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EvaluatedSegment {
+    #[serde(rename = "type")]
+    type_: String,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: EvaluatedAttributes,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationMeta {
+    user_id: String,
+    evaluated_segments: i64,
+    matched_segments: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "data": [{"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440001", "attributes": {"key": "premium-users", "name": "Premium Users", "reason": {"kind": "RULE", "ruleType": "SIMPLE"}}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}}],
+    "meta": {"userId": "user-1", "evaluatedSegments": 2, "matchedSegments": 1}
+}))]
+pub struct EvaluationDocument {
+    data: Vec<EvaluatedSegment>,
+    meta: EvaluationMeta,
 }

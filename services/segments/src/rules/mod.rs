@@ -10,7 +10,8 @@ use std::cell::OnceCell;
 pub use simple::{Context, SimpleRule};
 
 /// How a segment's `ruleContent` is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum RuleType {
     Simple,
     Dmn,
