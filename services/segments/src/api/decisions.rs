@@ -15,7 +15,6 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,21 +34,15 @@ pub fn routes() -> OpenApiRouter<Segments> {
 
 const MAX_MODEL_CHARS: usize = 512 * 1024;
 
-fn resource(row: &DecisionRow, with_content: bool) -> Value {
-    let mut attributes = json!({
-        "name": row.name,
-        "decision": row.decision_name,
-        "createdAt": crate::rfc3339_seconds(row.created_at),
-    });
-    if with_content {
-        attributes["content"] = json!(row.content);
-    }
-    json!({
-        "type": "decisions",
-        "id": row.uuid,
-        "attributes": attributes,
-        "links": { "self": format!("/api/v1/decisions/{}", row.uuid) },
-    })
+fn resource(row: &DecisionRow, with_content: bool) -> DecisionDocument {
+    let attributes = DecisionAttributes {
+        name: row.name.clone(),
+        decision: row.decision_name.clone(),
+        created_at: crate::rfc3339_seconds(row.created_at),
+        content: with_content.then(|| row.content.clone()),
+    };
+    let links = SelfLink { self_: format!("/api/v1/decisions/{}", row.uuid) };
+    DecisionDocument { data: DecisionResource { type_: "decisions", id: row.uuid.clone(), attributes, links } }
 }
 
 fn is_xml(request: &Request) -> bool {
@@ -108,7 +101,7 @@ async fn create_decision(
         created_at: state.now(),
     };
     store::insert_decision(state.db(), &row).await?;
-    let mut response = document(StatusCode::CREATED, json!({ "data": resource(&row, false) }));
+    let mut response = document(StatusCode::CREATED, resource(&row, false));
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/decisions/{}", row.uuid)) {
         response.headers_mut().insert(LOCATION, location);
     }
@@ -136,7 +129,7 @@ async fn get_decision(
     }
     let mut conn = state.db().pool().acquire().await?;
     let row = store::decision(&mut conn, &id).await?.ok_or_else(not_found)?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&row, true) })))
+    Ok(document(StatusCode::OK, resource(&row, true)))
 }
 
 /// A DMN model as JSON (`content` is the XML). The body may instead be the XML itself, sent
@@ -159,6 +152,7 @@ pub struct DecisionAttributes {
     #[serde(rename = "createdAt")]
     created_at: String,
     /// The DMN XML (on `GET` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<String>,
 }
 
@@ -166,7 +160,7 @@ pub struct DecisionAttributes {
 pub struct DecisionResource {
     #[serde(rename = "type")]
     #[schema(example = "decisions")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: DecisionAttributes,

@@ -49,25 +49,26 @@ const PATH: &str = "/api/v1/flags";
 /// Most targeting rules one flag holds.
 const MAX_RULES: usize = 100;
 
-fn resource(flag: &FlagRow, rules: &[FlagRuleRow]) -> Value {
-    let rules: Vec<Value> = rules
+fn resource(flag: &FlagRow, rules: &[FlagRuleRow]) -> FlagResource {
+    let rules = rules
         .iter()
-        .map(|rule| json!({ "segmentId": rule.segment_uuid, "segmentKey": rule.segment_key, "variation": rule.variation }))
+        .map(|rule| FlagRule {
+            segment_id: rule.segment_uuid.clone(),
+            segment_key: rule.segment_key.clone(),
+            variation: rule.variation,
+        })
         .collect();
-    json!({
-        "type": "flags",
-        "id": flag.uuid,
-        "attributes": {
-            "key": flag.key,
-            "name": flag.name,
-            "enabled": flag.enabled,
-            "defaultVariation": flag.default_variation,
-            "rules": rules,
-            "createdAt": crate::rfc3339_seconds(flag.created_at),
-            "updatedAt": crate::rfc3339_seconds(flag.updated_at),
-        },
-        "links": { "self": format!("{PATH}/{}", flag.uuid) },
-    })
+    let attributes = FlagAttributes {
+        key: flag.key.clone(),
+        name: flag.name.clone(),
+        enabled: flag.enabled,
+        default_variation: flag.default_variation,
+        rules,
+        created_at: crate::rfc3339_seconds(flag.created_at),
+        updated_at: crate::rfc3339_seconds(flag.updated_at),
+    };
+    let links = SelfLink { self_: format!("{PATH}/{}", flag.uuid) };
+    FlagResource { type_: "flags", id: flag.uuid.clone(), attributes, links }
 }
 
 fn not_found(id: &str) -> Errors {
@@ -198,7 +199,7 @@ async fn create_flag(State(state): State<Segments>, _: CanWriteFlags, doc: Docum
     store::replace_flag_rules(&mut tx, flag.id, &resolved).await?;
     let rules = store::flag_rules(&mut tx, flag.id).await?;
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, json!({ "data": resource(&flag, &rules) }));
+    let mut response = document(StatusCode::CREATED, FlagDocument { data: resource(&flag, &rules) });
     if let Ok(location) = HeaderValue::from_str(&format!("{PATH}/{}", flag.uuid)) {
         response.headers_mut().insert(LOCATION, location);
     }
@@ -227,7 +228,7 @@ async fn list_flags(State(state): State<Segments>, _: CanReadFlags, uri: Uri) ->
         data.push(resource(flag, &store::flag_rules(&mut conn, flag.id).await?));
     }
     let (meta, links) = page.meta_and_links(PATH, total);
-    Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta, "links": links })))
+    Ok(document(StatusCode::OK, FlagPage { data, meta, links }))
 }
 
 #[utoipa::path(
@@ -248,7 +249,7 @@ async fn get_flag(
     let mut conn = state.db().pool().acquire().await?;
     let flag = store::flag(&mut conn, state.dialect(), &id, false).await?.ok_or_else(|| not_found(&id))?;
     let rules = store::flag_rules(&mut conn, flag.id).await?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&flag, &rules) })))
+    Ok(document(StatusCode::OK, FlagDocument { data: resource(&flag, &rules) }))
 }
 
 #[utoipa::path(
@@ -304,7 +305,7 @@ async fn update_flag(
     }
     let rules = store::flag_rules(&mut tx, flag.id).await?;
     tx.commit().await?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&flag, &rules) })))
+    Ok(document(StatusCode::OK, FlagDocument { data: resource(&flag, &rules) }))
 }
 
 #[utoipa::path(
@@ -355,24 +356,25 @@ async fn evaluate_flag(
     let rules = store::flag_rules(&mut conn, flag.id).await?;
     drop(conn);
     let (value, reason, segment) = if !flag.enabled {
-        (flag.default_variation, "DISABLED", None)
+        (flag.default_variation, FlagReason::Disabled, None)
     } else {
         let evaluation = state.evaluate(&user_id, &attributes).await?;
         let member_of: HashSet<i64> = evaluation.memberships().map(|(segment, _)| segment.id).collect();
         match rules.iter().find(|rule| member_of.contains(&rule.segment_id)) {
-            Some(rule) => (rule.variation, "TARGETING_MATCH", Some(rule)),
-            None => (flag.default_variation, "DEFAULT", None),
+            Some(rule) => (rule.variation, FlagReason::TargetingMatch, Some(rule)),
+            None => (flag.default_variation, FlagReason::Default, None),
         }
     };
-    let mut attributes = json!({ "key": flag.key, "userId": user_id, "value": value, "reason": reason });
-    if let Some(rule) = segment {
-        attributes["segmentId"] = json!(rule.segment_uuid);
-        attributes["segmentKey"] = json!(rule.segment_key);
-    }
-    Ok(document(
-        StatusCode::OK,
-        json!({ "data": { "type": "flagEvaluations", "id": flag.uuid, "attributes": attributes } }),
-    ))
+    let attributes = FlagEvaluationAttributes {
+        key: flag.key,
+        user_id,
+        value,
+        reason,
+        segment_id: segment.map(|rule| rule.segment_uuid.clone()),
+        segment_key: segment.map(|rule| rule.segment_key.clone()),
+    };
+    let data = FlagEvaluation { type_: "flagEvaluations", id: flag.uuid, attributes };
+    Ok(document(StatusCode::OK, FlagEvaluationDocument { data }))
 }
 
 /// A targeting rule: the segment (by `segmentId`, or `segmentKey`) and the variation it gives.
@@ -463,7 +465,7 @@ pub struct FlagAttributes {
 pub struct FlagResource {
     #[serde(rename = "type")]
     #[schema(example = "flags")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: FlagAttributes,
@@ -500,8 +502,10 @@ pub struct FlagEvaluationAttributes {
     user_id: String,
     value: bool,
     reason: FlagReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = "uuid")]
     segment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     segment_key: Option<String>,
 }
 
@@ -509,7 +513,7 @@ pub struct FlagEvaluationAttributes {
 pub struct FlagEvaluation {
     #[serde(rename = "type")]
     #[schema(example = "flagEvaluations")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: FlagEvaluationAttributes,

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use shared::{ApiError, ErrorCode};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -547,17 +547,17 @@ impl Page {
     }
 
     /// `meta` and `links` of a page of `path` holding `total` items in all.
-    pub fn meta_and_links(&self, path: &str, total: i64) -> (Value, Value) {
+    pub fn meta_and_links(&self, path: &str, total: i64) -> (PageMeta, PageLinks) {
         let pages = if total == 0 { 0 } else { (total + self.size - 1) / self.size };
         let link = |number: i64| format!("{path}?page[number]={number}&page[size]={}", self.size);
-        let mut links = json!({ "self": link(self.number), "first": link(1), "last": link(pages.max(1)) });
-        if self.number > 1 {
-            links["prev"] = json!(link((self.number - 1).min(pages.max(1))));
-        }
-        if self.number < pages {
-            links["next"] = json!(link(self.number + 1));
-        }
-        (json!({ "totalItems": total, "totalPages": pages, "currentPage": self.number }), links)
+        let links = PageLinks {
+            self_: link(self.number),
+            first: link(1),
+            last: link(pages.max(1)),
+            prev: (self.number > 1).then(|| link((self.number - 1).min(pages.max(1)))),
+            next: (self.number < pages).then(|| link(self.number + 1)),
+        };
+        (PageMeta { total_items: total, total_pages: pages, current_page: self.number }, links)
     }
 }
 
@@ -572,35 +572,40 @@ pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, Error
 pub struct SelfLink {
     #[serde(rename = "self")]
     #[schema(example = "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001")]
-    self_: String,
+    pub self_: String,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageMeta {
-    total_items: i64,
-    total_pages: i64,
-    current_page: i64,
+    pub total_items: i64,
+    pub total_pages: i64,
+    pub current_page: i64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct PageLinks {
     #[serde(rename = "self")]
-    self_: String,
-    first: String,
-    last: String,
-    prev: Option<String>,
-    next: Option<String>,
+    pub self_: String,
+    pub first: String,
+    pub last: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn pages_link_to_their_neighbours() {
         let page = Page { number: 2, size: 20 };
         let (meta, links) = page.meta_and_links("/api/v1/segments", 45);
+        let (meta, links) = (serde_json::to_value(meta).unwrap(), serde_json::to_value(links).unwrap());
         assert_eq!(meta, json!({"totalItems": 45, "totalPages": 3, "currentPage": 2}));
         assert_eq!(links["self"], "/api/v1/segments?page[number]=2&page[size]=20");
         assert_eq!(links["prev"], "/api/v1/segments?page[number]=1&page[size]=20");

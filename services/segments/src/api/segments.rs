@@ -50,40 +50,33 @@ fn self_link(id: &str) -> String {
     format!("{PATH}/{id}")
 }
 
-/// The full resource object of a segment.
-pub fn resource(row: &SegmentRow) -> Value {
-    let mut attributes = json!({
-        "key": row.key,
-        "name": row.name,
-        "description": row.description,
-        "ruleType": row.rule_type,
-        "ruleContent": row.rule_content,
-        "createdAt": crate::rfc3339_seconds(row.created_at),
-        "updatedAt": crate::rfc3339_seconds(row.updated_at),
-    });
-    if let Some(decision_id) = &row.decision_id {
-        attributes["decisionId"] = json!(decision_id);
-    }
-    if let Some(percent) = row.percent {
-        attributes["percent"] = json!(percent);
-    }
-    json!({
-        "type": "segments",
-        "id": row.uuid,
-        "attributes": attributes,
-        "meta": { "version": row.version },
-        "links": { "self": self_link(&row.uuid) },
-    })
+/// The document of one segment.
+fn segment_document(row: &SegmentRow) -> SegmentDocument {
+    let attributes = SegmentAttributes {
+        key: row.key.clone(),
+        name: row.name.clone(),
+        description: row.description.clone(),
+        rule_type: row.rule_type.clone(),
+        rule_content: row.rule_content.clone(),
+        decision_id: row.decision_id.clone(),
+        percent: row.percent,
+        created_at: crate::rfc3339_seconds(row.created_at),
+        updated_at: crate::rfc3339_seconds(row.updated_at),
+    };
+    let links = SelfLink { self_: self_link(&row.uuid) };
+    let meta = SegmentMeta { version: row.version };
+    SegmentDocument { data: SegmentResource { type_: "segments", id: row.uuid.clone(), attributes, meta, links } }
 }
 
 /// The short form the list shows (seed 002: key, name, ruleType).
-fn list_item(row: &SegmentRow) -> Value {
-    json!({
-        "type": "segments",
-        "id": row.uuid,
-        "attributes": { "key": row.key, "name": row.name, "ruleType": row.rule_type },
-        "links": { "self": self_link(&row.uuid) },
-    })
+fn list_item(row: &SegmentRow) -> SegmentListItem {
+    let attributes = SegmentSummary { key: row.key.clone(), name: row.name.clone(), rule_type: row.rule_type.clone() };
+    SegmentListItem {
+        type_: "segments",
+        id: row.uuid.clone(),
+        attributes,
+        links: SelfLink { self_: self_link(&row.uuid) },
+    }
 }
 
 #[utoipa::path(
@@ -103,10 +96,7 @@ async fn list_segments(State(state): State<Segments>, _: CanReadSegments, uri: U
     let page = Page::from_query(&query_map(&uri)?)?;
     let (rows, total) = store::live_segments_page(state.db(), page.offset(), page.size).await?;
     let (meta, links) = page.meta_and_links(PATH, total);
-    Ok(document(
-        StatusCode::OK,
-        json!({ "data": rows.iter().map(list_item).collect::<Vec<_>>(), "meta": meta, "links": links }),
-    ))
+    Ok(document(StatusCode::OK, SegmentPage { data: rows.iter().map(list_item).collect(), meta, links }))
 }
 
 #[utoipa::path(
@@ -125,7 +115,7 @@ async fn get_segment(
     PathParams(id): PathParams<String>,
 ) -> Result<Response, Errors> {
     let row = find(&state, &id).await?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&row) })))
+    Ok(document(StatusCode::OK, segment_document(&row)))
 }
 
 async fn find(state: &Segments, id: &str) -> Result<SegmentRow, Errors> {
@@ -295,7 +285,7 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, json!({ "data": resource(&row) }));
+    let mut response = document(StatusCode::CREATED, segment_document(&row));
     if let Ok(location) = HeaderValue::from_str(&self_link(&row.uuid)) {
         response.headers_mut().insert(LOCATION, location);
     }
@@ -348,7 +338,7 @@ async fn update_segment(
     }
     tx.commit().await?;
     let updated = SegmentRow { version: merged.version + 1, updated_at: now, ..merged };
-    Ok(document(StatusCode::OK, json!({ "data": resource(&updated) })))
+    Ok(document(StatusCode::OK, segment_document(&updated)))
 }
 
 fn apply(mut row: SegmentRow, changes: &Changes) -> SegmentRow {
@@ -408,14 +398,15 @@ async fn delete_segment(
 }
 
 /// The reason object of an evaluation answer.
-pub fn reason_view(reason: Reason) -> Value {
-    match reason {
-        Reason::Explicit { expires_at } => json!({
-            "kind": "EXPLICIT",
-            "expiresAt": expires_at.map(crate::rfc3339_seconds),
-        }),
-        Reason::Rule { rule_type } => json!({ "kind": "RULE", "ruleType": rule_type.as_str() }),
-        Reason::Percentage { percent, bucket } => json!({ "kind": "PERCENTAGE", "percent": percent, "bucket": bucket }),
+impl From<Reason> for ReasonView {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Explicit { expires_at } => Self::Explicit { expires_at: expires_at.map(crate::rfc3339_seconds) },
+            Reason::Rule { rule_type } => Self::Rule { rule_type },
+            Reason::Percentage { percent, bucket } => {
+                Self::Percentage { percent: percent.into(), bucket: bucket.into() }
+            }
+        }
     }
 }
 
@@ -435,23 +426,25 @@ pub fn reason_view(reason: Reason) -> Value {
 async fn evaluate(State(state): State<Segments>, _: CanReadSegments, doc: Document) -> Result<Response, Errors> {
     let (user_id, attributes) = evaluation_input(&doc)?;
     let evaluation = state.evaluate(&user_id, &attributes).await?;
-    let data: Vec<Value> = evaluation
+    let data: Vec<EvaluatedSegment> = evaluation
         .memberships()
-        .map(|(segment, reason)| {
-            json!({
-                "type": "segments",
-                "id": segment.uuid,
-                "attributes": { "key": segment.key, "name": segment.name, "reason": reason_view(reason) },
-                "links": { "self": self_link(&segment.uuid) },
-            })
+        .map(|(segment, reason)| EvaluatedSegment {
+            type_: "segments",
+            id: segment.uuid.clone(),
+            attributes: EvaluatedAttributes {
+                key: segment.key.clone(),
+                name: segment.name.clone(),
+                reason: reason.into(),
+            },
+            links: SelfLink { self_: self_link(&segment.uuid) },
         })
         .collect();
-    let meta = json!({
-        "userId": user_id,
-        "evaluatedSegments": evaluation.snapshot.segments.len(),
-        "matchedSegments": data.len(),
-    });
-    Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta })))
+    let meta = EvaluationMeta {
+        user_id,
+        evaluated_segments: evaluation.snapshot.segments.len() as i64,
+        matched_segments: data.len() as i64,
+    };
+    Ok(document(StatusCode::OK, EvaluationDocument { data, meta }))
 }
 
 /// Creates a segment. The body is this object, or the same fields as `data.attributes` of a
@@ -570,10 +563,13 @@ pub struct SegmentAttributes {
     key: String,
     name: String,
     description: Option<String>,
-    rule_type: RuleType,
+    #[schema(value_type = RuleType)]
+    rule_type: String,
     rule_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = "uuid")]
     decision_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     percent: Option<i64>,
     #[schema(format = DateTime)]
     created_at: String,
@@ -591,7 +587,7 @@ pub struct SegmentMeta {
 pub struct SegmentResource {
     #[serde(rename = "type")]
     #[schema(example = "segments")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: SegmentAttributes,
@@ -624,13 +620,14 @@ pub struct SegmentDocument {
 pub struct SegmentSummary {
     key: String,
     name: String,
-    rule_type: RuleType,
+    #[schema(value_type = RuleType)]
+    rule_type: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct SegmentListItem {
     #[serde(rename = "type")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: SegmentSummary,
@@ -704,7 +701,7 @@ pub struct EvaluatedAttributes {
 #[derive(Serialize, ToSchema)]
 pub struct EvaluatedSegment {
     #[serde(rename = "type")]
-    type_: String,
+    type_: &'static str,
     #[schema(format = "uuid")]
     id: String,
     attributes: EvaluatedAttributes,
