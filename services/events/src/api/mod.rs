@@ -8,6 +8,8 @@ mod schemas;
 mod sessions;
 mod user;
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -16,8 +18,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Serialize;
-use shared::openapi::ErrorBody;
+use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
+use utoipa::openapi::{self, RefOr};
 use utoipa::{IntoResponses, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
@@ -57,31 +60,21 @@ fn both(router: OpenApiRouter<Events>, methods: UtoipaMethodRouter<Events>) -> O
     router.route(&other, methods.2.clone()).routes(methods)
 }
 
-/// The error answers of the events routes: the shared error body, with every reason in a 422
-/// of an invalid event. No route takes a token, so none answers 401 or 403.
-#[derive(IntoResponses)]
-pub enum EventErrors {
-    /// BAD_REQUEST: malformed JSON, a bad path, or a bad filter, limit or cursor
-    #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// NOT_FOUND: no such session, event, error record or schema
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-    /// CONFLICT: already registered, or the event kept changing; retry
-    #[response(status = 409)]
-    Conflict(ErrorBody),
-    /// PAYLOAD_TOO_LARGE: over the body size or item count limit
-    #[response(status = 413)]
-    PayloadTooLarge(ErrorBody),
-    /// UNSUPPORTED_MEDIA_TYPE: not application/json
-    #[response(status = 415)]
-    UnsupportedMediaType(ErrorBody),
-    /// VALIDATION_FAILED: an invalid field or batch; an invalid event lists every reason
-    #[response(status = 422)]
-    ValidationFailed(EventValidationError),
-    /// SERVICE_UNAVAILABLE: the store or the queue is unavailable; retry
-    #[response(status = 503)]
-    ServiceUnavailable(ErrorBody),
+/// The error answers of the events routes: the shared ones but 401 and 403 (no route takes a
+/// token), with a 422 that lists every reason when an event is invalid.
+pub struct EventErrors;
+
+impl IntoResponses for EventErrors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        let mut responses = ErrorResponses::responses();
+        responses.retain(|status, _| status != "401" && status != "403");
+        let body = openapi::ContentBuilder::new().schema(Some(openapi::Ref::from_schema_name("EventValidationError")));
+        let invalid = openapi::ResponseBuilder::new()
+            .description("VALIDATION_FAILED: an invalid field or batch; an invalid event lists every reason")
+            .content("application/json", body.build());
+        responses.insert("422".to_owned(), invalid.build().into());
+        responses
+    }
 }
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
