@@ -421,22 +421,24 @@ pub struct FlagInput {
     rules: Option<Vec<FlagRuleInput>>,
 }
 
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"enabled": false}))]
-#[serde(rename_all = "camelCase")]
-pub struct FlagPatch {
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200, nullable = false)]
-    key: Option<String>,
-    #[schema(max_length = 200, nullable = false)]
-    name: Option<String>,
-    #[schema(nullable = false)]
-    enabled: Option<bool>,
-    #[schema(nullable = false)]
-    default_variation: Option<bool>,
-    /// Replaces every rule.
-    #[schema(max_items = 100, nullable = false)]
-    rules: Option<Vec<FlagRuleInput>>,
+/// Changes some fields of a flag: the fields of [`FlagInput`], none required; `rules`, when
+/// sent, replace every rule.
+pub struct FlagPatch;
+
+impl utoipa::PartialSchema for FlagPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let RefOr::T(Schema::Object(mut patch)) = <FlagInput as utoipa::PartialSchema>::schema() else {
+            unreachable!("FlagInput is an object")
+        };
+        patch.required.clear();
+        patch.description = Some("Changes some fields of a flag; `rules`, when sent, replace every rule.".to_owned());
+        patch.example = Some(json!({"enabled": false}));
+        RefOr::T(Schema::Object(patch))
+    }
 }
+
+impl ToSchema for FlagPatch {}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

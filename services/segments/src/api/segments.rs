@@ -483,34 +483,29 @@ pub struct SegmentInput {
     percent: Option<i64>,
 }
 
-/// Changes some fields of a segment (the same fields as [`SegmentInput`], all optional); bumps
-/// its version and invalidates cached membership at once.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({
-    "name": "Premium Users v2",
-    "ruleContent": "{\"operator\":\"OR\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"},{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"enterprise\"}]}"
-}))]
-#[serde(rename_all = "camelCase")]
-pub struct SegmentPatch {
-    /// As on create: `users` is reserved.
-    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200, nullable = false)]
-    key: Option<String>,
-    #[schema(pattern = r"\S", min_length = 1, max_length = 200, nullable = false)]
-    name: Option<String>,
-    #[schema(max_length = 1000)]
-    description: Option<String>,
-    #[schema(nullable = false)]
-    rule_type: Option<RuleType>,
-    #[schema(schema_with = rule_content_schema)]
-    rule_content: Option<serde_json::Value>,
-    #[schema(
-        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-        format = "uuid"
-    )]
-    decision_id: Option<String>,
-    #[schema(minimum = 0, maximum = 100)]
-    percent: Option<i64>,
+/// Changes some fields of a segment: the fields of [`SegmentInput`], none required (`key` as on
+/// create: `users` is reserved); bumps its version and invalidates cached membership at once.
+pub struct SegmentPatch;
+
+impl utoipa::PartialSchema for SegmentPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let RefOr::T(Schema::Object(mut patch)) = <SegmentInput as utoipa::PartialSchema>::schema() else {
+            unreachable!("SegmentInput is an object")
+        };
+        patch.required.clear();
+        patch.description = Some(
+            "Changes some fields of a segment (the same fields as SegmentInput, all optional); bumps its version and invalidates cached membership at once.".to_owned(),
+        );
+        patch.example = Some(json!({
+            "name": "Premium Users v2",
+            "ruleContent": "{\"operator\":\"OR\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"},{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"enterprise\"}]}"
+        }));
+        RefOr::T(Schema::Object(patch))
+    }
 }
+
+impl ToSchema for SegmentPatch {}
 
 fn rule_content_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     let scalar = json!({"type": ["string", "number", "boolean"]});
