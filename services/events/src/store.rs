@@ -121,16 +121,12 @@ pub async fn existing_sessions(conn: &mut AnyConnection, ids: &[&str]) -> Backen
 
 // ---- events ----
 
+/// A stored event: the valid event, and what the store keeps about it.
 #[derive(Clone, Debug)]
 pub struct EventRow {
     pub seq: i64,
     pub id: String,
-    pub session_id: String,
-    pub category: String,
-    pub name: String,
-    pub data: Box<RawValue>,
-    pub timestamp: i64,
-    pub client_event_id: Option<String>,
+    pub event: ValidEvent,
     pub received_at: i64,
     pub updated_at: i64,
     pub version: i64,
@@ -141,9 +137,7 @@ const EVENT_COLUMNS: &str =
 
 fn event_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
     let data = text(row, 5)?;
-    Ok(EventRow {
-        seq: row.try_get(0)?,
-        id: text(row, 1)?,
+    let event = ValidEvent {
         session_id: text(row, 2)?,
         category: text(row, 3)?,
         name: text(row, 4)?,
@@ -151,6 +145,11 @@ fn event_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
             .map_err(|e| sqlx::Error::ColumnDecode { index: "data".into(), source: Box::new(e) })?,
         timestamp: row.try_get(6)?,
         client_event_id: optional_text(row, 7)?,
+    };
+    Ok(EventRow {
+        seq: row.try_get(0)?,
+        id: text(row, 1)?,
+        event,
         received_at: row.try_get(8)?,
         updated_at: row.try_get(9)?,
         version: row.try_get(10)?,

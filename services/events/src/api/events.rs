@@ -57,12 +57,12 @@ impl From<EventRow> for EventView {
     fn from(row: EventRow) -> Self {
         Self {
             id: row.id,
-            session: SessionRef { id: row.session_id },
-            category: row.category,
-            name: row.name,
-            data: row.data,
-            timestamp: format_timestamp(row.timestamp),
-            client_event_id: row.client_event_id,
+            session: SessionRef { id: row.event.session_id },
+            category: row.event.category,
+            name: row.event.name,
+            data: row.event.data,
+            timestamp: format_timestamp(row.event.timestamp),
+            client_event_id: row.event.client_event_id,
             received_at: format_timestamp(row.received_at),
             updated_at: format_timestamp(row.updated_at),
         }
@@ -271,7 +271,7 @@ async fn list(
     let mut rows = store::list_events(&state.db, &filter).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.timestamp, row.seq));
+    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.event.timestamp, row.seq));
     let headers = next_page(
         "/events/",
         &[
@@ -380,6 +380,7 @@ async fn reread(state: &Events, id: &str) -> Result<Json<EventView>, Refusal> {
 
 /// The fields an update may change, as a client would send them; `data` is the stored text.
 fn editable_fields<'a>(row: EventRow) -> BTreeMap<&'static str, Cow<'a, RawValue>> {
+    let row = row.event;
     let raw = |value: Value| Cow::Owned(serde_json::value::to_raw_value(&value).expect("a JSON value serialises"));
     BTreeMap::from([
         ("session", raw(json!({"id": row.session_id}))),
