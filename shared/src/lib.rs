@@ -9,8 +9,8 @@
 //! - [`http`]: extractors that turn bad input into that error body (400 / 413 / 415 / 422),
 //!   the JSON 404 / 405 fallbacks and `serve` with graceful shutdown.
 //! - [`metrics`]: Prometheus metrics, the per-route request middleware and `/metrics`.
-//! - [`openapi`]: the error body schema of the OpenAPI documents and `/openapi.json`.
-//! - [`shutdown`]: a shutdown signal every task can wait on.
+//! - [`openapi`]: the shared error responses of the OpenAPI documents and `/openapi.json`.
+//! - [`shutdown`]: a shutdown signal every task can wait on; [`clock`]: the injectable clock.
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (its backends answer).
 //! - [`backends`]: the four ports (SQL store, counters, queue, search), one folder each, with
 //!   their embedded adapters and, behind cargo features, their production ones.
@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod clock;
 pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;

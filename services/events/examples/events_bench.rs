@@ -81,7 +81,7 @@ async fn serve() -> anyhow::Result<()> {
     let config = config(&data_dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let (_trigger, shutdown) = shared::shutdown::channel();
-    let (state, backends) = events::connect(&config, Arc::new(events::clock::SystemClock)).await?;
+    let (state, backends) = events::connect(&config, Arc::new(shared::clock::SystemClock)).await?;
     for _ in 0..config.consumer_tasks.max(1) {
         let consumer = events::consumer::Consumer::new(state.clone(), config.consumer_config()).await?;
         tokio::spawn(consumer.run(shutdown.clone()));
@@ -105,7 +105,7 @@ async fn serve() -> anyhow::Result<()> {
 async fn load() -> anyhow::Result<()> {
     let data_dir = PathBuf::from(std::env::var("BENCH_DATA_DIR")?);
     let file = PathBuf::from(std::env::var("BENCH_FILE")?);
-    let (state, _) = events::connect(&config(&data_dir), Arc::new(events::clock::SystemClock)).await?;
+    let (state, _) = events::connect(&config(&data_dir), Arc::new(shared::clock::SystemClock)).await?;
     let summary = events::loader::load_file(&state, &file, 5_000, false).await?;
     println!("{}", json!({"summary": summary, "vm_hwm_kib": vm_hwm_kib(std::process::id())}));
     Ok(())

@@ -20,8 +20,9 @@ use shared::shutdown::Shutdown;
 
 use crate::Events;
 use crate::ingest::QueuedEvents;
+use crate::model::{Reason, ValidEvent};
 use crate::store::{self, NewError, NewEvent};
-use crate::validate::{self, Payload, Reason, ValidEvent, session_id_of};
+use crate::validate::{self, Payload, session_id_of};
 
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {

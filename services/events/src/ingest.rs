@@ -16,7 +16,8 @@ use shared::backends::BackendResult;
 use uuid::Uuid;
 
 use crate::Events;
-use crate::validate::{Reason, client_event_id_of, session_id_of};
+use crate::model::Reason;
+use crate::validate::{client_event_id_of, session_id_of};
 
 /// Namespace of the ids derived from `(session, client_event_id)`.
 const CLIENT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1c_5a0e_94b7_4f0c_8c52_1f3e_0b7a_9d21);

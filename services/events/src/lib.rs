@@ -5,6 +5,7 @@
 //! - [`api`]: one module per resource with its routes; [`router`] merges them.
 //! - [`ingest`]: what an accepted event looks like on the queue, its id, publishing it.
 //! - [`validate`]: every rule an event must pass, all failures collected as reasons.
+//! - [`model`]: the types the modules share, and the request shapes the rules check.
 //! - [`schemas`]: the JSON Schema registry per `(category, name)`.
 //! - [`consumer`]: validates queued events and stores them or their error records, acking
 //!   after the commit; [`consumer::Consumer::step`] runs one batch, so tests drive it.
@@ -12,16 +13,16 @@
 //! - [`user`]: user-session batches, complete sessions, starts per country (seed 003).
 //! - [`retention`]: the daily delete of user events past the retention period.
 //! - [`loader`]: the `.jsonl` loader behind `events load`.
-//! - [`clock`]: the injectable clock; [`time`]: timestamp parsing.
+//! - [`time`]: timestamp parsing (the injectable clock is [`shared::clock`]).
 //! - [`openapi`]: the OpenAPI document of the routes, served at `/openapi.json` (and `/docs`;
 //!   `/docs/` redirects there).
 
 pub mod api;
-pub mod clock;
 pub mod consumer;
 pub mod ingest;
 pub mod loader;
 pub mod migrations;
+pub mod model;
 pub mod openapi;
 pub mod retention;
 pub mod schemas;
@@ -41,10 +42,10 @@ use shared::backends::{BackendResult, Backends};
 use shared::shutdown::Shutdown;
 
 pub use api::router;
-use clock::{Clock, SystemClock};
 use consumer::{Consumer, ConsumerConfig};
 use retention::RetentionBasis;
 use schemas::SchemaRegistry;
+use shared::clock::{Clock, SystemClock};
 
 /// The rules and limits of the service, whatever process runs it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use events::clock::SystemClock;
+use shared::clock::SystemClock;
 
 /// mimalloc instead of the system allocator: every request allocates (headers, JSON, futures),
 /// and mimalloc's per-thread free lists make that cheaper.

@@ -1,7 +1,7 @@
 //! Retention: user events older than the retention period (a year by default) are deleted by
 //! a daily job, the way the seed's Cassandra rows expired through their TTL. Age is counted
 //! from when an event was received (as a TTL does), or from its own `ts` when configured so.
-//! The job reads the service's [`Clock`](crate::clock::Clock), so tests move time instead of
+//! The job reads the service's [`Clock`](shared::clock::Clock), so tests move time instead of
 //! waiting for it.
 
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@ use shared::backends::sql::{Database, Dialect, placeholders};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::validate::{Reason, ValidEvent};
+use crate::model::{Reason, ValidEvent};
 
 /// Rows per multi-row INSERT: well under both drivers' placeholder limits.
 const ROWS_PER_INSERT: usize = 200;
@@ -54,21 +54,13 @@ pub async fn begin_write(db: &Database, gate: &WriteGate) -> Result<WriteTx, sql
     Ok(WriteTx { tx, _turn: turn })
 }
 
-/// A text column. MySQL reports TEXT columns as blobs to the `Any` driver, SQLite as text:
-/// this reads either.
+/// A nullable text column, as MySQL (blobs to the `Any` driver) or SQLite (text) reports it.
+pub use shared::backends::sql::text as optional_text;
+
+/// A text column that is never NULL (see [`optional_text`]).
 pub fn text(row: &AnyRow, index: usize) -> Result<String, sqlx::Error> {
     optional_text(row, index)?
         .ok_or_else(|| sqlx::Error::ColumnDecode { index: index.to_string(), source: "unexpected NULL".into() })
-}
-
-/// A nullable text column (see [`text`]).
-pub fn optional_text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
-    match row.try_get::<Option<String>, _>(index) {
-        Ok(value) => Ok(value),
-        Err(_) => {
-            Ok(row.try_get::<Option<Vec<u8>>, _>(index)?.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
-        }
-    }
 }
 
 // ---- sessions ----
@@ -129,16 +121,12 @@ pub async fn existing_sessions(conn: &mut AnyConnection, ids: &[&str]) -> Backen
 
 // ---- events ----
 
+/// A stored event: the valid event, and what the store keeps about it.
 #[derive(Clone, Debug)]
 pub struct EventRow {
     pub seq: i64,
     pub id: String,
-    pub session_id: String,
-    pub category: String,
-    pub name: String,
-    pub data: Box<RawValue>,
-    pub timestamp: i64,
-    pub client_event_id: Option<String>,
+    pub event: ValidEvent,
     pub received_at: i64,
     pub updated_at: i64,
     pub version: i64,
@@ -149,9 +137,7 @@ const EVENT_COLUMNS: &str =
 
 fn event_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
     let data = text(row, 5)?;
-    Ok(EventRow {
-        seq: row.try_get(0)?,
-        id: text(row, 1)?,
+    let event = ValidEvent {
         session_id: text(row, 2)?,
         category: text(row, 3)?,
         name: text(row, 4)?,
@@ -159,6 +145,11 @@ fn event_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
             .map_err(|e| sqlx::Error::ColumnDecode { index: "data".into(), source: Box::new(e) })?,
         timestamp: row.try_get(6)?,
         client_event_id: optional_text(row, 7)?,
+    };
+    Ok(EventRow {
+        seq: row.try_get(0)?,
+        id: text(row, 1)?,
+        event,
         received_at: row.try_get(8)?,
         updated_at: row.try_get(9)?,
         version: row.try_get(10)?,

@@ -12,9 +12,9 @@ use shared::backends::{BackendError, BackendResult};
 use sqlx::Row;
 
 use crate::Events;
+use crate::model::Reason;
 use crate::store::{WriteGate, begin_write, optional_text, text};
 use crate::time::{format_timestamp, parse_timestamp};
-use crate::validate::Reason;
 
 pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_COUNTRY_CHARS: usize = 64;
@@ -243,10 +243,12 @@ async fn ingest_once(
 }
 
 /// A session start, as `last-events` lists it (the shape the events came in).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = UserSessionStart)]
 pub struct StartView {
     pub user_id: String,
     pub country: Option<String>,
+    #[schema(example = "start")]
     pub event: &'static str,
     pub session_id: String,
     pub ts: String,
@@ -287,7 +289,8 @@ pub async fn starts_by_country(
 }
 
 /// A complete session.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = UserSession)]
 pub struct SessionView {
     pub session_id: String,
     pub user_id: String,

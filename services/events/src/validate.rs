@@ -12,48 +12,18 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::model::{Reason, ValidEvent};
 use crate::schemas::SchemaRegistry;
 use crate::time::parse_timestamp;
 
 /// Longest category, name or client event id accepted.
 pub const MAX_LABEL_CHARS: usize = 200;
-
-/// One reason an event was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reason {
-    /// Stable, machine-readable: `missing_field`, `invalid_type`, `blank`, `too_long`,
-    /// `not_an_object`, `data_not_object`, `data_empty`, `timestamp_invalid`,
-    /// `timestamp_in_future`, `session_unknown`, `schema_violation`, `unknown_event_type`.
-    pub code: String,
-    /// RFC 6901 pointer into the payload ("" for the payload itself).
-    pub pointer: String,
-    pub message: String,
-}
-
-impl Reason {
-    pub fn new(code: &str, pointer: &str, message: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), pointer: pointer.to_owned(), message: message.into() }
-    }
-}
-
-/// An event that passed [`check`].
-#[derive(Clone, Debug)]
-pub struct ValidEvent {
-    pub session_id: String,
-    pub category: String,
-    pub name: String,
-    /// The `data` object exactly as the client wrote it: what is stored and served.
-    pub data: Box<RawValue>,
-    /// Milliseconds since the epoch.
-    pub timestamp: i64,
-    pub client_event_id: Option<String>,
-}
 
 /// An event as received: the text the client sent, and that text parsed for the rules.
 pub struct Payload<'a> {

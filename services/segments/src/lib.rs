@@ -41,11 +41,11 @@ pub use api::router;
 pub use engine::{Reason, Snapshot};
 
 /// Milliseconds since the Unix epoch, as the service sees them. Tests pass a clock they move.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub type Clock = Arc<dyn shared::clock::Clock>;
 
 /// The wall clock.
 pub fn system_clock() -> Clock {
-    Arc::new(shared::now_millis)
+    Arc::new(shared::clock::SystemClock)
 }
 
 /// The service's own settings, flattened into its config and into the standalone server's.
@@ -132,7 +132,7 @@ impl Segments {
 
     /// Now, in epoch milliseconds, on the service's clock.
     pub fn now(&self) -> i64 {
-        (self.0.clock)()
+        self.0.clock.now_millis()
     }
 
     pub fn engine(&self) -> &engine::Engine {

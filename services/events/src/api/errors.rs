@@ -1,33 +1,39 @@
 //! `/errors/`: the events the consumer (or the batch endpoint) refused, each with the raw
 //! payload as sent and every reason. An error record has the id the event was accepted under.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::ApiError;
 use shared::http::QueryParams;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{PathParams, both, next_page, page_limit, present, seq_cursor};
+use super::{EventErrors, PathParams, both, next_page, page_limit, present, seq_cursor};
 use crate::Events;
+use crate::model::Reason;
 use crate::store::{self, ErrorRow};
 use crate::time::format_timestamp;
-use crate::validate::{Reason, normalize_session_id};
+use crate::validate::normalize_session_id;
 
-pub fn router() -> Router<Events> {
-    let router = both(Router::new(), "/errors/", get(list));
-    both(router, "/errors/{id}/", get(show))
+pub fn routes() -> OpenApiRouter<Events> {
+    let router = both(OpenApiRouter::new(), routes!(list));
+    both(router, routes!(show))
 }
 
-#[derive(Debug, Serialize)]
+/// An error record: a refused event.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventError)]
 struct ErrorView {
+    /// The id the event was accepted under.
     id: String,
     /// The session the payload named, if it named one.
     session: Option<String>,
-    /// The event as the client sent it: the stored text itself, never re-serialised (key order,
-    /// `1.10`, integers beyond f64 all kept).
+    /// The event exactly as sent.
+    #[schema(value_type = Value)]
     payload: Box<RawValue>,
     reasons: Vec<Reason>,
     received_at: String,
@@ -54,14 +60,32 @@ fn raw_payload(stored: String) -> Box<RawValue> {
         .unwrap_or_else(|_| serde_json::value::to_raw_value(&stored).expect("a string serialises as JSON"))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only those naming this session, any spelling of its UUID (empty: no filter)
     session: Option<String>,
+    /// Page size (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// Cursor from the Link header (empty: none)
+    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
     after: Option<String>,
 }
 
 /// `GET /errors/`, oldest first, optionally for one `session`, paged by `limit` and `after`.
+/// The payload is the stored text itself, never re-serialised (key order, `1.10`, integers
+/// beyond f64 all kept).
+#[utoipa::path(
+    get, path = "/errors/", tag = "errors", operation_id = "list_errors",
+    summary = "List error records, oldest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of error records", body = Vec<ErrorView>,
+            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
+        EventErrors,
+    )
+)]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
@@ -78,6 +102,12 @@ async fn list(
     Ok((headers, Json(rows.into_iter().map(ErrorView::from).collect())))
 }
 
+#[utoipa::path(
+    get, path = "/errors/{id}/", tag = "errors", operation_id = "show_error",
+    summary = "An error record (its id is the one the event was accepted under)",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The error record", body = ErrorView), EventErrors)
+)]
 async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<ErrorView>, ApiError> {
     let row = store::get_error(&state.db, &id).await?.ok_or_else(|| ApiError::not_found("error not found"))?;
     Ok(Json(row.into()))

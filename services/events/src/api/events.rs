@@ -5,45 +5,48 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use shared::http::{JsonBody, QueryParams, is_json_content_type, read_body};
 use shared::{ApiError, ErrorCode};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Invalid, PathParams, Refusal, both, next_page, page_limit, present};
+use super::{EventErrors, Invalid, PathParams, Refusal, both, next_page, page_limit, present};
 use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
+use crate::model::{EventBatchBody, EventBody, EventPatch, Reason, SessionRef, ValidEvent};
 use crate::store::{self, EventFilter, EventRow};
 use crate::time::{format_timestamp, parse_timestamp};
-use crate::validate::{self, Payload, Reason, ValidEvent, normalize_session_id, session_id_of};
+use crate::validate::{self, Payload, normalize_session_id, session_id_of};
 
-pub fn router() -> Router<Events> {
-    let router = both(Router::new(), "/events/", get(list).post(accept));
-    both(router, "/events/{id}/", get(show).put(replace).patch(update).delete(remove))
+pub fn routes() -> OpenApiRouter<Events> {
+    let router = both(OpenApiRouter::new(), routes!(list, accept));
+    both(router, routes!(show, replace, update, remove))
 }
 
 /// `POST /events/batch`, under its own body limit.
-pub fn batch_router() -> Router<Events> {
-    both(Router::new(), "/events/batch", post(accept_batch))
+pub fn batch_routes() -> OpenApiRouter<Events> {
+    both(OpenApiRouter::new(), routes!(accept_batch))
 }
 
-#[derive(Debug, Serialize)]
-struct SessionRef {
-    id: String,
-}
-
-#[derive(Debug, Serialize)]
+/// A stored event.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Event)]
 struct EventView {
     id: String,
     session: SessionRef,
     category: String,
     name: String,
+    #[schema(value_type = Object)]
     data: Box<RawValue>,
+    /// RFC 3339, UTC, milliseconds.
+    #[schema(example = "2021-06-15T00:00:00.000Z")]
     timestamp: String,
     client_event_id: Option<String>,
     received_at: String,
@@ -54,12 +57,12 @@ impl From<EventRow> for EventView {
     fn from(row: EventRow) -> Self {
         Self {
             id: row.id,
-            session: SessionRef { id: row.session_id },
-            category: row.category,
-            name: row.name,
-            data: row.data,
-            timestamp: format_timestamp(row.timestamp),
-            client_event_id: row.client_event_id,
+            session: SessionRef { id: row.event.session_id },
+            category: row.event.category,
+            name: row.event.name,
+            data: row.event.data,
+            timestamp: format_timestamp(row.event.timestamp),
+            client_event_id: row.event.client_event_id,
             received_at: format_timestamp(row.received_at),
             updated_at: format_timestamp(row.updated_at),
         }
@@ -81,9 +84,27 @@ fn malformed(error: &serde_json::Error) -> ApiError {
     ApiError::bad_request(format!("malformed JSON: {error}"))
 }
 
+/// The answer to `POST /events/`: the event is durably queued under `id`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventQueued)]
+struct Queued {
+    /// The id of the event once stored, or of its error record.
+    id: String,
+    #[schema(example = "queued")]
+    status: &'static str,
+    message: &'static str,
+}
+
 /// `POST /events/`: 202 once the event is durably queued, whatever it holds (as long as it is
 /// JSON): the consumer stores it, or an error record under the same id.
-async fn accept(State(state): State<Events>, request: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[utoipa::path(
+    post, path = "/events/", tag = "events", operation_id = "accept_event",
+    summary = "Accept an event: 202 once durably queued; the consumer validates it",
+    description = "Any JSON is accepted; an invalid event becomes an error record under the answered id. Valid events look like EventBody.",
+    request_body(content = inline(Value), description = "An event (see EventBody), or any JSON to be recorded as an error"),
+    responses((status = 202, description = "Queued", body = Queued), EventErrors)
+)]
+async fn accept(State(state): State<Events>, request: Request) -> Result<(StatusCode, Json<Queued>), ApiError> {
     let body = json_bytes(&state, request).await?;
     let payload: &RawValue = serde_json::from_slice(&body).map_err(|e| malformed(&e))?;
     let value: Value = serde_json::from_str(payload.get()).map_err(|e| malformed(&e))?;
@@ -93,29 +114,32 @@ async fn accept(State(state): State<Events>, request: Request) -> Result<(Status
         items: vec![QueuedEvent { id: id.as_str().into(), payload, rejected: None }],
     };
     ingest::publish(&state, &queued).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "id": id,
-            "status": "queued",
-            "message": "the event will be stored once validated; an invalid one becomes an error record with this id",
-        })),
-    ))
+    let message = "the event will be stored once validated; an invalid one becomes an error record with this id";
+    Ok((StatusCode::ACCEPTED, Json(Queued { id, status: "queued", message })))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventBatchItem)]
 struct BatchItem {
-    index: usize,
+    index: u64,
+    /// The event's id (its error record's when rejected or when its session is unknown).
     id: String,
+    /// `accepted`: queued for the consumer (which still checks the session); `rejected`: an
+    /// error record is written with these reasons.
+    #[schema(example = "accepted")]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     reasons: Option<Vec<Reason>>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /events/batch`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventBatchAccepted)]
 struct BatchAccepted {
-    accepted: usize,
-    rejected: usize,
+    accepted: u64,
+    rejected: u64,
+    /// One per event, in order.
     items: Vec<BatchItem>,
 }
 
@@ -123,6 +147,15 @@ struct BatchAccepted {
 /// checked at once by every rule that needs no store, so the answer says which were accepted;
 /// a rejected item is queued too, so its error record (with the same id) is written as well.
 /// Whether the session exists is still the consumer's check.
+#[utoipa::path(
+    post, path = "/events/batch", tag = "events", operation_id = "accept_batch",
+    summary = "Accept up to 500 events (1 MB) at once, with per-item acceptance",
+    request_body = EventBatchBody,
+    responses(
+        (status = 202, description = "Queued; each item accepted or rejected with its reasons", body = BatchAccepted),
+        EventErrors,
+    )
+)]
 async fn accept_batch(
     State(state): State<Events>,
     request: Request,
@@ -151,7 +184,7 @@ async fn accept_batch(
         let id = event_id(parsed.value());
         let rejected = validate::check(parsed, &rules).err();
         items.push(BatchItem {
-            index,
+            index: index as u64,
             id: id.clone(),
             status: if rejected.is_some() { "rejected" } else { "accepted" },
             reasons: rejected.clone(),
@@ -159,20 +192,33 @@ async fn accept_batch(
         queued.push(QueuedEvent { id: id.into(), payload, rejected });
     }
     ingest::publish(&state, &QueuedEvents { received_at, items: queued }).await?;
-    let rejected = items.iter().filter(|item| item.reasons.is_some()).count();
-    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { accepted: items.len() - rejected, rejected, items })))
+    let rejected = items.iter().filter(|item| item.reasons.is_some()).count() as u64;
+    let accepted = items.len() as u64 - rejected;
+    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { accepted, rejected, items })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Session id, any spelling of its UUID (empty: no filter)
     session: Option<String>,
+    /// Empty: no filter
     category: Option<String>,
+    /// Empty: no filter
     name: Option<String>,
+    /// Earliest timestamp (RFC 3339, or without zone: UTC)
     #[serde(rename = "timestamp__gte")]
+    #[param(format = DateTime)]
     timestamp_gte: Option<String>,
+    /// Latest timestamp (RFC 3339, or without zone: UTC)
     #[serde(rename = "timestamp__lte")]
+    #[param(format = DateTime)]
     timestamp_lte: Option<String>,
+    /// Page size (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// Cursor from the Link header (empty: none)
+    #[param(pattern = r"^(-?[0-9]{1,18}_-?[0-9]{1,18})?$")]
     after: Option<String>,
 }
 
@@ -185,6 +231,16 @@ fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
 /// `timestamp__lte` (an empty session, category or name is no filter; a timestamp filter must be
 /// a timestamp, as the OpenAPI document declares it), ordered by timestamp, paged by `limit` and the `after` cursor of the
 /// `Link` header.
+#[utoipa::path(
+    get, path = "/events/", tag = "events", operation_id = "list_events",
+    summary = "List stored events by timestamp, filtered, in keyset pages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of events", body = Vec<EventView>,
+            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
+        EventErrors,
+    )
+)]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
@@ -215,7 +271,7 @@ async fn list(
     let mut rows = store::list_events(&state.db, &filter).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.timestamp, row.seq));
+    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.event.timestamp, row.seq));
     let headers = next_page(
         "/events/",
         &[
@@ -235,6 +291,12 @@ fn event_not_found() -> ApiError {
     ApiError::not_found("event not found")
 }
 
+#[utoipa::path(
+    get, path = "/events/{id}/", tag = "events", operation_id = "show_event",
+    summary = "A stored event",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The event", body = EventView), EventErrors)
+)]
 async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<EventView>, ApiError> {
     let row = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
     Ok(Json(row.into()))
@@ -244,6 +306,13 @@ async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -
 const UPDATE_ATTEMPTS: usize = 16;
 
 /// `PUT /events/{id}/`: replaces the event's session, category, name, data and timestamp.
+#[utoipa::path(
+    put, path = "/events/{id}/", tag = "events", operation_id = "replace_event",
+    summary = "Replace an event's session, category, name, data and timestamp (validated again)",
+    params(("id" = String, Path)),
+    request_body = EventBody,
+    responses((status = 200, description = "Replaced", body = EventView), EventErrors)
+)]
 async fn replace(
     State(state): State<Events>,
     PathParams(id): PathParams<String>,
@@ -265,6 +334,13 @@ async fn replace(
 /// `PATCH /events/{id}/`: replaces the fields present in the body (`data` as a whole, not key
 /// by key) and validates the result. A patch applies to the version it read, or is redone on
 /// the newer one, so concurrent patches of different fields all land.
+#[utoipa::path(
+    patch, path = "/events/{id}/", tag = "events", operation_id = "update_event",
+    summary = "Replace the fields present (the result is validated again)",
+    params(("id" = String, Path)),
+    request_body = EventPatch,
+    responses((status = 200, description = "Updated", body = EventView), EventErrors)
+)]
 async fn update(
     State(state): State<Events>,
     PathParams(id): PathParams<String>,
@@ -304,6 +380,7 @@ async fn reread(state: &Events, id: &str) -> Result<Json<EventView>, Refusal> {
 
 /// The fields an update may change, as a client would send them; `data` is the stored text.
 fn editable_fields<'a>(row: EventRow) -> BTreeMap<&'static str, Cow<'a, RawValue>> {
+    let row = row.event;
     let raw = |value: Value| Cow::Owned(serde_json::value::to_raw_value(&value).expect("a JSON value serialises"));
     BTreeMap::from([
         ("session", raw(json!({"id": row.session_id}))),
@@ -350,6 +427,12 @@ async fn session_exists(state: &Events, id: &str) -> Result<bool, ApiError> {
     Ok(exists)
 }
 
+#[utoipa::path(
+    delete, path = "/events/{id}/", tag = "events", operation_id = "delete_event",
+    summary = "Delete an event",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), EventErrors)
+)]
 async fn remove(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<StatusCode, ApiError> {
     if store::delete_event(&state.db, &id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(event_not_found()) }
 }

@@ -8,43 +8,73 @@ mod schemas;
 mod sessions;
 mod user;
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::LINK;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{MethodRouter, get};
-use serde_json::json;
-use shared::ApiError;
+use axum::routing::get;
+use serde::Serialize;
+use shared::openapi::ErrorResponses;
+use shared::{ApiError, ErrorCode};
+use utoipa::openapi::{self, RefOr};
+use utoipa::{IntoResponses, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
-use crate::Events;
-use crate::validate::Reason;
+use crate::model::Reason;
+use crate::{Events, Settings};
 
 /// Every route of the service, each with its body limit, answering with `X-Served-By: events`.
-/// `/docs/`, where seed 001 documents the docs, redirects to the shared `/docs` page.
 pub fn router(state: Events) -> Router {
-    let settings = state.settings.clone();
-    let single = Router::new()
-        .merge(sessions::router())
-        .merge(events::router())
-        .merge(errors::router())
-        .merge(schemas::router())
+    let (routes, _) = routes(&state.settings).split_for_parts();
+    shared::http::served_by(routes.with_state(state), "events")
+}
+
+/// The routes with their OpenAPI operations, on `document` (the service's title and tags).
+/// `/docs/`, where seed 001 documents the docs, redirects to the shared `/docs` page.
+pub fn routes(settings: &Settings) -> OpenApiRouter<Events> {
+    use utoipa::OpenApi;
+    let single = OpenApiRouter::with_openapi(crate::openapi::EventsApi::openapi())
+        .merge(sessions::routes())
+        .merge(events::routes())
+        .merge(errors::routes())
+        .merge(schemas::routes())
         .merge(user::queries())
         .route("/docs/", get(|| async { Redirect::permanent("/docs") }))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));
-    let event_batches = events::batch_router().layer(DefaultBodyLimit::max(settings.max_batch_bytes));
-    let user_batches = user::batch_router().layer(DefaultBodyLimit::max(settings.max_user_batch_bytes));
-    shared::http::served_by(single.merge(event_batches).merge(user_batches).with_state(state), "events")
+    let event_batches = events::batch_routes().layer(DefaultBodyLimit::max(settings.max_batch_bytes));
+    let user_batches = user::batch_routes().layer(DefaultBodyLimit::max(settings.max_user_batch_bytes));
+    single.merge(event_batches).merge(user_batches)
 }
 
-/// Routes `path` both with and without its trailing slash.
-fn both(router: Router<Events>, path: &str, methods: MethodRouter<Events>) -> Router<Events> {
+/// Routes the documented path of `methods` both with and without its trailing slash.
+fn both(router: OpenApiRouter<Events>, methods: UtoipaMethodRouter<Events>) -> OpenApiRouter<Events> {
+    let path = methods.1.paths.keys().next().expect("a documented route").clone();
     let other = match path.strip_suffix('/') {
         Some(bare) => bare.to_owned(),
         None => format!("{path}/"),
     };
-    router.route(path, methods.clone()).route(&other, methods)
+    router.route(&other, methods.2.clone()).routes(methods)
+}
+
+/// The error answers of the events routes: the shared ones but 401 and 403 (no route takes a
+/// token), with a 422 that lists every reason when an event is invalid.
+pub struct EventErrors;
+
+impl IntoResponses for EventErrors {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        let mut responses = ErrorResponses::responses();
+        responses.retain(|status, _| status != "401" && status != "403");
+        let body = openapi::ContentBuilder::new().schema(Some(openapi::Ref::from_schema_name("EventValidationError")));
+        let invalid = openapi::ResponseBuilder::new()
+            .description("VALIDATION_FAILED: an invalid field or batch; an invalid event lists every reason")
+            .content("application/json", body.build());
+        responses.insert("422".to_owned(), invalid.build().into());
+        responses
+    }
 }
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -98,6 +128,22 @@ fn next_page(path: &str, query: &[(&str, Option<&str>)], limit: i64, after: Opti
 /// Path parameters: a JSON 400 (never axum's plain-text one) when they do not decode.
 pub use shared::http::PathParams;
 
+/// A 422 of an update: the usual error body, with every reason when the event is invalid.
+#[derive(Serialize, ToSchema)]
+pub struct EventValidationError {
+    pub error: EventValidationDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventValidationDetail {
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reasons: Option<Vec<Reason>>,
+}
+
 /// A 422 that lists every reason: the usual error body with `reasons` beside the message.
 pub struct Invalid {
     pub message: String,
@@ -106,8 +152,12 @@ pub struct Invalid {
 
 impl IntoResponse for Invalid {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": "VALIDATION_FAILED", "message": self.message, "reasons": self.reasons}});
-        (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        let error = EventValidationDetail {
+            code: ErrorCode::ValidationFailed,
+            message: self.message,
+            reasons: Some(self.reasons),
+        };
+        (ErrorCode::ValidationFailed.status(), Json(EventValidationError { error })).into_response()
     }
 }
 

@@ -3,30 +3,36 @@
 //! `form interaction`/`submit`); more are registered here. A schema applies to events the
 //! consumer validates from then on (and to updates), within a second on every replica.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::http::JsonBody;
 use shared::{ApiError, ErrorCode};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{PathParams, both};
+use super::{EventErrors, PathParams, both};
 use crate::Events;
 use crate::schemas::{self, EventSchema, compile};
 use crate::time::format_timestamp;
 use crate::validate::MAX_LABEL_CHARS;
 
-pub fn router() -> Router<Events> {
-    let router = both(Router::new(), "/schemas/", get(list).post(create));
-    both(router, "/schemas/{category}/{name}/", get(show).put(put).delete(remove))
+pub fn routes() -> OpenApiRouter<Events> {
+    let router = both(OpenApiRouter::new(), routes!(list, create));
+    both(router, routes!(show, put, remove))
 }
 
-#[derive(Debug, Serialize)]
+/// A registered schema.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventSchema)]
 struct SchemaView {
     category: String,
     name: String,
+    /// A JSON Schema (draft 2020-12) for `data`.
     schema: Value,
     created_at: String,
     updated_at: String,
@@ -44,16 +50,37 @@ impl From<&EventSchema> for SchemaView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Registers a schema.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = EventSchemaBody, example = json!({"category": "search", "name": "query",
+    "schema": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string"}}}}))]
 struct CreateBody {
+    /// Not blank, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     category: String,
+    /// Not blank, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
+    #[schema(schema_with = json_schema)]
     schema: Value,
 }
 
-#[derive(Debug, Deserialize)]
+/// Replaces (or creates) the schema of the path's `(category, name)`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = EventSchemaPut)]
 struct PutBody {
+    #[schema(schema_with = json_schema)]
     schema: Value,
+}
+
+/// A JSON Schema: an object or a boolean.
+fn json_schema() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Object))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .description(Some("A JSON Schema (draft 2020-12) for data: an object or a boolean"))
+        .build()
+        .into()
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), ApiError> {
@@ -70,6 +97,11 @@ fn check_schema(schema: &Value) -> Result<(), ApiError> {
     compile(schema).map(|_| ()).map_err(ApiError::validation)
 }
 
+#[utoipa::path(
+    get, path = "/schemas/", tag = "event schemas", operation_id = "list_schemas",
+    summary = "Every registered schema",
+    responses((status = 200, description = "The schemas", body = Vec<SchemaView>), EventErrors)
+)]
 async fn list(State(state): State<Events>) -> Result<Json<Vec<SchemaView>>, ApiError> {
     state.schemas.refresh(&state.db).await?;
     Ok(Json(state.schemas.all().iter().map(|schema| SchemaView::from(schema.as_ref())).collect()))
@@ -82,6 +114,12 @@ async fn lookup(state: &Events, category: &str, name: &str) -> Result<Json<Schem
 }
 
 /// `POST /schemas/`: 201, or 409 when `(category, name)` already has one (use PUT to replace).
+#[utoipa::path(
+    post, path = "/schemas/", tag = "event schemas", operation_id = "create_schema",
+    summary = "Register a schema for a new (category, name)",
+    request_body = CreateBody,
+    responses((status = 201, description = "Registered", body = SchemaView), EventErrors)
+)]
 async fn create(
     State(state): State<Events>,
     JsonBody(body): JsonBody<CreateBody>,
@@ -95,6 +133,12 @@ async fn create(
     Ok((StatusCode::CREATED, lookup(&state, &body.category, &body.name).await?))
 }
 
+#[utoipa::path(
+    get, path = "/schemas/{category}/{name}/", tag = "event schemas", operation_id = "show_schema",
+    summary = "The schema of (category, name)",
+    params(("category" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The schema", body = SchemaView), EventErrors)
+)]
 async fn show(
     State(state): State<Events>,
     PathParams((category, name)): PathParams<(String, String)>,
@@ -103,6 +147,20 @@ async fn show(
 }
 
 /// `PUT /schemas/{category}/{name}/` with `{"schema": ...}`: 201 when created, 200 when replaced.
+#[utoipa::path(
+    put, path = "/schemas/{category}/{name}/", tag = "event schemas", operation_id = "put_schema",
+    summary = "Replace or create the schema of (category, name)",
+    params(
+        ("category" = String, Path, max_length = 200, pattern = r"\S"),
+        ("name" = String, Path, max_length = 200, pattern = r"\S"),
+    ),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "Replaced", body = SchemaView),
+        (status = 201, description = "Created", body = SchemaView),
+        EventErrors,
+    )
+)]
 async fn put(
     State(state): State<Events>,
     PathParams((category, name)): PathParams<(String, String)>,
@@ -116,6 +174,12 @@ async fn put(
     Ok((status, lookup(&state, &category, &name).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/schemas/{category}/{name}/", tag = "event schemas", operation_id = "delete_schema",
+    summary = "Remove the schema of (category, name)",
+    params(("category" = String, Path), ("name" = String, Path)),
+    responses((status = 204, description = "Removed"), EventErrors)
+)]
 async fn remove(
     State(state): State<Events>,
     PathParams((category, name)): PathParams<(String, String)>,

@@ -1,29 +1,36 @@
 //! `/sessions/`: the service creates each session's UUID (seed 001: applications ask for one
 //! before sending events with it).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shared::ApiError;
 use shared::http::QueryParams;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{PathParams, both, next_page, page_limit, seq_cursor};
+use super::{EventErrors, PathParams, both, next_page, page_limit, seq_cursor};
 use crate::Events;
 use crate::store::{self, SessionRow};
 use crate::time::format_timestamp;
 use crate::validate::normalize_session_id;
 
-pub fn router() -> Router<Events> {
-    let router = both(Router::new(), "/sessions/", get(list).post(create));
-    both(router, "/sessions/{id}/", get(show))
+pub fn routes() -> OpenApiRouter<Events> {
+    let router = both(OpenApiRouter::new(), routes!(list, create));
+    both(router, routes!(show))
 }
 
-#[derive(Debug, Serialize)]
+/// A session of the eye.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EventSession)]
 struct SessionView {
+    #[schema(example = "9ab1b579-7021-4e0c-8ea1-2ac9f52f3058")]
     id: String,
+    /// RFC 3339, UTC, milliseconds.
+    #[schema(example = "2021-06-15T00:00:00.000Z")]
     created_at: String,
 }
 
@@ -34,6 +41,11 @@ impl From<SessionRow> for SessionView {
 }
 
 /// Takes no body: whatever is sent (the seed sends an empty one) is ignored.
+#[utoipa::path(
+    post, path = "/sessions/", tag = "sessions", operation_id = "create_session",
+    summary = "Create a session (any body is ignored)",
+    responses((status = 201, description = "Created", body = SessionView, headers(("location" = String))), EventErrors)
+)]
 async fn create(State(state): State<Events>) -> Result<(StatusCode, HeaderMap, Json<SessionView>), ApiError> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now_millis();
@@ -46,12 +58,27 @@ async fn create(State(state): State<Events>) -> Result<(StatusCode, HeaderMap, J
     Ok((StatusCode::CREATED, headers, Json(SessionView { id, created_at: format_timestamp(now) })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Page size (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// Cursor from the Link header (empty: none)
+    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/sessions/", tag = "sessions", operation_id = "list_sessions",
+    summary = "List sessions, oldest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of sessions", body = Vec<SessionView>,
+            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
+        EventErrors,
+    )
+)]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
@@ -67,6 +94,12 @@ async fn list(
 }
 
 /// `GET /sessions/{id}/`, under any spelling of the session's UUID.
+#[utoipa::path(
+    get, path = "/sessions/{id}/", tag = "sessions", operation_id = "show_session",
+    summary = "A session",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The session", body = SessionView), EventErrors)
+)]
 async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -> Result<Json<SessionView>, ApiError> {
     let row = store::get_session(&state.db, &normalize_session_id(&id))
         .await?

@@ -5,49 +5,63 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Request, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use shared::http::{QueryParams, is_json_content_type, read_body};
 use shared::{ApiError, ErrorCode};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::EventErrors;
 use crate::Events;
+use crate::model::{Reason, UserBatchBody};
 use crate::time::parse_timestamp;
-use crate::user::{self, IngestCounts, SessionView, StartView};
-use crate::validate::Reason;
+use crate::user::{self, SessionView, StartView};
 
 /// Longest window of `last-events`, in days.
 pub const MAX_DAYS: i64 = 36_500;
 const DAY_MILLIS: i64 = 86_400_000;
 
-pub fn queries() -> Router<Events> {
-    Router::new().route("/user/last-events", get(last_events)).route("/user/last-sessions-user", get(last_sessions))
+pub fn queries() -> OpenApiRouter<Events> {
+    OpenApiRouter::new().routes(routes!(last_events)).routes(routes!(last_sessions))
 }
 
 /// `POST /user/batches`, under its own body limit.
-pub fn batch_router() -> Router<Events> {
-    Router::new().route("/user/batches", post(batches))
+pub fn batch_routes() -> OpenApiRouter<Events> {
+    OpenApiRouter::new().routes(routes!(batches))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UserBatchRejection)]
 struct RejectedItem {
-    index: usize,
+    index: u64,
     reasons: Vec<Reason>,
 }
 
-#[derive(Debug, Serialize)]
+/// The answer to `POST /user/batches`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UserBatchOutcome, example = json!({"accepted": 8, "duplicates": 0, "rejected": 0, "errors": []}))]
 struct BatchOutcome {
-    #[serde(flatten)]
-    counts: IngestCounts,
-    rejected: usize,
+    /// Events stored now.
+    accepted: u64,
+    /// Events whose `(session_id, event)` was already stored (or came twice in the batch).
+    duplicates: u64,
+    rejected: u64,
     errors: Vec<RejectedItem>,
 }
 
 /// `POST /user/batches`: stores the valid events (duplicates ignored) and answers how many
 /// were stored, were duplicates, or were rejected (with every reason, by index).
+#[utoipa::path(
+    post, path = "/user/batches", tag = "user sessions", operation_id = "user_batches",
+    summary = "Store start and end events (duplicates ignored); invalid ones are reported by index",
+    request_body = UserBatchBody,
+    responses((status = 200, description = "Stored", body = BatchOutcome), EventErrors)
+)]
 async fn batches(State(state): State<Events>, request: Request) -> Result<Json<BatchOutcome>, ApiError> {
     if !is_json_content_type(request.headers()) {
         return Err(ApiError::new(
@@ -71,11 +85,12 @@ async fn batches(State(state): State<Events>, request: Request) -> Result<Json<B
             .map_err(|error| ApiError::bad_request(format!("malformed JSON: {error}")))?;
         match user::parse(&value) {
             Ok(event) => events.push(event),
-            Err(reasons) => errors.push(RejectedItem { index, reasons }),
+            Err(reasons) => errors.push(RejectedItem { index: index as u64, reasons }),
         }
     }
     let counts = user::ingest(&state, &events, state.clock.now_millis()).await?;
-    Ok(Json(BatchOutcome { counts, rejected: errors.len(), errors }))
+    let rejected = errors.len() as u64;
+    Ok(Json(BatchOutcome { accepted: counts.accepted, duplicates: counts.duplicates, rejected, errors }))
 }
 
 fn as_of(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -83,15 +98,26 @@ fn as_of(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LastEventsQuery {
+    #[param(value_type = i64, required = true, minimum = 1, maximum = 36500)]
     days: Option<String>,
+    /// End of the window; without it the window starts `days` days before now and has no end (starts stamped later than now included)
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 
 /// `GET /user/last-events?days=X`: `{"<country>": [start, ...], ...}` with every country seen,
 /// each with its session starts of the X days up to `as_of`, newest first. Without `as_of`, the
 /// starts from X days before now on, including any stamped later than now.
+#[utoipa::path(
+    get, path = "/user/last-events", tag = "user sessions", operation_id = "user_last_events",
+    summary = "For every country seen, its session starts of the last `days` days, newest first",
+    description = "Countries without starts in the window have an empty list; starts without a country are listed under `unknown`.",
+    params(LastEventsQuery),
+    responses((status = 200, description = "Starts by country", body = BTreeMap<String, Vec<StartView>>), EventErrors)
+)]
 async fn last_events(
     State(state): State<Events>,
     QueryParams(query): QueryParams<LastEventsQuery>,
@@ -110,14 +136,24 @@ async fn last_events(
     Ok(Json(user::starts_by_country(&state.db, from, to).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LastSessionsQuery {
+    #[param(value_type = String, required = true, pattern = r"\S")]
     user_id: Option<String>,
+    /// Sessions complete by then (both events at or before it); without it every session whose start and end have arrived
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 
 /// `GET /user/last-sessions-user?user_id=`: the user's last 20 sessions complete by `as_of`
 /// (without it: complete at all, whatever their timestamps), newest first.
+#[utoipa::path(
+    get, path = "/user/last-sessions-user", tag = "user sessions", operation_id = "user_last_sessions",
+    summary = "A user's last 20 complete sessions, newest first",
+    params(LastSessionsQuery),
+    responses((status = 200, description = "The sessions", body = Vec<SessionView>), EventErrors)
+)]
 async fn last_sessions(
     State(state): State<Events>,
     QueryParams(query): QueryParams<LastSessionsQuery>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use events::clock::Clock;
+use shared::clock::Clock;
 
 use crate::helpers::{self, TestApp, pageview, pairs, reasons, spawn_app};
 

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use events::clock::ManualClock;
 use events::consumer::{Consumer, StepReport};
 use events::{Config, Events};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::clock::ManualClock;
 use shared::shutdown::ShutdownTrigger;
 use shared::testing::{backend_url, fresh_mysql_database, fresh_namespace};
 

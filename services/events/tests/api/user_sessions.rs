@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use events::clock::Clock;
 use events::retention::RetentionBasis;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::clock::Clock;
 
 use crate::helpers::{pairs, reasons, spawn_app, spawn_app_with};
 

@@ -10,41 +10,39 @@
 //! | POST | /api/v1/decisions | SEGMENTS_CREATE |
 //! | GET | /api/v1/decisions/:id | SEGMENTS_READ |
 
-use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::is_uuid;
-use super::jsonapi::{CanCreateSegments, CanReadSegments, Checker, Document, Errors, PathParams, document};
+use super::jsonapi::{
+    CanCreateSegments, CanReadSegments, Checker, Document, Errors, JsonApiErrorResponses, MEDIA_TYPE, PathParams,
+    SelfLink, document,
+};
 use crate::Segments;
 use crate::store::{self, DecisionRow};
 
 /// The routes, relative to `/api/v1` (where [`super::router`] nests them).
-pub fn router() -> Router<Segments> {
-    Router::new().route("/decisions", post(create_decision)).route("/decisions/{id}", get(get_decision))
+pub fn routes() -> OpenApiRouter<Segments> {
+    OpenApiRouter::new().routes(routes!(create_decision)).routes(routes!(get_decision))
 }
 
 const MAX_MODEL_CHARS: usize = 512 * 1024;
 
-fn resource(row: &DecisionRow, with_content: bool) -> Value {
-    let mut attributes = json!({
-        "name": row.name,
-        "decision": row.decision_name,
-        "createdAt": crate::rfc3339_seconds(row.created_at),
-    });
-    if with_content {
-        attributes["content"] = json!(row.content);
-    }
-    json!({
-        "type": "decisions",
-        "id": row.uuid,
-        "attributes": attributes,
-        "links": { "self": format!("/api/v1/decisions/{}", row.uuid) },
-    })
+fn resource(row: &DecisionRow, with_content: bool) -> DecisionDocument {
+    let attributes = DecisionAttributes {
+        name: row.name.clone(),
+        decision: row.decision_name.clone(),
+        created_at: crate::rfc3339_seconds(row.created_at),
+        content: with_content.then(|| row.content.clone()),
+    };
+    let links = SelfLink { self_: format!("/api/v1/decisions/{}", row.uuid) };
+    DecisionDocument { data: DecisionResource { type_: "decisions", id: row.uuid.clone(), attributes, links } }
 }
 
 fn is_xml(request: &Request) -> bool {
@@ -55,6 +53,20 @@ fn is_xml(request: &Request) -> bool {
     essence == "application/xml" || essence == "text/xml" || essence.ends_with("+xml")
 }
 
+#[utoipa::path(
+    post, path = "/decisions", tag = "decisions", operation_id = "createDecision",
+    summary = "Store a DMN model, compiled first (SEGMENTS_CREATE)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (DecisionInput = "application/json"),
+        (String = "application/xml"),
+    )),
+    responses(
+        (status = 201, description = "Stored", body = DecisionDocument, content_type = MEDIA_TYPE,
+            headers(("Location" = String, description = "/api/v1/decisions/{id}"))),
+        JsonApiErrorResponses,
+    )
+)]
 async fn create_decision(
     State(state): State<Segments>,
     _: CanCreateSegments,
@@ -89,13 +101,23 @@ async fn create_decision(
         created_at: state.now(),
     };
     store::insert_decision(state.db(), &row).await?;
-    let mut response = document(StatusCode::CREATED, json!({ "data": resource(&row, false) }));
+    let mut response = document(StatusCode::CREATED, resource(&row, false));
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/decisions/{}", row.uuid)) {
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/decisions/{id}", tag = "decisions", operation_id = "getDecision",
+    summary = "A stored DMN model, with its XML (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The decision's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440099")),
+    responses(
+        (status = 200, description = "The decision", body = DecisionDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn get_decision(
     State(state): State<Segments>,
     _: CanReadSegments,
@@ -107,5 +129,45 @@ async fn get_decision(
     }
     let mut conn = state.db().pool().acquire().await?;
     let row = store::decision(&mut conn, &id).await?.ok_or_else(not_found)?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&row, true) })))
+    Ok(document(StatusCode::OK, resource(&row, true)))
+}
+
+/// A DMN model as JSON (`content` is the XML). The body may instead be the XML itself, sent
+/// as `application/xml`, `text/xml` or any `+xml` type.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionInput {
+    #[schema(max_length = 200)]
+    name: Option<String>,
+    /// DMN XML, at most 512 KiB; compiled on write (400 when it does not).
+    #[schema(pattern = r"\S", min_length = 1, max_length = 524288)]
+    content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DecisionAttributes {
+    name: String,
+    /// The decision the model's output is read from.
+    decision: String,
+    #[schema(format = DateTime)]
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    /// The DMN XML (on `GET` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DecisionResource {
+    #[serde(rename = "type")]
+    #[schema(example = "decisions")]
+    type_: &'static str,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: DecisionAttributes,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DecisionDocument {
+    data: DecisionResource,
 }

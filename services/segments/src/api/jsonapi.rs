@@ -2,9 +2,8 @@
 //! token check (401 / 403), request documents, and `page[number]` / `page[size]` pagination.
 //!
 //! Errors: `{"errors":[{"status":"400","code":"VALIDATION","detail":"...","source":{...}}]}`,
-//! with the codes of seed 002 (`VALIDATION` 400, `NOT_FOUND` 404, `CONFLICT` 409) and, for
-//! the rest, `UNAUTHORIZED` 401, `FORBIDDEN` 403, `PAYLOAD_TOO_LARGE` 413,
-//! `UNSUPPORTED_MEDIA_TYPE` 415 and `SERVICE_UNAVAILABLE` 503.
+//! each problem an [`ErrorCode`] with its status from the one table, spelled as seed 002 does:
+//! `VALIDATION` (400) for a bad or invalid request, the table's name for every other code.
 
 use std::collections::HashMap;
 
@@ -13,8 +12,12 @@ use axum::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use shared::{ApiError, ErrorCode};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoResponses, PartialSchema, ToSchema};
 
 use crate::Segments;
 use crate::auth::{self, Permission};
@@ -23,13 +26,135 @@ pub const MEDIA_TYPE: &str = "application/vnd.api+json";
 pub const DEFAULT_PAGE_SIZE: i64 = 20;
 pub const MAX_PAGE_SIZE: i64 = 100;
 
-/// One entry of the `errors` array.
-#[derive(Clone, Debug)]
+/// A JSON:API error document: every problem of the request at once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = JsonApiErrors, example = json!({"errors": [{"status": "404", "code": "NOT_FOUND", "detail": "segment 550e8400-e29b-41d4-a716-446655440001 not found", "source": {"parameter": "id"}}]}))]
+pub struct ErrorsBody {
+    errors: Vec<Problem>,
+}
+
+/// The error answers of the `/api/v1` routes, each a JSON:API error document.
+#[derive(IntoResponses)]
+pub enum JsonApiErrorResponses {
+    /// VALIDATION: missing or invalid fields, malformed JSON, a rule that does not compile, a bad page parameter, or a path parameter that is not UTF-8 once percent-decoded
+    #[response(status = 400, content_type = MEDIA_TYPE)]
+    BadRequest(ErrorsBody),
+    /// UNAUTHORIZED: no valid bearer token
+    #[response(status = 401, content_type = MEDIA_TYPE)]
+    Unauthorized(ErrorsBody),
+    /// FORBIDDEN: the token lacks the route's permission
+    #[response(status = 403, content_type = MEDIA_TYPE)]
+    Forbidden(ErrorsBody),
+    /// NOT_FOUND: no live segment, decision or flag has this id
+    #[response(status = 404, content_type = MEDIA_TYPE)]
+    NotFound(ErrorsBody),
+    /// CONFLICT: the key is taken, a rule names no live segment, or a flag uses the segment
+    #[response(status = 409, content_type = MEDIA_TYPE)]
+    Conflict(ErrorsBody),
+    /// PAYLOAD_TOO_LARGE
+    #[response(status = 413, content_type = MEDIA_TYPE)]
+    PayloadTooLarge(ErrorsBody),
+    /// UNSUPPORTED_MEDIA_TYPE: not JSON (nor XML for a decision)
+    #[response(status = 415, content_type = MEDIA_TYPE)]
+    UnsupportedMediaType(ErrorsBody),
+    /// SERVICE_UNAVAILABLE: the store is unavailable; retry
+    #[response(status = 503, content_type = MEDIA_TYPE)]
+    ServiceUnavailable(ErrorsBody),
+}
+
+/// One entry of the `errors` array; its status is its code's.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[schema(as = JsonApiError)]
 pub struct Problem {
-    pub status: StatusCode,
-    pub code: &'static str,
+    /// The HTTP status, as a string.
+    #[serde(serialize_with = "status_text")]
+    #[schema(value_type = String, example = "400")]
+    pub status: Code,
+    #[schema(example = "VALIDATION")]
+    pub code: Code,
     pub detail: String,
-    pub source: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<ErrorSource>,
+}
+
+/// What the problem is about: a JSON pointer into the body, a query parameter, or a header.
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+pub struct ErrorSource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/key")]
+    pub pointer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+impl ErrorSource {
+    fn pointer(pointer: String) -> Self {
+        Self { pointer: Some(pointer), ..Self::default() }
+    }
+
+    fn parameter(parameter: &str) -> Self {
+        Self { parameter: Some(parameter.to_owned()), ..Self::default() }
+    }
+}
+
+/// An [`ErrorCode`] as seed 002 spells it, with the status of the one table: a bad or invalid
+/// request is `VALIDATION`, 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code(pub ErrorCode);
+
+impl Code {
+    pub fn status(self) -> StatusCode {
+        match self.0 {
+            ErrorCode::ValidationFailed => StatusCode::BAD_REQUEST,
+            code => code.status(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            ErrorCode::BadRequest | ErrorCode::ValidationFailed => "VALIDATION",
+            code => code.as_str(),
+        }
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+fn status_text<S: serde::Serializer>(code: &Code, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(code.status().as_str())
+}
+
+/// The codes the `/api/v1` routes answer with.
+const ANSWERED: [ErrorCode; 10] = [
+    ErrorCode::ValidationFailed,
+    ErrorCode::Unauthorized,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::MethodNotAllowed,
+    ErrorCode::Conflict,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::ServiceUnavailable,
+    ErrorCode::Internal,
+];
+
+impl PartialSchema for Code {
+    fn schema() -> RefOr<Schema> {
+        let codes = ANSWERED.map(|code| Code(code).as_str());
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(codes)).into()
+    }
+}
+
+impl ToSchema for Code {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JsonApiErrorCode".into()
+    }
 }
 
 /// A JSON:API error response: one or more problems, answered with the first one's status.
@@ -37,39 +162,35 @@ pub struct Problem {
 pub struct Errors(pub Vec<Problem>);
 
 impl Errors {
-    fn one(status: StatusCode, code: &'static str, detail: impl Into<String>, source: Option<Value>) -> Self {
-        Self(vec![Problem { status, code, detail: detail.into(), source }])
+    fn one(code: ErrorCode, detail: impl Into<String>, source: Option<ErrorSource>) -> Self {
+        Self(vec![Problem { status: Code(code), code: Code(code), detail: detail.into(), source }])
     }
 
     /// 400 `VALIDATION` about the field at JSON `pointer`.
     pub fn validation(detail: impl Into<String>, pointer: Option<String>) -> Self {
-        Self::one(StatusCode::BAD_REQUEST, "VALIDATION", detail, pointer.map(|p| json!({ "pointer": p })))
+        Self::one(ErrorCode::ValidationFailed, detail, pointer.map(ErrorSource::pointer))
     }
 
     /// 400 `VALIDATION` about a query parameter.
     pub fn bad_parameter(detail: impl Into<String>, parameter: &str) -> Self {
-        Self::one(StatusCode::BAD_REQUEST, "VALIDATION", detail, Some(json!({ "parameter": parameter })))
+        Self::one(ErrorCode::ValidationFailed, detail, Some(ErrorSource::parameter(parameter)))
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::one(StatusCode::NOT_FOUND, "NOT_FOUND", detail, Some(json!({ "parameter": "id" })))
+        Self::one(ErrorCode::NotFound, detail, Some(ErrorSource::parameter("id")))
     }
 
     pub fn conflict(detail: impl Into<String>, pointer: Option<String>) -> Self {
-        Self::one(StatusCode::CONFLICT, "CONFLICT", detail, pointer.map(|p| json!({ "pointer": p })))
+        Self::one(ErrorCode::Conflict, detail, pointer.map(ErrorSource::pointer))
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::one(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", detail, Some(json!({ "header": "Authorization" })))
+        let source = ErrorSource { header: Some("Authorization".to_owned()), ..ErrorSource::default() };
+        Self::one(ErrorCode::Unauthorized, detail, Some(source))
     }
 
     pub fn forbidden(permission: Permission) -> Self {
-        Self::one(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("this token lacks the {} permission", permission.as_str()),
-            None,
-        )
+        Self::one(ErrorCode::Forbidden, format!("this token lacks the {} permission", permission.as_str()), None)
     }
 
     /// A backend failed: logged in full, answered 503 without internals.
@@ -80,15 +201,7 @@ impl Errors {
 
 impl From<ApiError> for Errors {
     fn from(error: ApiError) -> Self {
-        let code = match error.code {
-            ErrorCode::BadRequest | ErrorCode::ValidationFailed => "VALIDATION",
-            other => other.as_str(),
-        };
-        let status = match error.code {
-            ErrorCode::ValidationFailed => StatusCode::BAD_REQUEST,
-            other => other.status(),
-        };
-        Self::one(status, code, error.message, None)
+        Self::one(error.code, error.message, None)
     }
 }
 
@@ -100,23 +213,8 @@ impl From<sqlx::Error> for Errors {
 
 impl IntoResponse for Errors {
     fn into_response(self) -> Response {
-        let status = self.0.first().map_or(StatusCode::INTERNAL_SERVER_ERROR, |p| p.status);
-        let errors: Vec<Value> = self
-            .0
-            .into_iter()
-            .map(|problem| {
-                let mut entry = json!({
-                    "status": problem.status.as_u16().to_string(),
-                    "code": problem.code,
-                    "detail": problem.detail,
-                });
-                if let Some(source) = problem.source {
-                    entry["source"] = source;
-                }
-                entry
-            })
-            .collect();
-        let mut response = document(status, json!({ "errors": errors }));
+        let status = self.0.first().map_or(StatusCode::INTERNAL_SERVER_ERROR, |p| p.status.status());
+        let mut response = document(status, ErrorsBody { errors: self.0 });
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"chatmesh\""));
         }
@@ -136,7 +234,7 @@ pub async fn method_not_allowed() -> Errors {
 }
 
 /// A JSON:API document response.
-pub fn document(status: StatusCode, body: Value) -> Response {
+pub fn document(status: StatusCode, body: impl Serialize) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
     response
@@ -161,8 +259,8 @@ where
                 if problem.server_error {
                     return Err(ApiError::new(ErrorCode::Internal, problem.detail).into());
                 }
-                let source = problem.parameter.map(|parameter| json!({ "parameter": parameter }));
-                Err(Errors::one(StatusCode::BAD_REQUEST, "VALIDATION", problem.detail, source))
+                let source = problem.parameter.as_deref().map(ErrorSource::parameter);
+                Err(Errors::one(ErrorCode::ValidationFailed, problem.detail, source))
             }
         }
     }
@@ -449,17 +547,17 @@ impl Page {
     }
 
     /// `meta` and `links` of a page of `path` holding `total` items in all.
-    pub fn meta_and_links(&self, path: &str, total: i64) -> (Value, Value) {
+    pub fn meta_and_links(&self, path: &str, total: i64) -> (PageMeta, PageLinks) {
         let pages = if total == 0 { 0 } else { (total + self.size - 1) / self.size };
         let link = |number: i64| format!("{path}?page[number]={number}&page[size]={}", self.size);
-        let mut links = json!({ "self": link(self.number), "first": link(1), "last": link(pages.max(1)) });
-        if self.number > 1 {
-            links["prev"] = json!(link((self.number - 1).min(pages.max(1))));
-        }
-        if self.number < pages {
-            links["next"] = json!(link(self.number + 1));
-        }
-        (json!({ "totalItems": total, "totalPages": pages, "currentPage": self.number }), links)
+        let links = PageLinks {
+            self_: link(self.number),
+            first: link(1),
+            last: link(pages.max(1)),
+            prev: (self.number > 1).then(|| link((self.number - 1).min(pages.max(1)))),
+            next: (self.number < pages).then(|| link(self.number + 1)),
+        };
+        (PageMeta { total_items: total, total_pages: pages, current_page: self.number }, links)
     }
 }
 
@@ -470,14 +568,44 @@ pub fn query_map(uri: &axum::http::Uri) -> Result<HashMap<String, String>, Error
         .map_err(|rejection| Errors::validation(format!("invalid query string: {}", rejection.body_text()), None))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct SelfLink {
+    #[serde(rename = "self")]
+    #[schema(example = "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001")]
+    pub self_: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMeta {
+    pub total_items: i64,
+    pub total_pages: i64,
+    pub current_page: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub first: String,
+    pub last: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn pages_link_to_their_neighbours() {
         let page = Page { number: 2, size: 20 };
         let (meta, links) = page.meta_and_links("/api/v1/segments", 45);
+        let (meta, links) = (serde_json::to_value(meta).unwrap(), serde_json::to_value(links).unwrap());
         assert_eq!(meta, json!({"totalItems": 45, "totalPages": 3, "currentPage": 2}));
         assert_eq!(links["self"], "/api/v1/segments?page[number]=2&page[size]=20");
         assert_eq!(links["prev"], "/api/v1/segments?page[number]=1&page[size]=20");

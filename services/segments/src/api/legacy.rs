@@ -30,17 +30,22 @@
 
 use std::collections::{HashMap, HashSet};
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{NaiveDate, NaiveTime};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::http::{JsonBody, QueryParams};
+use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::jsonapi::{is_reserved_key, is_valid_key};
 use super::{PathParams, base_url, encode_segment};
@@ -80,14 +85,14 @@ fn refusal(refusal: Refusal) -> ApiError {
     }
 }
 
-pub fn router() -> Router<Segments> {
-    Router::new()
-        .route("/segments", get(list_segments).post(create_segment))
-        .route("/segments/users", post(change_user_segments))
-        .route("/segments/users/{id}", get(user_segments))
-        .route("/segments/users/{id}/history", get(history_link))
-        .route("/segments/{slug}", get(get_segment).delete(delete_segment))
-        .route("/history/{id}/{from}/{to}/history.csv", get(history_csv))
+pub fn routes() -> OpenApiRouter<Segments> {
+    OpenApiRouter::new()
+        .routes(routes!(list_segments, create_segment))
+        .routes(routes!(change_user_segments))
+        .routes(routes!(user_segments))
+        .routes(routes!(history_link))
+        .routes(routes!(get_segment, delete_segment))
+        .routes(routes!(history_csv))
 }
 
 /// Longest user id stored.
@@ -96,37 +101,82 @@ const MAX_USER_ID_CHARS: usize = 191;
 /// one transaction that holds the store's write lock, so a larger change is several requests.
 pub const MAX_CHANGE_ITEMS: usize = 1000;
 
-fn segment_view(row: &SegmentRow) -> Value {
-    let mut view = json!({ "id": row.id, "slug": row.key, "is_deleted": row.deleted });
-    if let Some(percent) = row.percent {
-        view["percent"] = json!(percent);
-    }
-    view
+/// A segment as segmentify shows it; `is_deleted` after a soft delete.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LegacySegment, example = json!({"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}))]
+struct SegmentView {
+    id: i64,
+    #[schema(example = "AVITO_VOICE_MESSAGES")]
+    slug: String,
+    is_deleted: bool,
+    /// The share of all users (present and future) in the segment, when created with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
+    percent: Option<i64>,
 }
 
-async fn list_segments(_: CanRead, State(state): State<Segments>) -> Result<Json<Value>, ApiError> {
+impl From<&SegmentRow> for SegmentView {
+    fn from(row: &SegmentRow) -> Self {
+        Self { id: row.id, slug: row.key.clone(), is_deleted: row.deleted, percent: row.percent }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/segments", tag = "segments (legacy)", operation_id = "legacyListSegments",
+    summary = "Every segment ever created, deleted included",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "All segments", body = Vec<SegmentView>,
+            example = json!([{"id": 1, "slug": "AVITO_VOICE_MESSAGES", "is_deleted": false}, {"id": 2, "slug": "AVITO_RED_BUTTON", "is_deleted": false}])),
+        ErrorResponses,
+    )
+)]
+async fn list_segments(_: CanRead, State(state): State<Segments>) -> Result<Json<Vec<SegmentView>>, ApiError> {
     let rows = store::all_segments(state.db()).await?;
-    Ok(Json(Value::Array(rows.iter().map(segment_view).collect())))
+    Ok(Json(rows.iter().map(SegmentView::from).collect()))
 }
 
 /// The segment a slug names: the live one, else the one deleted last, with `is_deleted: true`
 /// (as seed 000's store reads it).
+#[utoipa::path(
+    get, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyGetSegment",
+    summary = "One segment by slug: the live one, else the one deleted last (`is_deleted: true`)",
+    security(("bearerAuth" = [])),
+    params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
+    responses((status = 200, description = "The segment", body = SegmentView), ErrorResponses)
+)]
 async fn get_segment(
     _: CanRead,
     State(state): State<Segments>,
     PathParams(slug): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SegmentView>, ApiError> {
     let row = store::segment_by_slug(state.db(), &slug).await?.ok_or_else(|| segment_not_found(&slug))?;
-    Ok(Json(segment_view(&row)))
+    Ok(Json(SegmentView::from(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Creates a segment; with `percent`, that share of all users is in it, deterministically.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LegacyCreate, example = json!({"slug": "AVITO_RED_BUTTON"}))]
 struct CreateBody {
+    /// Letters, digits, hyphens and underscores, at most 200; `users` is reserved.
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
     slug: String,
     #[serde(default)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100)]
     percent: Option<Value>,
 }
 
+#[utoipa::path(
+    post, path = "/segments", tag = "segments (legacy)", operation_id = "legacyCreateSegment",
+    summary = "Create a segment",
+    security(("bearerAuth" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = SegmentView,
+            headers(("Location" = String, description = "URL of the new segment"))),
+        ErrorResponses,
+    )
+)]
 async fn create_segment(
     _: CanCreate,
     State(state): State<Segments>,
@@ -169,13 +219,20 @@ async fn create_segment(
     };
     tx.commit().await?;
     let location = format!("{}/segments/{}", base_url(&headers), encode_segment(&slug));
-    let mut response = (StatusCode::CREATED, Json(segment_view(&row))).into_response();
+    let mut response = (StatusCode::CREATED, Json(SegmentView::from(&row))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
     }
     Ok(response)
 }
 
+#[utoipa::path(
+    delete, path = "/segments/{slug}", tag = "segments (legacy)", operation_id = "legacyDeleteSegment",
+    summary = "Soft-delete a segment (deleting a deleted one succeeds)",
+    security(("bearerAuth" = [])),
+    params(("slug" = String, Path, description = "The segment's slug", example = "AVITO_VOICE_MESSAGES")),
+    responses((status = 204, description = "Deleted"), ErrorResponses)
+)]
 async fn delete_segment(
     _: CanDelete,
     State(state): State<Segments>,
@@ -199,25 +256,67 @@ async fn delete_segment(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes a user's segments, all or nothing: removes first, then adds (so a slug both removed
+/// and added ends up added, with the new expiry; a slug added twice takes its last expiry). An
+/// unknown slug changes nothing (404).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LegacyChange, example = json!({"id": 73234, "add": [{"slug": "AVITO_RESEARCH_AMOGUS", "expired": "2025-01-02T15:04:06Z"}, {"slug": "AVITO_CHINESE_MARKET"}], "remove": [{"slug": "AVITO_RED_BUTTON"}]}))]
 struct ChangeBody {
+    /// The user: an integer (as the seed sends; |id| < 2^53, larger ones as strings) or a string
+    /// of 1 to 191 characters.
+    #[schema(schema_with = user_id_schema)]
     id: Value,
+    /// At most 1000 items.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     add: Vec<AddItem>,
+    /// At most 1000 items.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     remove: Vec<RemoveItem>,
 }
 
-#[derive(Debug, Deserialize)]
+fn user_id_schema() -> RefOr<Schema> {
+    super::schema_from_json(json!({
+        "oneOf": [
+            {"type": "integer", "minimum": -9_007_199_254_740_991_i64, "maximum": 9_007_199_254_740_991_i64},
+            {"type": "string", "minLength": 1, "maxLength": 191, "pattern": r"\S"}
+        ],
+        "example": 73234
+    }))
+}
+
+/// A segment to add; `expired` (RFC 3339) is when the membership ends by itself (a time already
+/// past ends it at once: the history shows the add and its remove).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LegacyAdd)]
 struct AddItem {
+    #[schema(example = "AVITO_RESEARCH_AMOGUS")]
     slug: String,
     #[serde(default)]
+    #[schema(format = DateTime, example = "2025-01-02T15:04:06Z")]
     expired: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = LegacyRemove)]
 struct RemoveItem {
+    #[schema(example = "AVITO_RED_BUTTON")]
     slug: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LegacySlug)]
+struct SlugView {
+    #[schema(example = "AVITO_CHINESE_MARKET")]
+    slug: String,
+}
+
+/// The user's active segments after the change.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LegacyChanged, example = json!({"segments": [{"slug": "AVITO_RESEARCH_AMOGUS"}, {"slug": "AVITO_CHINESE_MARKET"}]}))]
+struct Changed {
+    segments: Vec<SlugView>,
 }
 
 /// A user id from the body: an integer (as the seed sends) or a non-empty string.
@@ -240,11 +339,18 @@ fn check_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post, path = "/segments/users", tag = "segments (legacy)", operation_id = "legacyChangeUserSegments",
+    summary = "Add and remove a user's segments, all or nothing",
+    security(("bearerAuth" = [])),
+    request_body = ChangeBody,
+    responses((status = 200, description = "The user's active segments after the change", body = Changed), ErrorResponses)
+)]
 async fn change_user_segments(
     _: CanUpdate,
     State(state): State<Segments>,
     JsonBody(body): JsonBody<ChangeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     let user_id = user_id_from_body(&body.id)?;
     for (field, len) in [("add", body.add.len()), ("remove", body.remove.len())] {
         if len > MAX_CHANGE_ITEMS {
@@ -317,7 +423,7 @@ async fn change_user_segments(
     let explicit = store::active_memberships(&mut tx, &user_id, now).await?;
     tx.commit().await?;
     let slugs = with_percentage_segments(&state, &user_id, explicit).await?;
-    Ok(Json(json!({ "segments": slugs })))
+    Ok(Json(Changed { segments: slugs }))
 }
 
 /// Slugs for an error message: the first few, then how many more.
@@ -330,11 +436,22 @@ fn listing(slugs: &[&str]) -> String {
     }
 }
 
+#[utoipa::path(
+    get, path = "/segments/users/{id}", tag = "segments (legacy)", operation_id = "legacyUserSegments",
+    summary = "A user's active segments: explicit ones not expired, then percentage ones",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234")),
+    responses(
+        (status = 200, description = "The user's active segments", body = Vec<SlugView>,
+            example = json!([{"slug": "AVITO_RESEARCH_AMOGUS"}, {"slug": "AVITO_CHINESE_MARKET"}])),
+        ErrorResponses,
+    )
+)]
 async fn user_segments(
     _: CanRead,
     State(state): State<Segments>,
     PathParams(user_id): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<SlugView>>, ApiError> {
     check_user_id(&user_id)?;
     let mut conn = state.db().pool().acquire().await?;
     let explicit = store::active_memberships(&mut conn, &user_id, state.now()).await?;
@@ -348,25 +465,38 @@ async fn with_percentage_segments(
     state: &Segments,
     user_id: &str,
     explicit: Vec<(i64, String, Option<i64>)>,
-) -> Result<Value, ApiError> {
+) -> Result<Vec<SlugView>, ApiError> {
     let snapshot = state.snapshot().await?;
     let seen: HashSet<i64> = explicit.iter().map(|(id, _, _)| *id).collect();
-    let mut slugs: Vec<Value> = explicit.into_iter().map(|(_, slug, _)| json!({ "slug": slug })).collect();
+    let mut slugs: Vec<SlugView> = explicit.into_iter().map(|(_, slug, _)| SlugView { slug }).collect();
     for segment in &snapshot.segments {
         if let Some(share) = segment.percent
             && !seen.contains(&segment.id)
             && percent::in_percentage(&segment.key, user_id, share)
         {
-            slugs.push(json!({ "slug": segment.key }));
+            slugs.push(SlugView { slug: segment.key.clone() });
         }
     }
-    Ok(Value::Array(slugs))
+    Ok(slugs)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// First day (UTC), YYYY-MM-DD; default 1970-01-01
+    #[param(format = Date, example = "2023-08-30")]
     from: Option<String>,
+    /// Last day (UTC), YYYY-MM-DD; default today. Before `from`: an empty range
+    #[param(format = Date, example = "2023-08-31")]
     to: Option<String>,
+}
+
+/// Where the CSV history of the range is.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LegacyHistoryLink, example = json!({"link": "http://localhost:9090/history/73234/2023-08-30/2023-08-31/history.csv?expires=1693417288&signature=5d41402abc4b2a76b9719d911017c592ae4e8b1c6b2f4e0d8e4f3a2b1c0d9e8f"}))]
+struct HistoryLink {
+    /// The CSV's URL, signed: it works without a credential for a few minutes.
+    link: String,
 }
 
 fn parse_date(name: &str, text: &str) -> Result<NaiveDate, ApiError> {
@@ -381,13 +511,23 @@ fn date_range(from: NaiveDate, to: NaiveDate) -> (i64, i64) {
     (start, end.max(start))
 }
 
+#[utoipa::path(
+    get, path = "/segments/users/{id}/history", tag = "segments (legacy)", operation_id = "legacyHistoryLink",
+    summary = "A link to the CSV of the user's segment changes in a date range",
+    security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
+        HistoryQuery,
+    ),
+    responses((status = 200, description = "The link", body = HistoryLink), ErrorResponses)
+)]
 async fn history_link(
     _: CanRead,
     State(state): State<Segments>,
     headers: HeaderMap,
     PathParams(user_id): PathParams<String>,
     QueryParams(query): QueryParams<HistoryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HistoryLink>, ApiError> {
     check_user_id(&user_id)?;
     let from = match &query.from {
         Some(text) => parse_date("from", text)?,
@@ -405,14 +545,17 @@ async fn history_link(
         base_url(&headers),
         encode_segment(&user_id),
     );
-    Ok(Json(json!({ "link": link })))
+    Ok(Json(HistoryLink { link }))
 }
 
 /// The signature of a history link, as `history` wrote it. An `expires` that is not an integer
 /// is a 400 whoever asks.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LinkQuery {
+    /// Of a signed link: when it stops working (Unix seconds)
     expires: Option<i64>,
+    /// Of a signed link: its HMAC-SHA256, hex; the link opens the CSV without a bearer token
     signature: Option<String>,
 }
 
@@ -443,6 +586,22 @@ async fn may_read_history(
     Ok(())
 }
 
+#[utoipa::path(
+    get, path = "/history/{id}/{from}/{to}/history.csv", tag = "segments (legacy)", operation_id = "legacyHistoryCsv",
+    summary = "The CSV history: `user,slug,add|remove,RFC3339` lines, ascending; TTL expiries are removes",
+    security(("bearerAuth" = [])),
+    params(
+        ("id" = String, Path, description = "The user id, 1 to 191 characters", min_length = 1, max_length = 191, example = "73234"),
+        ("from" = String, Path, format = Date, description = "First day (UTC)", example = "2023-08-30"),
+        ("to" = String, Path, format = Date, description = "Last day (UTC), inclusive", example = "2023-08-31"),
+        LinkQuery,
+    ),
+    responses(
+        (status = 200, description = "The CSV", content_type = "text/csv", body = String,
+            example = "73234,AVITO_RED_BUTTON,add,2023-08-30T17:36:28Z\n73234,AVITO_RED_BUTTON,remove,2023-08-30T17:38:11Z\n73234,AVITO_RESEARCH_AMOGUS,add,2023-08-30T17:38:11Z\n73234,AVITO_CHINESE_MARKET,add,2023-08-30T17:38:11Z\n"),
+        ErrorResponses,
+    )
+)]
 async fn history_csv(
     State(state): State<Segments>,
     headers: HeaderMap,

@@ -16,25 +16,40 @@ pub mod segments;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::any;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::Segments;
 
 /// Every route of the service (without health or the service-wide fallbacks: the binary that
-/// serves them adds those once). Under `/api/v1` an unknown path (404) or a method a route does
-/// not take (405, with `Allow`) is answered here, in the JSON:API error shape of that family.
+/// serves them adds those once).
 pub fn router(state: Segments) -> Router {
-    let v1 = Router::new()
-        .merge(segments::router())
-        .merge(decisions::router())
-        .merge(flags::router())
-        .fallback(jsonapi::no_such_route)
-        .method_not_allowed_fallback(jsonapi::method_not_allowed);
-    Router::new()
-        .merge(legacy::router())
+    Router::from(routes()).with_state(state)
+}
+
+/// The routes with their OpenAPI operations. Under `/api/v1` an unknown path (404) or a method
+/// a route does not take (405, with `Allow`) is answered here, in the JSON:API error shape of
+/// that family.
+pub fn routes() -> OpenApiRouter<Segments> {
+    let (v1, document) = OpenApiRouter::new()
+        .merge(segments::routes())
+        .merge(decisions::routes())
+        .merge(flags::routes())
+        .split_for_parts();
+    let v1 = v1.fallback(jsonapi::no_such_route).method_not_allowed_fallback(jsonapi::method_not_allowed);
+    let mut v1 = OpenApiRouter::from(v1);
+    *v1.get_openapi_mut() = document;
+    OpenApiRouter::new()
+        .merge(legacy::routes())
         .nest("/api/v1", v1)
         // The nested fallback takes `/api/v1` and `/api/v1/...`, not the bare `/api/v1/`.
         .route("/api/v1/", any(jsonapi::no_such_route))
-        .with_state(state)
+}
+
+/// A schema written as JSON, for the shapes the derive cannot say (unions of types).
+pub(crate) fn schema_from_json(value: serde_json::Value) -> RefOr<Schema> {
+    serde_json::from_value(value).expect("a valid schema")
 }
 
 /// Path parameters of the legacy routes: a JSON error body in the chatmesh shape (never axum's

@@ -9,19 +9,22 @@
 //! | DELETE | /api/v1/segments/:id | SEGMENTS_DELETE | 204; 409 while a flag uses it |
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::is_uuid;
 use super::jsonapi::{
-    CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors, Page,
-    PathParams, document, evaluation_input, is_reserved_key, query_map,
+    CanCreateSegments, CanDeleteSegments, CanReadSegments, CanUpdateSegments, Checker, Document, Errors,
+    JsonApiErrorResponses, MEDIA_TYPE, Page, PageLinks, PageMeta, PathParams, SelfLink, document, evaluation_input,
+    is_reserved_key, query_map,
 };
 use crate::Segments;
 use crate::engine::Reason;
@@ -29,11 +32,12 @@ use crate::rules::{self, RuleType};
 use crate::store::{self, SegmentRow};
 
 /// The routes, relative to `/api/v1` (where [`super::router`] nests them).
-pub fn router() -> Router<Segments> {
-    Router::new()
-        .route("/segments", get(list_segments).post(create_segment))
-        .route("/segments/evaluate", post(evaluate))
-        .route("/segments/{id}", get(get_segment).patch(update_segment).delete(delete_segment))
+pub fn routes() -> OpenApiRouter<Segments> {
+    OpenApiRouter::new().routes(routes!(list_segments, create_segment)).routes(routes!(evaluate)).routes(routes!(
+        get_segment,
+        update_segment,
+        delete_segment
+    ))
 }
 
 const PATH: &str = "/api/v1/segments";
@@ -46,59 +50,72 @@ fn self_link(id: &str) -> String {
     format!("{PATH}/{id}")
 }
 
-/// The full resource object of a segment.
-pub fn resource(row: &SegmentRow) -> Value {
-    let mut attributes = json!({
-        "key": row.key,
-        "name": row.name,
-        "description": row.description,
-        "ruleType": row.rule_type,
-        "ruleContent": row.rule_content,
-        "createdAt": crate::rfc3339_seconds(row.created_at),
-        "updatedAt": crate::rfc3339_seconds(row.updated_at),
-    });
-    if let Some(decision_id) = &row.decision_id {
-        attributes["decisionId"] = json!(decision_id);
-    }
-    if let Some(percent) = row.percent {
-        attributes["percent"] = json!(percent);
-    }
-    json!({
-        "type": "segments",
-        "id": row.uuid,
-        "attributes": attributes,
-        "meta": { "version": row.version },
-        "links": { "self": self_link(&row.uuid) },
-    })
+/// The document of one segment.
+fn segment_document(row: &SegmentRow) -> SegmentDocument {
+    let attributes = SegmentAttributes {
+        key: row.key.clone(),
+        name: row.name.clone(),
+        description: row.description.clone(),
+        rule_type: row.rule_type.clone(),
+        rule_content: row.rule_content.clone(),
+        decision_id: row.decision_id.clone(),
+        percent: row.percent,
+        created_at: crate::rfc3339_seconds(row.created_at),
+        updated_at: crate::rfc3339_seconds(row.updated_at),
+    };
+    let links = SelfLink { self_: self_link(&row.uuid) };
+    let meta = SegmentMeta { version: row.version };
+    SegmentDocument { data: SegmentResource { type_: "segments", id: row.uuid.clone(), attributes, meta, links } }
 }
 
 /// The short form the list shows (seed 002: key, name, ruleType).
-fn list_item(row: &SegmentRow) -> Value {
-    json!({
-        "type": "segments",
-        "id": row.uuid,
-        "attributes": { "key": row.key, "name": row.name, "ruleType": row.rule_type },
-        "links": { "self": self_link(&row.uuid) },
-    })
+fn list_item(row: &SegmentRow) -> SegmentListItem {
+    let attributes = SegmentSummary { key: row.key.clone(), name: row.name.clone(), rule_type: row.rule_type.clone() };
+    SegmentListItem {
+        type_: "segments",
+        id: row.uuid.clone(),
+        attributes,
+        links: SelfLink { self_: self_link(&row.uuid) },
+    }
 }
 
+#[utoipa::path(
+    get, path = "/segments", tag = "segments", operation_id = "listSegments",
+    summary = "List live segments, a page at a time (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    params(
+        ("page[number]" = Option<i64>, Query, description = "Page, from 1", minimum = 1, maximum = 92233720368547758_i64),
+        ("page[size]" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of segments", body = SegmentPage, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn list_segments(State(state): State<Segments>, _: CanReadSegments, uri: Uri) -> Result<Response, Errors> {
     let page = Page::from_query(&query_map(&uri)?)?;
     let (rows, total) = store::live_segments_page(state.db(), page.offset(), page.size).await?;
     let (meta, links) = page.meta_and_links(PATH, total);
-    Ok(document(
-        StatusCode::OK,
-        json!({ "data": rows.iter().map(list_item).collect::<Vec<_>>(), "meta": meta, "links": links }),
-    ))
+    Ok(document(StatusCode::OK, SegmentPage { data: rows.iter().map(list_item).collect(), meta, links }))
 }
 
+#[utoipa::path(
+    get, path = "/segments/{id}", tag = "segments", operation_id = "getSegment",
+    summary = "One live segment (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    responses(
+        (status = 200, description = "The segment", body = SegmentDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn get_segment(
     State(state): State<Segments>,
     _: CanReadSegments,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, Errors> {
     let row = find(&state, &id).await?;
-    Ok(document(StatusCode::OK, json!({ "data": resource(&row) })))
+    Ok(document(StatusCode::OK, segment_document(&row)))
 }
 
 async fn find(state: &Segments, id: &str) -> Result<SegmentRow, Errors> {
@@ -210,6 +227,20 @@ async fn check_rule(conn: &mut AnyConnection, doc: &Document, segment: &SegmentR
     outcome.map_err(|reason| Errors::validation(reason, pointer(field)))
 }
 
+#[utoipa::path(
+    post, path = "/segments", tag = "segments", operation_id = "createSegment",
+    summary = "Create a segment (SEGMENTS_CREATE)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (SegmentInput = "application/json"),
+        (SegmentInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 201, description = "Created", body = SegmentDocument, content_type = MEDIA_TYPE,
+            headers(("Location" = String, description = "/api/v1/segments/{id}"))),
+        JsonApiErrorResponses,
+    )
+)]
 async fn create_segment(
     State(state): State<Segments>,
     _: CanCreateSegments,
@@ -254,13 +285,27 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, json!({ "data": resource(&row) }));
+    let mut response = document(StatusCode::CREATED, segment_document(&row));
     if let Ok(location) = HeaderValue::from_str(&self_link(&row.uuid)) {
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
 }
 
+#[utoipa::path(
+    patch, path = "/segments/{id}", tag = "segments", operation_id = "updateSegment",
+    summary = "Change a segment; bumps its version and invalidates cached membership (SEGMENTS_UPDATE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    request_body(content(
+        (SegmentPatch = "application/json"),
+        (SegmentPatch = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The updated segment", body = SegmentDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn update_segment(
     State(state): State<Segments>,
     _: CanUpdateSegments,
@@ -293,7 +338,7 @@ async fn update_segment(
     }
     tx.commit().await?;
     let updated = SegmentRow { version: merged.version + 1, updated_at: now, ..merged };
-    Ok(document(StatusCode::OK, json!({ "data": resource(&updated) })))
+    Ok(document(StatusCode::OK, segment_document(&updated)))
 }
 
 fn apply(mut row: SegmentRow, changes: &Changes) -> SegmentRow {
@@ -321,6 +366,16 @@ fn apply(mut row: SegmentRow, changes: &Changes) -> SegmentRow {
     row
 }
 
+#[utoipa::path(
+    delete, path = "/segments/{id}", tag = "segments", operation_id = "deleteSegment",
+    summary = "Delete a segment; refused while a flag's targeting rule uses it (SEGMENTS_DELETE)",
+    security(("bearerAuth" = [])),
+    params(("id" = String, Path, description = "The segment's id (UUID)", example = "550e8400-e29b-41d4-a716-446655440001")),
+    responses(
+        (status = 204, description = "Deleted"),
+        JsonApiErrorResponses,
+    )
+)]
 async fn delete_segment(
     State(state): State<Segments>,
     _: CanDeleteSegments,
@@ -343,35 +398,325 @@ async fn delete_segment(
 }
 
 /// The reason object of an evaluation answer.
-pub fn reason_view(reason: Reason) -> Value {
-    match reason {
-        Reason::Explicit { expires_at } => json!({
-            "kind": "EXPLICIT",
-            "expiresAt": expires_at.map(crate::rfc3339_seconds),
-        }),
-        Reason::Rule { rule_type } => json!({ "kind": "RULE", "ruleType": rule_type.as_str() }),
-        Reason::Percentage { percent, bucket } => json!({ "kind": "PERCENTAGE", "percent": percent, "bucket": bucket }),
+impl From<Reason> for ReasonView {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Explicit { expires_at } => Self::Explicit { expires_at: expires_at.map(crate::rfc3339_seconds) },
+            Reason::Rule { rule_type } => Self::Rule { rule_type },
+            Reason::Percentage { percent, bucket } => {
+                Self::Percentage { percent: percent.into(), bucket: bucket.into() }
+            }
+        }
     }
 }
 
+#[utoipa::path(
+    post, path = "/segments/evaluate", tag = "segments", operation_id = "evaluateSegments",
+    summary = "The segments a user is in (explicit membership, rules, percentage), each with its reason (SEGMENTS_READ)",
+    security(("bearerAuth" = [])),
+    request_body(content(
+        (EvaluationInput = "application/json"),
+        (EvaluationInput = "application/vnd.api+json"),
+    )),
+    responses(
+        (status = 200, description = "The user's segments", body = EvaluationDocument, content_type = MEDIA_TYPE),
+        JsonApiErrorResponses,
+    )
+)]
 async fn evaluate(State(state): State<Segments>, _: CanReadSegments, doc: Document) -> Result<Response, Errors> {
     let (user_id, attributes) = evaluation_input(&doc)?;
     let evaluation = state.evaluate(&user_id, &attributes).await?;
-    let data: Vec<Value> = evaluation
+    let data: Vec<EvaluatedSegment> = evaluation
         .memberships()
-        .map(|(segment, reason)| {
-            json!({
-                "type": "segments",
-                "id": segment.uuid,
-                "attributes": { "key": segment.key, "name": segment.name, "reason": reason_view(reason) },
-                "links": { "self": self_link(&segment.uuid) },
-            })
+        .map(|(segment, reason)| EvaluatedSegment {
+            type_: "segments",
+            id: segment.uuid.clone(),
+            attributes: EvaluatedAttributes {
+                key: segment.key.clone(),
+                name: segment.name.clone(),
+                reason: reason.into(),
+            },
+            links: SelfLink { self_: self_link(&segment.uuid) },
         })
         .collect();
-    let meta = json!({
-        "userId": user_id,
-        "evaluatedSegments": evaluation.snapshot.segments.len(),
-        "matchedSegments": data.len(),
-    });
-    Ok(document(StatusCode::OK, json!({ "data": data, "meta": meta })))
+    let meta = EvaluationMeta {
+        user_id,
+        evaluated_segments: evaluation.snapshot.segments.len() as i64,
+        matched_segments: data.len() as i64,
+    };
+    Ok(document(StatusCode::OK, EvaluationDocument { data, meta }))
+}
+
+/// Creates a segment. The body is this object, or the same fields as `data.attributes` of a
+/// JSON:API document. `ruleContent`: for SIMPLE, the rule as JSON (an object, or a string
+/// holding it, as the seed sends); for DMN, the DMN XML. A DMN segment takes `ruleContent`
+/// or `decisionId`. Rules are compiled on write: an invalid one is a 400.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "premium-users",
+    "name": "Premium Users",
+    "description": "Usuários com plano premium",
+    "ruleType": "SIMPLE",
+    "ruleContent": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}"
+}))]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentInput {
+    /// Unique among live segments: letters, digits, hyphens, underscores; `users` is reserved
+    /// (the legacy route `/segments/users`).
+    #[schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 200)]
+    key: String,
+    #[schema(pattern = r"\S", min_length = 1, max_length = 200)]
+    name: String,
+    #[schema(max_length = 1000)]
+    description: Option<String>,
+    #[schema(nullable = false)]
+    rule_type: Option<RuleType>,
+    #[schema(schema_with = rule_content_schema)]
+    rule_content: Option<serde_json::Value>,
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        format = "uuid"
+    )]
+    decision_id: Option<String>,
+    /// The share of all users (by murmur3 bucket) in the segment, beside its rule.
+    #[schema(minimum = 0, maximum = 100)]
+    percent: Option<i64>,
+}
+
+/// Changes some fields of a segment: the fields of [`SegmentInput`], none required (`key` as on
+/// create: `users` is reserved); bumps its version and invalidates cached membership at once.
+pub struct SegmentPatch;
+
+impl utoipa::PartialSchema for SegmentPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let RefOr::T(Schema::Object(mut patch)) = <SegmentInput as utoipa::PartialSchema>::schema() else {
+            unreachable!("SegmentInput is an object")
+        };
+        patch.required.clear();
+        patch.description = Some(
+            "Changes some fields of a segment (the same fields as SegmentInput, all optional); bumps its version and invalidates cached membership at once.".to_owned(),
+        );
+        patch.example = Some(json!({
+            "name": "Premium Users v2",
+            "ruleContent": "{\"operator\":\"OR\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"},{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"enterprise\"}]}"
+        }));
+        RefOr::T(Schema::Object(patch))
+    }
+}
+
+impl ToSchema for SegmentPatch {}
+
+fn rule_content_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let scalar = json!({"type": ["string", "number", "boolean"]});
+    let condition = |operators: &[&str], value: serde_json::Value| {
+        json!({
+            "type": "object",
+            "required": ["attribute", "operator", "value"],
+            "additionalProperties": false,
+            "properties": {
+                "attribute": {"type": "string", "minLength": 1, "pattern": r"\S", "description": "An attribute of the evaluation context; `userId` is the user's id"},
+                "operator": {"type": "string", "enum": operators},
+                "value": value,
+            }
+        })
+    };
+    let list = |kind: &str| json!({"type": "array", "minItems": 1, "items": {"type": kind}});
+    super::schema_from_json(json!({
+        "description": "SIMPLE: the rule `{\"operator\":\"AND|OR\",\"conditions\":[...]}` as an object or JSON-encoded in a string; DMN: the DMN XML. Checked on write (400 when it does not compile).",
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "SimpleRule",
+                "required": ["conditions"],
+                "additionalProperties": false,
+                "properties": {
+                    "operator": {"type": "string", "enum": ["AND", "OR"], "default": "AND"},
+                    "conditions": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 1000,
+                        "items": {"oneOf": [
+                            condition(&["eq", "neq", "contains"], scalar),
+                            condition(&["gt", "gte", "lt", "lte"], json!({"type": "number"})),
+                            condition(&["in", "notIn"], json!({"oneOf": [list("string"), list("number"), list("boolean")]})),
+                            condition(&["startsWith", "endsWith"], json!({"type": "string"})),
+                        ]}
+                    }
+                }
+            },
+            {"type": "string", "title": "Encoded rule or DMN XML", "maxLength": 524288},
+            {"type": "null"}
+        ],
+        "example": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}"
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentAttributes {
+    key: String,
+    name: String,
+    description: Option<String>,
+    #[schema(value_type = RuleType)]
+    rule_type: String,
+    rule_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uuid")]
+    decision_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<i64>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentMeta {
+    /// Bumped by every PATCH.
+    version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentResource {
+    #[serde(rename = "type")]
+    #[schema(example = "segments")]
+    type_: &'static str,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: SegmentAttributes,
+    meta: SegmentMeta,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": {
+    "type": "segments",
+    "id": "550e8400-e29b-41d4-a716-446655440001",
+    "attributes": {
+        "key": "premium-users",
+        "name": "Premium Users",
+        "description": "Usuários com plano premium",
+        "ruleType": "SIMPLE",
+        "ruleContent": "{\"operator\":\"AND\",\"conditions\":[{\"attribute\":\"plan\",\"operator\":\"eq\",\"value\":\"premium\"}]}",
+        "createdAt": "2024-01-15T10:30:00Z",
+        "updatedAt": "2024-01-15T10:30:00Z"
+    },
+    "meta": {"version": 1},
+    "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}
+}}))]
+pub struct SegmentDocument {
+    data: SegmentResource,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentSummary {
+    key: String,
+    name: String,
+    #[schema(value_type = RuleType)]
+    rule_type: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SegmentListItem {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: SegmentSummary,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "data": [
+        {"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440001", "attributes": {"key": "premium-users", "name": "Premium Users", "ruleType": "SIMPLE"}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}},
+        {"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440002", "attributes": {"key": "beta-testers", "name": "Beta Testers", "ruleType": "SIMPLE"}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440002"}}
+    ],
+    "meta": {"totalItems": 2, "totalPages": 1, "currentPage": 1},
+    "links": {"self": "/api/v1/segments?page[number]=1&page[size]=20", "first": "/api/v1/segments?page[number]=1&page[size]=20", "last": "/api/v1/segments?page[number]=1&page[size]=20"}
+}))]
+pub struct SegmentPage {
+    data: Vec<SegmentListItem>,
+    meta: PageMeta,
+    links: PageLinks,
+}
+
+/// Who to evaluate: `userId` (a string of 1 to 191 characters, or an integer) and the context
+/// `attributes` rules look at. Also accepted as `data.attributes` of a JSON:API document.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"userId": "user-1", "attributes": {"plan": "premium", "country": "BR", "age": 30}}))]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationInput {
+    #[schema(schema_with = evaluation_user_schema)]
+    user_id: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn evaluation_user_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::schema_from_json(json!({
+        "oneOf": [
+            {"type": "integer", "minimum": -9_007_199_254_740_991_i64, "maximum": 9_007_199_254_740_991_i64},
+            {"type": "string", "minLength": 1, "maxLength": 191}
+        ],
+        "example": "user-1"
+    }))
+}
+
+/// Why the user is in a segment.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = Reason)]
+pub enum ReasonView {
+    /// Added through `POST /segments/users`; `expiresAt` when it has a TTL.
+    Explicit {
+        #[serde(rename = "expiresAt")]
+        #[schema(format = DateTime)]
+        expires_at: Option<String>,
+    },
+    /// The segment's SIMPLE or DMN rule matched.
+    Rule {
+        #[serde(rename = "ruleType")]
+        rule_type: RuleType,
+    },
+    /// The user's murmur3 bucket (1 to 100) is within the segment's percent.
+    Percentage { percent: i64, bucket: i64 },
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EvaluatedAttributes {
+    key: String,
+    name: String,
+    reason: ReasonView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EvaluatedSegment {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    #[schema(format = "uuid")]
+    id: String,
+    attributes: EvaluatedAttributes,
+    links: SelfLink,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationMeta {
+    user_id: String,
+    evaluated_segments: i64,
+    matched_segments: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "data": [{"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440001", "attributes": {"key": "premium-users", "name": "Premium Users", "reason": {"kind": "RULE", "ruleType": "SIMPLE"}}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}}],
+    "meta": {"userId": "user-1", "evaluatedSegments": 2, "matchedSegments": 1}
+}))]
+pub struct EvaluationDocument {
+    data: Vec<EvaluatedSegment>,
+    meta: EvaluationMeta,
 }

@@ -5,12 +5,14 @@
 pub mod dmn;
 pub mod simple;
 
+#[cfg(feature = "dmn")]
 use std::cell::OnceCell;
 
 pub use simple::{Context, SimpleRule};
 
 /// How a segment's `ruleContent` is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum RuleType {
     Simple,
     Dmn,
@@ -47,14 +49,15 @@ pub struct Input<'a> {
     pub context: Context<'a>,
     #[cfg(feature = "dmn")]
     feel: OnceCell<dsntk_feel::context::FeelContext>,
-    #[cfg(not(feature = "dmn"))]
-    #[allow(dead_code)]
-    feel: OnceCell<()>,
 }
 
 impl<'a> Input<'a> {
     pub fn new(context: Context<'a>) -> Self {
-        Self { context, feel: OnceCell::new() }
+        Self {
+            context,
+            #[cfg(feature = "dmn")]
+            feel: OnceCell::new(),
+        }
     }
 }
 

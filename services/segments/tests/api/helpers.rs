@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use reqwest::{Method, StatusCode};
 use segments::{Segments, Settings};
 use serde_json::Value;
 use shared::backends::sql::Database;
+use shared::clock::ManualClock;
 use shared::shutdown::{ShutdownTrigger, channel};
 
 /// Which store a test runs on.
@@ -33,7 +33,7 @@ pub struct TestApp {
     /// Where the store is, for the `segments` binary: its data dir (SQLite) or database URL.
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
-    clock: Arc<AtomicI64>,
+    clock: Arc<ManualClock>,
     trigger: ShutdownTrigger,
     _dir: tempfile::TempDir,
 }
@@ -119,12 +119,9 @@ pub async fn serve_on(store: Store, admin: Option<String>) -> TestApp {
 /// [`serve_on`] with every setting given.
 pub async fn serve_with(store: Store, settings: Settings) -> TestApp {
     let Store { db, backend, database_url, dir } = store;
-    let clock = Arc::new(AtomicI64::new(START));
-    let reading = clock.clone();
+    let clock = Arc::new(ManualClock::new(START));
     let admin = settings.admin_token.clone();
-    let state = Segments::with_clock(db, &settings, Arc::new(move || reading.load(Ordering::SeqCst)))
-        .await
-        .expect("segments state");
+    let state = Segments::with_clock(db, &settings, clock.clone()).await.expect("segments state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (trigger, shutdown) = channel();
@@ -146,11 +143,11 @@ pub async fn serve_with(store: Store, settings: Settings) -> TestApp {
 
 impl TestApp {
     pub fn set_now(&self, millis: i64) {
-        self.clock.store(millis, Ordering::SeqCst);
+        self.clock.set(millis);
     }
 
     pub fn advance(&self, millis: i64) {
-        self.clock.fetch_add(millis, Ordering::SeqCst);
+        self.clock.advance(std::time::Duration::from_millis(millis as u64));
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,5 +1,5 @@
-//! The clock every time-dependent rule reads (received-at stamps, "not in the future",
-//! `last-events` without `as_of`, retention), injectable so tests can move time.
+//! The clock every time-dependent rule of a service reads (events' received-at stamps and
+//! retention, segments' TTLs and signed links), injectable so tests can move time.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -15,7 +15,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_millis(&self) -> i64 {
-        shared::now_millis()
+        crate::now_millis()
     }
 }
 
@@ -30,7 +30,7 @@ impl ManualClock {
 
     /// A manual clock starting at the system time.
     pub fn starting_now() -> Self {
-        Self::new(shared::now_millis())
+        Self::new(crate::now_millis())
     }
 
     pub fn set(&self, now_millis: i64) {
