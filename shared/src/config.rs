@@ -77,9 +77,28 @@ pub struct ServiceArgs {
 #[derive(Debug, clap::Parser)]
 pub struct Cli<F: clap::Args, C: clap::Subcommand> {
     #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
     pub flags: F,
     #[command(subcommand)]
     pub command: Option<C>,
+}
+
+impl<F: clap::Args + Serialize, C: clap::Subcommand> Cli<F, C> {
+    /// `T` from its defaults, then the `--config` file, then every flag given ([`load`]).
+    pub fn load<T>(&self) -> Result<T, Box<figment::Error>>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        #[derive(Serialize)]
+        struct Given<'a, F> {
+            #[serde(flatten)]
+            service: &'a ServiceArgs,
+            #[serde(flatten)]
+            flags: &'a F,
+        }
+        load(self.service.config.as_deref(), &Given { service: &self.service, flags: &self.flags })
+    }
 }
 
 /// The roles of a service that serves an API and consumes a queue: either can be switched off,

@@ -41,9 +41,6 @@ struct Flags {
     /// arguments show in `ps`) [default: unset, that listing answers 401]
     #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true, global = true)]
     admin_token: Option<String>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    service: shared::config::ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         // Their stdout is their output.
         Some(_) => shared::telemetry::init_on_stderr(),
     }
-    let mut config: chat_read::Config = shared::config::load(cli.flags.service.config.as_deref(), &cli.flags)?;
+    let mut config: chat_read::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let run = |listener, shutdown| chat_read::run(&config, listener, shutdown);

@@ -24,6 +24,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(mut_arg("listen", |arg| arg.help("Address to listen on [default: 127.0.0.1:8084]")))]
 #[command(mut_arg("redis_url", |arg| arg.hide(true)), mut_arg("elasticsearch_url", |arg| arg.hide(true)))]
 struct Flags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    roles: shared::config::RoleArgs,
     /// Run the daily retention job [default: true]
     #[arg(long, env = "CHATMESH_RETENTION", global = true)]
     retention: Option<bool>,
@@ -63,12 +66,6 @@ struct Flags {
     /// Largest body of POST /user/batches, in bytes [default: 4194304]
     #[arg(long, env = "CHATMESH_MAX_USER_BATCH_BYTES", global = true)]
     max_user_batch_bytes: Option<usize>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    roles: shared::config::RoleArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    service: shared::config::ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +103,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::<Flags, Command>::parse();
     shared::telemetry::init();
-    let config: events::Config = shared::config::load(cli.flags.service.config.as_deref(), &cli.flags)?;
+    let config: events::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let run = |listener, shutdown| events::run(&config, listener, shutdown);

@@ -34,9 +34,6 @@ struct Flags {
     #[command(flatten)]
     #[serde(flatten)]
     settings: segments::SettingsArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    service: shared::config::ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,7 +65,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::<Flags, Command>::parse();
     shared::telemetry::init();
-    let config: segments::Config = shared::config::load(cli.flags.service.config.as_deref(), &cli.flags)?;
+    let config: segments::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let run = |listener, shutdown| segments::run(&config, listener, shutdown);

@@ -10,6 +10,10 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--admin-token`, which opens more here than in the segments binary.
+const ADMIN_TOKEN_HELP: &str = "The operator's bearer token: it lists every application and holds every segments \
+     permission (prefer the environment: arguments show in `ps`) [default: unset, those calls answer 401]";
+
 /// chatmesh: the backend for in-app chat, every service in one process.
 ///
 /// Without backend URLs everything is embedded under the data dir (SQLite, an in-process
@@ -19,15 +23,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// CHATMESH_ADMIN_TOKEN is the operator's bearer token: it lists every application
 /// (GET /api/applications) and holds every segments permission. Unset, those calls answer 401.
-/// `--admin-token`, which opens more here than in the segments binary.
-const ADMIN_TOKEN_HELP: &str = "The operator's bearer token: it lists every application and holds every segments \
-     permission (prefer the environment: arguments show in `ps`) [default: unset, those calls answer 401]";
-
 #[derive(Debug, clap::Args, Serialize)]
 #[command(name = "chatmesh", version)]
 #[command(mut_arg("listen", |arg| arg.help("Address to listen on [default: 127.0.0.1:8080]")))]
 #[command(mut_arg("admin_token", |arg| arg.help(ADMIN_TOKEN_HELP)))]
 struct Flags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    segments: segments::SettingsArgs,
     /// Six-field cron (seconds first) of the count flush [default: "0 * * * * *", every minute]
     #[arg(long, env = "CHATMESH_COUNT_FLUSH_SCHEDULE", global = true)]
     count_flush_schedule: Option<String>,
@@ -37,12 +40,6 @@ struct Flags {
     /// Largest request body the segments routes accept, in bytes [default: 1048576]
     #[arg(long, env = "CHATMESH_SEGMENTS_MAX_BODY_BYTES", global = true)]
     segments_max_body_bytes: Option<usize>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    segments: segments::SettingsArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    service: shared::config::ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +52,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::<Flags, Command>::parse();
     shared::telemetry::init();
-    let config: chatmesh::Config = shared::config::load(cli.flags.service.config.as_deref(), &cli.flags)?;
+    let config: chatmesh::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
     }
