@@ -77,7 +77,7 @@ impl AdminApp {
                         json!({
                             "addr": u.addr.to_string(),
                             "healthy": u.is_healthy(),
-                            "requests": u.metrics.requests.load(std::sync::atomic::Ordering::Relaxed),
+                            "requests": u.metrics.requests.get(),
                         })
                     })
                     .collect();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::routes::RoutePattern;
+use crate::routes::RouteTable;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -188,7 +188,7 @@ pub struct RouteConfig {
 }
 
 impl GatewayConfig {
-    /// Reads `path`, then applies `upstreams_file` when given.
+    /// Reads `path`, then applies `upstreams_file` when given; [`GatewayConfig::check`] next.
     pub fn load(path: &Path, upstreams_file: Option<&Path>) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let mut config: Self = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
@@ -201,28 +201,14 @@ impl GatewayConfig {
                 config.pools.insert(pool, upstreams);
             }
         }
-        config.validate()?;
         Ok(config)
     }
 
-    /// Checks what the proxy relies on: every route names a known pool, patterns and methods
-    /// parse, upstreams look like `host:port`, limits are sane.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        for (index, route) in self.routes.iter().enumerate() {
-            if !self.pools.contains_key(&route.pool) {
-                bail!("route {index}: unknown pool {:?}", route.pool);
-            }
-            if route.paths.is_empty() {
-                bail!("route {index}: no paths");
-            }
-            for method in &route.methods {
-                http::Method::from_bytes(method.as_bytes())
-                    .with_context(|| format!("route {index}: bad method {method:?}"))?;
-            }
-            for pattern in &route.paths {
-                RoutePattern::parse(pattern).with_context(|| format!("route {index}"))?;
-            }
-        }
+    /// Checks what the proxy relies on and compiles the routing table ([`RouteTable::build`]:
+    /// every route names a known pool, patterns and methods parse); upstreams look like
+    /// `host:port`, limits are sane.
+    pub fn check(self) -> anyhow::Result<CheckedConfig> {
+        let routes = RouteTable::build(&self.routes, |name| self.pools.keys().position(|pool| pool == name))?;
         for (pool, upstreams) in &self.pools {
             for upstream in upstreams {
                 split_host_port(upstream).with_context(|| format!("pool {pool:?}"))?;
@@ -246,8 +232,15 @@ impl GatewayConfig {
         if self.health_check.interval_ms == 0 || self.health_check.timeout_ms == 0 {
             bail!("health_check.interval_ms and timeout_ms must be positive");
         }
-        Ok(())
+        Ok(CheckedConfig { config: self, routes })
     }
+}
+
+/// A configuration that passed [`GatewayConfig::check`], with its routing table, whose pool
+/// indices are positions in `config.pools` (the order the live table makes its pools in).
+pub struct CheckedConfig {
+    pub config: GatewayConfig,
+    pub routes: RouteTable,
 }
 
 /// The upstreams file: `pool = ["host:port", ...]` lines.
@@ -279,7 +272,7 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    pub fn load(&self) -> anyhow::Result<GatewayConfig> {
+    pub fn load(&self) -> anyhow::Result<CheckedConfig> {
         let mut config = GatewayConfig::load(&self.path, self.upstreams_file.as_deref())?;
         if let Some(listen) = &self.listen {
             config.server.listen.clone_from(listen);
@@ -290,8 +283,7 @@ impl ConfigSource {
         if let Some(threads) = self.threads {
             config.server.threads = threads;
         }
-        config.validate()?;
-        Ok(config)
+        config.check()
     }
 }
 
@@ -340,11 +332,11 @@ mod tests {
             SAMPLE.replace("pool = \"b\"", "pool = \"nope\""),
             SAMPLE.replace("\"POST\"", "\"PO ST\""),
             SAMPLE.replace("/y/**", "y/**"),
+            SAMPLE.replace("paths = [\"/y/**\"]", "paths = []"),
             SAMPLE.replace("a.internal:11", "a.internal"),
             SAMPLE.replace("[server]", "[server]\nunknown_key = 1"),
         ] {
-            let parsed: anyhow::Result<GatewayConfig> =
-                toml::from_str::<GatewayConfig>(&bad).map_err(Into::into).and_then(|c| c.validate().map(|()| c));
+            let parsed = toml::from_str::<GatewayConfig>(&bad).map_err(Into::into).and_then(GatewayConfig::check);
             assert!(parsed.is_err(), "{bad}");
         }
     }
@@ -352,7 +344,7 @@ mod tests {
     #[test]
     fn the_deploy_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml");
-        let config = GatewayConfig::load(&path, None).unwrap();
+        let config = GatewayConfig::load(&path, None).unwrap().check().unwrap().config;
         for pool in ["chat-write", "chat-read", "segments", "events"] {
             assert!(config.pools.contains_key(pool), "{pool}");
         }

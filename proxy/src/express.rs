@@ -27,7 +27,6 @@
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -244,18 +243,8 @@ async fn refuse(
     message: &str,
     settings: &crate::config::ServerSettings,
 ) {
-    use std::io::Write as _;
-    let body = proxy::error_body(code, message);
-    let status = code.status();
-    let reason = status.canonical_reason().unwrap_or("");
-    let status = status.as_u16();
     out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    out.extend_from_slice(&body);
+    write_error(out, code, message, None, false);
     let _client_gone = write_timed(stream, out, settings.write_timeout().min(Duration::from_secs(1))).await;
 }
 
@@ -373,7 +362,7 @@ impl Front {
                 }
                 break (upstream, Err(io::Error::from(io::ErrorKind::ConnectionRefused)));
             };
-            upstream.metrics.requests.fetch_add(1, Relaxed);
+            upstream.metrics.requests.inc();
             match exchange(&mut upstream_stream, &conn.out, &mut upstream_buf, table).await {
                 Ok(response) => break (upstream, Ok((upstream_stream, response))),
                 Err(failure) => {
@@ -386,7 +375,7 @@ impl Front {
                     let alternative = pool.has_alternative(std::slice::from_ref(&upstream.addr));
                     if idempotent && failed.is_none() && (alternative || stale) {
                         tracing::debug!(upstream = %upstream.label, error = %failure.error, "retrying on another connection");
-                        pool.metrics.retries.fetch_add(1, Relaxed);
+                        pool.metrics.retries.inc();
                         retry_same = !alternative;
                         upstream_buf.clear();
                         failed = Some(upstream);
@@ -438,7 +427,7 @@ impl Front {
                 let message = "the upstream sent a malformed response";
                 answer_error(stream, &mut conn.out, ErrorCode::BadGateway, message, &request_id, &plain, settings)
                     .await;
-                (502, 0, Some(cut.error))
+                (ErrorCode::BadGateway.status().as_u16(), 0, Some(cut.error))
             }
             Err(cut) => (response.status, cut.body_bytes, Some(cut.error)),
         };
@@ -645,12 +634,12 @@ async fn answer_error(
     settings: &crate::config::ServerSettings,
 ) {
     out.clear();
-    write_error(out, code, message, request_id, plain.method == Method::HEAD);
+    write_error(out, code, message, Some(request_id), plain.method == Method::HEAD);
     let _client_gone = write_timed(stream, out, settings.write_timeout()).await;
 }
 
 /// A JSON error the gateway answers itself, closing the connection after it.
-fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, request_id: &str, head_only: bool) {
+fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, request_id: Option<&str>, head_only: bool) {
     use std::io::Write as _;
     let body = proxy::error_body(code, message);
     let status = code.status();
@@ -658,9 +647,13 @@ fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str, request_id: &s
     let status = status.as_u16();
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-served-by: gateway\r\n",
         body.len()
     );
+    if let Some(request_id) = request_id {
+        let _ = write!(out, "x-request-id: {request_id}\r\n");
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
     if !head_only {
         out.extend_from_slice(&body);
     }

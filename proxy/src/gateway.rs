@@ -3,9 +3,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use anyhow::Context;
-
-use crate::config::{ConfigSource, GatewayConfig, HealthCheckSettings, ServerSettings};
+use crate::config::{CheckedConfig, ConfigSource, HealthCheckSettings, ServerSettings};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes::RouteTable;
@@ -20,9 +18,11 @@ pub struct Table {
 }
 
 impl Table {
-    /// Builds the table of `config`; pools of the same name in `previous` hand over their
+    /// Builds the table of `checked`; pools of the same name in `previous` hand over their
     /// members' health state.
-    pub fn build(config: &GatewayConfig, previous: Option<&Table>, metrics: &Metrics) -> anyhow::Result<Self> {
+    pub fn build(checked: CheckedConfig, previous: Option<&Table>, metrics: &Metrics) -> Self {
+        let CheckedConfig { config, routes } = checked;
+        // In `config.pools` order, which the routes' pool indices are positions in.
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
@@ -31,9 +31,7 @@ impl Table {
                 Arc::new(Pool::new(name, specs, old.as_deref(), metrics))
             })
             .collect();
-        let routes = RouteTable::build(&config.routes, |name| pools.iter().position(|p| p.name == name))
-            .context("routing table")?;
-        Ok(Self { server: config.server.clone(), health_check: config.health_check.clone(), routes, pools })
+        Self { server: config.server, health_check: config.health_check, routes, pools }
     }
 
     pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
@@ -72,16 +70,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(source: ConfigSource, config: &GatewayConfig) -> anyhow::Result<Self> {
+    pub fn new(source: ConfigSource, checked: CheckedConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let table = Table::build(config, None, &metrics)?;
-        Ok(Self {
+        let table = Table::build(checked, None, &metrics);
+        Self {
             source,
             table: RwLock::new(Arc::new(table)),
             metrics,
             reloaded: tokio::sync::Notify::new(),
             openapi: Default::default(),
-        })
+        }
     }
 
     pub fn table(&self) -> Arc<Table> {
@@ -90,26 +88,27 @@ impl Gateway {
 
     /// Reads the config again and swaps the table. On any error the running table stays.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let result = self.source.load().and_then(|config| {
+        let result = self.source.load().map(|checked| {
             let current = self.table();
-            if config.server.listen != current.server.listen
-                || config.server.admin_listen != current.server.admin_listen
-                || config.server.threads != current.server.threads
+            let server = &checked.config.server;
+            if server.listen != current.server.listen
+                || server.admin_listen != current.server.admin_listen
+                || server.threads != current.server.threads
             {
                 tracing::warn!("listen addresses and threads change only on restart");
             }
-            Table::build(&config, Some(&current), &self.metrics)
+            Table::build(checked, Some(&current), &self.metrics)
         });
         match result {
             Ok(table) => {
                 *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
-                self.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.reloads_ok.inc();
                 self.reloaded.notify_one();
                 tracing::info!(config = %self.source.path.display(), "configuration reloaded");
                 Ok(())
             }
             Err(error) => {
-                self.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.reloads_failed.inc();
                 tracing::error!(config = %self.source.path.display(), error = format!("{error:#}"), "reload failed, keeping the running configuration");
                 Err(error)
             }

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::gateway::{Gateway, Table};
 use crate::pool::{Upstream, resolve};
@@ -94,7 +92,7 @@ pub async fn check_all(table: &Table) {
 
 fn record(pool: &str, upstream: &Upstream, outcome: Result<(), String>, healthy_after: u32, unhealthy_after: u32) {
     if outcome.is_err() {
-        upstream.metrics.health_check_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        upstream.metrics.health_check_failures.inc();
     }
     match (upstream.observe_check(outcome.is_ok(), healthy_after, unhealthy_after), outcome) {
         (Some(true), _) => tracing::info!(pool, upstream = %upstream.label, "upstream healthy"),
@@ -105,44 +103,15 @@ fn record(pool: &str, upstream: &Upstream, outcome: Result<(), String>, healthy_
 
 /// `GET path` on a fresh connection; any 2xx within `timeout` passes.
 pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: chatmesh-gateway\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        let mut head = Vec::with_capacity(256);
-        let mut buf = [0u8; 512];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let read = stream.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-            if read == 0 {
-                return Err("closed before the status line".to_owned());
-            }
-            head.extend_from_slice(&buf[..read]);
-            if head.len() > 8192 {
-                return Err("status line too long".to_owned());
-            }
-        }
-        let line = String::from_utf8_lossy(&head);
-        let status = line.split_whitespace().nth(1).unwrap_or("");
-        if status.starts_with('2') && status.len() == 3 { Ok(()) } else { Err(format!("status {status}")) }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
+    let (status, _) = crate::client::get(addr, path, None, None, timeout).await?;
+    if status.is_success() { Ok(()) } else { Err(format!("status {}", status.as_u16())) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::tests::serve_once;
     use tokio::net::TcpListener;
-
-    async fn serve_once(listener: &TcpListener, response: &'static str) {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = socket.read(&mut buf).await.unwrap();
-        socket.write_all(response.as_bytes()).await.unwrap();
-    }
 
     #[tokio::test]
     async fn probe_passes_on_2xx_only() {

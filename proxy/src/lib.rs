@@ -13,14 +13,17 @@
 //!   retries, JSON errors, access log.
 //! - [`health`]: the one background service: health checks, resolution, SIGHUP reload.
 //! - [`openapi`]: the merged `/openapi.json` of everything reachable through the gateway.
+//! - [`client`]: the gateway's own requests to upstreams (health checks, documents).
 //! - [`admin`]: the admin port: metrics, readiness, pool state, reload.
-//! - [`metrics`]: atomic counters rendered in the Prometheus text format.
+//! - [`metrics`]: the gateway's Prometheus registry.
+//! - [`logs`]: log lines written to stdout by a background thread.
 //!
 //! pingora's `Server::run` builds and owns its runtimes (one per service: proxy, admin,
 //! health) and must not be called inside a tokio runtime, so [`run`] is called from a plain
 //! `main`.
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod express;
 pub mod gateway;
@@ -33,7 +36,6 @@ pub mod proxy;
 pub mod routes;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,14 +50,14 @@ use crate::gateway::Gateway;
 /// Runs the gateway until SIGTERM (graceful: stop accepting, finish in-flight requests, exit as
 /// soon as none is left or after the grace period) or SIGINT (immediate).
 pub fn run(source: ConfigSource, admin: shared::auth::AdminToken) -> anyhow::Result<()> {
-    let config = source.load()?;
-    let server_settings = config.server.clone();
+    let checked = source.load()?;
+    let server_settings = checked.config.server.clone();
     for (what, addr) in [("listen", &server_settings.listen), ("admin_listen", &server_settings.admin_listen)] {
         // pingora binds inside a service task and only logs a failure there: check first so a
         // taken port stops the process instead of leaving it up without a listener.
         std::net::TcpListener::bind(addr).with_context(|| format!("{what} {addr}"))?;
     }
-    let gateway = Arc::new(Gateway::new(source, &config)?);
+    let gateway = Arc::new(Gateway::new(source, checked));
 
     let conf = ServerConf {
         threads: server_settings.threads,
@@ -125,7 +127,7 @@ fn exit_once_drained(server: &Server, gateway: &Arc<Gateway>, grace: Duration) {
         }
         let started = Instant::now();
         while started.elapsed() < grace {
-            if metrics.in_flight.load(Relaxed) <= 0 {
+            if metrics.in_flight.get() <= 0 {
                 tracing::info!(after_ms = started.elapsed().as_millis(), "no request in flight, exiting");
                 logs::flush();
                 std::process::exit(0);
@@ -137,17 +139,13 @@ fn exit_once_drained(server: &Server, gateway: &Arc<Gateway>, grace: Duration) {
 
 /// Tracing for the gateway: `RUST_LOG` filter (default `info`), JSON lines with
 /// `CHATMESH_LOG_FORMAT=json`, as the services do. pingora's `log` records go through it too.
-/// Lines go to stdout in batches ([`logs`]); call [`logs::flush`] before exiting.
+/// Lines go to stdout from a background thread ([`logs`]); call [`logs::flush`] before exiting.
 pub fn init_telemetry() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CHATMESH_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    logs::start_flushing();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(ansi)
-        .with_writer(logs::BufferedStdout);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(ansi).with_writer(logs::stdout());
     let _already_installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }

@@ -1,111 +1,81 @@
-//! The gateway's log output: stdout, written in batches instead of one `write` per line.
+//! The gateway's log output: stdout, written by tracing-appender's non-blocking writer, so no
+//! request waits on a write to stdout.
 //!
-//! Every log line (the access line of each request included) is appended to an in-memory
-//! buffer; a background thread writes the buffer out every [`FLUSH_EVERY`], and a line that
-//! fills it past [`FLUSH_BYTES`] writes it out at once. [`flush`] writes what is pending; the
-//! gateway calls it on every way out (the end of `main`, the drained exit after SIGTERM, a
-//! panic), so no line is lost unless the process is killed with SIGKILL (then at most the last
-//! [`FLUSH_EVERY`] of lines).
+//! Every log line (the access line of each request included) is handed to a background thread
+//! through a bounded channel. The thread writes into a [`BUFFER_BYTES`] buffer and writes that
+//! out whenever it has caught up with the channel (or the buffer is full): one `write` for
+//! every line that arrived meanwhile under load, a line at once when idle. The channel blocks
+//! rather than drops when full, so no line is lost. [`flush`] writes what is pending and stops
+//! the thread; the gateway calls it on every way out (the end of `main`, the drained exit after
+//! SIGTERM).
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Mutex, Once, PoisonError};
-use std::time::Duration;
+use std::io::{BufWriter, Write};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// Longest time a line waits in the buffer.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
-/// A buffer this full is written out by the line that filled it.
-pub const FLUSH_BYTES: usize = 64 * 1024;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
-/// Lines not written yet.
-static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-/// Set when no flush thread could be started: every line is then written at once.
-static WRITE_THROUGH: AtomicBool = AtomicBool::new(false);
-/// Held while writing to stdout, so batches come out in the order they were taken.
-static OUTPUT: Mutex<()> = Mutex::new(());
+/// The writing thread's buffer.
+pub const BUFFER_BYTES: usize = 64 * 1024;
 
-/// The `MakeWriter` for tracing-subscriber: each event's formatted line is one `write_all`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BufferedStdout;
+/// Stops the writing thread, after it wrote everything, when dropped.
+static GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
-impl Write for BufferedStdout {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let full = {
-            let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-            if pending.capacity() == 0 {
-                pending.reserve(FLUSH_BYTES * 2);
-            }
-            pending.extend_from_slice(line);
-            pending.len() >= FLUSH_BYTES
-        };
-        if full || WRITE_THROUGH.load(Relaxed) {
-            flush();
-        }
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// The `MakeWriter` for tracing-subscriber, writing to stdout; the first call starts the thread.
+pub fn stdout() -> NonBlocking {
+    static STDOUT: OnceLock<NonBlocking> = OnceLock::new();
+    STDOUT
+        .get_or_init(|| {
+            let (writer, guard) = start(std::io::stdout());
+            *GUARD.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+            writer
+        })
+        .clone()
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BufferedStdout {
-    type Writer = BufferedStdout;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        *self
-    }
+/// A non-blocking, lossless, buffered writer to `sink`, and the guard that stops it.
+fn start<W: Write + Send + 'static>(sink: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(BufWriter::with_capacity(BUFFER_BYTES, sink))
 }
 
-/// Writes every pending line to stdout now.
+/// Writes every pending line to stdout and stops the writing thread: for the way out.
 pub fn flush() {
-    let _output = OUTPUT.lock().unwrap_or_else(PoisonError::into_inner);
-    let batch = {
-        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.is_empty() {
-            return;
-        }
-        std::mem::replace(&mut *pending, Vec::with_capacity(FLUSH_BYTES * 2))
-    };
-    let mut stdout = std::io::stdout().lock();
-    // Nowhere to report a failed write of the log itself.
-    let _ = stdout.write_all(&batch);
-    let _ = stdout.flush();
-}
-
-/// Starts the thread that flushes every [`FLUSH_EVERY`] and a panic hook that flushes before
-/// the default report. Idempotent.
-pub fn start_flushing() {
-    static STARTED: Once = Once::new();
-    STARTED.call_once(|| {
-        let spawned = std::thread::Builder::new().name("log-flush".to_owned()).spawn(|| {
-            loop {
-                std::thread::sleep(FLUSH_EVERY);
-                flush();
-            }
-        });
-        if let Err(error) = spawned {
-            WRITE_THROUGH.store(true, Relaxed);
-            eprintln!("gateway: no log flush thread ({error}); writing each log line at once");
-        }
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            flush();
-            previous(info);
-        }));
-    });
+    drop(GUARD.lock().unwrap_or_else(PoisonError::into_inner).take());
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn lines_wait_until_flushed() {
-        let mut writer = BufferedStdout;
-        writer.write_all(b"logs::tests line\n").unwrap();
-        assert!(PENDING.lock().unwrap().ends_with(b"logs::tests line\n"));
-        flush();
-        assert!(PENDING.lock().unwrap().is_empty());
+    fn every_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
+        let sink = Sink::default();
+        let (mut writer, guard) = start(sink.clone());
+        for line in 0..10_000 {
+            writer.write_all(format!("line {line}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines.len(), 10_000);
+        assert!(lines.iter().enumerate().all(|(n, line)| *line == format!("line {n}")));
     }
 }

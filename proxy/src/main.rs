@@ -64,7 +64,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         threads: cli.threads,
     };
     if cli.check {
-        let config = source.load()?;
+        let config = source.load()?.config;
         println!(
             "{}: ok ({} routes, pools: {})",
             source.path.display(),

@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::gateway::Table;
 
@@ -191,63 +189,12 @@ fn sample_path(template: &str) -> String {
 
 /// `GET path` on a fresh connection; the body of a 200 parsed as JSON.
 pub async fn fetch_json(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Value, String> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: chatmesh-gateway\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
-        let mut response = Vec::with_capacity(64 * 1024);
-        let mut limited = (&mut stream).take(MAX_DOCUMENT_BYTES as u64 + 64 * 1024);
-        limited.read_to_end(&mut response).await.map_err(|e| format!("read: {e}"))?;
-        parse_response(&response)
-    };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
-}
-
-/// The JSON body of a complete HTTP/1.1 response (Content-Length, chunked, or up to the close).
-fn parse_response(response: &[u8]) -> Result<Value, String> {
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("incomplete response head")?;
-    let head = std::str::from_utf8(&response[..split]).map_err(|_| "response head is not UTF-8")?;
-    let body = &response[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|line| line.split_whitespace().nth(1)).unwrap_or("");
-    if status != "200" {
-        return Err(format!("status {status}"));
-    }
-    let header = |name: &str| {
-        lines.clone().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-        })
-    };
-    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(body)?
-    } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.get(..length).ok_or("body shorter than its content-length")?.to_vec()
-    } else {
-        body.to_vec()
-    };
-    if body.len() > MAX_DOCUMENT_BYTES {
-        return Err(format!("document over {MAX_DOCUMENT_BYTES} bytes"));
+    let accept = Some("application/json");
+    let (status, body) = crate::client::get(addr, path, accept, Some(MAX_DOCUMENT_BYTES), timeout).await?;
+    if status != http::StatusCode::OK {
+        return Err(format!("status {}", status.as_u16()));
     }
     serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(body.len());
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(body.get(..size).ok_or("truncated chunk")?);
-        body = body.get(size + 2..).ok_or("truncated chunk")?;
-    }
 }
 
 #[cfg(test)]
@@ -273,7 +220,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        Table::build(&config, None, &Metrics::default()).unwrap()
+        Table::build(config.check().unwrap(), None, &Metrics::default())
     }
 
     #[test]
@@ -309,17 +256,6 @@ mod tests {
         assert_eq!(merged["components"]["schemas"]["Error"]["type"], "object", "first one wins");
         assert!(merged["components"]["responses"]["NotFound"].is_object());
         assert_eq!(merged["tags"].as_array().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn parses_length_chunked_and_error_responses() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
-        assert_eq!(parse_response(plain).unwrap(), json!({"a": 1}));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":2}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), json!({"a": 2}));
-        let failed = b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(failed).unwrap_err(), "status 404");
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 
     #[test]

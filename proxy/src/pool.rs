@@ -191,7 +191,7 @@ impl Pool {
     /// A connection to `upstream` failed or timed out: nothing was sent, and it is out at once
     /// (even when it is the last member), back when its active check passes.
     pub fn unreachable(&self, upstream: &Upstream, error: &dyn std::fmt::Display) {
-        upstream.metrics.connect_failures.fetch_add(1, Relaxed);
+        upstream.metrics.connect_failures.inc();
         if upstream.mark_down() {
             tracing::warn!(pool = %self.name, upstream = %upstream.label, %error, "upstream unreachable, out until its health check passes");
         }

@@ -10,12 +10,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::Method;
+use http::{Method, StatusCode};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
@@ -89,16 +88,16 @@ impl ProxyHttp for GatewayProxy {
         if method == Method::GET || method == Method::HEAD {
             if path == table.server.health_path {
                 let body = Bytes::from_static(br#"{"status":"ok","service":"gateway"}"#);
-                respond(session, ctx, 200, body, true).await?;
+                respond(session, ctx, StatusCode::OK, body, true).await?;
                 return Ok(true);
             }
             if path == table.server.ready_path {
                 let unready = table.unready_pools();
                 let (status, body) = if unready.is_empty() {
-                    (200, serde_json::json!({"status": "ready", "service": "gateway"}))
+                    (StatusCode::OK, serde_json::json!({"status": "ready", "service": "gateway"}))
                 } else {
                     (
-                        503,
+                        StatusCode::SERVICE_UNAVAILABLE,
                         serde_json::json!({"status": "unready", "service": "gateway", "pools_without_healthy_upstream": unready}),
                     )
                 };
@@ -112,7 +111,7 @@ impl ProxyHttp for GatewayProxy {
         }
         let Some(pool) = table.routes.find(method, path).map(|index| table.pools[index].clone()) else {
             let message = format!("no route for {method} {path}");
-            respond(session, ctx, 404, error_body(ErrorCode::NotFound, &message), true).await?;
+            respond_error(session, ctx, ErrorCode::NotFound, &message, true).await?;
             return Ok(true);
         };
         if let Some(length) = content_length(req)
@@ -131,7 +130,7 @@ impl ProxyHttp for GatewayProxy {
                 keepalive = matches!(tokio::time::timeout(table.server.read_timeout(), drain).await, Ok(Ok(())));
             }
             let message = format!("request body is over the {} byte limit", table.server.max_body_bytes);
-            respond(session, ctx, 413, error_body(ErrorCode::PayloadTooLarge, &message), keepalive).await?;
+            respond_error(session, ctx, ErrorCode::PayloadTooLarge, &message, keepalive).await?;
             return Ok(true);
         }
         // pingora's read timeout is per read: a body trickling a byte at a time would never
@@ -157,13 +156,13 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(chunk), Some(table)) = (body.as_ref(), ctx.table.as_ref()) {
             ctx.body_bytes += chunk.len();
             if ctx.body_bytes > table.server.max_body_bytes {
-                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body is over the limit"));
+                return Err(refusal(ErrorCode::PayloadTooLarge, "request body is over the limit"));
             }
         }
         if let (false, Some(deadline)) = (end_of_stream, ctx.body_deadline) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::explain(ErrorType::HTTPStatus(408), "the request body did not arrive in time"));
+                return Err(refusal(ErrorCode::RequestTimeout, "the request body did not arrive in time"));
             }
             session.as_downstream_mut().set_read_timeout(Some(left));
         }
@@ -176,17 +175,14 @@ impl ProxyHttp for GatewayProxy {
         };
         let exclude: &[SocketAddr] = if std::mem::take(&mut ctx.retry_same) { &[] } else { &ctx.tried };
         let Some(upstream) = pool.select(exclude) else {
-            let status = if ctx.tried.is_empty() { 503 } else { 502 };
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(status),
-                format!("no healthy upstream in pool {}", pool.name),
-            ));
+            let code = if ctx.tried.is_empty() { ErrorCode::ServiceUnavailable } else { ErrorCode::BadGateway };
+            return Err(refusal(code, format!("no healthy upstream in pool {}", pool.name)));
         };
         if !ctx.tried.is_empty() {
-            pool.metrics.retries.fetch_add(1, Relaxed);
+            pool.metrics.retries.inc();
         }
         ctx.tried.push(upstream.addr);
-        upstream.metrics.requests.fetch_add(1, Relaxed);
+        upstream.metrics.requests.inc();
         let mut peer = HttpPeer::new(upstream.addr, false, String::new());
         let server = &table.server;
         peer.options.connection_timeout = Some(server.connect_timeout());
@@ -345,11 +341,11 @@ impl GatewayProxy {
             Ok(merged) => {
                 let missing = (!merged.missing_pools.is_empty()).then(|| merged.missing_pools.join(","));
                 let headers = missing.as_deref().map(|m| ("x-openapi-missing-pools", m));
-                respond_with(session, ctx, 200, merged.json, true, headers).await
+                respond_with(session, ctx, StatusCode::OK, merged.json, true, headers).await
             }
             Err(message) => {
                 tracing::warn!(%message, "no OpenAPI document to merge");
-                respond(session, ctx, 503, error_body(ErrorCode::ServiceUnavailable, &message), true).await
+                respond_error(session, ctx, ErrorCode::ServiceUnavailable, &message, true).await
             }
         }
     }
@@ -376,7 +372,7 @@ pub(crate) fn finish(gateway: &Gateway, done: &Finished<'_>) {
     let elapsed = done.started.elapsed();
     match done.pool {
         Some(pool) => pool.metrics.observe(done.status, elapsed),
-        None => gateway.metrics.pool("gateway").observe(done.status, elapsed),
+        None => gateway.metrics.own().observe(done.status, elapsed),
     }
     if done.access_log {
         tracing::info!(
@@ -396,21 +392,33 @@ pub(crate) fn finish(gateway: &Gateway, done: &Finished<'_>) {
     }
 }
 
+/// An error the gateway answers itself with `code` (and its status), for [`classify`].
+fn refusal(code: ErrorCode, message: impl Into<pingora_core::ImmutStr>) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(code.status().as_u16()), message)
+}
+
+/// The codes [`refusal`] raises, told apart by their status.
+const REFUSALS: [ErrorCode; 4] =
+    [ErrorCode::PayloadTooLarge, ErrorCode::RequestTimeout, ErrorCode::ServiceUnavailable, ErrorCode::BadGateway];
+
 /// Status, code and message for an error the gateway answers; status 0 when nobody is left to
-/// answer. The status is the code's own, except for an upstream's 4xx / 5xx status relayed as is.
+/// answer. The status is the code's own, except for another 4xx / 5xx status (pingora's, or an
+/// upstream's) relayed as is.
 fn classify(e: &Error) -> (u16, ErrorCode, String) {
     let detail = e.context.as_ref().map_or_else(|| e.etype().as_str().to_owned(), ToString::to_string);
     let own = |code: ErrorCode, message: String| (code.status().as_u16(), code, message);
     match e.etype() {
-        ErrorType::HTTPStatus(413) => own(ErrorCode::PayloadTooLarge, detail),
-        ErrorType::HTTPStatus(408) => own(ErrorCode::RequestTimeout, detail),
         // The client's body, not the upstream, ran past its deadline.
         ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
             own(ErrorCode::RequestTimeout, "the request body did not arrive in time".to_owned())
         }
-        ErrorType::HTTPStatus(503) => own(ErrorCode::ServiceUnavailable, detail),
-        ErrorType::HTTPStatus(status @ 400..=499) => (*status, ErrorCode::BadRequest, detail),
-        ErrorType::HTTPStatus(status) => (*status, ErrorCode::BadGateway, detail),
+        ErrorType::HTTPStatus(status) => match REFUSALS.into_iter().find(|code| code.status() == *status) {
+            Some(code) => own(code, detail),
+            None if StatusCode::from_u16(*status).is_ok_and(|s| s.is_client_error()) => {
+                (*status, ErrorCode::BadRequest, detail)
+            }
+            None => (*status, ErrorCode::BadGateway, detail),
+        },
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             own(ErrorCode::GatewayTimeout, "the upstream did not answer in time".to_owned())
         }
@@ -435,15 +443,32 @@ pub fn error_body(code: ErrorCode, message: &str) -> Bytes {
 
 /// Writes a complete JSON response. With `keepalive`, the connection stays open (pingora
 /// drains an unread request body before reusing it).
-async fn respond(session: &mut Session, ctx: &RequestCtx, status: u16, body: Bytes, keepalive: bool) -> Result<()> {
-    respond_with(session, ctx, status, body, keepalive, None).await
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: impl Into<u16>,
+    body: Bytes,
+    keepalive: bool,
+) -> Result<()> {
+    respond_with(session, ctx, status.into(), body, keepalive, None).await
+}
+
+/// [`respond`] with the JSON error of `code`, in its status.
+async fn respond_error(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    code: ErrorCode,
+    message: &str,
+    keepalive: bool,
+) -> Result<()> {
+    respond(session, ctx, code.status(), error_body(code, message), keepalive).await
 }
 
 /// [`respond`] with one more header.
 async fn respond_with(
     session: &mut Session,
     ctx: &RequestCtx,
-    status: u16,
+    status: impl Into<u16>,
     body: Bytes,
     keepalive: bool,
     extra: Option<(&'static str, &str)>,
@@ -451,7 +476,7 @@ async fn respond_with(
     if !keepalive {
         session.set_keepalive(None);
     }
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status.into(), Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header(SERVED_BY, "gateway")?;

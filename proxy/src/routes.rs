@@ -1,6 +1,6 @@
 //! The routing table: method + path pattern → pool, first match wins.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use http::Method;
 
 use crate::config::RouteConfig;
@@ -82,19 +82,31 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Compiles `routes`; `pool_index` maps a pool name to its index in the live pool list.
+    /// Checks and compiles `routes`: each names a pool `pool_index` knows (it maps a pool name
+    /// to its index in the pool list), has paths, and its methods and path patterns parse.
+    /// Methods are matched upper-cased.
     pub fn build(routes: &[RouteConfig], pool_index: impl Fn(&str) -> Option<usize>) -> anyhow::Result<Self> {
         let mut compiled = Vec::with_capacity(routes.len());
-        for route in routes {
+        for (index, route) in routes.iter().enumerate() {
             let Some(pool) = pool_index(&route.pool) else {
-                bail!("route to unknown pool {:?}", route.pool);
+                bail!("route {index}: unknown pool {:?}", route.pool);
             };
+            if route.paths.is_empty() {
+                bail!("route {index}: no paths");
+            }
             let methods = route
                 .methods
                 .iter()
-                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let patterns = route.paths.iter().map(|p| RoutePattern::parse(p)).collect::<anyhow::Result<Vec<_>>>()?;
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .with_context(|| format!("route {index}: bad method {m:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let patterns = route
+                .paths
+                .iter()
+                .map(|p| RoutePattern::parse(p).with_context(|| format!("route {index}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             compiled.push(Route { methods, patterns, pool });
         }
         Ok(Self { routes: compiled })
@@ -117,7 +129,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::GatewayConfig;
+    use crate::config::{CheckedConfig, GatewayConfig};
 
     #[test]
     fn patterns() {
@@ -148,9 +160,8 @@ mod tests {
     #[test]
     fn the_deploy_table_routes_every_documented_route() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml");
-        let config = GatewayConfig::load(&path, None).unwrap();
+        let CheckedConfig { config, routes: table } = GatewayConfig::load(&path, None).unwrap().check().unwrap();
         let names: Vec<&str> = config.pools.keys().map(String::as_str).collect();
-        let table = RouteTable::build(&config.routes, |name| names.iter().position(|n| *n == name)).unwrap();
         let route = |method: &str, path: &str| {
             table.find(&Method::from_bytes(method.as_bytes()).unwrap(), path).map(|i| names[i])
         };

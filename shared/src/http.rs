@@ -341,7 +341,8 @@ pub fn served_by(router: Router, service: &'static str) -> Router {
 
 /// How long and how much a client may take, so that no client can hold a server: a slow or
 /// silent client is cut off, and past the connection cap new connections wait in the kernel's
-/// accept backlog while the ones being served keep their latency. Env: `CHATMESH_HTTP_*`.
+/// accept backlog while the ones being served keep their latency. Flags and env:
+/// [`LimitArgs`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServeLimits {
@@ -370,24 +371,27 @@ impl Default for ServeLimits {
     }
 }
 
-impl ServeLimits {
-    /// The defaults, then `CHATMESH_HTTP_*` from the environment; a value that does not parse
-    /// is reported and the default kept, so a typo cannot stop a service.
-    pub fn from_env() -> Self {
-        figment::Figment::from(figment::providers::Serialized::defaults(Self::default()))
-            .merge(figment::providers::Env::prefixed("CHATMESH_").only(&[
-                "http_head_timeout_ms",
-                "http_max_head_bytes",
-                "http_body_timeout_ms",
-                "http_max_connections",
-            ]))
-            .extract()
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "invalid CHATMESH_HTTP_* setting, using the defaults");
-                Self::default()
-            })
-    }
+/// The flags of [`ServeLimits`], each also read from its `CHATMESH_HTTP_*` variable; one not
+/// given keeps the file's value or the default (part of [`crate::config::ServiceArgs`]).
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct LimitArgs {
+    /// Milliseconds a request head may take to arrive; idle and silent connections are closed
+    /// after it too [default: 30000]
+    #[arg(long, env = "CHATMESH_HTTP_HEAD_TIMEOUT_MS", global = true)]
+    pub http_head_timeout_ms: Option<u64>,
+    /// Largest request head (request line and headers), in bytes; a 431 beyond [default: 65536]
+    #[arg(long, env = "CHATMESH_HTTP_MAX_HEAD_BYTES", global = true)]
+    pub http_max_head_bytes: Option<usize>,
+    /// Milliseconds the whole request body may take to arrive, however it trickles
+    /// [default: 60000]
+    #[arg(long, env = "CHATMESH_HTTP_BODY_TIMEOUT_MS", global = true)]
+    pub http_body_timeout_ms: Option<u64>,
+    /// Connections served at once; more wait in the accept backlog [default: 4096]
+    #[arg(long, env = "CHATMESH_HTTP_MAX_CONNECTIONS", global = true)]
+    pub http_max_connections: Option<usize>,
+}
 
+impl ServeLimits {
     pub fn head_timeout(&self) -> Duration {
         Duration::from_millis(self.http_head_timeout_ms)
     }
@@ -397,10 +401,24 @@ impl ServeLimits {
     }
 }
 
-/// Serves `router` on `listener` with the limits of the environment ([`ServeLimits::from_env`])
-/// until `shutdown`, then finishes in-flight requests.
+/// A service binary's `serve`: binds `listen`, says on stdout where `service` listens, and runs
+/// `run` with the listener and a shutdown that SIGTERM or SIGINT triggers.
+pub async fn bind_and_run<F, Fut>(service: &str, listen: &str, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (trigger, shutdown) = crate::shutdown::channel();
+    trigger.trigger_on_signal();
+    let listener = TcpListener::bind(listen).await?;
+    println!("{service} listening on http://{}", listener.local_addr()?);
+    run(listener, shutdown).await
+}
+
+/// Serves `router` on `listener` with the default limits until `shutdown`, then finishes
+/// in-flight requests (for tests and examples; the services serve with their configured ones).
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    serve_with_limits(listener, router, shutdown, &ServeLimits::from_env()).await
+    serve_with_limits(listener, router, shutdown, &ServeLimits::default()).await
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown`; then stops accepting, closes
@@ -583,23 +601,6 @@ mod tests {
                 .unwrap_or(0);
             String::from_utf8_lossy(&buf[..read]).into_owned()
         }
-    }
-
-    #[test]
-    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
-    fn limits_come_from_the_environment() {
-        figment::Jail::expect_with(|jail| {
-            assert_eq!(ServeLimits::from_env(), ServeLimits::default());
-            jail.set_env("CHATMESH_HTTP_HEAD_TIMEOUT_MS", "1234");
-            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "7");
-            jail.set_env("CHATMESH_LISTEN", "not a limit");
-            let limits = ServeLimits::from_env();
-            assert_eq!((limits.head_timeout(), limits.http_max_connections), (Duration::from_millis(1234), 7));
-            assert_eq!(limits.http_body_timeout_ms, ServeLimits::default().http_body_timeout_ms);
-            jail.set_env("CHATMESH_HTTP_MAX_CONNECTIONS", "many");
-            assert_eq!(ServeLimits::from_env(), ServeLimits::default(), "a typo keeps the defaults");
-            Ok(())
-        });
     }
 
     #[test]

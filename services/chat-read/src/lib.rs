@@ -104,6 +104,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     #[serde(flatten)]
     pub backends: shared::config::BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
@@ -120,6 +123,7 @@ impl Default for Config {
             max_body_bytes: 256 * 1024,
             admin_token: None,
             backends: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -244,7 +248,7 @@ pub async fn run(
         cron = config.cron,
         "chat-read running"
     );
-    shared::http::serve(listener, app, shutdown).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }

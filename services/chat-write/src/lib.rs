@@ -142,11 +142,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[serde(flatten)]
     pub backends: shared::config::BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".to_owned(), max_body_bytes: 256 * 1024, backends: Default::default() }
+        Self {
+            listen: "127.0.0.1:8081".to_owned(),
+            max_body_bytes: 256 * 1024,
+            backends: Default::default(),
+            http: Default::default(),
+        }
     }
 }
 
@@ -177,6 +185,6 @@ pub async fn run(
     let app = shared::http::with_fallbacks(routes).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let app = shared::metrics::instrument(app);
     tracing::info!(address = %listener.local_addr()?, "chat-write listening");
-    shared::http::serve(listener, app, shutdown).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
     Ok(())
 }

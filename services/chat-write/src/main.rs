@@ -1,8 +1,7 @@
 //! `chat-write`: the create routes of the chat API, scaled out behind the gateway.
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use serde::Serialize;
 
 /// mimalloc instead of the system allocator: every request allocates (headers, JSON, futures),
 /// and mimalloc's per-thread free lists make that cheaper.
@@ -12,32 +11,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// chat-write: creates chats and messages. Takes each number from the counters (Redis with
 /// REDIS_URL), publishes the command to the queue (RabbitMQ with AMQP_URL) and answers 201
 /// once the queue confirms it; 503 when it does not.
-#[derive(Debug, Parser)]
+#[derive(Debug, Parser, Serialize)]
 #[command(name = "chat-write", version)]
+#[command(mut_arg("listen", |arg| arg.help("Address to listen on [default: 127.0.0.1:8081]")))]
+#[command(mut_arg("elasticsearch_url", |arg| arg.hide(true)))]
 struct Cli {
-    /// TOML file with any of the settings (listen, max_body_bytes, data_dir, namespace, database_url, ...)
-    #[arg(long, env = "CHATMESH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8081]
-    #[arg(long, env = "CHATMESH_LISTEN")]
-    listen: Option<String>,
-    /// Directory for embedded backends, when their URL is unset [default: ./data]
-    #[arg(long, env = "CHATMESH_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Prefix of Redis keys and queue names [default: chatmesh]
-    #[arg(long, env = "CHATMESH_NAMESPACE")]
-    namespace: Option<String>,
-    /// MySQL / MariaDB URL (mysql://user:pass@host/db); unset: SQLite under the data dir
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: Option<String>,
-    /// Redis URL for the counters; unset: in-process counters (one process only)
-    #[arg(long, env = "REDIS_URL")]
-    redis_url: Option<String>,
-    /// RabbitMQ URL for the command queue; unset: the embedded queue under the data dir
-    #[arg(long, env = "AMQP_URL")]
-    amqp_url: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    service: shared::config::ServiceArgs,
+    /// Largest request body accepted, in bytes [default: 262144]
+    #[arg(long, env = "CHATMESH_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
     /// Threads serving requests; 1 runs everything on one thread [default: one per core]
     #[arg(long, env = "CHATMESH_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[serde(skip)]
     worker_threads: Option<u16>,
 }
 
@@ -55,21 +42,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     shared::telemetry::init();
-    let mut config: chat_write::Config = shared::config::load(cli.config.as_deref())?;
-    shared::config::Overrides {
-        listen: cli.listen.as_ref(),
-        data_dir: cli.data_dir.as_ref(),
-        namespace: cli.namespace.as_ref(),
-        database_url: cli.database_url.as_ref(),
-        redis_url: cli.redis_url.as_ref(),
-        amqp_url: cli.amqp_url.as_ref(),
-        elasticsearch_url: None,
-    }
-    .apply(&mut config.listen, &mut config.backends);
-
-    let (trigger, shutdown) = shared::shutdown::channel();
-    trigger.trigger_on_signal();
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-    println!("chat-write listening on http://{}", listener.local_addr()?);
-    chat_write::run(&config, listener, shutdown).await
+    let config: chat_write::Config = shared::config::load(cli.service.config.as_deref(), &cli)?;
+    let run = |listener, shutdown| chat_write::run(&config, listener, shutdown);
+    shared::http::bind_and_run("chat-write", &config.listen, run).await
 }

@@ -188,6 +188,9 @@ pub struct Config {
     pub settings: Settings,
     #[serde(flatten)]
     pub backends: shared::config::BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
@@ -202,6 +205,7 @@ impl Default for Config {
             consumer_tasks: CONSUMER_TASKS,
             settings: Settings::default(),
             backends: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -274,7 +278,7 @@ pub async fn run(config: &Config, listener: tokio::net::TcpListener, shutdown: S
         queue = %state.queue_name(),
         "events running"
     );
-    shared::http::serve(listener, app, shutdown).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }

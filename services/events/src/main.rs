@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 use shared::clock::SystemClock;
+use shared::config::Cli;
 
 /// mimalloc instead of the system allocator: every request allocates (headers, JSON, futures),
 /// and mimalloc's per-thread free lists make that cheaper.
@@ -15,46 +17,55 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// user-session batches with per-country starts and last sessions.
 ///
 /// Without backend URLs everything is embedded under the data dir (SQLite and an on-disk
-/// queue). Settings come from the defaults, then `--config FILE`, then the environment
-/// (`CHATMESH_*`, `DATABASE_URL`, `AMQP_URL`), then these flags.
-#[derive(Debug, Parser)]
+/// queue). Settings come from the defaults, then `--config FILE`, then these flags (each also
+/// read from the environment variable it names; a flag given wins).
+#[derive(Debug, clap::Args, Serialize)]
 #[command(name = "events", version)]
-struct Cli {
-    /// TOML file with any of the settings (listen, api, consumer, retention, retention_days, ...)
-    #[arg(long, env = "CHATMESH_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8084]
-    #[arg(long, env = "CHATMESH_LISTEN", global = true)]
-    listen: Option<String>,
-    /// Directory for embedded backends, when their URL is unset [default: ./data]
-    #[arg(long, env = "CHATMESH_DATA_DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// Prefix of queue names [default: chatmesh]
-    #[arg(long, env = "CHATMESH_NAMESPACE", global = true)]
-    namespace: Option<String>,
-    /// Serve the API routes [default: true]
-    #[arg(long, env = "CHATMESH_API", global = true)]
-    api: Option<bool>,
-    /// Run the queue consumer that validates and stores events [default: true]
-    #[arg(long, env = "CHATMESH_CONSUMER", global = true)]
-    consumer: Option<bool>,
+#[command(mut_arg("listen", |arg| arg.help("Address to listen on [default: 127.0.0.1:8084]")))]
+#[command(mut_arg("redis_url", |arg| arg.hide(true)), mut_arg("elasticsearch_url", |arg| arg.hide(true)))]
+struct Flags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    roles: shared::config::RoleArgs,
     /// Run the daily retention job [default: true]
     #[arg(long, env = "CHATMESH_RETENTION", global = true)]
     retention: Option<bool>,
     /// Six-field cron (seconds first) of the retention job [default: "0 30 3 * * *"]
     #[arg(long, env = "CHATMESH_RETENTION_SCHEDULE", global = true)]
     retention_schedule: Option<String>,
+    /// Most queue messages the consumer takes per step [default: 128]
+    #[arg(long, env = "CHATMESH_CONSUMER_BATCH_SIZE", global = true)]
+    consumer_batch_size: Option<usize>,
+    /// Consumers run side by side [default: 2]
+    #[arg(long, env = "CHATMESH_CONSUMER_TASKS", global = true)]
+    consumer_tasks: Option<usize>,
+    /// How far ahead of its arrival an event's timestamp may be, in ms [default: 5000]
+    #[arg(long, env = "CHATMESH_FUTURE_TOLERANCE_MS", global = true)]
+    future_tolerance_ms: Option<i64>,
+    /// Refuse events whose (category, name) has no registered schema [default: false]
+    #[arg(long, env = "CHATMESH_REQUIRE_SCHEMA", global = true)]
+    require_schema: Option<bool>,
     /// User events older than this many days are deleted [default: 365]
     #[arg(long, env = "CHATMESH_RETENTION_DAYS", global = true)]
     retention_days: Option<u32>,
-    /// MySQL / MariaDB URL (mysql://user:pass@host/db); unset: SQLite under the data dir
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    database_url: Option<String>,
-    /// RabbitMQ URL for the events queue; unset: the embedded queue under the data dir
-    #[arg(long, env = "AMQP_URL", global = true)]
-    amqp_url: Option<String>,
-    #[command(subcommand)]
-    command: Option<Command>,
+    /// What a user event's age is counted from: received or event_time [default: received]
+    #[arg(long, env = "CHATMESH_RETENTION_BASIS", global = true)]
+    retention_basis: Option<String>,
+    /// Largest body of a single-item request, in bytes [default: 65536]
+    #[arg(long, env = "CHATMESH_MAX_BODY_BYTES", global = true)]
+    max_body_bytes: Option<usize>,
+    /// Most events in one POST /events/batch [default: 500]
+    #[arg(long, env = "CHATMESH_MAX_BATCH_EVENTS", global = true)]
+    max_batch_events: Option<usize>,
+    /// Largest body of POST /events/batch, in bytes [default: 1048576]
+    #[arg(long, env = "CHATMESH_MAX_BATCH_BYTES", global = true)]
+    max_batch_bytes: Option<usize>,
+    /// Most events in one POST /user/batches [default: 10000]
+    #[arg(long, env = "CHATMESH_MAX_USER_BATCH_EVENTS", global = true)]
+    max_user_batch_events: Option<usize>,
+    /// Largest body of POST /user/batches, in bytes [default: 4194304]
+    #[arg(long, env = "CHATMESH_MAX_USER_BATCH_BYTES", global = true)]
+    max_user_batch_bytes: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,41 +99,15 @@ enum Command {
     ReplayDeadLetters,
 }
 
-impl Cli {
-    fn config(&self) -> anyhow::Result<events::Config> {
-        let mut config: events::Config = shared::config::load(self.config.as_deref())?;
-        shared::config::Overrides {
-            listen: self.listen.as_ref(),
-            data_dir: self.data_dir.as_ref(),
-            namespace: self.namespace.as_ref(),
-            database_url: self.database_url.as_ref(),
-            amqp_url: self.amqp_url.as_ref(),
-            ..Default::default()
-        }
-        .apply(&mut config.listen, &mut config.backends);
-        config.api = self.api.unwrap_or(config.api);
-        config.consumer = self.consumer.unwrap_or(config.consumer);
-        config.retention = self.retention.unwrap_or(config.retention);
-        if let Some(schedule) = &self.retention_schedule {
-            config.retention_schedule.clone_from(schedule);
-        }
-        config.settings.retention_days = self.retention_days.unwrap_or(config.settings.retention_days);
-        Ok(config)
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::<Flags, Command>::parse();
     shared::telemetry::init();
-    let config = cli.config()?;
+    let config: events::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let (trigger, shutdown) = shared::shutdown::channel();
-            trigger.trigger_on_signal();
-            let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-            println!("events listening on http://{}", listener.local_addr()?);
-            events::run(&config, listener, shutdown).await
+            let run = |listener, shutdown| events::run(&config, listener, shutdown);
+            shared::http::bind_and_run("events", &config.listen, run).await
         }
         Command::Load { file, batch_size, json, no_progress } => {
             let (state, _) = events::connect(&config, Arc::new(SystemClock)).await?;

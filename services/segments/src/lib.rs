@@ -61,6 +61,22 @@ pub struct Settings {
     pub segments_open_legacy: bool,
 }
 
+/// The flags of [`Settings`], each also read from its environment variable, for the segments
+/// binary and the standalone server; one not given keeps the file's value or the default.
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct SettingsArgs {
+    /// The admin token, every permission (prefer the environment: arguments show in `ps`)
+    /// [default: unset, only minted keys are accepted]
+    #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
+    /// Serve the legacy routes (/segments, /history) without a credential, for deployments
+    /// where only trusted internal callers reach the service [default: false, they need a
+    /// bearer token as /api/v1 does]
+    #[arg(long, env = "CHATMESH_SEGMENTS_OPEN_LEGACY", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(rename = "segments_open_legacy")]
+    pub open_legacy_routes: Option<bool>,
+}
+
 /// The state every route shares.
 #[derive(Clone)]
 pub struct Segments(Arc<Inner>);
@@ -223,6 +239,9 @@ pub struct Config {
     pub settings: Settings,
     #[serde(flatten)]
     pub backends: BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: shared::http::ServeLimits,
 }
 
 impl Default for Config {
@@ -233,6 +252,7 @@ impl Default for Config {
             sweep_interval_secs: 60,
             settings: Settings::default(),
             backends: BackendConfig::default(),
+            http: shared::http::ServeLimits::default(),
         }
     }
 }
@@ -277,7 +297,7 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: Shutdown) -> 
     ));
     tracing::info!(address = %listener.local_addr()?, "segments listening");
     let app = shared::metrics::instrument(app(state, config.max_body_bytes));
-    shared::http::serve(listener, app, shutdown).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
     sweeper.await?;
     Ok(())
 }

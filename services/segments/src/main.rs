@@ -1,9 +1,9 @@
 //! `segments`: the segments service on its own, and the commands that mint and revoke API keys.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use segments::auth::{Permission, Permissions};
+use serde::Serialize;
+use shared::config::Cli;
 
 /// mimalloc instead of the system allocator: every request allocates (headers, JSON, futures),
 /// and mimalloc's per-thread free lists make that cheaper.
@@ -19,32 +19,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// refused by every replica within a second). The legacy routes can be opened without one with
 /// --open-legacy-routes. The store is MySQL / MariaDB with DATABASE_URL, else SQLite
 /// (chatmesh.db, the standalone server's file) under the data dir.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Args, Serialize)]
 #[command(name = "segments", version)]
-struct Cli {
-    /// TOML file with any of the settings (listen, max_body_bytes, sweep_interval_secs, data_dir, database_url, ...)
-    #[arg(long, env = "CHATMESH_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8083]
-    #[arg(long, env = "CHATMESH_LISTEN", global = true)]
-    listen: Option<String>,
-    /// Directory of the embedded SQLite store, when DATABASE_URL is unset [default: ./data]
-    #[arg(long, env = "CHATMESH_DATA_DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    /// MySQL / MariaDB URL (mysql://user:pass@host/db); unset: SQLite under the data dir
-    #[arg(long, env = "DATABASE_URL", global = true)]
-    database_url: Option<String>,
-    /// The admin token, every permission (prefer the environment: arguments show in `ps`)
-    /// [default: unset, only minted keys are accepted]
-    #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true, global = true)]
-    admin_token: Option<String>,
-    /// Serve the legacy routes (/segments, /history) without a credential, for deployments
-    /// where only trusted internal callers reach the service [default: false, they need a
-    /// bearer token as /api/v1 does]
-    #[arg(long, env = "CHATMESH_SEGMENTS_OPEN_LEGACY", num_args = 0..=1, default_missing_value = "true")]
-    open_legacy_routes: Option<bool>,
-    #[command(subcommand)]
-    command: Option<Command>,
+#[command(mut_arg("listen", |arg| arg.help("Address to listen on [default: 127.0.0.1:8083]")))]
+#[command(mut_arg("namespace", |arg| arg.hide(true)), mut_arg("redis_url", |arg| arg.hide(true)))]
+#[command(mut_arg("amqp_url", |arg| arg.hide(true)), mut_arg("elasticsearch_url", |arg| arg.hide(true)))]
+struct Flags {
+    /// Largest request body accepted, in bytes (DMN models can be large) [default: 1048576]
+    #[arg(long, env = "CHATMESH_MAX_BODY_BYTES", global = true)]
+    max_body_bytes: Option<usize>,
+    /// Seconds between sweeps that write expired memberships to the history [default: 60]
+    #[arg(long, env = "CHATMESH_SWEEP_INTERVAL_SECS", global = true)]
+    sweep_interval_secs: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    settings: segments::SettingsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,38 +61,15 @@ enum Command {
     },
 }
 
-impl Cli {
-    fn config(&self) -> anyhow::Result<segments::Config> {
-        let mut config: segments::Config = shared::config::load(self.config.as_deref())?;
-        shared::config::Overrides {
-            listen: self.listen.as_ref(),
-            data_dir: self.data_dir.as_ref(),
-            database_url: self.database_url.as_ref(),
-            ..Default::default()
-        }
-        .apply(&mut config.listen, &mut config.backends);
-        if let Some(token) = &self.admin_token {
-            config.settings.admin_token = Some(token.clone());
-        }
-        if let Some(open) = self.open_legacy_routes {
-            config.settings.segments_open_legacy = open;
-        }
-        Ok(config)
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::<Flags, Command>::parse();
     shared::telemetry::init();
-    let config = cli.config()?;
+    let config: segments::Config = cli.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let (trigger, shutdown) = shared::shutdown::channel();
-            trigger.trigger_on_signal();
-            let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-            println!("segments listening on http://{}", listener.local_addr()?);
-            segments::run(&config, listener, shutdown).await
+            let run = |listener, shutdown| segments::run(&config, listener, shutdown);
+            shared::http::bind_and_run("segments", &config.listen, run).await
         }
         Command::MintKey { name, permissions, all } => {
             let permissions = if all {
