@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveTime};
@@ -219,11 +219,7 @@ async fn create_segment(
     };
     tx.commit().await?;
     let location = format!("{}/segments/{}", base_url(&headers), encode_segment(&slug));
-    let mut response = (StatusCode::CREATED, Json(SegmentView::from(&row))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    Ok(response)
+    Ok(super::with_location((StatusCode::CREATED, Json(SegmentView::from(&row))).into_response(), &location))
 }
 
 #[utoipa::path(

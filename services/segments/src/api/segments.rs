@@ -10,8 +10,7 @@
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -285,11 +284,7 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, segment_document(&row));
-    if let Ok(location) = HeaderValue::from_str(&self_link(&row.uuid)) {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    Ok(response)
+    Ok(super::with_location(document(StatusCode::CREATED, segment_document(&row)), &self_link(&row.uuid)))
 }
 
 #[utoipa::path(
