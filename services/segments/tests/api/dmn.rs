@@ -205,12 +205,7 @@ pub async fn invalid_models_are_refused(app: &TestApp) {
     ] {
         let body = json!({"key": "bad", "name": "Bad", "ruleType": "DMN", "ruleContent": xml});
         let reply = app.v1(Method::POST, "/api/v1/segments", Some(&body)).await;
-        assert_eq!(
-            (reply.status, reply.jsonapi_code()),
-            (StatusCode::BAD_REQUEST, "VALIDATION"),
-            "{xml}: {}",
-            reply.text
-        );
+        reply.assert_error(StatusCode::BAD_REQUEST, "VALIDATION", &xml);
         assert_eq!(reply.body["errors"][0]["source"]["pointer"], "/ruleContent");
         let detail = reply.body["errors"][0]["detail"].as_str().unwrap();
         assert!(detail.contains(fragment) && detail.len() > 10, "{detail}");

@@ -115,12 +115,7 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
         json!({"key": "k", "rules": [{"variation": true}]}),
     ] {
         let reply = app.v1(Method::POST, "/api/v1/flags", Some(&body)).await;
-        assert_eq!(
-            (reply.status, reply.jsonapi_code()),
-            (StatusCode::BAD_REQUEST, "VALIDATION"),
-            "{body}: {}",
-            reply.text
-        );
+        reply.assert_error(StatusCode::BAD_REQUEST, "VALIDATION", &body.to_string());
     }
     // A rule naming no live segment conflicts with the store's state: 409, pointing at it.
     for body in [

@@ -55,11 +55,19 @@ pub use chatmesh_e2e::client::Reply;
 pub trait JsonApiReply {
     /// The `code` of the first JSON:API error.
     fn jsonapi_code(&self) -> &str;
+
+    /// Asserts the status and the first JSON:API error code, saying `context` and the body
+    /// when they are not the ones expected.
+    fn assert_error(&self, status: StatusCode, code: &str, context: &str);
 }
 
 impl JsonApiReply for Reply {
     fn jsonapi_code(&self) -> &str {
         self.body["errors"][0]["code"].as_str().unwrap_or("")
+    }
+
+    fn assert_error(&self, status: StatusCode, code: &str, context: &str) {
+        assert_eq!((self.status, self.jsonapi_code()), (status, code), "{context}: {}", self.text);
     }
 }
 
