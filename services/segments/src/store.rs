@@ -17,8 +17,9 @@
 //! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
 
 use shared::backends::sql::{Database, Dialect, Migration, placeholders, text};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Row};
 
 pub type SqlResult<T> = Result<T, sqlx::Error>;
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -205,12 +206,17 @@ pub async fn all_segments(db: &Database) -> SqlResult<Vec<SegmentRow>> {
 
 /// The segment a slug names: the live one, or else the one deleted last.
 pub async fn segment_by_slug(db: &Database, slug: &str) -> SqlResult<Option<SegmentRow>> {
-    let row = sqlx::query(&format!(
-        "SELECT {SEGMENT_COLUMNS} FROM segments WHERE seg_key = ? ORDER BY deleted, id DESC LIMIT 1"
-    ))
-    .bind(slug)
-    .fetch_optional(db.pool())
-    .await?;
+    segment_where(db.pool(), "seg_key = ? ORDER BY deleted, id DESC LIMIT 1", slug).await
+}
+
+/// The first segment `condition` (which takes `value` for its one placeholder) selects.
+async fn segment_where<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    condition: &str,
+    value: &str,
+) -> SqlResult<Option<SegmentRow>> {
+    let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE {condition}");
+    let row = sqlx::query(&sql).bind(value).fetch_optional(executor).await?;
     row.as_ref().map(segment_row).transpose()
 }
 
@@ -222,11 +228,7 @@ pub async fn live_segment_by_uuid(
     for_update: bool,
 ) -> SqlResult<Option<SegmentRow>> {
     let suffix = if for_update { lock(dialect, true) } else { "" };
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ? AND deleted = 0{suffix}"))
-        .bind(uuid)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(segment_row).transpose()
+    segment_where(conn, &format!("uuid = ? AND deleted = 0{suffix}"), uuid).await
 }
 
 /// The live segment with `key`, locked for update inside a transaction on MySQL.
@@ -235,94 +237,104 @@ pub async fn live_segment_by_key(
     dialect: Dialect,
     key: &str,
 ) -> SqlResult<Option<SegmentRow>> {
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE live_key = ?{}", lock(dialect, true)))
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(segment_row).transpose()
+    segment_where(conn, &format!("live_key = ?{}", lock(dialect, true)), key).await
 }
 
 /// Whether a live segment other than `except_id` holds `key`.
 pub async fn live_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
-    let row = sqlx::query("SELECT id FROM segments WHERE live_key = ?").bind(key).fetch_optional(conn).await?;
+    key_taken(conn, "SELECT id FROM segments WHERE live_key = ?", key, except_id).await
+}
+
+/// Whether `sql`, which selects the id of the row holding the key it takes, finds a row other
+/// than `except_id`.
+async fn key_taken(conn: &mut AnyConnection, sql: &str, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
+    let row = sqlx::query(sql).bind(key).fetch_optional(conn).await?;
     Ok(match row {
         Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
         None => false,
     })
 }
 
-/// What a new segment holds.
-#[derive(Clone, Debug)]
-pub struct NewSegment {
-    pub uuid: String,
-    pub key: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub rule_type: String,
-    pub rule_content: Option<String>,
-    pub decision_id: Option<String>,
-    pub percent: Option<i64>,
+impl SegmentRow {
+    /// A segment not stored yet: a new v1 id, `key` as its key and name, a SIMPLE rule with no
+    /// content, version 1.
+    pub fn new(key: String) -> Self {
+        Self {
+            id: 0,
+            uuid: crate::new_uuid(),
+            name: key.clone(),
+            key,
+            description: None,
+            rule_type: "SIMPLE".to_owned(),
+            rule_content: None,
+            decision_id: None,
+            percent: None,
+            version: 1,
+            deleted: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
 }
 
-/// Inserts a segment (the caller checked its key is free) and bumps the revision.
-pub async fn insert_segment(conn: &mut AnyConnection, segment: &NewSegment, now: i64) -> SqlResult<SegmentRow> {
-    sqlx::query(
+/// Binds what a write sets of a segment, in this order: its key (as `seg_key` and as
+/// `live_key`), name, description, rule type, rule content, decision id and percent.
+fn bind_editable<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    segment: &'q SegmentRow,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    query
+        .bind(&segment.key)
+        .bind(&segment.key)
+        .bind(&segment.name)
+        .bind(&segment.description)
+        .bind(&segment.rule_type)
+        .bind(&segment.rule_content)
+        .bind(&segment.decision_id)
+        .bind(segment.percent)
+}
+
+/// Inserts `segment` (the caller checked its key is free; its id, version, deleted flag and
+/// times are the store's to set) and bumps the revision.
+pub async fn insert_segment(conn: &mut AnyConnection, segment: &SegmentRow, now: i64) -> SqlResult<SegmentRow> {
+    let insert = sqlx::query(
         "INSERT INTO segments (uuid, seg_key, live_key, name, description, rule_type, rule_content, decision_id, \
          percent, version, deleted, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
     )
-    .bind(&segment.uuid)
-    .bind(&segment.key)
-    .bind(&segment.key)
-    .bind(&segment.name)
-    .bind(&segment.description)
-    .bind(&segment.rule_type)
-    .bind(&segment.rule_content)
-    .bind(&segment.decision_id)
-    .bind(segment.percent)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .bind(&segment.uuid);
+    bind_editable(insert, segment).bind(now).bind(now).execute(&mut *conn).await?;
     bump_revision(&mut *conn).await?;
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ?"))
-        .bind(&segment.uuid)
-        .fetch_one(conn)
-        .await?;
-    segment_row(&row)
+    segment_where(conn, "uuid = ?", &segment.uuid).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Writes every editable field of `segment`, bumps its version and the revision.
 pub async fn update_segment(conn: &mut AnyConnection, segment: &SegmentRow, now: i64) -> SqlResult<()> {
-    sqlx::query(
+    let update = sqlx::query(
         "UPDATE segments SET seg_key = ?, live_key = ?, name = ?, description = ?, rule_type = ?, rule_content = ?, \
          decision_id = ?, percent = ?, version = version + 1, updated_at = ? WHERE id = ?",
-    )
-    .bind(&segment.key)
-    .bind(&segment.key)
-    .bind(&segment.name)
-    .bind(&segment.description)
-    .bind(&segment.rule_type)
-    .bind(&segment.rule_content)
-    .bind(&segment.decision_id)
-    .bind(segment.percent)
-    .bind(now)
-    .bind(segment.id)
-    .execute(&mut *conn)
-    .await?;
+    );
+    bind_editable(update, segment).bind(now).bind(segment.id).execute(&mut *conn).await?;
     bump_revision(conn).await
 }
 
 /// One page of live segments, oldest first, and how many live segments there are.
 pub async fn live_segments_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<SegmentRow>, i64)> {
-    let total: i64 =
-        sqlx::query("SELECT COUNT(*) FROM segments WHERE deleted = 0").fetch_one(db.pool()).await?.try_get(0)?;
-    let rows =
-        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE deleted = 0 ORDER BY id LIMIT ? OFFSET ?"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(db.pool())
-            .await?;
-    Ok((rows.iter().map(segment_row).collect::<SqlResult<_>>()?, total))
+    let rows = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE deleted = 0 ORDER BY id LIMIT ? OFFSET ?");
+    page(db, "SELECT COUNT(*) FROM segments WHERE deleted = 0", &rows, (offset, limit), segment_row).await
+}
+
+/// One page of what `rows_sql` selects (it ends in `LIMIT ? OFFSET ?`), read by `read`, and the
+/// count `count_sql` gives of all of them.
+async fn page<T>(
+    db: &Database,
+    count_sql: &str,
+    rows_sql: &str,
+    (offset, limit): (i64, i64),
+    read: fn(&AnyRow) -> SqlResult<T>,
+) -> SqlResult<(Vec<T>, i64)> {
+    let total: i64 = sqlx::query(count_sql).fetch_one(db.pool()).await?.try_get(0)?;
+    let rows = sqlx::query(rows_sql).bind(limit).bind(offset).fetch_all(db.pool()).await?;
+    Ok((rows.iter().map(read).collect::<SqlResult<_>>()?, total))
 }
 
 /// Whether a flag's targeting rule uses the segment.
@@ -386,39 +398,19 @@ pub async fn materialize_expired_of_segment(conn: &mut AnyConnection, segment_id
 /// A live segment as evaluation needs it, with the DMN XML of its stored decision if any.
 #[derive(Clone, Debug)]
 pub struct LiveSegmentRow {
-    pub id: i64,
-    pub uuid: String,
-    pub key: String,
-    pub name: String,
-    pub version: i64,
-    pub rule_type: String,
-    pub rule_content: Option<String>,
+    pub segment: SegmentRow,
     pub decision_xml: Option<String>,
-    pub percent: Option<i64>,
 }
 
+/// Every live segment, oldest first, each with the XML of the decision it refers to.
 pub async fn live_segments(db: &Database) -> SqlResult<Vec<LiveSegmentRow>> {
-    let rows = sqlx::query(
-        "SELECT s.id, s.uuid, s.seg_key, s.name, s.version, s.rule_type, s.rule_content, d.content, s.percent \
-         FROM segments s LEFT JOIN segment_decisions d ON d.uuid = s.decision_id WHERE s.deleted = 0 ORDER BY s.id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {SEGMENT_COLUMNS}, (SELECT d.content FROM segment_decisions d WHERE d.uuid = segments.decision_id) \
+         FROM segments WHERE deleted = 0 ORDER BY id"
+    ))
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LiveSegmentRow {
-                id: row.try_get(0)?,
-                uuid: row.try_get(1)?,
-                key: row.try_get(2)?,
-                name: row.try_get(3)?,
-                version: row.try_get(4)?,
-                rule_type: row.try_get(5)?,
-                rule_content: text(row, 6)?,
-                decision_xml: text(row, 7)?,
-                percent: row.try_get(8)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| Ok(LiveSegmentRow { segment: segment_row(row)?, decision_xml: text(row, 13)? })).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,11 +777,7 @@ pub async fn flag(
 }
 
 pub async fn flag_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
-    let row = sqlx::query("SELECT id FROM segment_flags WHERE flag_key = ?").bind(key).fetch_optional(conn).await?;
-    Ok(match row {
-        Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
-        None => false,
-    })
+    key_taken(conn, "SELECT id FROM segment_flags WHERE flag_key = ?", key, except_id).await
 }
 
 pub async fn flag_rules(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<Vec<FlagRuleRow>> {
@@ -866,13 +854,8 @@ pub async fn delete_flag(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<()
 }
 
 pub async fn flags_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<FlagRow>, i64)> {
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM segment_flags").fetch_one(db.pool()).await?.try_get(0)?;
-    let rows = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM segment_flags ORDER BY id LIMIT ? OFFSET ?"))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db.pool())
-        .await?;
-    Ok((rows.iter().map(flag_row).collect::<SqlResult<_>>()?, total))
+    let rows = format!("SELECT {FLAG_COLUMNS} FROM segment_flags ORDER BY id LIMIT ? OFFSET ?");
+    page(db, "SELECT COUNT(*) FROM segment_flags", &rows, (offset, limit), flag_row).await
 }
 
 // ---------------------------------------------------------------------------------------------

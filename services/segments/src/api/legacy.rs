@@ -202,16 +202,7 @@ async fn create_segment(
     if store::live_key_taken(&mut tx, &slug, None).await? {
         return Err(slug_taken(&slug));
     }
-    let new = store::NewSegment {
-        uuid: crate::new_uuid(),
-        key: slug.clone(),
-        name: slug.clone(),
-        description: None,
-        rule_type: "SIMPLE".to_owned(),
-        rule_content: None,
-        decision_id: None,
-        percent,
-    };
+    let new = store::SegmentRow { percent, ..store::SegmentRow::new(slug.clone()) };
     let row = match store::insert_segment(&mut tx, &new, now).await {
         Ok(row) => row,
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Err(slug_taken(&slug)),
