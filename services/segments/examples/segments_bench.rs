@@ -219,23 +219,18 @@ async fn main() {
     );
 
     let backend = if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) { "MySQL" } else { "SQLite" };
-    let (base, state, _dir, trigger) = server(RuleType::Simple, SIMPLE_SEGMENTS).await;
-    let rate = store_per_second(&state, seconds).await;
-    println!("in-process with the store ({backend}), {SIMPLE_SEGMENTS} SIMPLE: {rate:>10.0} evaluations/s");
-    let rate = http_per_second(&base, seconds, SIMPLE_SEGMENTS).await;
-    println!(
-        "HTTP ({} clients, {backend}), {SIMPLE_SEGMENTS} SIMPLE segments: {rate:>10.0} evaluations/s",
-        http_clients()
-    );
-    trigger.trigger();
-
-    let (base, state, _dir, trigger) = server(RuleType::Dmn, DMN_SEGMENTS).await;
-    let rate = store_per_second(&state, seconds).await;
-    println!("in-process with the store ({backend}), {DMN_SEGMENTS} DMN:     {rate:>10.0} evaluations/s");
-    let rate = http_per_second(&base, seconds, dmn_members).await;
-    println!(
-        "HTTP ({} clients, {backend}), {DMN_SEGMENTS} DMN segments:     {rate:>10.0} evaluations/s",
-        http_clients()
-    );
-    trigger.trigger();
+    // Each row's label is padded so the figures line up, SIMPLE's and DMN's.
+    for (rule_type, count, label, expected) in [
+        (RuleType::Simple, SIMPLE_SEGMENTS, "SIMPLE", SIMPLE_SEGMENTS),
+        (RuleType::Dmn, DMN_SEGMENTS, "DMN", dmn_members),
+    ] {
+        let (base, state, _dir, trigger) = server(rule_type, count).await;
+        let rate = store_per_second(&state, seconds).await;
+        let what = format!("{count} {label}:");
+        println!("in-process with the store ({backend}), {what:<12}{rate:>10.0} evaluations/s");
+        let rate = http_per_second(&base, seconds, expected).await;
+        let what = format!("{count} {label} segments:");
+        println!("HTTP ({} clients, {backend}), {what:<21}{rate:>10.0} evaluations/s", http_clients());
+        trigger.trigger();
+    }
 }

@@ -133,13 +133,13 @@ impl Engine {
     fn compile(&self, revision: i64, rows: Vec<store::LiveSegmentRow>) -> Snapshot {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         let mut segments = Vec::with_capacity(rows.len());
-        for row in rows {
+        for store::LiveSegmentRow { segment: row, decision_xml } in rows {
             let rule_type = RuleType::parse(&row.rule_type).unwrap_or(RuleType::Simple);
             let rule = cache
                 .entry((row.id, row.version))
                 .or_insert_with(|| {
                     self.compilations.fetch_add(1, Ordering::Relaxed);
-                    match rules::compile(rule_type, row.rule_content.as_deref(), row.decision_xml.as_deref()) {
+                    match rules::compile(rule_type, row.rule_content.as_deref(), decision_xml.as_deref()) {
                         Ok(rule) => rule.map(Arc::new),
                         Err(reason) => {
                             tracing::warn!(segment = %row.key, version = row.version, %reason, "stored rule does not compile; it matches nobody");

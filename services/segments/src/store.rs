@@ -17,8 +17,9 @@
 //! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
 
 use shared::backends::sql::{Database, Dialect, Migration, placeholders, text};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Row};
 
 pub type SqlResult<T> = Result<T, sqlx::Error>;
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -126,6 +127,40 @@ const REVOCATION_AND_SECRETS: Migration = Migration {
     ],
 };
 
+/// A value a statement binds: an integer (or NULL) or a text.
+trait Value: Sync {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>>;
+}
+
+impl Value for i64 {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for Option<i64> {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for &str {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for String {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(self.as_str())
+    }
+}
+
+/// `sql` with `values` bound to its placeholders, in order.
+fn statement<'q>(sql: &'q str, values: &[&'q dyn Value]) -> Query<'q, Any, AnyArguments<'q>> {
+    values.iter().fold(sqlx::query(sql), |query, value| value.bind_to(query))
+}
+
 /// Begins a transaction that writes. SQLite takes its write lock at once (`BEGIN IMMEDIATE`),
 /// so a transaction that reads before it writes cannot fail on a lock upgrade; MySQL locks
 /// rows as statements touch them (see [`lock`]).
@@ -205,12 +240,17 @@ pub async fn all_segments(db: &Database) -> SqlResult<Vec<SegmentRow>> {
 
 /// The segment a slug names: the live one, or else the one deleted last.
 pub async fn segment_by_slug(db: &Database, slug: &str) -> SqlResult<Option<SegmentRow>> {
-    let row = sqlx::query(&format!(
-        "SELECT {SEGMENT_COLUMNS} FROM segments WHERE seg_key = ? ORDER BY deleted, id DESC LIMIT 1"
-    ))
-    .bind(slug)
-    .fetch_optional(db.pool())
-    .await?;
+    segment_where(db.pool(), "seg_key = ? ORDER BY deleted, id DESC LIMIT 1", slug).await
+}
+
+/// The first segment `condition` (which takes `value` for its one placeholder) selects.
+async fn segment_where<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    condition: &str,
+    value: &str,
+) -> SqlResult<Option<SegmentRow>> {
+    let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE {condition}");
+    let row = statement(&sql, &[&value]).fetch_optional(executor).await?;
     row.as_ref().map(segment_row).transpose()
 }
 
@@ -222,11 +262,7 @@ pub async fn live_segment_by_uuid(
     for_update: bool,
 ) -> SqlResult<Option<SegmentRow>> {
     let suffix = if for_update { lock(dialect, true) } else { "" };
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ? AND deleted = 0{suffix}"))
-        .bind(uuid)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(segment_row).transpose()
+    segment_where(conn, &format!("uuid = ? AND deleted = 0{suffix}"), uuid).await
 }
 
 /// The live segment with `key`, locked for update inside a transaction on MySQL.
@@ -235,100 +271,109 @@ pub async fn live_segment_by_key(
     dialect: Dialect,
     key: &str,
 ) -> SqlResult<Option<SegmentRow>> {
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE live_key = ?{}", lock(dialect, true)))
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(segment_row).transpose()
+    segment_where(conn, &format!("live_key = ?{}", lock(dialect, true)), key).await
 }
 
 /// Whether a live segment other than `except_id` holds `key`.
 pub async fn live_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
-    let row = sqlx::query("SELECT id FROM segments WHERE live_key = ?").bind(key).fetch_optional(conn).await?;
+    key_taken(conn, "SELECT id FROM segments WHERE live_key = ?", key, except_id).await
+}
+
+/// Whether `sql`, which selects the id of the row holding the key it takes, finds a row other
+/// than `except_id`.
+async fn key_taken(conn: &mut AnyConnection, sql: &str, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
+    let row = statement(sql, &[&key]).fetch_optional(conn).await?;
     Ok(match row {
         Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
         None => false,
     })
 }
 
-/// What a new segment holds.
-#[derive(Clone, Debug)]
-pub struct NewSegment {
-    pub uuid: String,
-    pub key: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub rule_type: String,
-    pub rule_content: Option<String>,
-    pub decision_id: Option<String>,
-    pub percent: Option<i64>,
+impl SegmentRow {
+    /// A segment not stored yet: a new v1 id, `key` as its key and name, a SIMPLE rule with no
+    /// content, version 1.
+    pub fn new(key: String) -> Self {
+        Self {
+            id: 0,
+            uuid: crate::new_uuid(),
+            name: key.clone(),
+            key,
+            description: None,
+            rule_type: "SIMPLE".to_owned(),
+            rule_content: None,
+            decision_id: None,
+            percent: None,
+            version: 1,
+            deleted: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
 }
 
-/// Inserts a segment (the caller checked its key is free) and bumps the revision.
-pub async fn insert_segment(conn: &mut AnyConnection, segment: &NewSegment, now: i64) -> SqlResult<SegmentRow> {
-    sqlx::query(
+/// Binds what a write sets of a segment, in this order: its key (as `seg_key` and as
+/// `live_key`), name, description, rule type, rule content, decision id and percent.
+fn bind_editable<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    segment: &'q SegmentRow,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    query
+        .bind(&segment.key)
+        .bind(&segment.key)
+        .bind(&segment.name)
+        .bind(&segment.description)
+        .bind(&segment.rule_type)
+        .bind(&segment.rule_content)
+        .bind(&segment.decision_id)
+        .bind(segment.percent)
+}
+
+/// Inserts `segment` (the caller checked its key is free; its id, version, deleted flag and
+/// times are the store's to set) and bumps the revision.
+pub async fn insert_segment(conn: &mut AnyConnection, segment: &SegmentRow, now: i64) -> SqlResult<SegmentRow> {
+    let insert = statement(
         "INSERT INTO segments (uuid, seg_key, live_key, name, description, rule_type, rule_content, decision_id, \
          percent, version, deleted, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
-    )
-    .bind(&segment.uuid)
-    .bind(&segment.key)
-    .bind(&segment.key)
-    .bind(&segment.name)
-    .bind(&segment.description)
-    .bind(&segment.rule_type)
-    .bind(&segment.rule_content)
-    .bind(&segment.decision_id)
-    .bind(segment.percent)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+        &[&segment.uuid],
+    );
+    bind_editable(insert, segment).bind(now).bind(now).execute(&mut *conn).await?;
     bump_revision(&mut *conn).await?;
-    let row = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE uuid = ?"))
-        .bind(&segment.uuid)
-        .fetch_one(conn)
-        .await?;
-    segment_row(&row)
+    segment_where(conn, "uuid = ?", &segment.uuid).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Writes every editable field of `segment`, bumps its version and the revision.
 pub async fn update_segment(conn: &mut AnyConnection, segment: &SegmentRow, now: i64) -> SqlResult<()> {
-    sqlx::query(
+    let update = sqlx::query(
         "UPDATE segments SET seg_key = ?, live_key = ?, name = ?, description = ?, rule_type = ?, rule_content = ?, \
          decision_id = ?, percent = ?, version = version + 1, updated_at = ? WHERE id = ?",
-    )
-    .bind(&segment.key)
-    .bind(&segment.key)
-    .bind(&segment.name)
-    .bind(&segment.description)
-    .bind(&segment.rule_type)
-    .bind(&segment.rule_content)
-    .bind(&segment.decision_id)
-    .bind(segment.percent)
-    .bind(now)
-    .bind(segment.id)
-    .execute(&mut *conn)
-    .await?;
+    );
+    bind_editable(update, segment).bind(now).bind(segment.id).execute(&mut *conn).await?;
     bump_revision(conn).await
 }
 
 /// One page of live segments, oldest first, and how many live segments there are.
 pub async fn live_segments_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<SegmentRow>, i64)> {
-    let total: i64 =
-        sqlx::query("SELECT COUNT(*) FROM segments WHERE deleted = 0").fetch_one(db.pool()).await?.try_get(0)?;
-    let rows =
-        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE deleted = 0 ORDER BY id LIMIT ? OFFSET ?"))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(db.pool())
-            .await?;
-    Ok((rows.iter().map(segment_row).collect::<SqlResult<_>>()?, total))
+    let rows = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE deleted = 0 ORDER BY id LIMIT ? OFFSET ?");
+    page(db, "SELECT COUNT(*) FROM segments WHERE deleted = 0", &rows, (offset, limit), segment_row).await
+}
+
+/// One page of what `rows_sql` selects (it ends in `LIMIT ? OFFSET ?`), read by `read`, and the
+/// count `count_sql` gives of all of them.
+async fn page<T>(
+    db: &Database,
+    count_sql: &str,
+    rows_sql: &str,
+    (offset, limit): (i64, i64),
+    read: fn(&AnyRow) -> SqlResult<T>,
+) -> SqlResult<(Vec<T>, i64)> {
+    let total: i64 = sqlx::query(count_sql).fetch_one(db.pool()).await?.try_get(0)?;
+    let rows = statement(rows_sql, &[&limit, &offset]).fetch_all(db.pool()).await?;
+    Ok((rows.iter().map(read).collect::<SqlResult<_>>()?, total))
 }
 
 /// Whether a flag's targeting rule uses the segment.
 pub async fn segment_in_use(conn: &mut AnyConnection, segment_id: i64) -> SqlResult<bool> {
-    let row = sqlx::query("SELECT flag_id FROM segment_flag_rules WHERE segment_id = ? LIMIT 1")
-        .bind(segment_id)
+    let row = statement("SELECT flag_id FROM segment_flag_rules WHERE segment_id = ? LIMIT 1", &[&segment_id])
         .fetch_optional(conn)
         .await?;
     Ok(row.is_some())
@@ -337,27 +382,23 @@ pub async fn segment_in_use(conn: &mut AnyConnection, segment_id: i64) -> SqlRes
 /// Soft-deletes a segment: it leaves the live set and frees its key; its members lose it, each
 /// with a `remove` history line (at its expiry when that came first).
 pub async fn soft_delete_segment(conn: &mut AnyConnection, segment_id: i64, now: i64) -> SqlResult<()> {
-    sqlx::query(
+    statement(
         "UPDATE segments SET deleted = 1, live_key = NULL, version = version + 1, updated_at = ?, deleted_at = ? \
          WHERE id = ?",
+        &[&now, &now, &segment_id],
     )
-    .bind(now)
-    .bind(now)
-    .bind(segment_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    statement(
         "INSERT INTO segment_history (user_id, segment_id, slug, action, at) \
          SELECT m.user_id, m.segment_id, s.seg_key, 'remove', CASE WHEN m.expires_at IS NOT NULL \
          AND m.expires_at <= ? THEN m.expires_at ELSE ? END FROM segment_memberships m \
          JOIN segments s ON s.id = m.segment_id WHERE m.segment_id = ? ORDER BY m.added_at, m.ordinal",
+        &[&now, &now, &segment_id],
     )
-    .bind(now)
-    .bind(now)
-    .bind(segment_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM segment_memberships WHERE segment_id = ?").bind(segment_id).execute(&mut *conn).await?;
+    statement("DELETE FROM segment_memberships WHERE segment_id = ?", &[&segment_id]).execute(&mut *conn).await?;
     bump_revision(conn).await
 }
 
@@ -365,60 +406,40 @@ pub async fn soft_delete_segment(conn: &mut AnyConnection, segment_id: i64, now:
 /// expiry, under the key the segment has now) and drops them: done before the key changes, so
 /// an expiry that happened under the old key is not written later under the new one.
 pub async fn materialize_expired_of_segment(conn: &mut AnyConnection, segment_id: i64, now: i64) -> SqlResult<()> {
-    sqlx::query(
+    statement(
         "INSERT INTO segment_history (user_id, segment_id, slug, action, at) \
          SELECT m.user_id, m.segment_id, s.seg_key, 'remove', m.expires_at FROM segment_memberships m \
          JOIN segments s ON s.id = m.segment_id WHERE m.segment_id = ? AND m.expires_at IS NOT NULL \
          AND m.expires_at <= ? ORDER BY m.expires_at, m.ordinal",
+        &[&segment_id, &now],
     )
-    .bind(segment_id)
-    .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("DELETE FROM segment_memberships WHERE segment_id = ? AND expires_at IS NOT NULL AND expires_at <= ?")
-        .bind(segment_id)
-        .bind(now)
-        .execute(conn)
-        .await?;
+    statement(
+        "DELETE FROM segment_memberships WHERE segment_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+        &[&segment_id, &now],
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// A live segment as evaluation needs it, with the DMN XML of its stored decision if any.
 #[derive(Clone, Debug)]
 pub struct LiveSegmentRow {
-    pub id: i64,
-    pub uuid: String,
-    pub key: String,
-    pub name: String,
-    pub version: i64,
-    pub rule_type: String,
-    pub rule_content: Option<String>,
+    pub segment: SegmentRow,
     pub decision_xml: Option<String>,
-    pub percent: Option<i64>,
 }
 
+/// Every live segment, oldest first, each with the XML of the decision it refers to.
 pub async fn live_segments(db: &Database) -> SqlResult<Vec<LiveSegmentRow>> {
-    let rows = sqlx::query(
-        "SELECT s.id, s.uuid, s.seg_key, s.name, s.version, s.rule_type, s.rule_content, d.content, s.percent \
-         FROM segments s LEFT JOIN segment_decisions d ON d.uuid = s.decision_id WHERE s.deleted = 0 ORDER BY s.id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {SEGMENT_COLUMNS}, (SELECT d.content FROM segment_decisions d WHERE d.uuid = segments.decision_id) \
+         FROM segments WHERE deleted = 0 ORDER BY id"
+    ))
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LiveSegmentRow {
-                id: row.try_get(0)?,
-                uuid: row.try_get(1)?,
-                key: row.try_get(2)?,
-                name: row.try_get(3)?,
-                version: row.try_get(4)?,
-                rule_type: row.try_get(5)?,
-                rule_content: text(row, 6)?,
-                decision_xml: text(row, 7)?,
-                percent: row.try_get(8)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| Ok(LiveSegmentRow { segment: segment_row(row)?, decision_xml: text(row, 13)? })).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,13 +449,12 @@ pub async fn live_segments(db: &Database) -> SqlResult<Vec<LiveSegmentRow>> {
 /// time and drops them. Deleting first and writing only what was deleted keeps two
 /// concurrent callers from writing one expiry twice.
 pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i64) -> SqlResult<u64> {
-    let expired = sqlx::query(
+    let expired = statement(
         "SELECT m.segment_id, m.expires_at, s.seg_key FROM segment_memberships m JOIN segments s \
          ON s.id = m.segment_id WHERE m.user_id = ? AND m.expires_at IS NOT NULL AND m.expires_at <= ? \
          ORDER BY m.expires_at, m.ordinal",
+        &[&user_id, &now],
     )
-    .bind(user_id)
-    .bind(now)
     .fetch_all(&mut *conn)
     .await?;
     let mut written = 0;
@@ -442,13 +462,12 @@ pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i
         let segment_id: i64 = row.try_get(0)?;
         let expires_at: i64 = row.try_get(1)?;
         let slug: String = row.try_get(2)?;
-        let deleted =
-            sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ? AND expires_at = ?")
-                .bind(user_id)
-                .bind(segment_id)
-                .bind(expires_at)
-                .execute(&mut *conn)
-                .await?;
+        let deleted = statement(
+            "DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ? AND expires_at = ?",
+            &[&user_id, &segment_id, &expires_at],
+        )
+        .execute(&mut *conn)
+        .await?;
         if deleted.rows_affected() == 1 {
             insert_history(&mut *conn, user_id, segment_id, &slug, "remove", expires_at).await?;
             written += 1;
@@ -459,12 +478,11 @@ pub async fn materialize_expired(conn: &mut AnyConnection, user_id: &str, now: i
 
 /// Whether the user has memberships that expired but are not in the history yet.
 pub async fn has_expired(db: &Database, user_id: &str, now: i64) -> SqlResult<bool> {
-    let row = sqlx::query(
+    let row = statement(
         "SELECT segment_id FROM segment_memberships WHERE user_id = ? AND expires_at IS NOT NULL AND expires_at <= ? \
          LIMIT 1",
+        &[&user_id, &now],
     )
-    .bind(user_id)
-    .bind(now)
     .fetch_optional(db.pool())
     .await?;
     Ok(row.is_some())
@@ -472,11 +490,10 @@ pub async fn has_expired(db: &Database, user_id: &str, now: i64) -> SqlResult<bo
 
 /// Users with memberships that expired, for the sweep.
 pub async fn users_with_expired(db: &Database, now: i64, limit: i64) -> SqlResult<Vec<String>> {
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT DISTINCT user_id FROM segment_memberships WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
+        &[&now, &limit],
     )
-    .bind(now)
-    .bind(limit)
     .fetch_all(db.pool())
     .await?;
     rows.iter().map(|row| row.try_get(0)).collect()
@@ -491,14 +508,12 @@ pub async fn insert_history(
     action: &str,
     at: i64,
 ) -> SqlResult<()> {
-    sqlx::query("INSERT INTO segment_history (user_id, segment_id, slug, action, at) VALUES (?, ?, ?, ?, ?)")
-        .bind(user_id)
-        .bind(segment_id)
-        .bind(slug)
-        .bind(action)
-        .bind(at)
-        .execute(conn)
-        .await?;
+    statement(
+        "INSERT INTO segment_history (user_id, segment_id, slug, action, at) VALUES (?, ?, ?, ?, ?)",
+        &[&user_id, &segment_id, &slug, &action, &at],
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -554,11 +569,10 @@ pub async fn remove_membership(
     slug: &str,
     now: i64,
 ) -> SqlResult<bool> {
-    let deleted = sqlx::query("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ?")
-        .bind(user_id)
-        .bind(segment_id)
-        .execute(&mut *conn)
-        .await?;
+    let deleted =
+        statement("DELETE FROM segment_memberships WHERE user_id = ? AND segment_id = ?", &[&user_id, &segment_id])
+            .execute(&mut *conn)
+            .await?;
     if deleted.rows_affected() == 0 {
         return Ok(false);
     }
@@ -584,26 +598,24 @@ pub async fn add_membership(
         Dialect::Sqlite => "INSERT OR IGNORE",
         Dialect::MySql => "INSERT IGNORE",
     };
-    let inserted = sqlx::query(&format!(
-        "{insert_ignore} INTO segment_memberships (user_id, segment_id, added_at, ordinal, expires_at) \
+    let inserted = statement(
+        &format!(
+            "{insert_ignore} INTO segment_memberships (user_id, segment_id, added_at, ordinal, expires_at) \
          VALUES (?, ?, ?, ?, ?)"
-    ))
-    .bind(user_id)
-    .bind(segment_id)
-    .bind(now)
-    .bind(ordinal)
-    .bind(expires_at)
+        ),
+        &[&user_id, &segment_id, &now, &ordinal, &expires_at],
+    )
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
         insert_history(conn, user_id, segment_id, slug, "add", now).await
     } else {
-        sqlx::query("UPDATE segment_memberships SET expires_at = ? WHERE user_id = ? AND segment_id = ?")
-            .bind(expires_at)
-            .bind(user_id)
-            .bind(segment_id)
-            .execute(conn)
-            .await?;
+        statement(
+            "UPDATE segment_memberships SET expires_at = ? WHERE user_id = ? AND segment_id = ?",
+            &[&expires_at, &user_id, &segment_id],
+        )
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }
@@ -615,12 +627,11 @@ pub async fn revision_and_memberships(
     user_id: &str,
     now: i64,
 ) -> SqlResult<(i64, Vec<(i64, Option<i64>)>)> {
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT r.revision, m.segment_id, m.expires_at FROM segment_revision r LEFT JOIN segment_memberships m \
          ON m.user_id = ? AND (m.expires_at IS NULL OR m.expires_at > ?) WHERE r.id = 1",
+        &[&user_id, &now],
     )
-    .bind(user_id)
-    .bind(now)
     .fetch_all(conn)
     .await?;
     let mut revision = 0;
@@ -641,13 +652,12 @@ pub async fn active_memberships(
     user_id: &str,
     now: i64,
 ) -> SqlResult<Vec<(i64, String, Option<i64>)>> {
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT s.id, s.seg_key, m.expires_at FROM segment_memberships m JOIN segments s ON s.id = m.segment_id \
          WHERE m.user_id = ? AND s.deleted = 0 AND (m.expires_at IS NULL OR m.expires_at > ?) \
          ORDER BY m.added_at, m.ordinal, s.id",
+        &[&user_id, &now],
     )
-    .bind(user_id)
-    .bind(now)
     .fetch_all(conn)
     .await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
@@ -664,25 +674,18 @@ pub struct HistoryLine {
 
 /// The user's history in `[from, to)`, ascending by time, then in the order it was written.
 pub async fn history(db: &Database, user_id: &str, from: i64, to: i64) -> SqlResult<Vec<HistoryLine>> {
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT user_id, slug, action, at FROM segment_history WHERE user_id = ? AND at >= ? AND at < ? \
          ORDER BY at, id",
+        &[&user_id, &from, &to],
     )
-    .bind(user_id)
-    .bind(from)
-    .bind(to)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(HistoryLine {
-                user_id: row.try_get(0)?,
-                slug: row.try_get(1)?,
-                action: row.try_get(2)?,
-                at: row.try_get(3)?,
-            })
-        })
-        .collect()
+    rows.iter().map(history_line).collect()
+}
+
+fn history_line(row: &AnyRow) -> SqlResult<HistoryLine> {
+    Ok(HistoryLine { user_id: row.try_get(0)?, slug: row.try_get(1)?, action: row.try_get(2)?, at: row.try_get(3)? })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,25 +701,22 @@ pub struct DecisionRow {
 }
 
 pub async fn insert_decision(db: &Database, decision: &DecisionRow) -> SqlResult<()> {
-    sqlx::query(
+    statement(
         "INSERT INTO segment_decisions (uuid, name, decision_name, content, created_at) VALUES (?, ?, ?, ?, ?)",
+        &[&decision.uuid, &decision.name, &decision.decision_name, &decision.content, &decision.created_at],
     )
-    .bind(&decision.uuid)
-    .bind(&decision.name)
-    .bind(&decision.decision_name)
-    .bind(&decision.content)
-    .bind(decision.created_at)
     .execute(db.pool())
     .await?;
     Ok(())
 }
 
 pub async fn decision(conn: &mut AnyConnection, uuid: &str) -> SqlResult<Option<DecisionRow>> {
-    let row =
-        sqlx::query("SELECT uuid, name, decision_name, content, created_at FROM segment_decisions WHERE uuid = ?")
-            .bind(uuid)
-            .fetch_optional(conn)
-            .await?;
+    let row = statement(
+        "SELECT uuid, name, decision_name, content, created_at FROM segment_decisions WHERE uuid = ?",
+        &[&uuid],
+    )
+    .fetch_optional(conn)
+    .await?;
     row.map(|row| {
         Ok(DecisionRow {
             uuid: row.try_get(0)?,
@@ -776,103 +776,90 @@ pub async fn flag(
     for_update: bool,
 ) -> SqlResult<Option<FlagRow>> {
     let suffix = if for_update { lock(dialect, true) } else { "" };
-    let row = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM segment_flags WHERE uuid = ? OR flag_key = ?{suffix}"))
-        .bind(ident)
-        .bind(ident)
-        .fetch_optional(conn)
-        .await?;
+    let row = statement(
+        &format!("SELECT {FLAG_COLUMNS} FROM segment_flags WHERE uuid = ? OR flag_key = ?{suffix}"),
+        &[&ident, &ident],
+    )
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(flag_row).transpose()
 }
 
 pub async fn flag_key_taken(conn: &mut AnyConnection, key: &str, except_id: Option<i64>) -> SqlResult<bool> {
-    let row = sqlx::query("SELECT id FROM segment_flags WHERE flag_key = ?").bind(key).fetch_optional(conn).await?;
-    Ok(match row {
-        Some(row) => Some(row.try_get::<i64, _>(0)?) != except_id,
-        None => false,
-    })
+    key_taken(conn, "SELECT id FROM segment_flags WHERE flag_key = ?", key, except_id).await
 }
 
 pub async fn flag_rules(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<Vec<FlagRuleRow>> {
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT r.segment_id, s.uuid, s.seg_key, r.variation FROM segment_flag_rules r \
          JOIN segments s ON s.id = r.segment_id WHERE r.flag_id = ? ORDER BY r.position",
+        &[&flag_id],
     )
-    .bind(flag_id)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(FlagRuleRow {
-                segment_id: row.try_get(0)?,
-                segment_uuid: row.try_get(1)?,
-                segment_key: row.try_get(2)?,
-                variation: row.try_get::<i64, _>(3)? != 0,
-            })
-        })
-        .collect()
+    rows.iter().map(flag_rule_row).collect()
+}
+
+fn flag_rule_row(row: &AnyRow) -> SqlResult<FlagRuleRow> {
+    Ok(FlagRuleRow {
+        segment_id: row.try_get(0)?,
+        segment_uuid: row.try_get(1)?,
+        segment_key: row.try_get(2)?,
+        variation: row.try_get::<i64, _>(3)? != 0,
+    })
+}
+
+/// A flag's `enabled` and `default_variation` as the table stores them (BIGINT 0 / 1).
+fn flag_switches(flag: &FlagRow) -> [i64; 2] {
+    [i64::from(flag.enabled), i64::from(flag.default_variation)]
 }
 
 pub async fn insert_flag(conn: &mut AnyConnection, flag: &FlagRow) -> SqlResult<i64> {
-    sqlx::query(
+    let [enabled, default_variation] = flag_switches(flag);
+    statement(
         "INSERT INTO segment_flags (uuid, flag_key, name, enabled, default_variation, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
+        &[&flag.uuid, &flag.key, &flag.name, &enabled, &default_variation, &flag.created_at, &flag.updated_at],
     )
-    .bind(&flag.uuid)
-    .bind(&flag.key)
-    .bind(&flag.name)
-    .bind(i64::from(flag.enabled))
-    .bind(i64::from(flag.default_variation))
-    .bind(flag.created_at)
-    .bind(flag.updated_at)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT id FROM segment_flags WHERE uuid = ?").bind(&flag.uuid).fetch_one(conn).await?.try_get(0)
+    statement("SELECT id FROM segment_flags WHERE uuid = ?", &[&flag.uuid]).fetch_one(conn).await?.try_get(0)
 }
 
 pub async fn update_flag(conn: &mut AnyConnection, flag: &FlagRow) -> SqlResult<()> {
-    sqlx::query(
+    let [enabled, default_variation] = flag_switches(flag);
+    statement(
         "UPDATE segment_flags SET flag_key = ?, name = ?, enabled = ?, default_variation = ?, updated_at = ? \
          WHERE id = ?",
+        &[&flag.key, &flag.name, &enabled, &default_variation, &flag.updated_at, &flag.id],
     )
-    .bind(&flag.key)
-    .bind(&flag.name)
-    .bind(i64::from(flag.enabled))
-    .bind(i64::from(flag.default_variation))
-    .bind(flag.updated_at)
-    .bind(flag.id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn replace_flag_rules(conn: &mut AnyConnection, flag_id: i64, rules: &[(i64, bool)]) -> SqlResult<()> {
-    sqlx::query("DELETE FROM segment_flag_rules WHERE flag_id = ?").bind(flag_id).execute(&mut *conn).await?;
+    statement("DELETE FROM segment_flag_rules WHERE flag_id = ?", &[&flag_id]).execute(&mut *conn).await?;
     for (position, (segment_id, variation)) in rules.iter().enumerate() {
-        sqlx::query("INSERT INTO segment_flag_rules (flag_id, position, segment_id, variation) VALUES (?, ?, ?, ?)")
-            .bind(flag_id)
-            .bind(position as i64)
-            .bind(*segment_id)
-            .bind(i64::from(*variation))
-            .execute(&mut *conn)
-            .await?;
+        statement(
+            "INSERT INTO segment_flag_rules (flag_id, position, segment_id, variation) VALUES (?, ?, ?, ?)",
+            &[&flag_id, &(position as i64), segment_id, &i64::from(*variation)],
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
 pub async fn delete_flag(conn: &mut AnyConnection, flag_id: i64) -> SqlResult<()> {
-    sqlx::query("DELETE FROM segment_flag_rules WHERE flag_id = ?").bind(flag_id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM segment_flags WHERE id = ?").bind(flag_id).execute(conn).await?;
+    statement("DELETE FROM segment_flag_rules WHERE flag_id = ?", &[&flag_id]).execute(&mut *conn).await?;
+    statement("DELETE FROM segment_flags WHERE id = ?", &[&flag_id]).execute(conn).await?;
     Ok(())
 }
 
 pub async fn flags_page(db: &Database, offset: i64, limit: i64) -> SqlResult<(Vec<FlagRow>, i64)> {
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM segment_flags").fetch_one(db.pool()).await?.try_get(0)?;
-    let rows = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM segment_flags ORDER BY id LIMIT ? OFFSET ?"))
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db.pool())
-        .await?;
-    Ok((rows.iter().map(flag_row).collect::<SqlResult<_>>()?, total))
+    let rows = format!("SELECT {FLAG_COLUMNS} FROM segment_flags ORDER BY id LIMIT ? OFFSET ?");
+    page(db, "SELECT COUNT(*) FROM segment_flags", &rows, (offset, limit), flag_row).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -886,36 +873,33 @@ pub async fn insert_api_key(
     permissions: &str,
     now: i64,
 ) -> SqlResult<()> {
-    sqlx::query("INSERT INTO segment_api_keys (id, name, key_hash, permissions, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(id)
-        .bind(name)
-        .bind(key_hash)
-        .bind(permissions)
-        .bind(now)
-        .execute(db.pool())
-        .await?;
+    statement(
+        "INSERT INTO segment_api_keys (id, name, key_hash, permissions, created_at) VALUES (?, ?, ?, ?, ?)",
+        &[&id, &name, &key_hash, &permissions, &now],
+    )
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
 /// The permissions of the key whose hash is `key_hash`, unless it was revoked.
 pub async fn api_key_permissions(db: &Database, key_hash: &str) -> SqlResult<Option<String>> {
-    let row = sqlx::query("SELECT permissions FROM segment_api_keys WHERE key_hash = ? AND revoked_at IS NULL")
-        .bind(key_hash)
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        statement("SELECT permissions FROM segment_api_keys WHERE key_hash = ? AND revoked_at IS NULL", &[&key_hash])
+            .fetch_optional(db.pool())
+            .await?;
     row.map(|row| row.try_get(0)).transpose()
 }
 
 /// Marks the key with id `id` or hash `key_hash` revoked at `now`; how many keys that changed
 /// (0 for an unknown or already revoked key).
 pub async fn revoke_api_key(db: &Database, id: &str, key_hash: &str, now: i64) -> SqlResult<u64> {
-    let done =
-        sqlx::query("UPDATE segment_api_keys SET revoked_at = ? WHERE (id = ? OR key_hash = ?) AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .bind(key_hash)
-            .execute(db.pool())
-            .await?;
+    let done = statement(
+        "UPDATE segment_api_keys SET revoked_at = ? WHERE (id = ? OR key_hash = ?) AND revoked_at IS NULL",
+        &[&now, &id, &key_hash],
+    )
+    .execute(db.pool())
+    .await?;
     Ok(done.rows_affected())
 }
 
@@ -925,7 +909,7 @@ pub async fn server_secret(db: &Database, name: &str, candidate: &str) -> SqlRes
         Dialect::Sqlite => "INSERT OR IGNORE INTO segment_secrets (name, secret) VALUES (?, ?)",
         Dialect::MySql => "INSERT IGNORE INTO segment_secrets (name, secret) VALUES (?, ?)",
     };
-    sqlx::query(insert).bind(name).bind(candidate).execute(db.pool()).await?;
-    let row = sqlx::query("SELECT secret FROM segment_secrets WHERE name = ?").bind(name).fetch_one(db.pool()).await?;
+    statement(insert, &[&name, &candidate]).execute(db.pool()).await?;
+    let row = statement("SELECT secret FROM segment_secrets WHERE name = ?", &[&name]).fetch_one(db.pool()).await?;
     Ok(text(&row, 0)?.unwrap_or_default())
 }

@@ -11,8 +11,8 @@
 //! | GET | /api/v1/decisions/:id | SEGMENTS_READ |
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -101,11 +101,8 @@ async fn create_decision(
         created_at: state.now(),
     };
     store::insert_decision(state.db(), &row).await?;
-    let mut response = document(StatusCode::CREATED, resource(&row, false));
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/decisions/{}", row.uuid)) {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    Ok(response)
+    let response = document(StatusCode::CREATED, resource(&row, false));
+    Ok(super::with_location(response, &format!("/api/v1/decisions/{}", row.uuid)))
 }
 
 #[utoipa::path(

@@ -18,8 +18,7 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -199,11 +198,8 @@ async fn create_flag(State(state): State<Segments>, _: CanWriteFlags, doc: Docum
     store::replace_flag_rules(&mut tx, flag.id, &resolved).await?;
     let rules = store::flag_rules(&mut tx, flag.id).await?;
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, FlagDocument { data: resource(&flag, &rules) });
-    if let Ok(location) = HeaderValue::from_str(&format!("{PATH}/{}", flag.uuid)) {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    Ok(response)
+    let response = document(StatusCode::CREATED, FlagDocument { data: resource(&flag, &rules) });
+    Ok(super::with_location(response, &format!("{PATH}/{}", flag.uuid)))
 }
 
 #[utoipa::path(

@@ -252,18 +252,20 @@ where
     type Rejection = Errors;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                let problem = shared::http::PathProblem::of(&rejection);
-                if problem.server_error {
-                    return Err(ApiError::new(ErrorCode::Internal, problem.detail).into());
-                }
-                let source = problem.parameter.as_deref().map(ErrorSource::parameter);
-                Err(Errors::one(ErrorCode::ValidationFailed, problem.detail, source))
-            }
-        }
+        let path = axum::extract::Path::<T>::from_request_parts(parts, state).await;
+        path.map(|axum::extract::Path(value)| Self(value)).map_err(|rejection| path_errors(&rejection))
     }
+}
+
+/// The JSON:API answer to path parameters that do not decode: a 500 when the route itself is
+/// wrong, else a 400 `VALIDATION` naming the parameter when it is known.
+fn path_errors(rejection: &axum::extract::rejection::PathRejection) -> Errors {
+    let problem = shared::http::PathProblem::of(rejection);
+    if problem.server_error {
+        return ApiError::new(ErrorCode::Internal, problem.detail).into();
+    }
+    let source = problem.parameter.as_deref().map(ErrorSource::parameter);
+    Errors::one(ErrorCode::ValidationFailed, problem.detail, source)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,9 +617,9 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert!(is_valid_key("premium-users_2"));
-        assert!(!is_valid_key("premium users"));
-        assert!(!is_valid_key(""));
-        assert!(!is_valid_key(&"a".repeat(201)));
+        let too_long = "a".repeat(201);
+        for (key, valid) in [("premium-users_2", true), ("premium users", false), ("", false), (&too_long, false)] {
+            assert_eq!(is_valid_key(key), valid, "{key:?}");
+        }
     }
 }

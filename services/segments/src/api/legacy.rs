@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, NaiveTime};
@@ -202,16 +202,7 @@ async fn create_segment(
     if store::live_key_taken(&mut tx, &slug, None).await? {
         return Err(slug_taken(&slug));
     }
-    let new = store::NewSegment {
-        uuid: crate::new_uuid(),
-        key: slug.clone(),
-        name: slug.clone(),
-        description: None,
-        rule_type: "SIMPLE".to_owned(),
-        rule_content: None,
-        decision_id: None,
-        percent,
-    };
+    let new = store::SegmentRow { percent, ..store::SegmentRow::new(slug.clone()) };
     let row = match store::insert_segment(&mut tx, &new, now).await {
         Ok(row) => row,
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Err(slug_taken(&slug)),
@@ -219,11 +210,7 @@ async fn create_segment(
     };
     tx.commit().await?;
     let location = format!("{}/segments/{}", base_url(&headers), encode_segment(&slug));
-    let mut response = (StatusCode::CREATED, Json(SegmentView::from(&row))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    Ok(response)
+    Ok(super::with_location((StatusCode::CREATED, Json(SegmentView::from(&row))).into_response(), &location))
 }
 
 #[utoipa::path(
@@ -657,9 +644,9 @@ mod tests {
 
     #[test]
     fn csv_quotes_only_when_needed() {
-        assert_eq!(csv_field("73234"), "73234");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        for (field, written) in [("73234", "73234"), ("a,b", "\"a,b\""), ("say \"hi\"", "\"say \"\"hi\"\"\"")] {
+            assert_eq!(csv_field(field), written);
+        }
     }
 
     #[test]

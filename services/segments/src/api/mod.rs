@@ -14,7 +14,9 @@ pub mod legacy;
 pub mod segments;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use axum::routing::any;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -71,6 +73,15 @@ pub fn base_url(headers: &HeaderMap) -> String {
         _ => "http",
     };
     format!("{scheme}://{host}")
+}
+
+/// `response` (a 201) with `location`, the new resource's URL, as its `Location` header; a
+/// location that is no valid header value leaves the header out rather than failing the create.
+pub fn with_location(mut response: Response, location: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
 }
 
 /// Whether `text` is a UUID in its canonical hyphenated form.

@@ -10,8 +10,7 @@
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
 use axum::extract::State;
-use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -249,19 +248,13 @@ async fn create_segment(
     let changes = read_changes(&doc, true)?;
     let key = changes.key.unwrap_or_default();
     let candidate = SegmentRow {
-        id: 0,
-        uuid: crate::new_uuid(),
-        key: key.clone(),
         name: changes.name.unwrap_or_default(),
         description: changes.description.flatten(),
         rule_type: changes.rule_type.unwrap_or(RuleType::Simple).as_str().to_owned(),
         rule_content: changes.rule_content.flatten(),
         decision_id: changes.decision_id.flatten(),
         percent: changes.percent.flatten(),
-        version: 1,
-        deleted: false,
-        created_at: 0,
-        updated_at: 0,
+        ..SegmentRow::new(key.clone())
     };
     check_rule(&mut *state.db().pool().acquire().await?, &doc, &candidate).await?;
     let now = state.now();
@@ -269,27 +262,13 @@ async fn create_segment(
     if store::live_key_taken(&mut tx, &key, None).await? {
         return Err(key_taken(&doc, &key));
     }
-    let new = store::NewSegment {
-        uuid: candidate.uuid,
-        key: candidate.key,
-        name: candidate.name,
-        description: candidate.description,
-        rule_type: candidate.rule_type,
-        rule_content: candidate.rule_content,
-        decision_id: candidate.decision_id,
-        percent: candidate.percent,
-    };
-    let row = match store::insert_segment(&mut tx, &new, now).await {
+    let row = match store::insert_segment(&mut tx, &candidate, now).await {
         Ok(row) => row,
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Err(key_taken(&doc, &key)),
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
-    let mut response = document(StatusCode::CREATED, segment_document(&row));
-    if let Ok(location) = HeaderValue::from_str(&self_link(&row.uuid)) {
-        response.headers_mut().insert(LOCATION, location);
-    }
-    Ok(response)
+    Ok(super::with_location(document(StatusCode::CREATED, segment_document(&row)), &self_link(&row.uuid)))
 }
 
 #[utoipa::path(

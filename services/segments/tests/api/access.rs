@@ -49,7 +49,7 @@ pub async fn legacy_routes_need_a_credential(app: &TestApp) {
         for token in [None, Some("wrong"), Some("cmsk_0000"), Some("")] {
             let reply = app.send(method.clone(), path, body.as_ref(), token).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}: {}", reply.text);
-            assert_eq!(reply.legacy_code(), "UNAUTHORIZED", "{method} {path}: {}", reply.text);
+            assert_eq!(reply.error_code(), "UNAUTHORIZED", "{method} {path}: {}", reply.text);
         }
         for (permission, key) in &keys {
             if *permission == needed {
@@ -57,7 +57,7 @@ pub async fn legacy_routes_need_a_credential(app: &TestApp) {
             }
             let reply = app.send(method.clone(), path, body.as_ref(), Some(key)).await;
             assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path} with {permission:?}: {}", reply.text);
-            assert_eq!(reply.legacy_code(), "FORBIDDEN");
+            assert_eq!(reply.error_code(), "FORBIDDEN");
             assert!(reply.body["error"]["message"].as_str().unwrap().contains(needed.as_str()), "{}", reply.text);
         }
         let key = &keys.iter().find(|(permission, _)| *permission == needed).unwrap().1;

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, dmn_table};
+use crate::helpers::{JsonApiReply, TestApp, dmn_table};
 
 async fn dmn_segment(app: &TestApp, key: &str, xml: &str) -> String {
     app.create_segment(json!({"key": key, "name": key, "ruleType": "DMN", "ruleContent": xml})).await
@@ -170,14 +170,14 @@ pub async fn stored_decisions(app: &TestApp) {
     let unknown =
         json!({"key": "u", "name": "U", "ruleType": "DMN", "decisionId": "550e8400-e29b-41d4-a716-446655440099"});
     let reply = app.v1(Method::POST, "/api/v1/segments", Some(&unknown)).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
     assert_eq!(reply.body["errors"][0]["source"]["pointer"], "/decisionId");
     for id in ["550e8400-e29b-41d4-a716-446655440099", "nope"] {
         let reply = app.v1(Method::GET, &format!("/api/v1/decisions/{id}"), None).await;
-        assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     }
     let reply = app.send_raw(Method::POST, "/api/v1/decisions", "text/xml", "<definitions", Some(&app.admin)).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
     let reply = app.v1(Method::POST, "/api/v1/decisions", Some(&json!({"name": "no content"}))).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let reader = segments::auth::mint_key(
@@ -205,12 +205,7 @@ pub async fn invalid_models_are_refused(app: &TestApp) {
     ] {
         let body = json!({"key": "bad", "name": "Bad", "ruleType": "DMN", "ruleContent": xml});
         let reply = app.v1(Method::POST, "/api/v1/segments", Some(&body)).await;
-        assert_eq!(
-            (reply.status, reply.error_code()),
-            (StatusCode::BAD_REQUEST, "VALIDATION"),
-            "{xml}: {}",
-            reply.text
-        );
+        reply.assert_error(StatusCode::BAD_REQUEST, "VALIDATION", &xml);
         assert_eq!(reply.body["errors"][0]["source"]["pointer"], "/ruleContent");
         let detail = reply.body["errors"][0]["detail"].as_str().unwrap();
         assert!(detail.contains(fragment) && detail.len() > 10, "{detail}");

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{JsonApiReply, TestApp};
 
 async fn flag_value(app: &TestApp, flag: &str, user: &str, attributes: serde_json::Value) -> (bool, String) {
     let reply = app
@@ -86,10 +86,10 @@ pub async fn deleting_a_segment_in_use_is_a_conflict(app: &TestApp) {
     let flag = reply.body["data"]["id"].as_str().unwrap().to_owned();
 
     let reply = app.v1(Method::DELETE, &format!("/api/v1/segments/{segment}"), None).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::CONFLICT, "CONFLICT"));
     assert_eq!(reply.body["errors"][0]["status"], "409");
     let reply = app.delete("/segments/in-use").await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
     assert_eq!(app.v1(Method::GET, &format!("/api/v1/segments/{segment}"), None).await.status, StatusCode::OK);
 
     let reply = app.v1(Method::PATCH, &format!("/api/v1/flags/{flag}"), Some(&json!({"rules": []}))).await;
@@ -103,7 +103,7 @@ pub async fn deleting_a_segment_in_use_is_a_conflict(app: &TestApp) {
     let reply = app
         .v1(Method::PATCH, &format!("/api/v1/flags/{flag}"), Some(&json!({"rules": [{"segmentId": segment}]})))
         .await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::CONFLICT, "CONFLICT"));
 }
 
 pub async fn flag_validation_and_permissions(app: &TestApp) {
@@ -115,12 +115,7 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
         json!({"key": "k", "rules": [{"variation": true}]}),
     ] {
         let reply = app.v1(Method::POST, "/api/v1/flags", Some(&body)).await;
-        assert_eq!(
-            (reply.status, reply.error_code()),
-            (StatusCode::BAD_REQUEST, "VALIDATION"),
-            "{body}: {}",
-            reply.text
-        );
+        reply.assert_error(StatusCode::BAD_REQUEST, "VALIDATION", &body.to_string());
     }
     // A rule naming no live segment conflicts with the store's state: 409, pointing at it.
     for body in [
@@ -128,12 +123,12 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
         json!({"key": "k", "rules": [{"segmentId": "550e8400-e29b-41d4-a716-446655440001"}]}),
     ] {
         let reply = app.v1(Method::POST, "/api/v1/flags", Some(&body)).await;
-        assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"), "{body}: {}", reply.text);
+        assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::CONFLICT, "CONFLICT"), "{body}: {}", reply.text);
         assert_eq!(reply.body["errors"][0]["source"]["pointer"], "/rules/0/segmentId");
     }
     assert_eq!(app.v1(Method::POST, "/api/v1/flags", Some(&json!({"key": "k"}))).await.status, StatusCode::CREATED);
     let reply = app.v1(Method::POST, "/api/v1/flags", Some(&json!({"key": "k"}))).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::CONFLICT, "CONFLICT"));
     let reply = app.v1(Method::POST, "/api/v1/flags/nope/evaluate", Some(&json!({"userId": "u"}))).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 
@@ -153,7 +148,7 @@ pub async fn flag_validation_and_permissions(app: &TestApp) {
         StatusCode::OK
     );
     let reply = app.send(Method::POST, "/api/v1/flags", Some(&json!({"key": "x"})), Some(&flags_reader)).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::FORBIDDEN, "FORBIDDEN"));
     assert_eq!(
         app.send(Method::DELETE, "/api/v1/flags/k", None, Some(&flags_reader)).await.status,
         StatusCode::FORBIDDEN

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chatmesh_e2e::client::Api;
 use reqwest::{Method, StatusCode};
 use segments::{Segments, Settings};
 use serde_json::Value;
@@ -26,6 +27,8 @@ pub const HOUR: i64 = 3_600_000;
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// The client every request of [`TestApp::send`] goes through.
+    api: Api,
     pub state: Segments,
     /// The admin token (every permission), unless the app was spawned without one.
     pub admin: String,
@@ -44,28 +47,27 @@ impl Drop for TestApp {
     }
 }
 
-/// A response with its body read.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-    pub text: String,
+/// A response with its body read; its `error_code` is the code of a chatmesh error body
+/// (legacy routes), [`JsonApiReply::jsonapi_code`] that of a JSON:API document.
+pub use chatmesh_e2e::client::Reply;
+
+/// What a `/api/v1` reply carries besides a chatmesh error body.
+pub trait JsonApiReply {
+    /// The `code` of the first JSON:API error.
+    fn jsonapi_code(&self) -> &str;
+
+    /// Asserts the status and the first JSON:API error code, saying `context` and the body
+    /// when they are not the ones expected.
+    fn assert_error(&self, status: StatusCode, code: &str, context: &str);
 }
 
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `code` of the first JSON:API error.
-    pub fn error_code(&self) -> &str {
+impl JsonApiReply for Reply {
+    fn jsonapi_code(&self) -> &str {
         self.body["errors"][0]["code"].as_str().unwrap_or("")
     }
 
-    /// The `code` of a chatmesh error body (legacy routes).
-    pub fn legacy_code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
+    fn assert_error(&self, status: StatusCode, code: &str, context: &str) {
+        assert_eq!((self.status, self.jsonapi_code()), (status, code), "{context}: {}", self.text);
     }
 }
 
@@ -126,10 +128,11 @@ pub async fn serve_with(store: Store, settings: Settings) -> TestApp {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (trigger, shutdown) = channel();
     tokio::spawn(shared::http::serve(listener, segments::app(state.clone(), 1024 * 1024), shutdown));
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client");
+    let api = Api::new(&base);
     TestApp {
         base,
-        http,
+        http: api.http.clone(),
+        api,
         state,
         admin: admin.unwrap_or_default(),
         backend,
@@ -156,14 +159,7 @@ impl TestApp {
 
     /// Sends `method path` with an optional JSON body and an optional bearer token.
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>, token: Option<&str>) -> Reply {
-        let mut request = self.http.request(method, self.url(path));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        read(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
+        self.bearing(token).send(method, path, body).await
     }
 
     /// Sends raw bytes with a content type.
@@ -175,12 +171,15 @@ impl TestApp {
         body: &str,
         token: Option<&str>,
     ) -> Reply {
-        let mut request =
-            self.http.request(method, self.url(path)).header("content-type", content_type).body(body.to_owned());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+        self.bearing(token).send_raw(method, path, content_type, body.as_bytes().to_vec()).await
+    }
+
+    /// The client, sending `token` as its bearer (or no credential).
+    fn bearing(&self, token: Option<&str>) -> Api {
+        match token {
+            Some(token) => self.api.with_bearer(token),
+            None => self.api.clone(),
         }
-        read(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
     }
 
     /// The admin token as a bearer, when the app has one.
@@ -265,14 +264,6 @@ impl TestApp {
         assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
         csv.text().await.expect("csv text")
     }
-}
-
-async fn read(response: reqwest::Response) -> Reply {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
 }
 
 /// RFC 3339 (to the second) of a clock reading, as the API writes times.

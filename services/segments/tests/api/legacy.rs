@@ -112,7 +112,7 @@ pub async fn legacy_errors_change_nothing(app: &TestApp) {
     for (body, status) in cases {
         let reply = app.post("/segments/users", &body).await;
         assert_eq!(reply.status, status, "{body}: {}", reply.text);
-        assert!(!reply.legacy_code().is_empty(), "{}", reply.text);
+        assert!(!reply.error_code().is_empty(), "{}", reply.text);
         assert_eq!(app.user_slugs("7").await, ["LIVE"], "{body} changed the user's segments");
     }
     assert_eq!(app.history_csv("7", "2023-08-01", "2023-09-01").await, history_before);
@@ -132,10 +132,10 @@ pub async fn legacy_errors_change_nothing(app: &TestApp) {
     assert!(app.user_slugs("7").await.is_empty());
 
     let reply = app.get("/segments/NOPE").await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     assert_eq!(app.delete("/segments/NOPE").await.status, StatusCode::NOT_FOUND);
     let reply = app.post("/segments", &json!({"slug": "LIVE"})).await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
     // A deleted slug can be created again: a new segment, the old one stays listed.
     let reply = app.post("/segments", &json!({"slug": "GONE"})).await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -153,10 +153,10 @@ pub async fn legacy_errors_change_nothing(app: &TestApp) {
     ] {
         let reply = app.post("/segments", &body).await;
         assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", reply.text);
-        assert_eq!(reply.legacy_code(), "VALIDATION_FAILED");
+        assert_eq!(reply.error_code(), "VALIDATION_FAILED");
     }
     let reply = app.send_raw(Method::POST, "/segments", "application/json", "{\"slug\":", app.admin_bearer()).await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::BAD_REQUEST, "BAD_REQUEST"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "BAD_REQUEST"));
     let reply = app.send_raw(Method::POST, "/segments", "text/plain", "{\"slug\":\"T\"}", app.admin_bearer()).await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     for query in ["from=2023-13-01&to=2023-12-01", "from=yesterday"] {
@@ -354,7 +354,7 @@ pub async fn long_change_lists(app: &TestApp) {
     let mut with_unknown = slugs.clone();
     with_unknown[750] = "NOPE".to_owned();
     let reply = app.post("/segments/users", &json!({"id": 9, "add": items(&with_unknown)})).await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
     assert_eq!(reply.body["error"]["message"], "no live segment with slug NOPE; nothing changed");
     assert!(app.user_slugs("9").await.is_empty());
 
@@ -380,7 +380,7 @@ pub async fn long_change_lists(app: &TestApp) {
     let many: Vec<String> = (0..40_000).map(|i| format!("S{}", i % 1000)).collect();
     for field in ["add", "remove"] {
         let reply = app.post("/segments/users", &json!({"id": 9, field: items(&many)})).await;
-        assert_eq!((reply.status, reply.legacy_code()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"));
+        assert_eq!((reply.status, reply.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"));
         assert_eq!(
             reply.body["error"]["message"],
             format!("{field} holds 40000 items; at most 1000 are taken in one request"),

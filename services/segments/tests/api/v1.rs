@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{START, TestApp, at, spawn_with};
+use crate::helpers::{JsonApiReply, START, TestApp, at, spawn_with};
 
 const PREMIUM_RULE: &str =
     r#"{"operator":"AND","conditions":[{"attribute":"plan","operator":"eq","value":"premium"}]}"#;
@@ -91,7 +91,7 @@ pub async fn seed_002_examples(app: &TestApp) {
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(reply.text.is_empty());
     let reply = app.v1(Method::GET, &format!("/api/v1/segments/{id}"), None).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
     assert_eq!(app.evaluate("u9", json!({"plan": "enterprise"})).await, Vec::<String>::new());
     // The legacy list shows every segment of the one store, the deleted one included.
     let legacy = app.get("/segments").await;
@@ -144,7 +144,7 @@ pub async fn authentication_and_permissions(app: &TestApp) {
     let body = json!({"key": "k2", "name": "K2"});
     for token in [None, Some("wrong"), Some(""), Some("cmsk_0000")] {
         let reply = app.send(Method::GET, "/api/v1/segments", None, token).await;
-        assert_eq!((reply.status, reply.error_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{token:?}");
+        assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{token:?}");
         assert!(reply.header("www-authenticate").unwrap().starts_with("Bearer"));
         assert_eq!(reply.body["errors"][0]["status"], "401");
     }
@@ -186,7 +186,7 @@ pub async fn authentication_and_permissions(app: &TestApp) {
                 assert!(reply.status.is_success(), "{method} {route} with {holds}: {}", reply.text);
             } else {
                 assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {route} with {holds}");
-                assert_eq!(reply.error_code(), "FORBIDDEN");
+                assert_eq!(reply.jsonapi_code(), "FORBIDDEN");
                 assert!(reply.body["errors"][0]["detail"].as_str().unwrap().contains(needed));
             }
         }
@@ -265,7 +265,7 @@ pub async fn validation_errors(app: &TestApp) {
     assert_eq!(reply.status, StatusCode::CREATED);
     let id = reply.body["data"]["id"].as_str().unwrap().to_owned();
     let reply = app.v1(Method::POST, "/api/v1/segments", Some(&json!({"key": "k", "name": "Again"}))).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::CONFLICT, "CONFLICT"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::CONFLICT, "CONFLICT"));
     assert_eq!(reply.body["errors"][0]["status"], "409");
     let other = app.create_segment(json!({"key": "other", "name": "O"})).await;
     let reply = app.v1(Method::PATCH, &format!("/api/v1/segments/{other}"), Some(&json!({"key": "k"}))).await;
@@ -286,22 +286,22 @@ pub async fn validation_errors(app: &TestApp) {
         for method in [Method::GET, Method::PATCH, Method::DELETE] {
             let body = json!({"name": "x"});
             let reply = app.v1(method.clone(), &path, (method == Method::PATCH).then_some(&body)).await;
-            assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{method} {path}");
+            assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{method} {path}");
         }
     }
     let post = |content_type: &'static str, body: &'static str| {
         app.send_raw(Method::POST, "/api/v1/segments", content_type, body, Some(&app.admin))
     };
     let reply = post("application/json", "{\"key\":").await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
     let reply = post("application/json", "[1,2]").await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let reply = post("text/plain", "{}").await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"));
     let reply = post("application/vnd.api+json", "{\"key\":\"vnd\",\"name\":\"V\"}").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let reply = app.v1(Method::POST, "/api/v1/segments/evaluate", Some(&json!({"attributes": {}}))).await;
-    assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
+    assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::BAD_REQUEST, "VALIDATION"));
     let reply =
         app.v1(Method::POST, "/api/v1/segments/evaluate", Some(&json!({"userId": "u", "attributes": [1]}))).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -338,7 +338,7 @@ pub async fn pagination(app: &TestApp) {
         "/api/v1/segments?page[number]=two",
     ] {
         let reply = page(query).await;
-        assert_eq!((reply.status, reply.error_code()), (StatusCode::BAD_REQUEST, "VALIDATION"), "{query}");
+        assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::BAD_REQUEST, "VALIDATION"), "{query}");
         assert!(reply.body["errors"][0]["source"]["parameter"].as_str().unwrap().starts_with("page["));
     }
 }
@@ -489,7 +489,7 @@ pub async fn invalid_utf8_paths_are_json_api_errors(app: &TestApp) {
             "{method} {path}"
         );
         let reply = app.send(method.clone(), path, body, None).await;
-        assert_eq!((reply.status, reply.error_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{method} {path}");
+        assert_eq!((reply.status, reply.jsonapi_code()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{method} {path}");
     }
 }
 
@@ -583,8 +583,8 @@ pub async fn v1_fallbacks_are_json_api(app: &TestApp) {
     }
     // The legacy routes and everything else outside /api/v1 keep the chatmesh error body.
     let reply = app.get("/nothing").await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{}", reply.text);
     let reply = app.send(Method::PUT, "/segments", None, None).await;
-    assert_eq!((reply.status, reply.legacy_code()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
+    assert_eq!((reply.status, reply.error_code()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
     assert_eq!(reply.header("allow"), Some("GET,HEAD,POST"));
 }
