@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use crate::Events;
 use crate::model::{Reason, refuse};
-use crate::store::{WriteGate, begin_write, optional_text, text};
+use crate::store::{AnyQuery, WriteGate, begin_write, insert_chunked, optional_text, text};
 use crate::time::{format_timestamp, parse_timestamp};
 
 pub const MAX_ID_CHARS: usize = 128;
@@ -121,6 +121,18 @@ pub struct IngestCounts {
     pub duplicates: u64,
 }
 
+/// Binds the `user_events` columns of `event` received at `received_at`, in the order
+/// `(session_id, event, user_id, country, ts, received_at)`.
+pub fn bind_user_event<'q>(query: AnyQuery<'q>, event: &'q UserEvent, received_at: i64) -> AnyQuery<'q> {
+    query
+        .bind(event.session_id.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.user_id.as_str())
+        .bind(event.country.as_deref())
+        .bind(event.ts)
+        .bind(received_at)
+}
+
 /// Stores `events` in one transaction, ignoring duplicates; safe beside concurrent writers.
 pub async fn ingest(state: &Events, events: &[UserEvent], received_at: i64) -> BackendResult<IngestCounts> {
     let db = &state.db;
@@ -152,25 +164,17 @@ async fn ingest_once(
     received_at: i64,
 ) -> BackendResult<IngestCounts> {
     let mut tx = begin_write(db, gate).await?;
-    let mut accepted = 0;
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
+    let insert = |rows: usize| {
+        format!(
             "{} INTO user_events (session_id, event, user_id, country, ts, received_at) VALUES {}",
             db.insert_ignore(),
-            vec![format!("({})", placeholders(6)); chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for event in chunk {
-            query = query
-                .bind(event.session_id.as_str())
-                .bind(event.kind.as_str())
-                .bind(event.user_id.as_str())
-                .bind(event.country.as_deref())
-                .bind(event.ts)
-                .bind(received_at);
-        }
-        accepted += query.execute(tx.conn()).await?.rows_affected();
-    }
+            vec![format!("({})", placeholders(6)); rows].join(", ")
+        )
+    };
+    let accepted = insert_chunked(tx.conn(), events, ROWS_PER_INSERT, insert, |query, event| {
+        bind_user_event(query, event, received_at)
+    })
+    .await?;
     // A country is seen once a start carrying it is stored: a duplicate start naming another
     // country does not count. Known countries cost one small query per batch.
     let candidates: BTreeSet<&str> =
