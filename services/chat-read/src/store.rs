@@ -99,12 +99,13 @@ pub async fn list_applications(db: &Database, page: Page) -> BackendResult<Vec<A
 }
 
 pub async fn rename_application(db: &Database, id: i64, name: &str, now: i64) -> BackendResult<()> {
-    sqlx::query("UPDATE applications SET name = ?, updated_at = ? WHERE id = ?")
-        .bind(name)
-        .bind(now)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+    rename(db, "applications", id, name, now).await
+}
+
+/// Names the row `id` of `table` (applications or chats) `name`, updated at `now`.
+async fn rename(db: &Database, table: &str, id: i64, name: &str, now: i64) -> BackendResult<()> {
+    let sql = format!("UPDATE {table} SET name = ?, updated_at = ? WHERE id = ?");
+    sqlx::query(&sql).bind(name).bind(now).bind(id).execute(db.pool()).await?;
     Ok(())
 }
 
@@ -147,13 +148,7 @@ pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: P
 }
 
 pub async fn rename_chat(db: &Database, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
-    sqlx::query("UPDATE chats SET name = ?, updated_at = ? WHERE id = ?")
-        .bind(name)
-        .bind(now)
-        .bind(chat_id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    rename(db, "chats", chat_id, name, now).await
 }
 
 fn message(row: &AnyRow, token: &str, chat_number: i64) -> BackendResult<MessageView> {
@@ -213,21 +208,23 @@ pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &
 /// Message numbers and their current text, for (re)indexing what the store holds.
 /// `(id, number, content)` of the messages of `chat_id` with `numbers`, as the store holds them.
 pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, i64, String)>> {
-    let mut texts = Vec::with_capacity(numbers.len());
+    let rows = rows_among(db, "SELECT id, number, content FROM messages WHERE chat_id = ?", chat_id, numbers).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, text(row, 2)?.unwrap_or_default()))).collect()
+}
+
+/// The rows `select` (of one `parent`, whose id it binds first) finds among `numbers`, asked
+/// 500 numbers a statement.
+async fn rows_among(db: &Database, select: &str, parent: i64, numbers: &[i64]) -> BackendResult<Vec<AnyRow>> {
+    let mut rows = Vec::with_capacity(numbers.len());
     for chunk in numbers.chunks(500) {
-        let sql = format!(
-            "SELECT id, number, content FROM messages WHERE chat_id = ? AND number IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(&sql).bind(chat_id);
+        let sql = format!("{select} AND number IN ({})", placeholders(chunk.len()));
+        let mut query = sqlx::query(&sql).bind(parent);
         for number in chunk {
             query = query.bind(*number);
         }
-        for row in query.fetch_all(db.pool()).await? {
-            texts.push((row.try_get(0)?, row.try_get(1)?, text(&row, 2)?.unwrap_or_default()));
-        }
+        rows.extend(query.fetch_all(db.pool()).await?);
     }
-    Ok(texts)
+    Ok(rows)
 }
 
 /// One page of every message with its search scope, in id order after `after_id`:
@@ -296,21 +293,15 @@ async fn stored_rows(
     parent: i64,
     numbers: &[i64],
 ) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
-    let mut rows = std::collections::HashMap::with_capacity(numbers.len());
-    for chunk in numbers.chunks(500) {
-        let sql = format!("{select} AND number IN ({})", placeholders(chunk.len()));
-        let mut query = sqlx::query(&sql).bind(parent);
-        for number in chunk {
-            query = query.bind(*number);
-        }
-        for row in query.fetch_all(db.pool()).await? {
+    let rows = rows_among(db, select, parent, numbers).await?;
+    rows.iter()
+        .map(|row| {
             let stored = StoredRow {
-                text: text(&row, 1)?.unwrap_or_default(),
+                text: text(row, 1)?.unwrap_or_default(),
                 created_at: row.try_get(2)?,
                 updated_at: row.try_get(3)?,
             };
-            rows.insert(row.try_get(0)?, stored);
-        }
-    }
-    Ok(rows)
+            Ok((row.try_get(0)?, stored))
+        })
+        .collect()
 }
