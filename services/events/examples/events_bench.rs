@@ -190,6 +190,11 @@ async fn post_all(
     Ok(total)
 }
 
+/// The events an answer of `POST /events/batch` or `POST /user/batches` says were accepted.
+fn accepted_count(answer: &Value) -> u64 {
+    answer["accepted"].as_u64().unwrap_or(0)
+}
+
 /// Posts `bodies` (each of `per_body` events) to the trivial handler: events/s.
 async fn trivial_baseline(
     client: &reqwest::Client,
@@ -346,10 +351,8 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let db = shared::backends::sql::Database::open_sqlite(&dir.path().join("server"), "chatmesh.db").await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let accepted = post_all(&client, format!("{}/events/batch", server.url), bodies, options.clients, |a| {
-        a["accepted"].as_u64().unwrap_or(0)
-    })
-    .await?;
+    let accepted =
+        post_all(&client, format!("{}/events/batch", server.url), bodies, options.clients, accepted_count).await?;
     let accepted_in = started.elapsed();
     anyhow::ensure!(accepted == options.events as u64, "accepted {accepted} of {}", options.events);
     // Stored: `seq` is the rowid and nothing is deleted, so MAX(seq) is the count, read in O(log n).
@@ -401,10 +404,8 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let trivial_user = trivial_baseline(&client, &server, &bodies, options.user_batch, options.clients).await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let stored = post_all(&client, format!("{}/user/batches", server.url), bodies, options.clients, |a| {
-        a["accepted"].as_u64().unwrap_or(0)
-    })
-    .await?;
+    let stored =
+        post_all(&client, format!("{}/user/batches", server.url), bodies, options.clients, accepted_count).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(server.child.id()) - cpu;
     anyhow::ensure!(stored == options.user_events as u64, "stored {stored} of {}", options.user_events);
