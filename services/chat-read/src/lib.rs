@@ -71,6 +71,41 @@ impl ChatRead {
         Self { admin, ..self }
     }
 
+    /// What readiness answers for: the `backends`, the search index and, where this process
+    /// runs the `consumer`, whether it can write to the store.
+    pub fn readiness_checks(
+        &self,
+        backends: &shared::backends::Backends,
+        consumer: bool,
+    ) -> Vec<Arc<dyn shared::health::ReadinessCheck>> {
+        let mut checks = backends.readiness_checks();
+        let search = self.search.clone();
+        checks.push(shared::health::FnCheck::boxed("search", move || {
+            let search = search.clone();
+            Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
+        }));
+        if consumer {
+            let status = self.consumer_store.clone();
+            checks.push(shared::health::FnCheck::boxed("consumer", move || {
+                let status = status.clone();
+                Box::pin(async move { status.check() })
+            }));
+        }
+        checks
+    }
+
+    /// The state over connected `backends` and `search`, keys under `namespace`, admin routes
+    /// open to `admin_token` (none: refused).
+    pub fn over(
+        backends: &shared::backends::Backends,
+        search: Arc<dyn SearchIndex>,
+        namespace: &str,
+        admin_token: Option<&str>,
+    ) -> Self {
+        Self::new(backends.db.clone(), backends.counters.clone(), backends.queue.clone(), search, namespace)
+            .with_admin_token(shared::auth::AdminToken::new(admin_token))
+    }
+
     /// Creates or upgrades the chat tables.
     pub async fn migrate(&self) -> Result<(), shared::backends::BackendError> {
         self.db.migrate("chat", chat::schema::MIGRATIONS).await
@@ -183,14 +218,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(ChatRead, shared::backe
     let backends = shared::backends::Backends::connect(&config.backends, false).await?;
     let search = shared::backends::open_search(&config.backends, config.consumer).await?;
     tracing::info!(backends = %backends.description, "backends connected");
-    let state = ChatRead::new(
-        backends.db.clone(),
-        backends.counters.clone(),
-        backends.queue.clone(),
-        search,
-        &config.backends.namespace,
-    )
-    .with_admin_token(shared::auth::AdminToken::new(config.admin_token.as_deref()));
+    let state = ChatRead::over(&backends, search, &config.backends.namespace, config.admin_token.as_deref());
     state.migrate().await?;
     Ok((state, backends))
 }
@@ -217,20 +245,7 @@ pub async fn run(
         tasks.spawn(counts::run(state.clone(), config.count_flush_schedule.clone(), generation, shutdown.clone()));
     }
     shared::metrics::watch_queue_depth(state.queue.clone(), state.keys.command_queue());
-    let mut checks = backends.readiness_checks();
-    let search = state.search.clone();
-    checks.push(shared::health::FnCheck::boxed("search", move || {
-        let search = search.clone();
-        Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
-    }));
-    if config.consumer {
-        let status = state.consumer_store.clone();
-        checks.push(shared::health::FnCheck::boxed("consumer", move || {
-            let status = status.clone();
-            Box::pin(async move { status.check() })
-        }));
-    }
-    let mut routes = shared::health::router("chat-read", checks);
+    let mut routes = shared::health::router("chat-read", state.readiness_checks(&backends, config.consumer));
     if config.api && !state.admin.is_configured() {
         warn_no_admin_token();
     }

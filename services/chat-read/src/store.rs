@@ -34,17 +34,37 @@ impl Page {
         }
         rows
     }
+
+    /// Runs the page query that `sql` builds from [`Page::clause`]'s fragment and direction on
+    /// `column`, binding `parent` (the owning row's id, when there is one), the cursors and the
+    /// limit, and maps its rows ascending.
+    async fn fetch<T>(
+        &self,
+        db: &Database,
+        column: &str,
+        parent: Option<i64>,
+        sql: impl FnOnce(&str, &str) -> String,
+        map: impl Fn(&AnyRow) -> BackendResult<T>,
+    ) -> BackendResult<Vec<T>> {
+        let (cursor, order, bounds) = self.clause(column);
+        let sql = sql(&cursor, order);
+        let mut query = sqlx::query(&sql);
+        for bound in parent.into_iter().chain(bounds) {
+            query = query.bind(bound);
+        }
+        let rows = query.bind(self.limit).fetch_all(db.pool()).await?;
+        Ok(self.finish(rows.iter().map(map).collect::<BackendResult<Vec<_>>>()?))
+    }
 }
 
 fn application(row: &AnyRow) -> BackendResult<ApplicationView> {
-    Ok(ApplicationView {
-        kind: "application",
-        application_token: row.try_get("token")?,
-        application_name: row.try_get("name")?,
-        chats_count: row.try_get("chats_count")?,
-        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
-        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
-    })
+    Ok(ApplicationView::new(
+        row.try_get("token")?,
+        row.try_get("name")?,
+        row.try_get("chats_count")?,
+        row.try_get("created_at")?,
+        row.try_get("updated_at")?,
+    ))
 }
 
 pub async fn insert_application(db: &Database, token: &str, name: &str, now: i64) -> BackendResult<ApplicationView> {
@@ -55,14 +75,7 @@ pub async fn insert_application(db: &Database, token: &str, name: &str, now: i64
         .bind(now)
         .execute(db.pool())
         .await?;
-    Ok(ApplicationView {
-        kind: "application",
-        application_token: token.to_owned(),
-        application_name: name.to_owned(),
-        chats_count: 0,
-        created_at: shared::rfc3339_millis(now),
-        updated_at: shared::rfc3339_millis(now),
-    })
+    Ok(ApplicationView::new(token.to_owned(), name.to_owned(), 0, now, now))
 }
 
 pub async fn get_application(db: &Database, token: &str) -> BackendResult<Option<(i64, ApplicationView)>> {
@@ -76,39 +89,35 @@ pub async fn get_application(db: &Database, token: &str) -> BackendResult<Option
 
 /// Applications in creation order; the cursor is the internal id of the cursor token's row.
 pub async fn list_applications(db: &Database, page: Page) -> BackendResult<Vec<ApplicationView>> {
-    let (cursor, order, bounds) = page.clause("id");
-    let sql = format!(
-        "SELECT token, name, chats_count, created_at, updated_at FROM applications WHERE 1 = 1 {cursor} \
-         ORDER BY id {order} LIMIT ?"
-    );
-    let mut query = sqlx::query(&sql);
-    for bound in bounds {
-        query = query.bind(bound);
-    }
-    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
-    Ok(page.finish(rows.iter().map(application).collect::<BackendResult<Vec<_>>>()?))
+    let sql = |cursor: &str, order: &str| {
+        format!(
+            "SELECT token, name, chats_count, created_at, updated_at FROM applications WHERE 1 = 1 {cursor} \
+             ORDER BY id {order} LIMIT ?"
+        )
+    };
+    page.fetch(db, "id", None, sql, application).await
 }
 
 pub async fn rename_application(db: &Database, id: i64, name: &str, now: i64) -> BackendResult<()> {
-    sqlx::query("UPDATE applications SET name = ?, updated_at = ? WHERE id = ?")
-        .bind(name)
-        .bind(now)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+    rename(db, "applications", id, name, now).await
+}
+
+/// Names the row `id` of `table` (applications or chats) `name`, updated at `now`.
+async fn rename(db: &Database, table: &str, id: i64, name: &str, now: i64) -> BackendResult<()> {
+    let sql = format!("UPDATE {table} SET name = ?, updated_at = ? WHERE id = ?");
+    sqlx::query(&sql).bind(name).bind(now).bind(id).execute(db.pool()).await?;
     Ok(())
 }
 
 fn chat(row: &AnyRow, token: &str) -> BackendResult<ChatView> {
-    Ok(ChatView {
-        kind: "chat",
-        application_token: token.to_owned(),
-        chat_number: row.try_get("number")?,
-        chat_name: row.try_get("name")?,
-        messages_count: row.try_get("messages_count")?,
-        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
-        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
-    })
+    Ok(ChatView::new(
+        token.to_owned(),
+        row.try_get("number")?,
+        row.try_get("name")?,
+        row.try_get("messages_count")?,
+        row.try_get("created_at")?,
+        row.try_get("updated_at")?,
+    ))
 }
 
 pub async fn get_chat(
@@ -129,39 +138,28 @@ pub async fn get_chat(
 }
 
 pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: Page) -> BackendResult<Vec<ChatView>> {
-    let (cursor, order, bounds) = page.clause("number");
-    let sql = format!(
-        "SELECT number, name, messages_count, created_at, updated_at FROM chats WHERE application_id = ? {cursor} \
-         ORDER BY number {order} LIMIT ?"
-    );
-    let mut query = sqlx::query(&sql).bind(application_id);
-    for bound in bounds {
-        query = query.bind(bound);
-    }
-    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
-    Ok(page.finish(rows.iter().map(|r| chat(r, token)).collect::<BackendResult<Vec<_>>>()?))
+    let sql = |cursor: &str, order: &str| {
+        format!(
+            "SELECT number, name, messages_count, created_at, updated_at FROM chats WHERE application_id = ? {cursor} \
+             ORDER BY number {order} LIMIT ?"
+        )
+    };
+    page.fetch(db, "number", Some(application_id), sql, |row| chat(row, token)).await
 }
 
 pub async fn rename_chat(db: &Database, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
-    sqlx::query("UPDATE chats SET name = ?, updated_at = ? WHERE id = ?")
-        .bind(name)
-        .bind(now)
-        .bind(chat_id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    rename(db, "chats", chat_id, name, now).await
 }
 
 fn message(row: &AnyRow, token: &str, chat_number: i64) -> BackendResult<MessageView> {
-    Ok(MessageView {
-        kind: "message",
-        application_token: token.to_owned(),
+    Ok(MessageView::new(
+        token.to_owned(),
         chat_number,
-        message_number: row.try_get("number")?,
-        message_content: text(row, 1)?.unwrap_or_default(),
-        created_at: shared::rfc3339_millis(row.try_get("created_at")?),
-        updated_at: shared::rfc3339_millis(row.try_get("updated_at")?),
-    })
+        row.try_get("number")?,
+        text(row, 1)?.unwrap_or_default(),
+        row.try_get("created_at")?,
+        row.try_get("updated_at")?,
+    ))
 }
 
 pub async fn get_message(
@@ -187,17 +185,13 @@ pub async fn list_messages(
     chat_number: i64,
     page: Page,
 ) -> BackendResult<Vec<MessageView>> {
-    let (cursor, order, bounds) = page.clause("number");
-    let sql = format!(
-        "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? {cursor} \
-         ORDER BY number {order} LIMIT ?"
-    );
-    let mut query = sqlx::query(&sql).bind(chat_id);
-    for bound in bounds {
-        query = query.bind(bound);
-    }
-    let rows = query.bind(page.limit).fetch_all(db.pool()).await?;
-    Ok(page.finish(rows.iter().map(|r| message(r, token, chat_number)).collect::<BackendResult<Vec<_>>>()?))
+    let sql = |cursor: &str, order: &str| {
+        format!(
+            "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? {cursor} \
+             ORDER BY number {order} LIMIT ?"
+        )
+    };
+    page.fetch(db, "number", Some(chat_id), sql, |row| message(row, token, chat_number)).await
 }
 
 pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &str, now: i64) -> BackendResult<bool> {
@@ -214,21 +208,23 @@ pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &
 /// Message numbers and their current text, for (re)indexing what the store holds.
 /// `(id, number, content)` of the messages of `chat_id` with `numbers`, as the store holds them.
 pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, i64, String)>> {
-    let mut texts = Vec::with_capacity(numbers.len());
+    let rows = rows_among(db, "SELECT id, number, content FROM messages WHERE chat_id = ?", chat_id, numbers).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, text(row, 2)?.unwrap_or_default()))).collect()
+}
+
+/// The rows `select` (of one `parent`, whose id it binds first) finds among `numbers`, asked
+/// 500 numbers a statement.
+async fn rows_among(db: &Database, select: &str, parent: i64, numbers: &[i64]) -> BackendResult<Vec<AnyRow>> {
+    let mut rows = Vec::with_capacity(numbers.len());
     for chunk in numbers.chunks(500) {
-        let sql = format!(
-            "SELECT id, number, content FROM messages WHERE chat_id = ? AND number IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(&sql).bind(chat_id);
+        let sql = format!("{select} AND number IN ({})", placeholders(chunk.len()));
+        let mut query = sqlx::query(&sql).bind(parent);
         for number in chunk {
             query = query.bind(*number);
         }
-        for row in query.fetch_all(db.pool()).await? {
-            texts.push((row.try_get(0)?, row.try_get(1)?, text(&row, 2)?.unwrap_or_default()));
-        }
+        rows.extend(query.fetch_all(db.pool()).await?);
     }
-    Ok(texts)
+    Ok(rows)
 }
 
 /// One page of every message with its search scope, in id order after `after_id`:
@@ -297,21 +293,15 @@ async fn stored_rows(
     parent: i64,
     numbers: &[i64],
 ) -> BackendResult<std::collections::HashMap<i64, StoredRow>> {
-    let mut rows = std::collections::HashMap::with_capacity(numbers.len());
-    for chunk in numbers.chunks(500) {
-        let sql = format!("{select} AND number IN ({})", placeholders(chunk.len()));
-        let mut query = sqlx::query(&sql).bind(parent);
-        for number in chunk {
-            query = query.bind(*number);
-        }
-        for row in query.fetch_all(db.pool()).await? {
+    let rows = rows_among(db, select, parent, numbers).await?;
+    rows.iter()
+        .map(|row| {
             let stored = StoredRow {
-                text: text(&row, 1)?.unwrap_or_default(),
+                text: text(row, 1)?.unwrap_or_default(),
                 created_at: row.try_get(2)?,
                 updated_at: row.try_get(3)?,
             };
-            rows.insert(row.try_get(0)?, stored);
-        }
-    }
-    Ok(rows)
+            Ok((row.try_get(0)?, stored))
+        })
+        .collect()
 }

@@ -60,19 +60,7 @@ async fn create_chat(
         return Err(error);
     }
     tracing::debug!(application_id, chat_number, "chat queued");
-    let stamp = shared::rfc3339_millis(created_at);
-    Ok((
-        StatusCode::CREATED,
-        Json(ChatView {
-            kind: "chat",
-            application_token: token,
-            chat_number,
-            chat_name,
-            messages_count: 0,
-            created_at: stamp.clone(),
-            updated_at: stamp,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(ChatView::new(token, chat_number, chat_name, 0, created_at, created_at))))
 }
 
 /// Create a message in a chat (the seed's path)
@@ -97,19 +85,8 @@ async fn create_message(
     let command =
         Command::CreateMessage { application_id, chat_number, message_number, content: content.clone(), created_at };
     publish(&state, &command).await?;
-    let stamp = shared::rfc3339_millis(created_at);
-    Ok((
-        StatusCode::CREATED,
-        Json(MessageView {
-            kind: "message",
-            application_token: token,
-            chat_number,
-            message_number,
-            message_content: content,
-            created_at: stamp.clone(),
-            updated_at: stamp,
-        }),
-    ))
+    let view = MessageView::new(token, chat_number, message_number, content, created_at, created_at);
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// Create a message in a chat (REST alias)

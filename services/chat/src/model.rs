@@ -56,6 +56,65 @@ pub struct MessageView {
     pub updated_at: String,
 }
 
+impl ApplicationView {
+    /// The view of an application row; the stamps are milliseconds since the epoch.
+    pub fn new(token: String, name: String, chats_count: i64, created_at: i64, updated_at: i64) -> Self {
+        Self {
+            kind: "application",
+            application_token: token,
+            application_name: name,
+            chats_count,
+            created_at: shared::rfc3339_millis(created_at),
+            updated_at: shared::rfc3339_millis(updated_at),
+        }
+    }
+}
+
+impl ChatView {
+    /// The view of a chat of the application `token`; the stamps are milliseconds since the epoch.
+    pub fn new(
+        token: String,
+        number: i64,
+        name: String,
+        messages_count: i64,
+        created_at: i64,
+        updated_at: i64,
+    ) -> Self {
+        Self {
+            kind: "chat",
+            application_token: token,
+            chat_number: number,
+            chat_name: name,
+            messages_count,
+            created_at: shared::rfc3339_millis(created_at),
+            updated_at: shared::rfc3339_millis(updated_at),
+        }
+    }
+}
+
+impl MessageView {
+    /// The view of a message of chat `chat_number` of the application `token`; the stamps are
+    /// milliseconds since the epoch.
+    pub fn new(
+        token: String,
+        chat_number: i64,
+        number: i64,
+        content: String,
+        created_at: i64,
+        updated_at: i64,
+    ) -> Self {
+        Self {
+            kind: "message",
+            application_token: token,
+            chat_number,
+            message_number: number,
+            message_content: content,
+            created_at: shared::rfc3339_millis(created_at),
+            updated_at: shared::rfc3339_millis(updated_at),
+        }
+    }
+}
+
 /// Creates or renames an application.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ApplicationBody {

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use events::store::AnyQuery;
 use serde_json::{Value, json};
 
 const ROLE: &str = "EVENTS_BENCH_ROLE";
@@ -189,6 +190,11 @@ async fn post_all(
     Ok(total)
 }
 
+/// The events an answer of `POST /events/batch` or `POST /user/batches` says were accepted.
+fn accepted_count(answer: &Value) -> u64 {
+    answer["accepted"].as_u64().unwrap_or(0)
+}
+
 /// Posts `bodies` (each of `per_body` events) to the trivial handler: events/s.
 async fn trivial_baseline(
     client: &reqwest::Client,
@@ -216,34 +222,25 @@ struct EventRow {
 async fn sqlite_events_baseline(dir: &Path, rows: &[EventRow]) -> anyhow::Result<f64> {
     let db = shared::backends::sql::Database::open_sqlite(dir, "baseline-events.db").await?;
     db.migrate("events", events::migrations::MIGRATIONS).await?;
-    let mut conn = db.pool().acquire().await?;
-    sqlx::query("PRAGMA cache_size = -32768").execute(&mut *conn).await?;
-    let started = Instant::now();
-    for transaction in rows.chunks(4_000) {
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        for chunk in transaction.chunks(200) {
-            let sql = format!(
-                "INSERT OR IGNORE INTO events (id, session_id, category, name, data, ts, client_event_id, \
-                 received_at, updated_at, version) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?, NULL, ?, ?, 1)"; chunk.len()].join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                query = query
-                    .bind(row.id.as_str())
-                    .bind(row.session_id.as_str())
-                    .bind("page interaction")
-                    .bind("pageview")
-                    .bind(row.data.as_str())
-                    .bind(row.ts)
-                    .bind(row.ts)
-                    .bind(row.ts);
-            }
-            query.execute(&mut *conn).await?;
-        }
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-    }
-    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+    let insert = |n: usize| {
+        format!(
+            "INSERT OR IGNORE INTO events (id, session_id, category, name, data, ts, client_event_id, \
+             received_at, updated_at, version) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, NULL, ?, ?, 1)"; n].join(", ")
+        )
+    };
+    insert_rate(&db, rows, 4_000, 200, insert, |query, row| {
+        query
+            .bind(row.id.as_str())
+            .bind(row.session_id.as_str())
+            .bind("page interaction")
+            .bind("pageview")
+            .bind(row.data.as_str())
+            .bind(row.ts)
+            .bind(row.ts)
+            .bind(row.ts)
+    })
+    .await
 }
 
 /// The store alone for user events: the parsed lines inserted into `user_events` by a plain
@@ -255,30 +252,37 @@ async fn sqlite_user_baseline(dir: &Path, lines: &[String], per_transaction: usi
         .iter()
         .map(|line| events::user::parse(&serde_json::from_str(line).expect("generated JSON")).expect("valid line"))
         .collect();
+    // Received now, as the service stamps them.
+    let received_at = shared::now_millis();
+    let insert = |n: usize| {
+        format!(
+            "INSERT OR IGNORE INTO user_events (session_id, event, user_id, country, ts, received_at) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ")
+        )
+    };
+    insert_rate(&db, &rows, per_transaction.max(1), 500, insert, |query, row| {
+        events::user::bind_user_event(query, row, received_at)
+    })
+    .await
+}
+
+/// Inserts `rows` by a plain loop on one connection, `per_transaction` rows a transaction and
+/// `per_statement` a statement (`insert(n)` is the statement for n rows, `bind` binds one row).
+/// Returns rows/s.
+async fn insert_rate<T>(
+    db: &shared::backends::sql::Database,
+    rows: &[T],
+    per_transaction: usize,
+    per_statement: usize,
+    insert: impl Fn(usize) -> String,
+    bind: impl for<'q> Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> anyhow::Result<f64> {
     let mut conn = db.pool().acquire().await?;
     sqlx::query("PRAGMA cache_size = -32768").execute(&mut *conn).await?;
     let started = Instant::now();
-    // Received now, as the service stamps them.
-    let received_at = shared::now_millis();
-    for transaction in rows.chunks(per_transaction.max(1)) {
+    for transaction in rows.chunks(per_transaction) {
         sqlx::query("BEGIN").execute(&mut *conn).await?;
-        for chunk in transaction.chunks(500) {
-            let sql = format!(
-                "INSERT OR IGNORE INTO user_events (session_id, event, user_id, country, ts, received_at) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for row in chunk {
-                query = query
-                    .bind(row.session_id.as_str())
-                    .bind(row.kind.as_str())
-                    .bind(row.user_id.as_str())
-                    .bind(row.country.as_deref())
-                    .bind(row.ts)
-                    .bind(received_at);
-            }
-            query.execute(&mut *conn).await?;
-        }
+        events::store::insert_chunked(&mut conn, transaction, per_statement, &insert, &bind).await?;
         sqlx::query("COMMIT").execute(&mut *conn).await?;
     }
     Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
@@ -347,10 +351,8 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let db = shared::backends::sql::Database::open_sqlite(&dir.path().join("server"), "chatmesh.db").await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let accepted = post_all(&client, format!("{}/events/batch", server.url), bodies, options.clients, |a| {
-        a["accepted"].as_u64().unwrap_or(0)
-    })
-    .await?;
+    let accepted =
+        post_all(&client, format!("{}/events/batch", server.url), bodies, options.clients, accepted_count).await?;
     let accepted_in = started.elapsed();
     anyhow::ensure!(accepted == options.events as u64, "accepted {accepted} of {}", options.events);
     // Stored: `seq` is the rowid and nothing is deleted, so MAX(seq) is the count, read in O(log n).
@@ -402,10 +404,8 @@ async fn bench(options: Options) -> anyhow::Result<()> {
     let trivial_user = trivial_baseline(&client, &server, &bodies, options.user_batch, options.clients).await?;
     let cpu = cpu_seconds(server.child.id());
     let started = Instant::now();
-    let stored = post_all(&client, format!("{}/user/batches", server.url), bodies, options.clients, |a| {
-        a["accepted"].as_u64().unwrap_or(0)
-    })
-    .await?;
+    let stored =
+        post_all(&client, format!("{}/user/batches", server.url), bodies, options.clients, accepted_count).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds(server.child.id()) - cpu;
     anyhow::ensure!(stored == options.user_events as u64, "stored {stored} of {}", options.user_events);

@@ -31,6 +31,13 @@ impl Reason {
     }
 }
 
+/// Records why a field fails a rule and gives no value for it, so a check goes on to the other
+/// fields and reports every reason at once.
+pub fn refuse<T>(reasons: &mut Vec<Reason>, code: &str, pointer: &str, message: impl Into<String>) -> Option<T> {
+    reasons.push(Reason::new(code, pointer, message));
+    None
+}
+
 /// An event that passed [`crate::validate::check`].
 #[derive(Clone, Debug)]
 pub struct ValidEvent {

@@ -170,36 +170,24 @@ pub async fn insert_events(
     insert_ignore: &str,
     events: &[NewEvent<'_>],
 ) -> BackendResult<u64> {
-    let mut inserted = 0;
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
+    let insert = |rows: usize| {
+        format!(
             "{insert_ignore} INTO events (id, session_id, category, name, data, ts, client_event_id, received_at, \
              updated_at, version) VALUES {}",
-            vec![format!("({}, 1)", placeholders(9)); chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for new in chunk {
-            let event = new.event;
-            query = query
-                .bind(new.id)
-                .bind(event.session_id.as_str())
-                .bind(event.category.as_str())
-                .bind(event.name.as_str())
-                .bind(event.data.get())
-                .bind(event.timestamp)
-                .bind(event.client_event_id.as_deref())
-                .bind(new.received_at)
-                .bind(new.received_at);
-        }
-        inserted += query.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(inserted)
+            vec![format!("({}, 1)", placeholders(9)); rows].join(", ")
+        )
+    };
+    insert_chunked(conn, events, ROWS_PER_INSERT, insert, |query, new| {
+        bind_event(query.bind(new.id), new.event)
+            .bind(new.event.client_event_id.as_deref())
+            .bind(new.received_at)
+            .bind(new.received_at)
+    })
+    .await
 }
 
 pub async fn get_event(db: &Database, id: &str) -> BackendResult<Option<EventRow>> {
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
-    Ok(row.as_ref().map(event_row).transpose()?)
+    by_id(db, &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"), id, event_row).await
 }
 
 /// The filters and page of `GET /events/`.
@@ -217,25 +205,18 @@ pub struct EventFilter {
 
 /// Events matching `filter`, ordered by timestamp (then arrival).
 pub async fn list_events(db: &Database, filter: &EventFilter) -> BackendResult<Vec<EventRow>> {
-    let mut conditions = Vec::new();
-    if filter.session.is_some() {
-        conditions.push("session_id = ?");
-    }
-    if filter.category.is_some() {
-        conditions.push("category = ?");
-    }
-    if filter.name.is_some() {
-        conditions.push("name = ?");
-    }
-    if filter.timestamp_gte.is_some() {
-        conditions.push("ts >= ?");
-    }
-    if filter.timestamp_lte.is_some() {
-        conditions.push("ts <= ?");
-    }
-    if filter.after.is_some() {
-        conditions.push("(ts > ? OR (ts = ? AND seq > ?))");
-    }
+    // In the order the values are bound below.
+    let conditions: Vec<&str> = [
+        (filter.session.is_some(), "session_id = ?"),
+        (filter.category.is_some(), "category = ?"),
+        (filter.name.is_some(), "name = ?"),
+        (filter.timestamp_gte.is_some(), "ts >= ?"),
+        (filter.timestamp_lte.is_some(), "ts <= ?"),
+        (filter.after.is_some(), "(ts > ? OR (ts = ? AND seq > ?))"),
+    ]
+    .into_iter()
+    .filter_map(|(applies, condition)| applies.then_some(condition))
+    .collect();
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events {} {} ORDER BY ts, seq LIMIT ?",
         if conditions.is_empty() { "" } else { "WHERE" },
@@ -258,20 +239,9 @@ pub async fn list_events(db: &Database, filter: &EventFilter) -> BackendResult<V
 /// Replaces the fields of event `id` if it is still at `version`; false when it changed (or
 /// went) meanwhile.
 pub async fn update_event(db: &Database, id: &str, version: i64, event: &ValidEvent, now: i64) -> BackendResult<bool> {
-    let done = sqlx::query(
-        "UPDATE events SET session_id = ?, category = ?, name = ?, data = ?, ts = ?, updated_at = ?, \
-         version = version + 1 WHERE id = ? AND version = ?",
-    )
-    .bind(event.session_id.as_str())
-    .bind(event.category.as_str())
-    .bind(event.name.as_str())
-    .bind(event.data.get())
-    .bind(event.timestamp)
-    .bind(now)
-    .bind(id)
-    .bind(version)
-    .execute(db.pool())
-    .await?;
+    let sql = "UPDATE events SET session_id = ?, category = ?, name = ?, data = ?, ts = ?, updated_at = ?, \
+               version = version + 1 WHERE id = ? AND version = ?";
+    let done = bind_event(sqlx::query(sql), event).bind(now).bind(id).bind(version).execute(db.pool()).await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -325,22 +295,61 @@ pub async fn insert_errors(
     errors: &[NewError<'_>],
     now: i64,
 ) -> BackendResult<u64> {
-    let mut inserted = 0;
-    for chunk in errors.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
+    let insert = |rows: usize| {
+        format!(
             "{insert_ignore} INTO event_errors (id, session_id, payload, reasons, received_at, created_at) VALUES {}",
-            vec![format!("({})", placeholders(6)); chunk.len()].join(", ")
-        );
+            vec![format!("({})", placeholders(6)); rows].join(", ")
+        )
+    };
+    insert_chunked(conn, errors, ROWS_PER_INSERT, insert, |query, error| {
+        let session_id = error.session_id.map(|id| id.chars().take(200).collect::<String>());
+        query
+            .bind(error.id)
+            .bind(session_id)
+            .bind(error.payload)
+            .bind(serde_json::to_string(error.reasons).unwrap_or_else(|_| "[]".to_owned()))
+            .bind(error.received_at)
+            .bind(now)
+    })
+    .await
+}
+
+/// The row `sql` selects by the id `id`, mapped by `map`.
+async fn by_id<T>(
+    db: &Database,
+    sql: &str,
+    id: &str,
+    map: fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> BackendResult<Option<T>> {
+    let row = sqlx::query(sql).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.as_ref().map(map).transpose()?)
+}
+
+/// Binds the columns of `event` an update may change, in the order
+/// `(session_id, category, name, data, ts)`: four texts, then the timestamp.
+fn bind_event<'q>(query: AnyQuery<'q>, event: &'q ValidEvent) -> AnyQuery<'q> {
+    let texts = [event.session_id.as_str(), event.category.as_str(), event.name.as_str(), event.data.get()];
+    texts.into_iter().fold(query, |query, text| query.bind(text)).bind(event.timestamp)
+}
+
+/// A query on any SQL backend, as the store builds them.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Inserts `rows`, `per_statement` of them a statement: `insert(n)` is the statement for n rows
+/// and `bind` binds one row. Returns how many rows were new (an ignored duplicate is not).
+pub async fn insert_chunked<T>(
+    conn: &mut AnyConnection,
+    rows: &[T],
+    per_statement: usize,
+    insert: impl Fn(usize) -> String,
+    bind: impl for<'q> Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+) -> BackendResult<u64> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(per_statement) {
+        let sql = insert(chunk.len());
         let mut query = sqlx::query(&sql);
-        for error in chunk {
-            let session_id = error.session_id.map(|id| id.chars().take(200).collect::<String>());
-            query = query
-                .bind(error.id)
-                .bind(session_id)
-                .bind(error.payload)
-                .bind(serde_json::to_string(error.reasons).unwrap_or_else(|_| "[]".to_owned()))
-                .bind(error.received_at)
-                .bind(now);
+        for row in chunk {
+            query = bind(query, row);
         }
         inserted += query.execute(&mut *conn).await?.rows_affected();
     }
@@ -348,9 +357,7 @@ pub async fn insert_errors(
 }
 
 pub async fn get_error(db: &Database, id: &str) -> BackendResult<Option<ErrorRow>> {
-    let sql = format!("SELECT {ERROR_COLUMNS} FROM event_errors WHERE id = ?");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool()).await?;
-    Ok(row.as_ref().map(error_row).transpose()?)
+    by_id(db, &format!("SELECT {ERROR_COLUMNS} FROM event_errors WHERE id = ?"), id, error_row).await
 }
 
 /// Error records in arrival order after the cursor `after` (a `seq`), optionally of one session.

@@ -12,8 +12,8 @@ use shared::backends::{BackendError, BackendResult};
 use sqlx::Row;
 
 use crate::Events;
-use crate::model::Reason;
-use crate::store::{WriteGate, begin_write, optional_text, text};
+use crate::model::{Reason, refuse};
+use crate::store::{AnyQuery, WriteGate, begin_write, insert_chunked, optional_text, text};
 use crate::time::{format_timestamp, parse_timestamp};
 
 pub const MAX_ID_CHARS: usize = 128;
@@ -61,49 +61,31 @@ pub fn parse(value: &Value) -> Result<UserEvent, Vec<Reason>> {
     let session_id = required_text(fields, "session_id", MAX_ID_CHARS, &mut reasons);
     let kind = match fields.get("event") {
         None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", "/event", "event is required: \"start\" or \"end\""));
-            None
+            refuse(&mut reasons, "missing_field", "/event", "event is required: \"start\" or \"end\"")
         }
         Some(Value::String(kind)) if kind == "start" => Some(Kind::Start),
         Some(Value::String(kind)) if kind == "end" => Some(Kind::End),
-        Some(_) => {
-            reasons.push(Reason::new("invalid_value", "/event", "event must be \"start\" or \"end\""));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_value", "/event", "event must be \"start\" or \"end\""),
     };
     let ts = match fields.get("ts") {
-        None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", "/ts", "ts is required"));
-            None
-        }
+        None | Some(Value::Null) => refuse(&mut reasons, "missing_field", "/ts", "ts is required"),
         Some(Value::String(ts)) => match parse_timestamp(ts) {
             Ok(ts) => Some(ts),
-            Err(message) => {
-                reasons.push(Reason::new("timestamp_invalid", "/ts", message));
-                None
-            }
+            Err(message) => refuse(&mut reasons, "timestamp_invalid", "/ts", message),
         },
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", "/ts", "ts must be a string"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_type", "/ts", "ts must be a string"),
     };
     let country = match fields.get("country") {
         None | Some(Value::Null) => None,
         Some(Value::String(country)) if country.trim().is_empty() => None,
-        Some(Value::String(country)) if country.chars().count() > MAX_COUNTRY_CHARS => {
-            reasons.push(Reason::new(
-                "too_long",
-                "/country",
-                format!("country is longer than {MAX_COUNTRY_CHARS} characters"),
-            ));
-            None
-        }
+        Some(Value::String(country)) if country.chars().count() > MAX_COUNTRY_CHARS => refuse(
+            &mut reasons,
+            "too_long",
+            "/country",
+            format!("country is longer than {MAX_COUNTRY_CHARS} characters"),
+        ),
         Some(Value::String(country)) => Some(country.trim().to_owned()),
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", "/country", "country must be a string"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_type", "/country", "country must be a string"),
     };
     match (user_id, session_id, kind, ts) {
         (Some(user_id), Some(session_id), Some(kind), Some(ts)) if reasons.is_empty() => {
@@ -116,25 +98,17 @@ pub fn parse(value: &Value) -> Result<UserEvent, Vec<Reason>> {
 fn required_text(fields: &Map<String, Value>, field: &str, max: usize, reasons: &mut Vec<Reason>) -> Option<String> {
     let pointer = format!("/{field}");
     match fields.get(field) {
-        None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", &pointer, format!("{field} is required")));
-            None
-        }
+        None | Some(Value::Null) => refuse(reasons, "missing_field", &pointer, format!("{field} is required")),
         Some(Value::String(text)) if text.trim().is_empty() => {
-            reasons.push(Reason::new("blank", &pointer, format!("{field} must not be blank")));
-            None
+            refuse(reasons, "blank", &pointer, format!("{field} must not be blank"))
         }
         Some(Value::String(text)) if text.trim().chars().count() > max => {
-            reasons.push(Reason::new("too_long", &pointer, format!("{field} is longer than {max} characters")));
-            None
+            refuse(reasons, "too_long", &pointer, format!("{field} is longer than {max} characters"))
         }
         // Surrounding whitespace is not part of an id: MySQL's PAD SPACE collations ignore
         // trailing spaces when comparing, so keeping them would make the backends disagree.
         Some(Value::String(text)) => Some(text.trim().to_owned()),
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", &pointer, format!("{field} must be a string")));
-            None
-        }
+        Some(_) => refuse(reasons, "invalid_type", &pointer, format!("{field} must be a string")),
     }
 }
 
@@ -145,6 +119,18 @@ pub struct IngestCounts {
     pub accepted: u64,
     /// Events whose `(session_id, event)` was already stored (or came twice in the batch).
     pub duplicates: u64,
+}
+
+/// Binds the `user_events` columns of `event` received at `received_at`, in the order
+/// `(session_id, event, user_id, country, ts, received_at)`.
+pub fn bind_user_event<'q>(query: AnyQuery<'q>, event: &'q UserEvent, received_at: i64) -> AnyQuery<'q> {
+    query
+        .bind(event.session_id.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.user_id.as_str())
+        .bind(event.country.as_deref())
+        .bind(event.ts)
+        .bind(received_at)
 }
 
 /// Stores `events` in one transaction, ignoring duplicates; safe beside concurrent writers.
@@ -178,25 +164,17 @@ async fn ingest_once(
     received_at: i64,
 ) -> BackendResult<IngestCounts> {
     let mut tx = begin_write(db, gate).await?;
-    let mut accepted = 0;
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
+    let insert = |rows: usize| {
+        format!(
             "{} INTO user_events (session_id, event, user_id, country, ts, received_at) VALUES {}",
             db.insert_ignore(),
-            vec![format!("({})", placeholders(6)); chunk.len()].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for event in chunk {
-            query = query
-                .bind(event.session_id.as_str())
-                .bind(event.kind.as_str())
-                .bind(event.user_id.as_str())
-                .bind(event.country.as_deref())
-                .bind(event.ts)
-                .bind(received_at);
-        }
-        accepted += query.execute(tx.conn()).await?.rows_affected();
-    }
+            vec![format!("({})", placeholders(6)); rows].join(", ")
+        )
+    };
+    let accepted = insert_chunked(tx.conn(), events, ROWS_PER_INSERT, insert, |query, event| {
+        bind_user_event(query, event, received_at)
+    })
+    .await?;
     // A country is seen once a start carrying it is stored: a duplicate start naming another
     // country does not count. Known countries cost one small query per batch.
     let candidates: BTreeSet<&str> =

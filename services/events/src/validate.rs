@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::{Reason, ValidEvent};
+use crate::model::{Reason, ValidEvent, refuse};
 use crate::schemas::SchemaRegistry;
 use crate::time::parse_timestamp;
 
@@ -105,78 +105,47 @@ pub fn check(payload: Payload<'_>, rules: &Rules<'_>) -> Result<ValidEvent, Vec<
 
     let session_id = match fields.get("session") {
         None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", "/session", "session is required, as {\"id\": \"<uuid>\"}"));
-            None
+            refuse(&mut reasons, "missing_field", "/session", "session is required, as {\"id\": \"<uuid>\"}")
         }
         Some(Value::String(id)) => session_label(id, "/session", "session", &mut reasons),
         Some(Value::Object(session)) => match session.get("id") {
-            None | Some(Value::Null) => {
-                reasons.push(Reason::new("missing_field", "/session/id", "session.id is required"));
-                None
-            }
+            None | Some(Value::Null) => refuse(&mut reasons, "missing_field", "/session/id", "session.id is required"),
             Some(Value::String(id)) => session_label(id, "/session/id", "session.id", &mut reasons),
-            Some(_) => {
-                reasons.push(Reason::new("invalid_type", "/session/id", "session.id must be a string"));
-                None
-            }
+            Some(_) => refuse(&mut reasons, "invalid_type", "/session/id", "session.id must be a string"),
         },
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", "/session", "session must be an object {\"id\": \"<uuid>\"}"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_type", "/session", "session must be an object {\"id\": \"<uuid>\"}"),
     };
     let category = required_label(&fields, "category", &mut reasons);
     let name = required_label(&fields, "name", &mut reasons);
 
     let data = match fields.get("data") {
-        None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", "/data", "data is required"));
-            None
-        }
+        None | Some(Value::Null) => refuse(&mut reasons, "missing_field", "/data", "data is required"),
         Some(Value::Object(data)) if data.is_empty() => {
-            reasons.push(Reason::new("data_empty", "/data", "data must not be empty"));
-            None
+            refuse(&mut reasons, "data_empty", "/data", "data must not be empty")
         }
         Some(data @ Value::Object(_)) => Some(data),
-        Some(_) => {
-            reasons.push(Reason::new("data_not_object", "/data", "data must be a JSON object"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "data_not_object", "/data", "data must be a JSON object"),
     };
 
     let timestamp = match fields.get("timestamp") {
-        None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", "/timestamp", "timestamp is required"));
-            None
-        }
+        None | Some(Value::Null) => refuse(&mut reasons, "missing_field", "/timestamp", "timestamp is required"),
         Some(Value::String(text)) => match parse_timestamp(text) {
-            Ok(millis) if millis > rules.now.saturating_add(rules.future_tolerance_ms) => {
-                reasons.push(Reason::new(
-                    "timestamp_in_future",
-                    "/timestamp",
-                    format!("timestamp {text:?} is in the future"),
-                ));
-                None
-            }
+            Ok(millis) if millis > rules.now.saturating_add(rules.future_tolerance_ms) => refuse(
+                &mut reasons,
+                "timestamp_in_future",
+                "/timestamp",
+                format!("timestamp {text:?} is in the future"),
+            ),
             Ok(millis) => Some(millis),
-            Err(message) => {
-                reasons.push(Reason::new("timestamp_invalid", "/timestamp", message));
-                None
-            }
+            Err(message) => refuse(&mut reasons, "timestamp_invalid", "/timestamp", message),
         },
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", "/timestamp", "timestamp must be a string"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_type", "/timestamp", "timestamp must be a string"),
     };
 
     let client_event_id = match fields.get("client_event_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => label(id, "/client_event_id", "client_event_id", &mut reasons),
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", "/client_event_id", "client_event_id must be a string"));
-            None
-        }
+        Some(_) => refuse(&mut reasons, "invalid_type", "/client_event_id", "client_event_id must be a string"),
     };
 
     if let (Some(category), Some(name), Some(data)) = (&category, &name, data) {
@@ -265,15 +234,9 @@ fn member_text<'a>(text: &'a str, name: &str) -> Option<&'a RawValue> {
 fn required_label(fields: &Map<String, Value>, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
     let pointer = format!("/{field}");
     match fields.get(field) {
-        None | Some(Value::Null) => {
-            reasons.push(Reason::new("missing_field", &pointer, format!("{field} is required")));
-            None
-        }
+        None | Some(Value::Null) => refuse(reasons, "missing_field", &pointer, format!("{field} is required")),
         Some(Value::String(text)) => label(text, &pointer, field, reasons),
-        Some(_) => {
-            reasons.push(Reason::new("invalid_type", &pointer, format!("{field} must be a string")));
-            None
-        }
+        Some(_) => refuse(reasons, "invalid_type", &pointer, format!("{field} must be a string")),
     }
 }
 
@@ -285,11 +248,9 @@ fn session_label(text: &str, pointer: &str, field: &str, reasons: &mut Vec<Reaso
 /// A non-blank string of at most [`MAX_LABEL_CHARS`], kept as sent.
 fn label(text: &str, pointer: &str, field: &str, reasons: &mut Vec<Reason>) -> Option<String> {
     if text.trim().is_empty() {
-        reasons.push(Reason::new("blank", pointer, format!("{field} must not be blank")));
-        None
+        refuse(reasons, "blank", pointer, format!("{field} must not be blank"))
     } else if text.chars().count() > MAX_LABEL_CHARS {
-        reasons.push(Reason::new("too_long", pointer, format!("{field} is longer than {MAX_LABEL_CHARS} characters")));
-        None
+        refuse(reasons, "too_long", pointer, format!("{field} is longer than {MAX_LABEL_CHARS} characters"))
     } else {
         Some(text.to_owned())
     }

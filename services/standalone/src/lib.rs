@@ -82,14 +82,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let backends = Backends::connect(&config.backends, true).await?;
     let search = open_search(&config.backends, true).await?;
     tracing::info!(backends = %backends.description, "backends connected");
-    let read = ChatRead::new(
-        backends.db.clone(),
-        backends.counters.clone(),
-        backends.queue.clone(),
-        search,
-        &config.backends.namespace,
-    )
-    .with_admin_token(shared::auth::AdminToken::new(config.segments.admin_token.as_deref()));
+    let read = ChatRead::over(&backends, search, &config.backends.namespace, config.segments.admin_token.as_deref());
     if !read.admin.is_configured() {
         chat_read::warn_no_admin_token();
     }
@@ -139,17 +132,7 @@ fn router(
     max_body_bytes: usize,
 ) -> Router {
     shared::metrics::watch_queue_depth(backends.queue.clone(), read.keys.command_queue());
-    let mut checks = backends.readiness_checks();
-    let search = read.search.clone();
-    checks.push(shared::health::FnCheck::boxed("search", move || {
-        let search = search.clone();
-        Box::pin(async move { search.ping().await.map_err(|e| e.to_string()) })
-    }));
-    let status = read.consumer_store.clone();
-    checks.push(shared::health::FnCheck::boxed("consumer", move || {
-        let status = status.clone();
-        Box::pin(async move { status.check() })
-    }));
+    let checks = read.readiness_checks(backends, true);
     let routes = Router::new()
         .merge(shared::http::served_by(chat_write::router(write), "chat-write"))
         .merge(shared::http::served_by(chat_read::router(read), "chat-read"))

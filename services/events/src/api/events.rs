@@ -11,13 +11,15 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use shared::http::{JsonBody, QueryParams, is_json_content_type, read_body};
+use shared::http::{JsonBody, QueryParams};
 use shared::{ApiError, ErrorCode};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, Invalid, PathParams, Refusal, both, next_page, page_limit, present};
+use super::{
+    EventErrors, Invalid, PathParams, Refusal, batch_items, both, json_bytes, malformed, next_page, page_limit, present,
+};
 use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
 use crate::model::{EventBatchBody, EventBody, EventPatch, Reason, SessionRef, ValidEvent};
@@ -70,20 +72,6 @@ impl From<EventRow> for EventView {
 }
 
 /// The JSON body of a request, as raw bytes: 415 unless it is JSON, 413 over the limit.
-async fn json_bytes(state: &Events, request: Request) -> Result<bytes::Bytes, ApiError> {
-    if !is_json_content_type(request.headers()) {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with content-type application/json",
-        ));
-    }
-    read_body(request, state).await
-}
-
-fn malformed(error: &serde_json::Error) -> ApiError {
-    ApiError::bad_request(format!("malformed JSON: {error}"))
-}
-
 /// The answer to `POST /events/`: the event is durably queued under `id`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = EventQueued)]
@@ -161,16 +149,9 @@ async fn accept_batch(
     request: Request,
 ) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let body = json_bytes(&state, request).await?;
-    let payloads: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => ApiError::validation("a batch is a JSON array of events"),
-        _ => malformed(&error),
-    })?;
-    let max = state.settings.max_batch_events;
+    let payloads = batch_items(&body, state.settings.max_batch_events)?;
     if payloads.is_empty() {
         return Err(ApiError::validation("a batch holds at least one event"));
-    }
-    if payloads.len() > max {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("a batch holds at most {max} events")));
     }
     if let Err(error) = state.schemas.refresh_if_stale(&state.db).await {
         tracing::warn!(%error, "could not reload event schemas; checking against the loaded ones");

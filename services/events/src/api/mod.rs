@@ -12,12 +12,14 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::LINK;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Serialize;
+use serde_json::value::RawValue;
+use shared::http::{is_json_content_type, read_body};
 use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
 use utoipa::openapi::{self, RefOr};
@@ -105,6 +107,33 @@ fn seq_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
             raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("after must be a cursor from a Link header"))
         })
         .transpose()
+}
+
+/// The body of a request that must be JSON: 415 for any other content type.
+async fn json_bytes(state: &Events, request: Request) -> Result<bytes::Bytes, ApiError> {
+    if !is_json_content_type(request.headers()) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected a body with content-type application/json",
+        ));
+    }
+    read_body(request, state).await
+}
+
+fn malformed(error: &serde_json::Error) -> ApiError {
+    ApiError::bad_request(format!("malformed JSON: {error}"))
+}
+
+/// The items of a batch body, each as written: 422 unless a JSON array, 413 beyond `max` items.
+fn batch_items(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::validation("a batch is a JSON array of events"),
+        _ => malformed(&error),
+    })?;
+    if items.len() > max {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("a batch holds at most {max} events")));
+    }
+    Ok(items)
 }
 
 /// The `Link: <...>; rel="next"` header of a full page: the same query with `after` moved on.

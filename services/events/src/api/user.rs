@@ -9,14 +9,13 @@ use axum::Json;
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
-use shared::http::{QueryParams, is_json_content_type, read_body};
-use shared::{ApiError, ErrorCode};
+use shared::ApiError;
+use shared::http::QueryParams;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::EventErrors;
+use super::{EventErrors, batch_items, json_bytes, malformed};
 use crate::Events;
 use crate::model::{Reason, UserBatchBody};
 use crate::time::parse_timestamp;
@@ -63,26 +62,12 @@ struct BatchOutcome {
     responses((status = 200, description = "Stored", body = BatchOutcome), EventErrors)
 )]
 async fn batches(State(state): State<Events>, request: Request) -> Result<Json<BatchOutcome>, ApiError> {
-    if !is_json_content_type(request.headers()) {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "expected a body with content-type application/json",
-        ));
-    }
-    let body = read_body(request, &state).await?;
-    let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => ApiError::validation("a batch is a JSON array of events"),
-        _ => ApiError::bad_request(format!("malformed JSON: {error}")),
-    })?;
-    let max = state.settings.max_user_batch_events;
-    if items.len() > max {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("a batch holds at most {max} events")));
-    }
+    let body = json_bytes(&state, request).await?;
+    let items = batch_items(&body, state.settings.max_user_batch_events)?;
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        let value: Value = serde_json::from_str(item.get())
-            .map_err(|error| ApiError::bad_request(format!("malformed JSON: {error}")))?;
+        let value: Value = serde_json::from_str(item.get()).map_err(|error| malformed(&error))?;
         match user::parse(&value) {
             Ok(event) => events.push(event),
             Err(reasons) => errors.push(RejectedItem { index: index as u64, reasons }),

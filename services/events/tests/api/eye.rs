@@ -602,28 +602,15 @@ async fn the_seeds_curl_commands_as_written() {
     let app = spawn_app().await;
     let cookie = "csrftoken=h6LZNrhpUQrxgd4GzjMbGhSN0FqBU9tHsX5roYes5A7zGfruy0frBM01N3NXctry";
     // `curl --request POST --header 'Cookie: ...' --data-raw ''`: a form content type, no body.
-    let created = app
-        .client
-        .post(app.at("/sessions/"))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("")
-        .send()
-        .await
-        .unwrap();
+    let as_curl_sends = |request: reqwest::RequestBuilder| {
+        request.header("cookie", cookie).header("content-type", "application/x-www-form-urlencoded").body("").send()
+    };
+    let created = as_curl_sends(app.client.post(app.at("/sessions/"))).await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let session: Value = created.json().await.unwrap();
     let id = session["id"].as_str().unwrap().to_owned();
     // `curl --request GET ... --data-raw ''`, with and without a JSON content type.
-    let listed = app
-        .client
-        .get(app.at("/sessions/"))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("")
-        .send()
-        .await
-        .unwrap();
+    let listed = as_curl_sends(app.client.get(app.at("/sessions/"))).await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
     assert_eq!(listed.json::<Value>().await.unwrap()[0]["id"], id.as_str());
 
