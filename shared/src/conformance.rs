@@ -21,6 +21,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())
 }
 
+/// The first column of the one row `query` answers.
+async fn scalar<'q, T>(db: &Database, query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    query.fetch_one(db.pool()).await.unwrap().try_get(0).unwrap()
+}
+
 /// The SQL store: migrations apply once, unique keys hold, `insert_ignore` skips duplicates,
 /// transactions roll back, and several processes may migrate at once.
 pub async fn sql_suite(db: &Database) {
@@ -51,8 +59,7 @@ pub async fn sql_suite(db: &Database) {
             .await
             .expect("insert ignoring duplicates");
     }
-    let count: i64 =
-        sqlx::query(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(db.pool()).await.unwrap().try_get(0).unwrap();
+    let count: i64 = scalar(db, sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))).await;
     assert_eq!(count, 2, "insert_ignore must skip rows whose key exists");
 
     let duplicate =
@@ -66,13 +73,8 @@ pub async fn sql_suite(db: &Database) {
     let mut tx = db.pool().begin().await.unwrap();
     sqlx::query(&format!("INSERT INTO {table} (id, parent, body) VALUES (4, 8, 'c')")).execute(&mut *tx).await.unwrap();
     tx.rollback().await.unwrap();
-    let max: Option<i64> = sqlx::query(&format!("SELECT MAX(id) FROM {table} WHERE parent = ?"))
-        .bind(8_i64)
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let max: Option<i64> =
+        scalar(db, sqlx::query(&format!("SELECT MAX(id) FROM {table} WHERE parent = ?")).bind(8_i64)).await;
     assert_eq!(max, None, "a rolled-back row is gone and MAX over no rows is NULL");
 
     let unicode = "héllo 👋 wörld";
@@ -81,12 +83,7 @@ pub async fn sql_suite(db: &Database) {
         .execute(db.pool())
         .await
         .unwrap();
-    let back: String = sqlx::query(&format!("SELECT body FROM {table} WHERE id = 5"))
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-        .try_get(0)
-        .unwrap();
+    let back: String = scalar(db, sqlx::query(&format!("SELECT body FROM {table} WHERE id = 5"))).await;
     assert_eq!(back, unicode, "text round-trips, emoji included");
 
     db.ping().await.expect("ping");

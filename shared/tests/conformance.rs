@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::backends::counters::MemoryCounters;
+use shared::backends::counters::{MemoryCounters, RedisCounters};
 use shared::backends::queue::EmbeddedQueue;
 use shared::backends::search::TantivyIndex;
 use shared::backends::sql::Database;
@@ -99,28 +99,41 @@ async fn mysql_store_passes_the_sql_suite() {
     conformance::sql_suite(&db).await;
 }
 
+/// Redis counters at `REDIS_URL` under a fresh namespace, seeding from an empty SQLite store.
+struct RedisFixture {
+    url: String,
+    namespace: String,
+    counters: RedisCounters,
+    _store_dir: tempfile::TempDir,
+}
+
+/// The [`RedisFixture`] of `test`, its namespace `prefix_…`; `None` (the test skipped) where
+/// `REDIS_URL` is not set.
+async fn redis_counters(test: &str, prefix: &str) -> Option<RedisFixture> {
+    let url = shared::testing::backend_url("REDIS_URL", test)?;
+    let store_dir = tempfile::tempdir().unwrap();
+    let db = Database::open_sqlite(store_dir.path(), "store.db").await.unwrap();
+    let namespace = shared::testing::fresh_namespace(prefix);
+    let counters = RedisCounters::connect(&url, db, &namespace).await.unwrap();
+    Some(RedisFixture { url, namespace, counters, _store_dir: store_dir })
+}
+
 #[tokio::test]
 async fn redis_counters_pass_the_counters_suite() {
-    let Some(url) = shared::testing::backend_url("REDIS_URL", "redis_counters_pass_the_counters_suite") else {
+    let Some(redis) = redis_counters("redis_counters_pass_the_counters_suite", "conformance").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_sqlite(dir.path(), "store.db").await.unwrap();
-    let namespace = shared::testing::fresh_namespace("conformance");
-    let counters = shared::backends::counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
-    conformance::counters_suite(Arc::new(counters)).await;
+    conformance::counters_suite(Arc::new(redis.counters)).await;
 }
 
 #[tokio::test]
 async fn redis_counters_never_reuse_numbers_after_redis_loses_its_keys() {
     use shared::backends::counters::Counters;
-    let Some(url) = shared::testing::backend_url("REDIS_URL", "redis_counters_never_reuse_numbers") else {
+    let Some(RedisFixture { url, namespace, counters, _store_dir }) =
+        redis_counters("redis_counters_never_reuse_numbers", "reuse").await
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_sqlite(dir.path(), "store.db").await.unwrap();
-    let namespace = shared::testing::fresh_namespace("reuse");
-    let counters = shared::backends::counters::RedisCounters::connect(&url, db, &namespace).await.unwrap();
     let key = format!("{namespace}:counter");
     // The store never sees these numbers (as if their commands were still queued).
     let empty_store = || futures::FutureExt::boxed(async { Ok(0) });

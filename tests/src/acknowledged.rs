@@ -66,6 +66,16 @@ pub fn chat_numbers_handed_out_twice(acked: &[AckedChat]) -> BTreeMap<i64, usize
     handed_out_twice(acked.iter().map(|c| c.number))
 }
 
+/// Fails if any of `what` ("message numbers", say) was handed out twice, showing five of them.
+pub fn assert_none_handed_out_twice<K: std::fmt::Debug>(what: &str, reused: &BTreeMap<K, usize>) {
+    assert!(
+        reused.is_empty(),
+        "{} {what} were handed out twice, e.g. {:?}",
+        reused.len(),
+        reused.keys().take(5).collect::<Vec<_>>()
+    );
+}
+
 /// Every message of `chat` (number → content), page by page.
 pub async fn all_messages(api: &Api, token: &str, chat: i64) -> BTreeMap<i64, String> {
     all_pages(api, &format!("/api/applications/{token}/chats/{chat}/messages"), "message_number", "message_content")

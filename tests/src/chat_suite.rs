@@ -13,6 +13,29 @@ fn assert_status(reply: &crate::client::Reply, status: StatusCode) {
     assert_eq!(reply.status, status, "body: {}", reply.text);
 }
 
+/// The applications, the application `token`, its chats, its chat `chat` and that chat's
+/// messages: every path that takes a create or an update.
+fn collection_paths(token: &str, chat: i64) -> Vec<String> {
+    vec![
+        "/api/applications".to_owned(),
+        format!("/api/applications/{token}"),
+        format!("/api/applications/{token}/chats"),
+        format!("/api/applications/{token}/chats/{chat}"),
+        format!("/api/applications/{token}/chats/{chat}/messages"),
+    ]
+}
+
+/// Sets `field` of the resource at `path` with a PUT (to `put_value`), then with a PATCH (to
+/// "patched"): each answers 200 with the new value, and a later GET shows the PATCHed one.
+async fn put_then_patch(api: &Api, path: &str, field: &str, put_value: &str) {
+    for (method, value) in [(Method::PUT, put_value), (Method::PATCH, "patched")] {
+        let reply = api.send(method, path, Some(&json!({ field: value }))).await;
+        assert_status(&reply, StatusCode::OK);
+        assert_eq!(reply.body[field], value);
+    }
+    assert_eq!(api.get(path).await.body[field], "patched");
+}
+
 /// Create, read, list, rename (PUT and PATCH) an application, as the seed shows.
 pub async fn applications_lifecycle(api: &Api) {
     let created = api.post("/api/applications", &json!({ "application_name": "myname" })).await;
@@ -38,16 +61,7 @@ pub async fn applications_lifecycle(api: &Api) {
         listed.body.as_array().unwrap().iter().map(|a| a["application_token"].as_str().unwrap()).collect();
     assert!(tokens.contains(&token.as_str()) && tokens.contains(&other.as_str()));
 
-    let put = api
-        .send(Method::PUT, &format!("/api/applications/{token}"), Some(&json!({ "application_name": "renamed" })))
-        .await;
-    assert_status(&put, StatusCode::OK);
-    assert_eq!(put.body["application_name"], "renamed");
-    let patch = api
-        .send(Method::PATCH, &format!("/api/applications/{token}"), Some(&json!({ "application_name": "patched" })))
-        .await;
-    assert_status(&patch, StatusCode::OK);
-    assert_eq!(patch.body["application_name"], "patched");
+    put_then_patch(api, &format!("/api/applications/{token}"), "application_name", "renamed").await;
     let empty_patch = api.send(Method::PATCH, &format!("/api/applications/{token}"), Some(&json!({}))).await;
     assert_status(&empty_patch, StatusCode::OK);
     assert_eq!(empty_patch.body["application_name"], "patched", "a PATCH without the field changes nothing");
@@ -120,16 +134,7 @@ pub async fn chats_lifecycle(api: &Api) {
     assert_eq!(chats.iter().map(|c| c["chat_number"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2]);
     assert!(chats.iter().all(|c| c["messages_count"].is_i64() && c["type"] == "chat"));
 
-    let put = api
-        .send(Method::PUT, &format!("/api/applications/{token}/chats/1"), Some(&json!({ "chat_name": "renamed" })))
-        .await;
-    assert_status(&put, StatusCode::OK);
-    assert_eq!(put.body["chat_name"], "renamed");
-    let patch = api
-        .send(Method::PATCH, &format!("/api/applications/{token}/chats/1"), Some(&json!({ "chat_name": "patched" })))
-        .await;
-    assert_eq!(patch.body["chat_name"], "patched");
-    assert_eq!(api.get(&format!("/api/applications/{token}/chats/1")).await.body["chat_name"], "patched");
+    put_then_patch(api, &format!("/api/applications/{token}/chats/1"), "chat_name", "renamed").await;
     let blank =
         api.send(Method::PUT, &format!("/api/applications/{token}/chats/1"), Some(&json!({ "chat_name": " " }))).await;
     assert_status(&blank, StatusCode::UNPROCESSABLE_ENTITY);
@@ -183,27 +188,8 @@ pub async fn messages_on_both_create_paths(api: &Api) {
         listed.body.as_array().unwrap().iter().map(|m| m["message_number"].as_i64().unwrap()).collect();
     assert_eq!(numbers, [1, 2], "GET .../messages lists, it does not create");
 
-    let put = api
-        .send(
-            Method::PUT,
-            &format!("/api/applications/{token}/chats/{chat}/messages/1"),
-            Some(&json!({ "message_content": "edited" })),
-        )
+    put_then_patch(api, &format!("/api/applications/{token}/chats/{chat}/messages/1"), "message_content", "edited")
         .await;
-    assert_status(&put, StatusCode::OK);
-    assert_eq!(put.body["message_content"], "edited");
-    let patch = api
-        .send(
-            Method::PATCH,
-            &format!("/api/applications/{token}/chats/{chat}/messages/1"),
-            Some(&json!({ "message_content": "patched" })),
-        )
-        .await;
-    assert_eq!(patch.body["message_content"], "patched");
-    assert_eq!(
-        api.get(&format!("/api/applications/{token}/chats/{chat}/messages/1")).await.body["message_content"],
-        "patched"
-    );
 
     for (path, body) in [
         (format!("/api/applications/{token}/chats/{chat}"), json!({})),
@@ -492,14 +478,7 @@ pub async fn error_rules(api: &Api) {
 
     let token = api.create_application("errors").await;
     let chat = api.create_chat(&token, "room").await;
-    let paths = [
-        "/api/applications".to_owned(),
-        format!("/api/applications/{token}"),
-        format!("/api/applications/{token}/chats"),
-        format!("/api/applications/{token}/chats/{chat}"),
-        format!("/api/applications/{token}/chats/{chat}/messages"),
-    ];
-    for path in &paths {
+    for path in &collection_paths(&token, chat) {
         for method in [Method::POST, Method::PUT, Method::PATCH] {
             for (content_type, body) in [
                 ("application/json", b"not json".to_vec()),
@@ -569,15 +548,9 @@ pub async fn responses_never_carry_internal_ids(api: &Api) {
     let token = api.create_application("ids").await;
     let chat = api.create_chat(&token, "room").await;
     api.create_message(&token, chat, "hello").await;
-    let paths = [
-        "/api/applications".to_owned(),
-        format!("/api/applications/{token}"),
-        format!("/api/applications/{token}/chats"),
-        format!("/api/applications/{token}/chats/{chat}"),
-        format!("/api/applications/{token}/chats/{chat}/messages"),
-        format!("/api/applications/{token}/chats/{chat}/messages/1"),
-        format!("/api/applications/{token}/chats/{chat}/search?q=hello"),
-    ];
+    let mut paths = collection_paths(&token, chat);
+    paths.push(format!("/api/applications/{token}/chats/{chat}/messages/1"));
+    paths.push(format!("/api/applications/{token}/chats/{chat}/search?q=hello"));
     let admin = api.as_admin();
     for path in paths {
         let reply = admin.get_eventually(&path).await;

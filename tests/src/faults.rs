@@ -89,6 +89,23 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
     }
 }
 
+/// A client of `deployment` and a new chat of a new application named `application` under the
+/// eight writers of a [`Load`], once more than `writes` of their creates were acknowledged
+/// (`what` names that wait).
+pub async fn chat_under_load(
+    deployment: &impl crate::Deployment,
+    application: &str,
+    what: &str,
+    writes: usize,
+) -> (Api, String, i64, Load) {
+    let api = deployment.api();
+    let token = api.create_application(application).await;
+    let chat = api.create_chat(&token, "room").await;
+    let load = Load::start(&api, &token, chat, 8);
+    wait_for(what, Duration::from_secs(30), || load.acknowledged_count() > writes).await;
+    (api, token, chat, load)
+}
+
 /// Every message of a chat as the read API lists it, by number (a page that fails ends the
 /// listing early).
 pub async fn all_messages(api: &Api, token: &str, chat: i64) -> HashMap<i64, String> {

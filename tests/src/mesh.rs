@@ -134,15 +134,8 @@ impl ProcessMesh {
             .filter(|line| !line.starts_with('#'))
             .filter_map(|line| {
                 let (pool, list) = line.split_once('=')?;
-                let addrs = list
-                    .trim()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .split(',')
-                    .map(|a| a.trim().trim_matches('"').to_owned())
-                    .filter(|a| !a.is_empty())
-                    .collect();
-                Some((pool.trim().to_owned(), addrs))
+                // A one-line TOML array of strings, `["a", "b"]`, reads as JSON too.
+                Some((pool.trim().to_owned(), serde_json::from_str(list.trim()).ok()?))
             })
             .collect()
     }

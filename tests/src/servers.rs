@@ -98,14 +98,70 @@ where
     }
 }
 
+/// What one kind of server needs to run as a [`Server`]: its command line and how to tell it
+/// answers.
+pub trait Kind {
+    /// The program, for messages.
+    const NAME: &'static str;
+
+    /// The URL a client connects to.
+    fn url(&self) -> String;
+
+    /// The command that starts the server on its ports and on its data in `dir`.
+    fn command(&self, dir: &Path) -> Command;
+
+    /// Whether the server at `url` answers a client.
+    fn answers(url: String) -> impl std::future::Future<Output = bool>;
+}
+
+/// A server of the test's own ([`RabbitNode`], [`MariaDb`]), killed when dropped.
+pub struct Server<K> {
+    /// The server's data and `server.log`.
+    dir: tempfile::TempDir,
+    kind: K,
+    group: Option<Group>,
+}
+
+impl<K: Kind> Server<K> {
+    async fn first_start(dir: tempfile::TempDir, kind: K) -> Self {
+        let mut server = Server { dir, kind, group: None };
+        server.start_again().await;
+        server
+    }
+
+    /// The URL a client connects to.
+    pub fn url(&self) -> String {
+        self.kind.url()
+    }
+
+    /// SIGKILL to every process of the server (a RabbitMQ node's beam.smp and its helpers), no
+    /// goodbye: what MariaDB's InnoDB committed survives, the rest is rolled back at start.
+    pub fn kill(&mut self) {
+        if let Some(mut group) = self.group.take() {
+            group.kill();
+        }
+    }
+
+    /// Starts the server on its ports and data dir (after [`Server::kill`]) and waits until it
+    /// answers; how long that took.
+    pub async fn start_again(&mut self) -> Duration {
+        assert!(self.group.is_none(), "{} is running", K::NAME);
+        let dir = self.dir.path();
+        let group = self.group.insert(Group::spawn(K::NAME, self.kind.command(dir), &dir.join("server.log")));
+        let url = self.kind.url();
+        wait_until_answering(group, || K::answers(url.clone())).await
+    }
+}
+
 /// A RabbitMQ node of the test's own: its node name, ports, data and log dirs, an empty plugin
 /// list and a home of its own (for the Erlang cookie).
-pub struct RabbitNode {
-    dir: tempfile::TempDir,
+pub type RabbitNode = Server<Rabbit>;
+
+/// What a [`RabbitNode`] runs on.
+pub struct Rabbit {
     amqp_port: u16,
     dist_port: u16,
     node_name: String,
-    group: Option<Group>,
 }
 
 impl RabbitNode {
@@ -122,28 +178,19 @@ impl RabbitNode {
         std::fs::write(dir.path().join("rabbitmq.conf"), format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n"))
             .expect("config file");
         let node_name = format!("{}@localhost", shared::testing::fresh_namespace("chatmesh"));
-        let mut node = RabbitNode { dir, amqp_port, dist_port: free_port(), node_name, group: None };
-        node.start_again().await;
-        node
+        Server::first_start(dir, Rabbit { amqp_port, dist_port: free_port(), node_name }).await
     }
+}
+
+impl Kind for Rabbit {
+    const NAME: &'static str = "rabbitmq-server";
 
     /// `amqp://` URL of the node's default vhost.
-    pub fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
-    /// SIGKILL to the node's every process (beam.smp and its helpers), no goodbye.
-    pub fn kill(&mut self) {
-        if let Some(mut group) = self.group.take() {
-            group.kill();
-        }
-    }
-
-    /// Starts the node on its ports and data dir (after [`RabbitNode::kill`]) and waits until it
-    /// answers AMQP; how long that took.
-    pub async fn start_again(&mut self) -> Duration {
-        assert!(self.group.is_none(), "the node is running");
-        let dir = self.dir.path();
+    fn command(&self, dir: &Path) -> Command {
         // The Debian wrapper in /usr/sbin runs the node as the rabbitmq user, who cannot write
         // this dir, and drops this environment: run the real script.
         let script = ["/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/sbin/rabbitmq-server"]
@@ -165,24 +212,21 @@ impl RabbitNode {
             .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
             .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
             .env("ERL_EPMD_ADDRESS", "127.0.0.1");
-        let mut group = Group::spawn("rabbitmq-server", command, &dir.join("server.log"));
-        let url = self.url();
-        let took = wait_until_answering(&mut group, || {
-            let url = url.clone();
-            async move { shared::backends::queue::RabbitQueue::connect(&url).await.is_ok() }
-        })
-        .await;
-        self.group = Some(group);
-        took
+        command
+    }
+
+    async fn answers(url: String) -> bool {
+        shared::backends::queue::RabbitQueue::connect(&url).await.is_ok()
     }
 }
 
 /// A MariaDB server of the test's own: a fresh datadir, a free port, root without a password.
-pub struct MariaDb {
-    dir: tempfile::TempDir,
+pub type MariaDb = Server<Maria>;
+
+/// What a [`MariaDb`] runs on.
+pub struct Maria {
     port: u16,
     args: Vec<String>,
-    group: Option<Group>,
 }
 
 impl MariaDb {
@@ -214,28 +258,20 @@ impl MariaDb {
         installing.reaped = true;
         assert!(installed.success(), "mariadb-install-db failed: {}", log_tail(&log));
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut server = MariaDb { dir, port: free_port(), args, group: None };
-        server.start_again().await;
-        server
+        Server::first_start(dir, Maria { port: free_port(), args }).await
     }
+}
+
+impl Kind for Maria {
+    const NAME: &'static str = "mariadbd";
 
     /// `mysql://` URL of the server, without a database.
-    pub fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILL, no goodbye: what InnoDB committed survives, the rest is rolled back at start.
-    pub fn kill(&mut self) {
-        if let Some(mut group) = self.group.take() {
-            group.kill();
-        }
-    }
-
-    /// Starts the server on its port and datadir (after [`MariaDb::kill`]) and waits until it
-    /// answers; how long that took.
-    pub async fn start_again(&mut self) -> Duration {
-        assert!(self.group.is_none(), "the server is running");
-        let data = self.dir.path().join("data");
+    fn command(&self, dir: &Path) -> Command {
+        let data = dir.join("data");
         let mut command = Command::new(mariadbd());
         command
             .arg("--no-defaults")
@@ -249,21 +285,15 @@ impl MariaDb {
         if is_root() {
             command.arg("--user=root");
         }
-        let mut group = Group::spawn("mariadbd", command, &self.dir.path().join("server.log"));
-        let url = self.url();
-        let took = wait_until_answering(&mut group, || {
-            let url = url.clone();
-            async move {
-                use sqlx::{Connection, Executor};
-                match sqlx::MySqlConnection::connect(&url).await {
-                    Ok(mut connection) => connection.execute("SELECT 1").await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        self.group = Some(group);
-        took
+        command
+    }
+
+    async fn answers(url: String) -> bool {
+        use sqlx::{Connection, Executor};
+        match sqlx::MySqlConnection::connect(&url).await {
+            Ok(mut connection) => connection.execute("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
     }
 }
 

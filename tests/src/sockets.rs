@@ -54,6 +54,42 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, Duration) {
     (status_of(&response), started.elapsed())
 }
 
+/// `count` connections that send nothing, held open until dropped.
+pub async fn idle_connections(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut idle = Vec::with_capacity(count);
+    for _ in 0..count {
+        idle.push(TcpStream::connect(addr).await.expect("idle connection"));
+    }
+    idle
+}
+
+/// `GET path` on a new connection every `pause` for `during`, each answering 200: how long
+/// each took, shortest first.
+pub async fn sorted_latencies(addr: SocketAddr, path: &str, during: Duration, pause: Duration) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    let measuring = Instant::now();
+    while measuring.elapsed() < during {
+        let (status, took) = get(addr, path).await;
+        assert_eq!(status, 200, "GET {path}");
+        latencies.push(took);
+        tokio::time::sleep(pause).await;
+    }
+    latencies.sort();
+    latencies
+}
+
+/// `GET path` with a header of `padding` bytes on a new connection, closed after it: the whole
+/// answer. The server may close before a large head is all written; what it answered counts.
+pub async fn get_with_padded_head(addr: SocketAddr, path: &str, padding: usize) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head =
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\nConnection: close\r\n\r\n", "a".repeat(padding));
+    let _closed_early = stream.write_all(head.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.expect("in time");
+    response
+}
+
 pub fn status_of(response: &[u8]) -> u16 {
     std::str::from_utf8(response.get(9..12).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }

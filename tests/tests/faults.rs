@@ -10,20 +10,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chatmesh_e2e::acknowledged::{AckedMessage, all_messages, read_back_messages};
-use chatmesh_e2e::faults::{Load, chat_read};
+use chatmesh_e2e::faults::{chat_read, chat_under_load, wait_for};
 use chatmesh_e2e::split::SplitChat;
 use chatmesh_e2e::{Api, Deployment};
 use serde_json::json;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Every acknowledged message is persisted, once, with its content.
 async fn assert_all_persisted(api: &Api, token: &str, chat: i64, acknowledged: &HashMap<i64, String>) {
@@ -66,10 +58,7 @@ async fn setup(api: &Api) -> (String, i64) {
 async fn consumer_killed_mid_stream_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(mut mesh) = SplitChat::start("consumer_killed_mid_stream", &[]).await else { return };
-    let api = mesh.api();
-    let (token, chat) = setup(&api).await;
-    let load = Load::start(&api, &token, chat, 8);
-    wait_for("writes before the kill", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    let (api, token, chat, load) = chat_under_load(&mesh, "faults", "writes before the kill", 100).await;
     mesh.consumer.kill().await;
     let at_kill = load.acknowledged_count();
     wait_for("writes while the consumer is down", Duration::from_secs(30), || {
@@ -96,10 +85,7 @@ fn rabbitmqctl(args: &[&str]) {
 async fn rabbitmq_restart_gives_503_then_recovers_and_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(mesh) = SplitChat::start("rabbitmq_restart", &[]).await else { return };
-    let api = mesh.api();
-    let (token, chat) = setup(&api).await;
-    let load = Load::start(&api, &token, chat, 8);
-    wait_for("writes before the restart", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    let (api, token, chat, load) = chat_under_load(&mesh, "faults", "writes before the restart", 100).await;
     rabbitmqctl(&["stop_app"]);
     let unavailable = load.unavailable.clone();
     wait_for("503s while RabbitMQ is down", Duration::from_secs(30), || unavailable.load(Ordering::Relaxed) > 5).await;
@@ -128,10 +114,7 @@ async fn rabbitmq_restart_gives_503_then_recovers_and_loses_nothing() {
 async fn redis_flushall_mid_stream_never_reuses_a_number() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(mesh) = SplitChat::start("redis_flushall", &[]).await else { return };
-    let api = mesh.api();
-    let (token, chat) = setup(&api).await;
-    let load = Load::start(&api, &token, chat, 8);
-    wait_for("writes before the flush", Duration::from_secs(30), || load.acknowledged_count() > 300).await;
+    let (api, token, chat, load) = chat_under_load(&mesh, "faults", "writes before the flush", 300).await;
     let redis_url = std::env::var("REDIS_URL").unwrap();
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
@@ -244,10 +227,7 @@ async fn store_outage_under_the_consumer_loses_nothing() {
         mesh.start_with("chat-read", &["--api", "false", "--cron", "false"], &[("DATABASE_URL", url.as_str())]).await;
     let consumer_pid = mesh.consumer.pid();
 
-    let api = mesh.api();
-    let (token, chat) = setup(&api).await;
-    let load = Load::start(&api, &token, chat, 8);
-    wait_for("writes before the outage", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+    let (api, token, chat, load) = chat_under_load(&mesh, "faults", "writes before the outage", 100).await;
     relay.cut(true);
     let at_cut = load.acknowledged_count();
     wait_for("writes during the outage", Duration::from_secs(30), || load.acknowledged_count() > at_cut + 200).await;

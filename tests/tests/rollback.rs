@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chatmesh_e2e::Api;
 use chatmesh_e2e::acknowledged::{
-    AckedChat, AckedMessage, all_messages, chat_numbers_handed_out_twice, message_numbers_handed_out_twice,
-    read_back_chats, read_back_messages,
+    AckedChat, AckedMessage, all_messages, assert_none_handed_out_twice, chat_numbers_handed_out_twice,
+    message_numbers_handed_out_twice, read_back_chats, read_back_messages,
 };
 use chatmesh_e2e::mesh::{MeshBackends, MeshOptions, ProcessMesh};
 use chatmesh_e2e::redis_server::RedisServer;
@@ -192,18 +192,8 @@ async fn redis_restored_from_an_older_snapshot_reuses_no_number_and_loses_nothin
         "answers other than 201 or 503: {:?}",
         &seen.unexpected[..5.min(seen.unexpected.len())]
     );
-    assert!(
-        reused_messages.is_empty(),
-        "{} message numbers were handed out twice, e.g. (chat, number) {:?}",
-        reused_messages.len(),
-        reused_messages.keys().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        reused_chats.is_empty(),
-        "{} chat numbers were handed out twice, e.g. {:?}",
-        reused_chats.len(),
-        reused_chats.keys().take(5).collect::<Vec<_>>()
-    );
+    assert_none_handed_out_twice("(chat, message number) pairs", &reused_messages);
+    assert_none_handed_out_twice("chat numbers", &reused_chats);
     messages_back.assert_complete();
     chats_back.assert_complete();
 }
@@ -253,12 +243,7 @@ async fn embedded_chat_write_restarted_with_commands_queued_reuses_no_number() {
         acked.len(),
         reused.len()
     );
-    assert!(
-        reused.is_empty(),
-        "{} message numbers were handed out twice, e.g. {:?}",
-        reused.len(),
-        reused.keys().take(5).collect::<Vec<_>>()
-    );
+    assert_none_handed_out_twice("message numbers", &reused);
     back.assert_complete();
     assert_eq!(stored, 200, "exactly the acknowledged messages are stored");
 }

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use chatmesh_e2e::faults::{Load, chat_read, lost, wait_for};
+use chatmesh_e2e::Api;
+use chatmesh_e2e::faults::{Load, chat_read, chat_under_load, lost, wait_for};
 use chatmesh_e2e::servers::{MariaDb, RabbitNode};
 use chatmesh_e2e::split::{SplitChat, production_urls};
-use chatmesh_e2e::{Api, Deployment};
 
 /// Each test runs a server of its own and a deployment under load: two at once on a small
 /// host starve each other past their deadlines.
@@ -19,22 +19,27 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// The most any of these tests may take, past every step's own deadline.
 const TEST_LIMIT: Duration = Duration::from_secs(300);
 
-/// Runs `body` under [`TEST_LIMIT`], once the workspace binaries are built: the first test of
-/// a process builds them, which may take minutes that are no part of the fault.
-async fn within<T>(test: &str, body: impl std::future::Future<Output = T>) -> T {
+/// Runs the test `test` (skipped where the production backends are not configured), one at a
+/// time: `body`, given the instant it began, under [`TEST_LIMIT`], once the workspace binaries
+/// are built: the first test of a process builds them, which may take minutes that are no part
+/// of the fault.
+async fn fault_test<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Instant) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _turn = ONE_AT_A_TIME.lock().await;
+    if production_urls(test).is_none() {
+        return;
+    }
     tokio::task::spawn_blocking(chatmesh_e2e::harness::bin_dir).await.expect("build the workspace binaries");
-    tokio::time::timeout(TEST_LIMIT, body).await.unwrap_or_else(|_| panic!("{test} took over {TEST_LIMIT:?}"))
+    let began = Instant::now();
+    tokio::time::timeout(TEST_LIMIT, body(began)).await.unwrap_or_else(|_| panic!("{test} took over {TEST_LIMIT:?}"))
 }
 
 /// Prints how far a test has got, so a test that fails on a deadline shows where it stood.
 fn progress(began: Instant, what: &str) {
     eprintln!("[{:>7.1?}] {what}", began.elapsed());
-}
-
-async fn setup(api: &Api) -> (String, i64) {
-    let token = api.create_application("server faults").await;
-    let chat = api.create_chat(&token, "room").await;
-    (token, chat)
 }
 
 /// The status of a process's `/readyz`, or `None` when it does not answer.
@@ -53,8 +58,22 @@ async fn wait_for_readyz(what: &str, url: &str, status: u16, limit: Duration) ->
     started.elapsed()
 }
 
-/// Every acknowledged message is persisted with its content and nothing was dead-lettered.
-async fn assert_nothing_lost(mesh: &SplitChat, api: &Api, token: &str, chat: i64, load: Load) -> usize {
+/// Once the writers have more than 100 creates acknowledged past the `at_restart` they had at
+/// the server's restart: every acknowledged message is persisted with its content and nothing
+/// was dead-lettered. How many creates were acknowledged, and how many answered 503.
+async fn assert_nothing_lost_after_restart(
+    began: Instant,
+    mesh: &SplitChat,
+    api: &Api,
+    token: &str,
+    chat: i64,
+    load: Load,
+    at_restart: usize,
+) -> (usize, usize) {
+    wait_for("writes after the restart", Duration::from_secs(60), || load.acknowledged_count() > at_restart + 100)
+        .await;
+    let unavailable = load.unavailable_count();
+    progress(began, "reading back");
     let (acknowledged, _) = load.stop().await;
     let lost = lost(api, token, chat, &acknowledged, Duration::from_secs(120)).await;
     assert!(
@@ -66,7 +85,7 @@ async fn assert_nothing_lost(mesh: &SplitChat, api: &Api, token: &str, chat: i64
     );
     let dead = chat_read(mesh, &["dead-letters"]);
     assert!(dead.trim().is_empty(), "nothing is dead-lettered: {dead}");
-    acknowledged.len()
+    (acknowledged.len(), unavailable)
 }
 
 /// RabbitMQ SIGKILLed under load (every process of the node, no goodbye) and started again
@@ -75,21 +94,13 @@ async fn assert_nothing_lost(mesh: &SplitChat, api: &Api, token: &str, chat: i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_sigkill_mid_stream_loses_nothing() {
     const TEST: &str = "rabbitmq_sigkill_mid_stream";
-    let _turn = ONE_AT_A_TIME.lock().await;
-    if production_urls(TEST).is_none() {
-        return;
-    }
-    within(TEST, async {
-        let began = Instant::now();
+    fault_test(TEST, |began| async move {
         let mut broker = RabbitNode::start().await;
         let first_start = began.elapsed();
         progress(began, "broker answers");
         let mesh = SplitChat::start_on(TEST, None, Some(&broker.url()), &[]).await.expect("urls checked above");
         progress(began, "deployment started");
-        let api = mesh.api();
-        let (token, chat) = setup(&api).await;
-        let load = Load::start(&api, &token, chat, 8);
-        wait_for("writes before the kill", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+        let (api, token, chat, load) = chat_under_load(&mesh, "server faults", "writes before the kill", 100).await;
         progress(began, "killing the broker");
         broker.kill();
         let at_kill = load.unavailable_count();
@@ -109,11 +120,8 @@ async fn rabbitmq_sigkill_mid_stream_loses_nothing() {
         let at_restart = load.acknowledged_count();
         wait_for("a 201 after the restart", Duration::from_secs(60), || load.acknowledged_count() > at_restart).await;
         let first_201 = restarted.elapsed();
-        wait_for("writes after the restart", Duration::from_secs(60), || load.acknowledged_count() > at_restart + 100)
-            .await;
-        let unavailable = load.unavailable_count();
-        progress(began, "reading back");
-        let acknowledged = assert_nothing_lost(&mesh, &api, &token, chat, load).await;
+        let (acknowledged, unavailable) =
+            assert_nothing_lost_after_restart(began, &mesh, &api, &token, chat, load, at_restart).await;
         eprintln!(
             "rabbitmq sigkill: node first start {first_start:.1?}, restart after the kill {restart:.1?}, first 201 \
              {first_201:.1?} after it answered; {acknowledged} creates acknowledged and persisted, {unavailable} \
@@ -130,21 +138,13 @@ async fn rabbitmq_sigkill_mid_stream_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_sigkill_mid_stream_loses_nothing() {
     const TEST: &str = "mariadb_sigkill_mid_stream";
-    let _turn = ONE_AT_A_TIME.lock().await;
-    if production_urls(TEST).is_none() {
-        return;
-    }
-    within(TEST, async {
-        let began = Instant::now();
+    fault_test(TEST, |began| async move {
         let mut store = MariaDb::start(&[]).await;
         progress(began, "store answers");
         let mesh = SplitChat::start_on(TEST, Some(&store.url()), None, &[]).await.expect("urls checked above");
         progress(began, "deployment started");
         let consumer_pid = mesh.consumer.pid();
-        let api = mesh.api();
-        let (token, chat) = setup(&api).await;
-        let load = Load::start(&api, &token, chat, 8);
-        wait_for("writes before the kill", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+        let (api, token, chat, load) = chat_under_load(&mesh, "server faults", "writes before the kill", 100).await;
         progress(began, "killing the store");
         store.kill();
         let killed = Instant::now();
@@ -160,11 +160,8 @@ async fn mariadb_sigkill_mid_stream_loses_nothing() {
         let ready_again =
             wait_for_readyz("the consumer with its store back", &mesh.consumer.url, 200, Duration::from_secs(60)).await;
         let at_restart = load.acknowledged_count();
-        wait_for("writes after the restart", Duration::from_secs(60), || load.acknowledged_count() > at_restart + 100)
-            .await;
-        let unavailable = load.unavailable_count();
-        progress(began, "reading back");
-        let acknowledged = assert_nothing_lost(&mesh, &api, &token, chat, load).await;
+        let (acknowledged, unavailable) =
+            assert_nothing_lost_after_restart(began, &mesh, &api, &token, chat, load, at_restart).await;
         assert_eq!(mesh.consumer.pid(), consumer_pid, "the same consumer process recovered");
         assert!(consumer_pid.is_some_and(chatmesh_e2e::processes::pid_alive), "the consumer is still running");
         eprintln!(
@@ -192,13 +189,8 @@ const LOCK_HELD: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_table_locked_dead_letters_nothing() {
     const TEST: &str = "messages_table_locked";
-    let _turn = ONE_AT_A_TIME.lock().await;
-    if production_urls(TEST).is_none() {
-        return;
-    }
-    within(TEST, async {
+    fault_test(TEST, |began| async move {
         use sqlx::{Connection, Executor, Row};
-        let began = Instant::now();
         let sql = Duration::from_secs(30);
         let store = MariaDb::start(&[]).await;
         progress(began, "store answers");
@@ -219,10 +211,7 @@ async fn messages_table_locked_dead_letters_nothing() {
         mesh.consumer.kill().await;
         mesh.consumer = mesh.start_like("chat-read", &["--api", "false", "--cron", "false"]).await;
         progress(began, "deployment started");
-        let api = mesh.api();
-        let (token, chat) = setup(&api).await;
-        let load = Load::start(&api, &token, chat, 8);
-        wait_for("writes before the lock", Duration::from_secs(30), || load.acknowledged_count() > 100).await;
+        let (api, token, chat, load) = chat_under_load(&mesh, "server faults", "writes before the lock", 100).await;
         progress(began, "locking the messages table");
 
         let database_url = mesh.env.iter().find(|(k, _)| k == "DATABASE_URL").expect("DATABASE_URL").1.clone();

@@ -1,13 +1,8 @@
 //! The chat suite against the standalone server, in-process on port 0 with its own data dir.
 
-use shared::shutdown::{ShutdownTrigger, channel};
+mod common;
 
-struct Standalone {
-    url: String,
-    admin_token: String,
-    trigger: ShutdownTrigger,
-    _dir: tempfile::TempDir,
-}
+use common::Standalone;
 
 impl chatmesh_e2e::Deployment for Standalone {
     fn base_url(&self) -> String {
@@ -15,29 +10,16 @@ impl chatmesh_e2e::Deployment for Standalone {
     }
 
     fn admin_token(&self) -> Option<String> {
-        Some(self.admin_token.clone())
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.trigger.trigger();
+        self.admin_token.clone()
     }
 }
 
 async fn spawn() -> Standalone {
-    shared::telemetry::init();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
-    config.count_flush_schedule = "* * * * * *".to_owned();
-    let admin_token = chatmesh_e2e::random_token("admin");
-    config.segments.admin_token = Some(admin_token.clone());
-    let server = chatmesh::start(&config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (trigger, shutdown) = channel();
-    tokio::spawn(server.serve(listener, shutdown));
-    Standalone { url, admin_token, trigger, _dir: dir }
+    common::spawn(|config| {
+        config.count_flush_schedule = "* * * * * *".to_owned();
+        config.segments.admin_token = Some(chatmesh_e2e::random_token("admin"));
+    })
+    .await
 }
 
 chatmesh_e2e::chat_suite_tests!(spawn);

@@ -6,34 +6,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::shutdown::{ShutdownTrigger, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Standalone {
-    addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.trigger.trigger();
-    }
-}
-
-async fn spawn() -> Standalone {
-    shared::telemetry::init();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
+async fn spawn() -> common::Standalone {
     // Every request carries it, so routes behind a credential parse what they are sent.
-    config.segments.admin_token = Some(ADMIN_TOKEN.to_owned());
-    let server = chatmesh::start(&config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, shutdown) = channel();
-    tokio::spawn(server.serve(listener, shutdown));
-    Standalone { addr, trigger, _dir: dir }
+    common::spawn(|config| config.segments.admin_token = Some(ADMIN_TOKEN.to_owned())).await
 }
 
 const ADMIN_TOKEN: &str = "hostile-input-admin-token";

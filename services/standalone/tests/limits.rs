@@ -5,35 +5,15 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chatmesh_e2e::sockets::{get, status_of, trickle};
+use chatmesh_e2e::sockets::{get, get_with_padded_head, idle_connections, sorted_latencies, status_of, trickle};
 use shared::http::ServeLimits;
-use shared::shutdown::{ShutdownTrigger, channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Standalone {
-    addr: SocketAddr,
-    trigger: ShutdownTrigger,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.trigger.trigger();
-    }
-}
-
-async fn spawn(limits: ServeLimits) -> Standalone {
-    shared::telemetry::init();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
-    config.http = limits;
-    let server = chatmesh::start(&config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, shutdown) = channel();
-    tokio::spawn(server.serve(listener, shutdown));
-    Standalone { addr, trigger, _dir: dir }
+async fn spawn(limits: ServeLimits) -> common::Standalone {
+    common::spawn(|config| config.http = limits).await
 }
 
 /// How long after connecting the server closed a trickled request (see [`trickle`]).
@@ -61,10 +41,7 @@ async fn trickling_clients_are_cut_off_and_idle_ones_do_not_slow_the_server() {
     let every = Duration::from_secs(10);
     let give_up = Duration::from_secs(75);
 
-    let mut idle = Vec::new();
-    for _ in 0..800 {
-        idle.push(TcpStream::connect(addr).await.expect("idle connection"));
-    }
+    let idle = idle_connections(addr, 800).await;
     let mut heads = Vec::new();
     for _ in 0..150 {
         let slow_head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".to_vec();
@@ -78,15 +55,7 @@ async fn trickling_clients_are_cut_off_and_idle_ones_do_not_slow_the_server() {
 
     // /healthz on a new connection each time while all of them are open (the idle ones are
     // closed by the head timeout after 30 s).
-    let mut latencies = Vec::new();
-    let measuring = Instant::now();
-    while measuring.elapsed() < Duration::from_secs(20) {
-        let (status, took) = get(addr, "/healthz").await;
-        assert_eq!(status, 200);
-        latencies.push(took);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
-    latencies.sort();
+    let latencies = sorted_latencies(addr, "/healthz", Duration::from_secs(20), Duration::from_millis(40)).await;
     let p99 = percentile(&latencies, 0.99);
     println!(
         "/healthz beside 800 idle and 200 trickling connections: {} requests, p50 {:?}, p99 {:?}, max {:?}",
@@ -138,16 +107,7 @@ async fn trickling_clients_are_cut_off_and_idle_ones_do_not_slow_the_server() {
 async fn heads_over_64_kib_are_refused() {
     let server = spawn(ServeLimits::default()).await;
     for (padding, expected) in [(60 * 1024, 200), (65 * 1024, 431), (1024 * 1024, 431)] {
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        let head = format!(
-            "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
-            "a".repeat(padding)
-        );
-        // The server may close before a 1 MiB head is all written.
-        let _ = stream.write_all(head.as_bytes()).await;
-        let mut response = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.expect("in time");
+        let response = get_with_padded_head(server.addr, "/healthz", padding).await;
         assert_eq!(status_of(&response), expected, "{padding} bytes of header: {}", String::from_utf8_lossy(&response));
     }
     let (status, _) = get(server.addr, "/healthz").await;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::shutdown::channel;
+
+mod common;
 
 /// Sum of every sample of `family` whose labels contain all of `labels`.
 fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
@@ -25,44 +26,26 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
-    config.count_flush_schedule = "* * * * * *".to_owned();
-    let server = chatmesh::start(&config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (trigger, shutdown) = channel();
-    tokio::spawn(server.serve(listener, shutdown));
+    let server = common::spawn(|config| config.count_flush_schedule = "* * * * * *".to_owned()).await;
+    let base = &server.url;
     let http = reqwest::Client::new();
 
-    let before = scrape(&http, &base).await;
+    let before = scrape(&http, base).await;
     let route = "route=\"/api/applications/{token}/chats\"";
 
-    let app: Value = http
-        .post(format!("{base}/api/applications"))
-        .json(&json!({"application_name": "metrics"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: String, body: Value| {
+        let request = http.post(format!("{base}{path}")).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let app: Value =
+        post("/api/applications".into(), json!({"application_name": "metrics"})).await.json().await.unwrap();
     let token = app["application_token"].as_str().unwrap();
     for _ in 0..3 {
-        let chat = http
-            .post(format!("{base}/api/applications/{token}/chats"))
-            .json(&json!({"chat_name": "general"}))
-            .send()
-            .await
-            .unwrap();
+        let chat = post(format!("/api/applications/{token}/chats"), json!({"chat_name": "general"})).await;
         assert_eq!(chat.status(), 201);
     }
-    let message = http
-        .post(format!("{base}/api/applications/{token}/chats/1/messages"))
-        .json(&json!({"message_content": "hello metrics"}))
-        .send()
-        .await
-        .unwrap();
+    let message =
+        post(format!("/api/applications/{token}/chats/1/messages"), json!({"message_content": "hello metrics"})).await;
     assert_eq!(message.status(), 201);
     let missing = http.get(format!("{base}/api/applications/{token}/chats/999")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -72,7 +55,7 @@ async fn metrics_move_with_traffic() {
     // Four commands (three chats, one message) are queued; the consumer acks and the every-second count flush run beside the API.
     let mut after = String::new();
     for _ in 0..100 {
-        after = scrape(&http, &base).await;
+        after = scrape(&http, base).await;
         if sample(&after, "chatmesh_queue_settled_total", &["outcome=\"ack\""]) >= 4.0
             && sample(&after, "chatmesh_cron_runs_total", &["outcome=\"flushed\""]) >= 1.0
         {
@@ -102,5 +85,5 @@ async fn metrics_move_with_traffic() {
     assert_eq!(moved("chatmesh_search_duration_seconds_count", &["result=\"ok\""]), 1.0, "{after}");
     assert!(moved("chatmesh_cron_runs_total", &["job=\"count_flush\"", "outcome=\"flushed\""]) >= 1.0, "{after}");
     assert!(after.contains("chatmesh_queue_depth{queue=\""), "{after}");
-    trigger.trigger();
+    drop(server);
 }

@@ -2,18 +2,13 @@
 //! `X-Served-By`, the legacy routes and `/api/v1` behind the admin token from the config.
 
 use serde_json::json;
-use shared::shutdown::channel;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_routes_are_merged() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
-    config.segments.admin_token = Some("standalone-admin".to_owned());
-    let server = chatmesh::start(&config).await.expect("server starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (trigger, shutdown) = channel();
-    tokio::spawn(server.serve(listener, shutdown));
+    let server = common::spawn(|config| config.segments.admin_token = Some("standalone-admin".to_owned())).await;
+    let base = &server.url;
     let http = reqwest::Client::new();
 
     let anonymous = http.post(format!("{base}/segments")).json(&json!({"slug": "AVITO_RED_BUTTON"})).send().await;
@@ -35,5 +30,5 @@ async fn segments_routes_are_merged() {
     assert_eq!(listed.status(), 200);
     let body: serde_json::Value = listed.json().await.unwrap();
     assert_eq!(body["data"][0]["attributes"]["key"], "AVITO_RED_BUTTON");
-    trigger.trigger();
+    drop(server);
 }

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{DeadLetter, Delivery, Queue, Subscription};
@@ -388,34 +390,45 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, sqlx::Erro
                 Outcome::Done
             }
             Op::DeadLetter { id, reason, .. } => {
-                sqlx::query(
+                let copy = sqlx::query(
                     "INSERT INTO queue_dead_letters (queue, payload, attempts, reason, failed_at) \
                      SELECT queue, payload, attempts + 1, ?, ? FROM queue_messages WHERE id = ?",
                 )
                 .bind(reason)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM queue_messages WHERE id = ?").bind(id).execute(&mut *tx).await?;
+                .bind(now);
+                move_rows(&mut tx, copy, "DELETE FROM queue_messages WHERE id = ?", id).await?;
                 Outcome::Done
             }
             Op::Replay { queue, .. } => {
-                let moved = sqlx::query(
+                let copy = sqlx::query(
                     "INSERT INTO queue_messages (queue, payload, attempts, visible_at, enqueued_at) \
                      SELECT queue, payload, 0, ?, ? FROM queue_dead_letters WHERE queue = ? ORDER BY id",
                 )
                 .bind(now)
-                .bind(now)
-                .bind(queue)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM queue_dead_letters WHERE queue = ?").bind(queue).execute(&mut *tx).await?;
-                Outcome::Replayed(moved.rows_affected() as usize)
+                .bind(now);
+                let moved = move_rows(&mut tx, copy, "DELETE FROM queue_dead_letters WHERE queue = ?", queue).await?;
+                Outcome::Replayed(moved as usize)
             }
         };
         outcomes.push(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Copies rows with `copy` (an `INSERT … SELECT` whose last parameter, still unbound, is
+/// `key`), then deletes them with `delete` (whose one parameter is `key`): a move from one
+/// table to another. How many rows moved.
+async fn move_rows<'q, K>(
+    conn: &mut SqliteConnection,
+    copy: sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>,
+    delete: &'q str,
+    key: K,
+) -> Result<u64, sqlx::Error>
+where
+    K: 'q + Copy + Send + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let moved = copy.bind(key).execute(&mut *conn).await?.rows_affected();
+    sqlx::query(delete).bind(key).execute(conn).await?;
+    Ok(moved)
 }
