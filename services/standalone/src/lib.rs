@@ -6,6 +6,10 @@
 //! - [`start`]: connects the backends, migrates, drains commands left queued by a previous
 //!   run (so counters seed from a complete store), recounts, and returns the [`Server`].
 //! - [`Server::serve`]: serves until shutdown, with the consumer and the count flush beside it.
+//! - `testing` (feature `testing`): the in-process server the tests start.
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 

@@ -1,25 +1,27 @@
 //! The chat suite against the standalone server, in-process on port 0 with its own data dir.
 
-mod common;
+use chatmesh::testing::Standalone;
 
-use common::Standalone;
+/// The in-process server as the chat suite drives it.
+struct Server(Standalone);
 
-impl chatmesh_e2e::Deployment for Standalone {
+impl chatmesh_e2e::Deployment for Server {
     fn base_url(&self) -> String {
-        self.url.clone()
+        self.0.url.clone()
     }
 
     fn admin_token(&self) -> Option<String> {
-        self.admin_token.clone()
+        self.0.admin_token.clone()
     }
 }
 
-async fn spawn() -> Standalone {
-    common::spawn(|config| {
+async fn spawn() -> Server {
+    let server = chatmesh::testing::spawn(|config| {
         config.count_flush_schedule = "* * * * * *".to_owned();
         config.segments.admin_token = Some(chatmesh_e2e::random_token("admin"));
     })
-    .await
+    .await;
+    Server(server)
 }
 
 chatmesh_e2e::chat_suite_tests!(spawn);

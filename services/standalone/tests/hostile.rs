@@ -9,11 +9,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod common;
-
-async fn spawn() -> common::Standalone {
+async fn spawn() -> chatmesh::testing::Standalone {
     // Every request carries it, so routes behind a credential parse what they are sent.
-    common::spawn(|config| config.segments.admin_token = Some(ADMIN_TOKEN.to_owned())).await
+    chatmesh::testing::spawn(|config| config.segments.admin_token = Some(ADMIN_TOKEN.to_owned())).await
 }
 
 const ADMIN_TOKEN: &str = "hostile-input-admin-token";

@@ -10,10 +10,8 @@ use shared::http::ServeLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod common;
-
-async fn spawn(limits: ServeLimits) -> common::Standalone {
-    common::spawn(|config| config.http = limits).await
+async fn spawn(limits: ServeLimits) -> chatmesh::testing::Standalone {
+    chatmesh::testing::spawn(|config| config.http = limits).await
 }
 
 /// How long after connecting the server closed a trickled request (see [`trickle`]).

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-mod common;
-
 /// Sum of every sample of `family` whose labels contain all of `labels`.
 fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
     text.lines()
@@ -26,7 +24,7 @@ async fn scrape(http: &reqwest::Client, base: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_traffic() {
-    let server = common::spawn(|config| config.count_flush_schedule = "* * * * * *".to_owned()).await;
+    let server = chatmesh::testing::spawn(|config| config.count_flush_schedule = "* * * * * *".to_owned()).await;
     let base = &server.url;
     let http = reqwest::Client::new();
 

@@ -3,11 +3,9 @@
 
 use serde_json::Value;
 
-mod common;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_lists_every_chat_operation() {
-    let server = common::spawn(|_| {}).await;
+    let server = chatmesh::testing::spawn(|_| {}).await;
     let base = &server.url;
 
     let response = reqwest::get(format!("{base}/openapi.json")).await.unwrap();

@@ -3,11 +3,10 @@
 
 use serde_json::json;
 
-mod common;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_routes_are_merged() {
-    let server = common::spawn(|config| config.segments.admin_token = Some("standalone-admin".to_owned())).await;
+    let server =
+        chatmesh::testing::spawn(|config| config.segments.admin_token = Some("standalone-admin".to_owned())).await;
     let base = &server.url;
     let http = reqwest::Client::new();
 

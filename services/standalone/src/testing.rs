@@ -1,6 +1,5 @@
-//! The standalone server in-process on port 0 with its own data dir, for every test here.
-// Each test file reads the fields it needs, not all of them.
-#![allow(dead_code)]
+//! The standalone server in-process on port 0 with its own data dir, for tests (the `testing`
+//! feature, enabled only by this crate's dev-dependency on itself).
 
 use std::net::SocketAddr;
 
@@ -24,12 +23,12 @@ impl Drop for Standalone {
 }
 
 /// Starts the embedded configuration as `configure` changes it.
-pub async fn spawn(configure: impl FnOnce(&mut chatmesh::Config)) -> Standalone {
+pub async fn spawn(configure: impl FnOnce(&mut crate::Config)) -> Standalone {
     shared::telemetry::init();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = chatmesh::Config::embedded(dir.path());
+    let mut config = crate::Config::embedded(dir.path());
     configure(&mut config);
-    let server = chatmesh::start(&config).await.expect("server starts");
+    let server = crate::start(&config).await.expect("server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (trigger, shutdown) = channel();
