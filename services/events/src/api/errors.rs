@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::ApiError;
@@ -12,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, PathParams, both, next_page, page_limit, present, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, both, page_limit, present, seq_cursor};
 use crate::Events;
 use crate::model::Reason;
 use crate::store::{self, ErrorRow};
@@ -38,6 +37,10 @@ struct ErrorView {
     reasons: Vec<Reason>,
     received_at: String,
     created_at: String,
+}
+
+impl Listed for ErrorView {
+    const PAGE: &'static str = "A page of error records";
 }
 
 impl From<ErrorRow> for ErrorView {
@@ -80,26 +83,18 @@ struct ListQuery {
     get, path = "/errors/", tag = "errors", operation_id = "list_errors",
     summary = "List error records, oldest first",
     params(ListQuery),
-    responses(
-        (status = 200, description = "A page of error records", body = Vec<ErrorView>,
-            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
-        EventErrors,
-    )
+    responses(Page<ErrorView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<(HeaderMap, Json<Vec<ErrorView>>), ApiError> {
+) -> Result<Page<ErrorView>, ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let after = seq_cursor(query.after.as_deref())?;
     // An empty filter value is no filter, as django-filter (behind the seed) takes it.
     let session = present(query.session.as_deref()).map(normalize_session_id);
-    let mut rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| row.seq.to_string());
-    let headers = next_page("/errors/", &[("session", session.as_deref())], limit, cursor);
-    Ok((headers, Json(rows.into_iter().map(ErrorView::from).collect())))
+    let rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
+    Ok(Page::new("/errors/", &[("session", session.as_deref())], limit, rows, |row| row.seq.to_string()))
 }
 
 #[utoipa::path(

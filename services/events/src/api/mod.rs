@@ -154,6 +154,54 @@ fn next_page(path: &str, query: &[(&str, Option<&str>)], limit: i64, after: Opti
     headers
 }
 
+/// A listing's rows, each a `Self`: the description of the page it answers with.
+trait Listed: ToSchema {
+    const PAGE: &'static str;
+}
+
+/// A page of a listing: its rows, with the `Link` header to the next page when there is one.
+struct Page<V>(HeaderMap, Vec<V>);
+
+impl<V> Page<V> {
+    /// The first `limit` of `rows` (read as `limit + 1`); when there were more, `Link` names the
+    /// page after the `cursor` of the last one kept, with the same `query`.
+    fn new<R>(
+        path: &str,
+        query: &[(&str, Option<&str>)],
+        limit: i64,
+        mut rows: Vec<R>,
+        cursor: impl FnOnce(&R) -> String,
+    ) -> Self
+    where
+        V: From<R>,
+    {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let after = rows.last().filter(|_| more).map(cursor);
+        Self(next_page(path, query, limit, after), rows.into_iter().map(V::from).collect())
+    }
+}
+
+impl<V: Serialize> IntoResponse for Page<V> {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl<V: Listed> IntoResponses for Page<V> {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        let rows = openapi::schema::ArrayBuilder::new().items(openapi::Ref::from_schema_name(V::name()));
+        let link = openapi::HeaderBuilder::new()
+            .schema(openapi::ObjectBuilder::new().schema_type(openapi::Type::String))
+            .description(Some("rel=next link to the following page, when there is one"));
+        let page = openapi::ResponseBuilder::new()
+            .description(V::PAGE)
+            .header("link", link.build())
+            .content("application/json", openapi::ContentBuilder::new().schema(Some(rows)).build());
+        BTreeMap::from([("200".to_owned(), page.build().into())])
+    }
+}
+
 /// Path parameters: a JSON 400 (never axum's plain-text one) when they do not decode.
 pub use shared::http::PathParams;
 

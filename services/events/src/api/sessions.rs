@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, PathParams, both, next_page, page_limit, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, both, page_limit, seq_cursor};
 use crate::Events;
 use crate::store::{self, SessionRow};
 use crate::time::format_timestamp;
@@ -32,6 +32,10 @@ struct SessionView {
     /// RFC 3339, UTC, milliseconds.
     #[schema(example = "2021-06-15T00:00:00.000Z")]
     created_at: String,
+}
+
+impl Listed for SessionView {
+    const PAGE: &'static str = "A page of sessions";
 }
 
 impl From<SessionRow> for SessionView {
@@ -73,24 +77,16 @@ struct ListQuery {
     get, path = "/sessions/", tag = "sessions", operation_id = "list_sessions",
     summary = "List sessions, oldest first",
     params(ListQuery),
-    responses(
-        (status = 200, description = "A page of sessions", body = Vec<SessionView>,
-            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
-        EventErrors,
-    )
+    responses(Page<SessionView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<(HeaderMap, Json<Vec<SessionView>>), ApiError> {
+) -> Result<Page<SessionView>, ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let after = seq_cursor(query.after.as_deref())?;
-    let mut rows = store::list_sessions(&state.db, after, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| row.seq.to_string());
-    let headers = next_page("/sessions/", &[], limit, cursor);
-    Ok((headers, Json(rows.into_iter().map(SessionView::from).collect())))
+    let rows = store::list_sessions(&state.db, after, limit + 1).await?;
+    Ok(Page::new("/sessions/", &[], limit, rows, |row| row.seq.to_string()))
 }
 
 /// `GET /sessions/{id}/`, under any spelling of the session's UUID.
