@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, Listed, Page, PathParams, both, page_limit, present, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, SeqPage, both, present};
 use crate::Events;
 use crate::model::Reason;
 use crate::store::{self, ErrorRow};
@@ -39,10 +39,6 @@ struct ErrorView {
     created_at: String,
 }
 
-impl Listed for ErrorView {
-    const PAGE: &'static str = "A page of error records";
-}
-
 impl From<ErrorRow> for ErrorView {
     fn from(row: ErrorRow) -> Self {
         let payload = raw_payload(row.payload);
@@ -65,15 +61,13 @@ fn raw_payload(stored: String) -> Box<RawValue> {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListQuery {
+struct SessionFilter {
     /// Only those naming this session, any spelling of its UUID (empty: no filter)
     session: Option<String>,
-    /// Page size (default 50)
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
-    /// Cursor from the Link header (empty: none)
-    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
-    after: Option<String>,
+}
+
+impl Listed for ErrorView {
+    const PAGE: &'static str = "A page of error records";
 }
 
 /// `GET /errors/`, oldest first, optionally for one `session`, paged by `limit` and `after`.
@@ -82,17 +76,17 @@ struct ListQuery {
 #[utoipa::path(
     get, path = "/errors/", tag = "errors", operation_id = "list_errors",
     summary = "List error records, oldest first",
-    params(ListQuery),
+    params(SessionFilter, SeqPage),
     responses(Page<ErrorView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(filter): QueryParams<SessionFilter>,
+    QueryParams(page): QueryParams<SeqPage>,
 ) -> Result<Page<ErrorView>, ApiError> {
-    let limit = page_limit(query.limit.as_deref())?;
-    let after = seq_cursor(query.after.as_deref())?;
+    let (limit, after) = page.read()?;
     // An empty filter value is no filter, as django-filter (behind the seed) takes it.
-    let session = present(query.session.as_deref()).map(normalize_session_id);
+    let session = present(filter.session.as_deref()).map(normalize_session_id);
     let rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
     Ok(Page::new("/errors/", &[("session", session.as_deref())], limit, rows, |row| row.seq.to_string()))
 }

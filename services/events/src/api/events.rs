@@ -56,10 +56,6 @@ struct EventView {
     updated_at: String,
 }
 
-impl Listed for EventView {
-    const PAGE: &'static str = "A page of events";
-}
-
 impl From<EventRow> for EventView {
     fn from(row: EventRow) -> Self {
         Self {
@@ -211,6 +207,10 @@ struct ListQuery {
 fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|raw| parse_timestamp(raw).map_err(|message| ApiError::bad_request(format!("{name}: {message}"))))
         .transpose()
+}
+
+impl Listed for EventView {
+    const PAGE: &'static str = "A page of events";
 }
 
 /// `GET /events/`: filtered by `session`, `category`, `name`, `timestamp__gte` and

@@ -17,13 +17,13 @@ use axum::http::header::LINK;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::http::{is_json_content_type, read_body};
 use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
 use utoipa::openapi::{self, RefOr};
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::model::Reason;
@@ -98,6 +98,25 @@ fn page_limit(raw: Option<&str>) -> Result<i64, ApiError> {
 /// A query value, `None` when absent or empty (`?after=` means no cursor).
 fn present(raw: Option<&str>) -> Option<&str> {
     raw.filter(|raw| !raw.is_empty())
+}
+
+/// `?limit=&after=` of a listing in `seq` order.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SeqPage {
+    /// Page size (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
+    /// Cursor from the Link header (empty: none)
+    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
+    after: Option<String>,
+}
+
+impl SeqPage {
+    /// The page size and the `seq` the page starts after: 400 when either is not one.
+    fn read(&self) -> Result<(i64, Option<i64>), ApiError> {
+        Ok((page_limit(self.limit.as_deref())?, seq_cursor(self.after.as_deref())?))
+    }
 }
 
 /// A `seq` cursor (`?after=`; empty means none).

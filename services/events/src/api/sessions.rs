@@ -5,14 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use shared::ApiError;
 use shared::http::QueryParams;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, Listed, Page, PathParams, both, page_limit, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, SeqPage, both};
 use crate::Events;
 use crate::store::{self, SessionRow};
 use crate::time::format_timestamp;
@@ -32,10 +32,6 @@ struct SessionView {
     /// RFC 3339, UTC, milliseconds.
     #[schema(example = "2021-06-15T00:00:00.000Z")]
     created_at: String,
-}
-
-impl Listed for SessionView {
-    const PAGE: &'static str = "A page of sessions";
 }
 
 impl From<SessionRow> for SessionView {
@@ -62,29 +58,21 @@ async fn create(State(state): State<Events>) -> Result<(StatusCode, HeaderMap, J
     Ok((StatusCode::CREATED, headers, Json(SessionView { id, created_at: format_timestamp(now) })))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    /// Page size (default 50)
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
-    /// Cursor from the Link header (empty: none)
-    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
-    after: Option<String>,
+impl Listed for SessionView {
+    const PAGE: &'static str = "A page of sessions";
 }
 
 #[utoipa::path(
     get, path = "/sessions/", tag = "sessions", operation_id = "list_sessions",
     summary = "List sessions, oldest first",
-    params(ListQuery),
+    params(SeqPage),
     responses(Page<SessionView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(page): QueryParams<SeqPage>,
 ) -> Result<Page<SessionView>, ApiError> {
-    let limit = page_limit(query.limit.as_deref())?;
-    let after = seq_cursor(query.after.as_deref())?;
+    let (limit, after) = page.read()?;
     let rows = store::list_sessions(&state.db, after, limit + 1).await?;
     Ok(Page::new("/sessions/", &[], limit, rows, |row| row.seq.to_string()))
 }
