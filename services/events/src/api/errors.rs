@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::ApiError;
@@ -12,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, PathParams, both, next_page, page_limit, present, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, SeqPage, both, present};
 use crate::Events;
 use crate::model::Reason;
 use crate::store::{self, ErrorRow};
@@ -62,15 +61,13 @@ fn raw_payload(stored: String) -> Box<RawValue> {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListQuery {
+struct SessionFilter {
     /// Only those naming this session, any spelling of its UUID (empty: no filter)
     session: Option<String>,
-    /// Page size (default 50)
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
-    /// Cursor from the Link header (empty: none)
-    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
-    after: Option<String>,
+}
+
+impl Listed for ErrorView {
+    const PAGE: &'static str = "A page of error records";
 }
 
 /// `GET /errors/`, oldest first, optionally for one `session`, paged by `limit` and `after`.
@@ -79,27 +76,19 @@ struct ListQuery {
 #[utoipa::path(
     get, path = "/errors/", tag = "errors", operation_id = "list_errors",
     summary = "List error records, oldest first",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "A page of error records", body = Vec<ErrorView>,
-            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
-        EventErrors,
-    )
+    params(SessionFilter, SeqPage),
+    responses(Page<ErrorView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
-    QueryParams(query): QueryParams<ListQuery>,
-) -> Result<(HeaderMap, Json<Vec<ErrorView>>), ApiError> {
-    let limit = page_limit(query.limit.as_deref())?;
-    let after = seq_cursor(query.after.as_deref())?;
+    QueryParams(filter): QueryParams<SessionFilter>,
+    QueryParams(page): QueryParams<SeqPage>,
+) -> Result<Page<ErrorView>, ApiError> {
+    let (limit, after) = page.read()?;
     // An empty filter value is no filter, as django-filter (behind the seed) takes it.
-    let session = present(query.session.as_deref()).map(normalize_session_id);
-    let mut rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| row.seq.to_string());
-    let headers = next_page("/errors/", &[("session", session.as_deref())], limit, cursor);
-    Ok((headers, Json(rows.into_iter().map(ErrorView::from).collect())))
+    let session = present(filter.session.as_deref()).map(normalize_session_id);
+    let rows = store::list_errors(&state.db, session.as_deref(), after, limit + 1).await?;
+    Ok(Page::new("/errors/", &[("session", session.as_deref())], limit, rows, |row| row.seq.to_string()))
 }
 
 #[utoipa::path(

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -18,7 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    EventErrors, Invalid, PathParams, Refusal, batch_items, both, json_bytes, malformed, next_page, page_limit, present,
+    EventErrors, Invalid, Listed, Page, PathParams, Refusal, batch_items, both, json_bytes, malformed, page_limit,
+    present,
 };
 use crate::Events;
 use crate::ingest::{self, QueuedEvent, QueuedEvents, event_id};
@@ -208,6 +209,10 @@ fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
         .transpose()
 }
 
+impl Listed for EventView {
+    const PAGE: &'static str = "A page of events";
+}
+
 /// `GET /events/`: filtered by `session`, `category`, `name`, `timestamp__gte` and
 /// `timestamp__lte` (an empty session, category or name is no filter; a timestamp filter must be
 /// a timestamp, as the OpenAPI document declares it), ordered by timestamp, paged by `limit` and the `after` cursor of the
@@ -216,16 +221,12 @@ fn timestamp_filter(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiErr
     get, path = "/events/", tag = "events", operation_id = "list_events",
     summary = "List stored events by timestamp, filtered, in keyset pages",
     params(ListQuery),
-    responses(
-        (status = 200, description = "A page of events", body = Vec<EventView>,
-            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
-        EventErrors,
-    )
+    responses(Page<EventView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<(HeaderMap, Json<Vec<EventView>>), ApiError> {
+) -> Result<Page<EventView>, ApiError> {
     let limit = page_limit(query.limit.as_deref())?;
     let after = present(query.after.as_deref())
         .map(|raw| {
@@ -249,11 +250,8 @@ async fn list(
         after,
         limit: limit + 1,
     };
-    let mut rows = store::list_events(&state.db, &filter).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| format!("{}_{}", row.event.timestamp, row.seq));
-    let headers = next_page(
+    let rows = store::list_events(&state.db, &filter).await?;
+    Ok(Page::new(
         "/events/",
         &[
             ("session", session.as_deref()),
@@ -263,9 +261,9 @@ async fn list(
             ("timestamp__lte", timestamp_lte),
         ],
         limit,
-        cursor,
-    );
-    Ok((headers, Json(rows.into_iter().map(EventView::from).collect())))
+        rows,
+        |row| format!("{}_{}", row.event.timestamp, row.seq),
+    ))
 }
 
 fn event_not_found() -> ApiError {
@@ -303,13 +301,7 @@ async fn replace(
     store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
     let payload = Payload::parse(body.get()).map_err(|e| malformed(&e))?;
     let event = validate_update(&state, payload).await?;
-    for _ in 0..UPDATE_ATTEMPTS {
-        let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
-        if store::update_event(&state.db, &id, current.version, &event, state.clock.now_millis()).await? {
-            return reread(&state, &id).await;
-        }
-    }
-    Err(busy().into())
+    update_retrying(&state, &id, |_| async { Ok(event.clone()) }).await
 }
 
 /// `PATCH /events/{id}/`: replaces the fields present in the body (`data` as a whole, not key
@@ -331,9 +323,9 @@ async fn update(
     let Ok(patch) = serde_json::from_str::<HashMap<String, &RawValue>>(body.get()) else {
         return Err(ApiError::validation("a PATCH body must be a JSON object").into());
     };
-    for _ in 0..UPDATE_ATTEMPTS {
-        let current = store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
-        let version = current.version;
+    let state = &state;
+    let patch = &patch;
+    update_retrying(state, &id, move |current| async move {
         let mut merged = editable_fields(current);
         for field in ["session", "category", "name", "data", "timestamp"] {
             if let Some(value) = patch.get(field) {
@@ -342,16 +334,31 @@ async fn update(
         }
         let text = serde_json::to_string(&merged).expect("raw JSON members serialise");
         let payload = Payload::parse(&text).map_err(|e| malformed(&e))?;
-        let event = validate_update(&state, payload).await?;
-        if store::update_event(&state.db, &id, version, &event, state.clock.now_millis()).await? {
-            return reread(&state, &id).await;
-        }
-    }
-    Err(busy().into())
+        validate_update(state, payload).await
+    })
+    .await
 }
 
-fn busy() -> ApiError {
-    ApiError::new(ErrorCode::Conflict, "the event kept changing while being updated; retry")
+/// Stores what `edit` makes of the event as it is now, unless a concurrent update changed it
+/// meanwhile: then `edit` is redone on the newer version, up to [`UPDATE_ATTEMPTS`] times
+/// before a 409.
+async fn update_retrying<Edit>(
+    state: &Events,
+    id: &str,
+    mut edit: impl FnMut(EventRow) -> Edit,
+) -> Result<Json<EventView>, Refusal>
+where
+    Edit: Future<Output = Result<ValidEvent, Refusal>>,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = store::get_event(&state.db, id).await?.ok_or_else(event_not_found)?;
+        let version = current.version;
+        let event = edit(current).await?;
+        if store::update_event(&state.db, id, version, &event, state.clock.now_millis()).await? {
+            return reread(state, id).await;
+        }
+    }
+    Err(ApiError::new(ErrorCode::Conflict, "the event kept changing while being updated; retry").into())
 }
 
 async fn reread(state: &Events, id: &str) -> Result<Json<EventView>, Refusal> {

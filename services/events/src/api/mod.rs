@@ -17,13 +17,13 @@ use axum::http::header::LINK;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use shared::http::{is_json_content_type, read_body};
 use shared::openapi::ErrorResponses;
 use shared::{ApiError, ErrorCode};
 use utoipa::openapi::{self, RefOr};
-use utoipa::{IntoResponses, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::model::Reason;
@@ -100,6 +100,25 @@ fn present(raw: Option<&str>) -> Option<&str> {
     raw.filter(|raw| !raw.is_empty())
 }
 
+/// `?limit=&after=` of a listing in `seq` order.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SeqPage {
+    /// Page size (default 50)
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
+    /// Cursor from the Link header (empty: none)
+    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
+    after: Option<String>,
+}
+
+impl SeqPage {
+    /// The page size and the `seq` the page starts after: 400 when either is not one.
+    fn read(&self) -> Result<(i64, Option<i64>), ApiError> {
+        Ok((page_limit(self.limit.as_deref())?, seq_cursor(self.after.as_deref())?))
+    }
+}
+
 /// A `seq` cursor (`?after=`; empty means none).
 fn seq_cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     present(raw)
@@ -152,6 +171,54 @@ fn next_page(path: &str, query: &[(&str, Option<&str>)], limit: i64, after: Opti
         headers.insert(LINK, value);
     }
     headers
+}
+
+/// A listing's rows, each a `Self`: the description of the page it answers with.
+trait Listed: ToSchema {
+    const PAGE: &'static str;
+}
+
+/// A page of a listing: its rows, with the `Link` header to the next page when there is one.
+struct Page<V>(HeaderMap, Vec<V>);
+
+impl<V> Page<V> {
+    /// The first `limit` of `rows` (read as `limit + 1`); when there were more, `Link` names the
+    /// page after the `cursor` of the last one kept, with the same `query`.
+    fn new<R>(
+        path: &str,
+        query: &[(&str, Option<&str>)],
+        limit: i64,
+        mut rows: Vec<R>,
+        cursor: impl FnOnce(&R) -> String,
+    ) -> Self
+    where
+        V: From<R>,
+    {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let after = rows.last().filter(|_| more).map(cursor);
+        Self(next_page(path, query, limit, after), rows.into_iter().map(V::from).collect())
+    }
+}
+
+impl<V: Serialize> IntoResponse for Page<V> {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl<V: Listed> IntoResponses for Page<V> {
+    fn responses() -> BTreeMap<String, RefOr<openapi::response::Response>> {
+        let rows = openapi::schema::ArrayBuilder::new().items(openapi::Ref::from_schema_name(V::name()));
+        let link = openapi::HeaderBuilder::new()
+            .schema(openapi::ObjectBuilder::new().schema_type(openapi::Type::String))
+            .description(Some("rel=next link to the following page, when there is one"));
+        let page = openapi::ResponseBuilder::new()
+            .description(V::PAGE)
+            .header("link", link.build())
+            .content("application/json", openapi::ContentBuilder::new().schema(Some(rows)).build());
+        BTreeMap::from([("200".to_owned(), page.build().into())])
+    }
 }
 
 /// Path parameters: a JSON 400 (never axum's plain-text one) when they do not decode.

@@ -5,14 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use shared::ApiError;
 use shared::http::QueryParams;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{EventErrors, PathParams, both, next_page, page_limit, seq_cursor};
+use super::{EventErrors, Listed, Page, PathParams, SeqPage, both};
 use crate::Events;
 use crate::store::{self, SessionRow};
 use crate::time::format_timestamp;
@@ -58,39 +58,23 @@ async fn create(State(state): State<Events>) -> Result<(StatusCode, HeaderMap, J
     Ok((StatusCode::CREATED, headers, Json(SessionView { id, created_at: format_timestamp(now) })))
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ListQuery {
-    /// Page size (default 50)
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
-    /// Cursor from the Link header (empty: none)
-    #[param(pattern = r"^(-?[0-9]{1,18})?$")]
-    after: Option<String>,
+impl Listed for SessionView {
+    const PAGE: &'static str = "A page of sessions";
 }
 
 #[utoipa::path(
     get, path = "/sessions/", tag = "sessions", operation_id = "list_sessions",
     summary = "List sessions, oldest first",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "A page of sessions", body = Vec<SessionView>,
-            headers(("link" = String, description = "rel=next link to the following page, when there is one"))),
-        EventErrors,
-    )
+    params(SeqPage),
+    responses(Page<SessionView>, EventErrors)
 )]
 async fn list(
     State(state): State<Events>,
-    QueryParams(query): QueryParams<ListQuery>,
-) -> Result<(HeaderMap, Json<Vec<SessionView>>), ApiError> {
-    let limit = page_limit(query.limit.as_deref())?;
-    let after = seq_cursor(query.after.as_deref())?;
-    let mut rows = store::list_sessions(&state.db, after, limit + 1).await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let cursor = rows.last().filter(|_| more).map(|row| row.seq.to_string());
-    let headers = next_page("/sessions/", &[], limit, cursor);
-    Ok((headers, Json(rows.into_iter().map(SessionView::from).collect())))
+    QueryParams(page): QueryParams<SeqPage>,
+) -> Result<Page<SessionView>, ApiError> {
+    let (limit, after) = page.read()?;
+    let rows = store::list_sessions(&state.db, after, limit + 1).await?;
+    Ok(Page::new("/sessions/", &[], limit, rows, |row| row.seq.to_string()))
 }
 
 /// `GET /sessions/{id}/`, under any spelling of the session's UUID.
