@@ -79,7 +79,7 @@ impl OpenApiCache {
 /// Fetches every configured pool's document and merges them.
 async fn build(table: &Table) -> Result<Merged, String> {
     let path = &table.server.openapi_path;
-    let timeout = table.health_check.timeout().max(Duration::from_secs(2));
+    let timeout = table.health_check.timeout.max(Duration::from_secs(2));
     let fetches = table.pools.iter().enumerate().filter(|(_, pool)| pool.is_configured()).map(|(index, pool)| {
         let members = pool.members();
         async move {
