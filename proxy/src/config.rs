@@ -283,22 +283,24 @@ impl ConfigSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"
+    /// A small config: two pools (one with upstreams), a POST route and a catch-all. The
+    /// OpenAPI merge tests route by it too.
+    pub(crate) const SAMPLE: &str = r#"
         [server]
         listen = "127.0.0.1:1"
         [pools]
-        a = ["127.0.0.1:10", "a.internal:11"]
-        b = []
+        write = ["127.0.0.1:10", "write.internal:11"]
+        read = []
         [[routes]]
-        pool = "a"
+        pool = "write"
         methods = ["POST"]
-        paths = ["/x/:id"]
+        paths = ["/api/items"]
         [[routes]]
-        pool = "b"
-        paths = ["/y/**"]
+        pool = "read"
+        paths = ["/api/**"]
     "#;
 
     #[test]
@@ -309,13 +311,13 @@ mod tests {
         let loaded = GatewayConfig::load(&config, None).unwrap();
         assert_eq!(loaded.server.listen, "127.0.0.1:1");
         assert_eq!(loaded.server.max_body_bytes, 1024 * 1024, "defaults fill the rest");
-        assert_eq!(loaded.pools["a"].len(), 2);
+        assert_eq!(loaded.pools["write"].len(), 2);
 
         let upstreams = dir.path().join("u.toml");
-        std::fs::write(&upstreams, "b = [\"127.0.0.1:20\"]\n").unwrap();
+        std::fs::write(&upstreams, "read = [\"127.0.0.1:20\"]\n").unwrap();
         let loaded = GatewayConfig::load(&config, Some(&upstreams)).unwrap();
-        assert_eq!(loaded.pools["b"], ["127.0.0.1:20"]);
-        assert_eq!(loaded.pools["a"].len(), 2, "pools the file does not name keep theirs");
+        assert_eq!(loaded.pools["read"], ["127.0.0.1:20"]);
+        assert_eq!(loaded.pools["write"].len(), 2, "pools the file does not name keep theirs");
 
         std::fs::write(&upstreams, "c = [\"127.0.0.1:20\"]\n").unwrap();
         assert!(GatewayConfig::load(&config, Some(&upstreams)).is_err(), "an unknown pool is an error");
@@ -324,11 +326,11 @@ mod tests {
     #[test]
     fn rejects_bad_routes_and_upstreams() {
         for bad in [
-            SAMPLE.replace("pool = \"b\"", "pool = \"nope\""),
+            SAMPLE.replace("pool = \"read\"", "pool = \"nope\""),
             SAMPLE.replace("\"POST\"", "\"PO ST\""),
-            SAMPLE.replace("/y/**", "y/**"),
-            SAMPLE.replace("paths = [\"/y/**\"]", "paths = []"),
-            SAMPLE.replace("a.internal:11", "a.internal"),
+            SAMPLE.replace("/api/**", "api/**"),
+            SAMPLE.replace("paths = [\"/api/**\"]", "paths = []"),
+            SAMPLE.replace("write.internal:11", "write.internal"),
             SAMPLE.replace("[server]", "[server]\nunknown_key = 1"),
         ] {
             let parsed = toml::from_str::<GatewayConfig>(&bad).map_err(Into::into).and_then(GatewayConfig::check);

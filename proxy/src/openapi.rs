@@ -201,25 +201,12 @@ pub async fn fetch_json(addr: SocketAddr, path: &str, timeout: Duration) -> Resu
 mod tests {
     use super::*;
     use crate::config::GatewayConfig;
+    use crate::config::tests::SAMPLE;
     use crate::metrics::Metrics;
     use serde_json::json;
 
     fn table() -> Table {
-        let config: GatewayConfig = toml::from_str(
-            r#"
-            [pools]
-            write = []
-            read = []
-            [[routes]]
-            pool = "write"
-            methods = ["POST"]
-            paths = ["/api/items"]
-            [[routes]]
-            pool = "read"
-            paths = ["/api/**"]
-            "#,
-        )
-        .unwrap();
+        let config: GatewayConfig = toml::from_str(SAMPLE).unwrap();
         Table::build(config.check().unwrap(), None, &Metrics::default())
     }
 
