@@ -58,20 +58,26 @@ pub struct ServerSettings {
     pub shutdown_timeout_seconds: u64,
     /// Idle keep-alive connections kept per upstream.
     pub upstream_keepalive_pool_size: usize,
-    pub connect_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
+    pub connect_timeout: Duration,
     /// Longest wait for the upstream's response (and between reads of it).
-    pub read_timeout_ms: u64,
-    pub write_timeout_ms: u64,
+    #[serde(rename = "read_timeout_ms", deserialize_with = "millis")]
+    pub read_timeout: Duration,
+    #[serde(rename = "write_timeout_ms", deserialize_with = "millis")]
+    pub write_timeout: Duration,
     /// How long an idle upstream connection stays in the keep-alive pool.
-    pub upstream_idle_timeout_ms: u64,
+    #[serde(rename = "upstream_idle_timeout_ms", deserialize_with = "millis")]
+    pub upstream_idle_timeout: Duration,
     /// A client's request head must be complete within this (from the accept on a new
     /// connection, from its first byte on a kept-alive one), or it gets a 408 and a close.
-    pub head_timeout_ms: u64,
+    #[serde(rename = "head_timeout_ms", deserialize_with = "millis")]
+    pub head_timeout: Duration,
     /// A larger request head gets a 431 and a close.
     pub max_head_bytes: usize,
     /// A client's whole request body must arrive within this from the end of its head, however
     /// steadily it trickles, or the request fails (408) and the connection closes.
-    pub body_timeout_ms: u64,
+    #[serde(rename = "body_timeout_ms", deserialize_with = "millis")]
+    pub body_timeout: Duration,
     /// Client connections served at once; past it a new one is closed at once (start only).
     pub max_connections: usize,
     /// One log line per request (target `access`).
@@ -96,38 +102,17 @@ impl Default for ServerSettings {
             grace_period_seconds: 10,
             shutdown_timeout_seconds: 2,
             upstream_keepalive_pool_size: 256,
-            connect_timeout_ms: 1000,
-            read_timeout_ms: 30_000,
-            write_timeout_ms: 30_000,
-            upstream_idle_timeout_ms: 15_000,
-            head_timeout_ms: 30_000,
+            connect_timeout: Duration::from_millis(1000),
+            read_timeout: Duration::from_millis(30_000),
+            write_timeout: Duration::from_millis(30_000),
+            upstream_idle_timeout: Duration::from_millis(15_000),
+            head_timeout: Duration::from_millis(30_000),
             max_head_bytes: 64 * 1024,
-            body_timeout_ms: 60_000,
+            body_timeout: Duration::from_millis(60_000),
             max_connections: 4096,
             access_log: true,
             express: true,
         }
-    }
-}
-
-impl ServerSettings {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-    pub fn read_timeout(&self) -> Duration {
-        Duration::from_millis(self.read_timeout_ms)
-    }
-    pub fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.write_timeout_ms)
-    }
-    pub fn upstream_idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_idle_timeout_ms)
-    }
-    pub fn head_timeout(&self) -> Duration {
-        Duration::from_millis(self.head_timeout_ms)
-    }
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -137,39 +122,30 @@ impl ServerSettings {
 pub struct HealthCheckSettings {
     /// GET this path; any 2xx passes.
     pub path: String,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
+    #[serde(rename = "interval_ms", deserialize_with = "millis")]
+    pub interval: Duration,
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
     /// Consecutive passes that bring an upstream back.
     pub healthy_after: u32,
     /// Consecutive failures that take an upstream out. A refused or timed-out connection from
     /// live traffic takes it out at once, whatever this says.
     pub unhealthy_after: u32,
     /// How often host names in pools are resolved again (replicas coming and going).
-    pub resolve_interval_ms: u64,
+    #[serde(rename = "resolve_interval_ms", deserialize_with = "millis")]
+    pub resolve_interval: Duration,
 }
 
 impl Default for HealthCheckSettings {
     fn default() -> Self {
         Self {
             path: "/healthz".to_owned(),
-            interval_ms: 1000,
-            timeout_ms: 500,
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(500),
             healthy_after: 1,
             unhealthy_after: 1,
-            resolve_interval_ms: 5000,
+            resolve_interval: Duration::from_millis(5000),
         }
-    }
-}
-
-impl HealthCheckSettings {
-    pub fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms)
-    }
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-    pub fn resolve_interval(&self) -> Duration {
-        Duration::from_millis(self.resolve_interval_ms)
     }
 }
 
@@ -223,13 +199,14 @@ impl GatewayConfig {
         if self.server.threads == 0 {
             bail!("server.threads must be at least 1");
         }
-        if self.server.max_connections == 0 || self.server.head_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
+        if self.server.max_connections == 0 || self.server.head_timeout.is_zero() || self.server.body_timeout.is_zero()
+        {
             bail!("server.max_connections, head_timeout_ms and body_timeout_ms must be at least 1");
         }
         if self.server.max_head_bytes < 1024 {
             bail!("server.max_head_bytes must be at least 1024");
         }
-        if self.health_check.interval_ms == 0 || self.health_check.timeout_ms == 0 {
+        if self.health_check.interval.is_zero() || self.health_check.timeout.is_zero() {
             bail!("health_check.interval_ms and timeout_ms must be positive");
         }
         Ok(CheckedConfig { config: self, routes })
@@ -241,6 +218,11 @@ impl GatewayConfig {
 pub struct CheckedConfig {
     pub config: GatewayConfig,
     pub routes: RouteTable,
+}
+
+/// A duration the file gives in milliseconds (the `_ms` keys).
+fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_millis)
 }
 
 /// The upstreams file: `pool = ["host:port", ...]` lines.
@@ -266,21 +248,34 @@ pub fn split_host_port(spec: &str) -> anyhow::Result<(&str, u16)> {
 pub struct ConfigSource {
     pub path: PathBuf,
     pub upstreams_file: Option<PathBuf>,
+    pub overrides: ServerOverrides,
+}
+
+/// The `[server]` settings the command line (or its environment) may override.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServerOverrides {
+    /// Public listen address (overrides server.listen)
+    #[arg(long, env = "GATEWAY_LISTEN")]
     pub listen: Option<String>,
+    /// Admin listen address: /metrics, /readyz, /upstreams, POST /reload (overrides server.admin_listen)
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
+    /// Proxy worker threads (overrides server.threads)
+    #[arg(long, env = "GATEWAY_THREADS")]
     pub threads: Option<usize>,
 }
 
 impl ConfigSource {
     pub fn load(&self) -> anyhow::Result<CheckedConfig> {
         let mut config = GatewayConfig::load(&self.path, self.upstreams_file.as_deref())?;
-        if let Some(listen) = &self.listen {
+        let ServerOverrides { listen, admin_listen, threads } = &self.overrides;
+        if let Some(listen) = listen {
             config.server.listen.clone_from(listen);
         }
-        if let Some(admin_listen) = &self.admin_listen {
+        if let Some(admin_listen) = admin_listen {
             config.server.admin_listen.clone_from(admin_listen);
         }
-        if let Some(threads) = self.threads {
+        if let Some(threads) = *threads {
             config.server.threads = threads;
         }
         config.check()
@@ -288,22 +283,24 @@ impl ConfigSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"
+    /// A small config: two pools (one with upstreams), a POST route and a catch-all. The
+    /// OpenAPI merge tests route by it too.
+    pub(crate) const SAMPLE: &str = r#"
         [server]
         listen = "127.0.0.1:1"
         [pools]
-        a = ["127.0.0.1:10", "a.internal:11"]
-        b = []
+        write = ["127.0.0.1:10", "write.internal:11"]
+        read = []
         [[routes]]
-        pool = "a"
+        pool = "write"
         methods = ["POST"]
-        paths = ["/x/:id"]
+        paths = ["/api/items"]
         [[routes]]
-        pool = "b"
-        paths = ["/y/**"]
+        pool = "read"
+        paths = ["/api/**"]
     "#;
 
     #[test]
@@ -314,13 +311,13 @@ mod tests {
         let loaded = GatewayConfig::load(&config, None).unwrap();
         assert_eq!(loaded.server.listen, "127.0.0.1:1");
         assert_eq!(loaded.server.max_body_bytes, 1024 * 1024, "defaults fill the rest");
-        assert_eq!(loaded.pools["a"].len(), 2);
+        assert_eq!(loaded.pools["write"].len(), 2);
 
         let upstreams = dir.path().join("u.toml");
-        std::fs::write(&upstreams, "b = [\"127.0.0.1:20\"]\n").unwrap();
+        std::fs::write(&upstreams, "read = [\"127.0.0.1:20\"]\n").unwrap();
         let loaded = GatewayConfig::load(&config, Some(&upstreams)).unwrap();
-        assert_eq!(loaded.pools["b"], ["127.0.0.1:20"]);
-        assert_eq!(loaded.pools["a"].len(), 2, "pools the file does not name keep theirs");
+        assert_eq!(loaded.pools["read"], ["127.0.0.1:20"]);
+        assert_eq!(loaded.pools["write"].len(), 2, "pools the file does not name keep theirs");
 
         std::fs::write(&upstreams, "c = [\"127.0.0.1:20\"]\n").unwrap();
         assert!(GatewayConfig::load(&config, Some(&upstreams)).is_err(), "an unknown pool is an error");
@@ -329,11 +326,11 @@ mod tests {
     #[test]
     fn rejects_bad_routes_and_upstreams() {
         for bad in [
-            SAMPLE.replace("pool = \"b\"", "pool = \"nope\""),
+            SAMPLE.replace("pool = \"read\"", "pool = \"nope\""),
             SAMPLE.replace("\"POST\"", "\"PO ST\""),
-            SAMPLE.replace("/y/**", "y/**"),
-            SAMPLE.replace("paths = [\"/y/**\"]", "paths = []"),
-            SAMPLE.replace("a.internal:11", "a.internal"),
+            SAMPLE.replace("/api/**", "api/**"),
+            SAMPLE.replace("paths = [\"/api/**\"]", "paths = []"),
+            SAMPLE.replace("write.internal:11", "write.internal"),
             SAMPLE.replace("[server]", "[server]\nunknown_key = 1"),
         ] {
             let parsed = toml::from_str::<GatewayConfig>(&bad).map_err(Into::into).and_then(GatewayConfig::check);

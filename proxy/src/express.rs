@@ -83,12 +83,12 @@ impl ServerApp for Front {
         let mut head_started = Some(Instant::now());
         loop {
             let table = self.gateway.table();
-            let wait = head_started.map_or(KEEPALIVE, |_| table.server.head_timeout());
+            let wait = head_started.map_or(KEEPALIVE, |_| table.server.head_timeout);
             match conn.next_request(&mut stream, &mut shutdown, wait).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return None,
             }
-            let deadline = head_started.take().unwrap_or_else(Instant::now) + table.server.head_timeout();
+            let deadline = head_started.take().unwrap_or_else(Instant::now) + table.server.head_timeout;
             let head_len = match read_head(&mut stream, &mut conn.buf, deadline, table.server.max_head_bytes).await {
                 Head::Complete(len) => len,
                 Head::Refused(code, message) => {
@@ -245,7 +245,7 @@ async fn refuse(
 ) {
     out.clear();
     write_error(out, code, message, None, false);
-    let _client_gone = write_timed(stream, out, settings.write_timeout().min(Duration::from_secs(1))).await;
+    let _client_gone = write_timed(stream, out, settings.write_timeout.min(Duration::from_secs(1))).await;
 }
 
 /// A plain request, as the express lane relays it.
@@ -314,10 +314,9 @@ impl Front {
             return Next::Pingora;
         };
         // However steadily it trickles, the body must be whole by its deadline.
-        let body_deadline = tokio::time::Instant::now() + settings.body_timeout();
+        let body_deadline = tokio::time::Instant::now() + settings.body_timeout;
         while conn.buf.len() < plain.body_len {
-            match tokio::time::timeout_at(body_deadline, read_more(stream, &mut conn.buf, settings.read_timeout()))
-                .await
+            match tokio::time::timeout_at(body_deadline, read_more(stream, &mut conn.buf, settings.read_timeout)).await
             {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Next::Close,
@@ -635,7 +634,7 @@ async fn answer_error(
 ) {
     out.clear();
     write_error(out, code, message, Some(request_id), plain.method == Method::HEAD);
-    let _client_gone = write_timed(stream, out, settings.write_timeout()).await;
+    let _client_gone = write_timed(stream, out, settings.write_timeout).await;
 }
 
 /// A JSON error the gateway answers itself, closing the connection after it.
@@ -670,7 +669,7 @@ async fn connect(
     fresh_only: bool,
 ) -> Option<(TcpStream, bool)> {
     let settings = &table.server;
-    while !fresh_only && let Some(idle) = upstream.take_idle(settings.upstream_idle_timeout()) {
+    while !fresh_only && let Some(idle) = upstream.take_idle(settings.upstream_idle_timeout) {
         // An idle connection the upstream wrote to (a close, a 408, bytes past a response)
         // must not carry a request: its answer would be read as this request's. What the
         // runtime's last I/O poll saw is free to ask; a request that is never sent twice
@@ -680,7 +679,7 @@ async fn connect(
             return Some((idle, true));
         }
     }
-    let connected = tokio::time::timeout(settings.connect_timeout(), TcpStream::connect(upstream.addr))
+    let connected = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(upstream.addr))
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
     match connected {
@@ -732,7 +731,7 @@ async fn exchange(
 ) -> Result<ResponseHead, Failure> {
     let settings = &table.server;
     let failed = |error: io::Error, nothing_received: bool| Failure { error, nothing_received };
-    match tokio::time::timeout(settings.write_timeout(), upstream.write_all(request)).await {
+    match tokio::time::timeout(settings.write_timeout, upstream.write_all(request)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(failed(error, true)),
         Err(_) => return Err(failed(io::ErrorKind::TimedOut.into(), false)),
@@ -807,7 +806,7 @@ async fn exchange(
         }
         searched = buf.len().saturating_sub(3);
         let before = buf.len();
-        match read_timed(upstream, buf, settings.read_timeout()).await {
+        match read_timed(upstream, buf, settings.read_timeout).await {
             Ok(0) => return Err(failed(io::ErrorKind::UnexpectedEof.into(), before == 0)),
             Ok(_) => {}
             // A timeout is not a closed connection: the upstream may be working on it.
@@ -854,10 +853,10 @@ async fn relay_body(
         };
         if !head_sent {
             out.extend_from_slice(&buf[..take]);
-            write_timed(downstream, out, settings.write_timeout()).await.map_err(|e| cut(e, true, body_bytes))?;
+            write_timed(downstream, out, settings.write_timeout).await.map_err(|e| cut(e, true, body_bytes))?;
             head_sent = true;
         } else if take > 0 {
-            write_timed(downstream, &buf[..take], settings.write_timeout())
+            write_timed(downstream, &buf[..take], settings.write_timeout)
                 .await
                 .map_err(|e| cut(e, true, body_bytes))?;
         }
@@ -875,7 +874,7 @@ async fn relay_body(
             return Ok(Relayed { body_bytes, reusable: buf.is_empty() });
         }
         buf.clear();
-        match read_timed(upstream, buf, settings.read_timeout()).await {
+        match read_timed(upstream, buf, settings.read_timeout).await {
             Ok(0) if framing == Framing::UntilClose => return Ok(Relayed { body_bytes, reusable: false }),
             Ok(0) => return Err(cut(io::ErrorKind::UnexpectedEof.into(), true, body_bytes)),
             Ok(_) => {}
@@ -1264,19 +1263,21 @@ mod tests {
             "GET /x HTTP/1.1\r\nHost: h\r\nx-request-id: id1\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\r\n"
         );
 
-        let mut out = Vec::new();
-        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive\r\nx-request-id: theirs\r\nx-served-by: chat-write\r\n\r\n";
-        write_response_head(&mut out, head, "id1", false, false);
+        let response_head = |head: &[u8], keep_alive: bool, chunked: bool| {
+            let mut out = Vec::new();
+            write_response_head(&mut out, head, "id1", keep_alive, chunked);
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            response_head(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive\r\nx-request-id: theirs\r\nx-served-by: chat-write\r\n\r\n",
+                false,
+                false
+            ),
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-served-by: chat-write\r\nx-request-id: id1\r\nconnection: close\r\n\r\n"
         );
-
-        let mut out = Vec::new();
-        let head = b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n";
-        write_response_head(&mut out, head, "id1", true, true);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            response_head(b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n", true, true),
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-request-id: id1\r\n\r\n",
             "a chunked body's Content-Length is dropped; the client gets HTTP/1.1"
         );

@@ -31,13 +31,13 @@ impl BackgroundService for HealthService {
         loop {
             let round_started = tokio::time::Instant::now();
             let table = self.gateway.table();
-            if last_resolve.is_none_or(|at| at.elapsed() >= table.health_check.resolve_interval()) {
+            if last_resolve.is_none_or(|at| at.elapsed() >= table.health_check.resolve_interval) {
                 resolve_pools(&self.gateway, &table).await;
                 last_resolve = Some(Instant::now());
             }
             check_all(&table).await;
             tokio::select! {
-                () = tokio::time::sleep_until(round_started + table.health_check.interval()) => {}
+                () = tokio::time::sleep_until(round_started + table.health_check.interval) => {}
                 () = self.gateway.reloaded.notified() => { last_resolve = None; }
                 Some(()) = async { match hangup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                     tracing::info!("SIGHUP: reloading the configuration");
@@ -81,7 +81,7 @@ pub async fn check_all(table: &Table) {
                 let upstream = upstream.clone();
                 let pool = pool.name.clone();
                 async move {
-                    let outcome = probe(upstream.addr, &settings.path, settings.timeout()).await;
+                    let outcome = probe(upstream.addr, &settings.path, settings.timeout).await;
                     record(&pool, &upstream, outcome, settings.healthy_after, settings.unhealthy_after);
                 }
             })

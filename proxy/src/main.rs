@@ -27,15 +27,8 @@ struct Cli {
     /// TOML file of `pool = ["host:port", ...]` replacing those pools' upstreams; re-read on reload
     #[arg(long, env = "GATEWAY_UPSTREAMS_FILE")]
     upstreams_file: Option<PathBuf>,
-    /// Public listen address (overrides server.listen)
-    #[arg(long, env = "GATEWAY_LISTEN")]
-    listen: Option<String>,
-    /// Admin listen address: /metrics, /readyz, /upstreams, POST /reload (overrides server.admin_listen)
-    #[arg(long, env = "GATEWAY_ADMIN_LISTEN")]
-    admin_listen: Option<String>,
-    /// Proxy worker threads (overrides server.threads)
-    #[arg(long, env = "GATEWAY_THREADS")]
-    threads: Option<usize>,
+    #[command(flatten)]
+    overrides: gateway::config::ServerOverrides,
     /// The operator's bearer token, which POST /reload needs (prefer the environment: arguments
     /// show in `ps`) [default: unset, POST /reload answers 401 and SIGHUP reloads]
     #[arg(long, env = "CHATMESH_ADMIN_TOKEN", hide_env_values = true)]
@@ -59,9 +52,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     let source = gateway::config::ConfigSource {
         path: cli.config,
         upstreams_file: cli.upstreams_file,
-        listen: cli.listen,
-        admin_listen: cli.admin_listen,
-        threads: cli.threads,
+        overrides: cli.overrides,
     };
     if cli.check {
         let config = source.load()?.config;

@@ -79,7 +79,7 @@ impl OpenApiCache {
 /// Fetches every configured pool's document and merges them.
 async fn build(table: &Table) -> Result<Merged, String> {
     let path = &table.server.openapi_path;
-    let timeout = table.health_check.timeout().max(Duration::from_secs(2));
+    let timeout = table.health_check.timeout.max(Duration::from_secs(2));
     let fetches = table.pools.iter().enumerate().filter(|(_, pool)| pool.is_configured()).map(|(index, pool)| {
         let members = pool.members();
         async move {
@@ -201,25 +201,12 @@ pub async fn fetch_json(addr: SocketAddr, path: &str, timeout: Duration) -> Resu
 mod tests {
     use super::*;
     use crate::config::GatewayConfig;
+    use crate::config::tests::SAMPLE;
     use crate::metrics::Metrics;
     use serde_json::json;
 
     fn table() -> Table {
-        let config: GatewayConfig = toml::from_str(
-            r#"
-            [pools]
-            write = []
-            read = []
-            [[routes]]
-            pool = "write"
-            methods = ["POST"]
-            paths = ["/api/items"]
-            [[routes]]
-            pool = "read"
-            paths = ["/api/**"]
-            "#,
-        )
-        .unwrap();
+        let config: GatewayConfig = toml::from_str(SAMPLE).unwrap();
         Table::build(config.check().unwrap(), None, &Metrics::default())
     }
 

@@ -127,7 +127,7 @@ impl ProxyHttp for GatewayProxy {
             let mut keepalive = false;
             if !expects_continue && length <= table.server.max_drain_bytes {
                 let drain = session.as_downstream_mut().drain_request_body();
-                keepalive = matches!(tokio::time::timeout(table.server.read_timeout(), drain).await, Ok(Ok(())));
+                keepalive = matches!(tokio::time::timeout(table.server.read_timeout, drain).await, Ok(Ok(())));
             }
             let message = format!("request body is over the {} byte limit", table.server.max_body_bytes);
             respond_error(session, ctx, ErrorCode::PayloadTooLarge, &message, keepalive).await?;
@@ -135,7 +135,7 @@ impl ProxyHttp for GatewayProxy {
         }
         // pingora's read timeout is per read: a body trickling a byte at a time would never
         // trip it. Each read gets what is left of the body's deadline (see request_body_filter).
-        let body_timeout = table.server.body_timeout();
+        let body_timeout = table.server.body_timeout;
         ctx.body_deadline = Some(Instant::now() + body_timeout);
         let downstream = session.as_downstream_mut();
         downstream.set_read_timeout(Some(body_timeout));
@@ -185,10 +185,10 @@ impl ProxyHttp for GatewayProxy {
         upstream.metrics.requests.inc();
         let mut peer = HttpPeer::new(upstream.addr, false, String::new());
         let server = &table.server;
-        peer.options.connection_timeout = Some(server.connect_timeout());
-        peer.options.read_timeout = Some(server.read_timeout());
-        peer.options.write_timeout = Some(server.write_timeout());
-        peer.options.idle_timeout = Some(server.upstream_idle_timeout());
+        peer.options.connection_timeout = Some(server.connect_timeout);
+        peer.options.read_timeout = Some(server.read_timeout);
+        peer.options.write_timeout = Some(server.write_timeout);
+        peer.options.idle_timeout = Some(server.upstream_idle_timeout);
         ctx.upstream = Some(upstream);
         Ok(Box::new(peer))
     }

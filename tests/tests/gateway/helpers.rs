@@ -1,13 +1,16 @@
 //! What the gateway tests share: the routes of DESIGN.md, configs derived from the deployed
 //! one, a load generator that records when each request started and how it ended.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chatmesh_e2e::harness::repo_root;
+use chatmesh_e2e::harness::{GatewayProcess, Stub, repo_root};
 use reqwest::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Every route of DESIGN.md with the pool that must serve it. `{app}`, `{chat}` and `{msg}`
 /// are filled in by the caller.
@@ -86,7 +89,100 @@ pub fn config_with(dir: &Path, replacements: &[(&str, &str)]) -> PathBuf {
 
 /// The deployed config with fast health checks, for tests that wait on them.
 pub fn fast_config(dir: &Path) -> PathBuf {
-    config_with(dir, &[("interval_ms", "100"), ("timeout_ms", "100")])
+    fast_config_with(dir, &[])
+}
+
+/// [`fast_config`] with `settings` replaced as well.
+pub fn fast_config_with(dir: &Path, settings: &[(&str, &str)]) -> PathBuf {
+    let mut replacements = vec![("interval_ms", "100"), ("timeout_ms", "100")];
+    replacements.extend_from_slice(settings);
+    config_with(dir, &replacements)
+}
+
+pub fn stub_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_chatmesh-stub"))
+}
+
+/// A stub upstream answering as `name`.
+pub fn stub(name: &str) -> Stub {
+    Stub::start(&stub_binary(), name, None, false)
+}
+
+/// A gateway on `config` with one pool set to `members` and the others empty, once the members
+/// are healthy.
+pub fn gateway(dir: &Path, config: &Path, pool: &str, members: &[&Stub]) -> GatewayProcess {
+    let mut pools: Vec<(&str, Vec<String>)> =
+        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
+    for entry in &mut pools {
+        if entry.0 == pool {
+            entry.1 = members.iter().map(|s| s.addr.clone()).collect();
+        }
+    }
+    let gateway = GatewayProcess::start(dir, config, &pools);
+    gateway.wait_healthy(pool, &members.iter().map(|s| s.addr.as_str()).collect::<Vec<_>>());
+    gateway
+}
+
+/// A gateway on the fast config with `settings`, whose chat-read pool is one stub named
+/// chat-read; the stub comes first.
+pub fn chat_read_gateway(dir: &Path, settings: &[(&str, &str)]) -> (Stub, GatewayProcess) {
+    let upstream = stub("chat-read");
+    let gateway = gateway(dir, &fast_config_with(dir, settings), "chat-read", &[&upstream]);
+    (upstream, gateway)
+}
+
+/// Two gateways whose chat-read pool is `upstream`, each in its own folder under `dir`: the
+/// first with its express lane, the second with pingora-proxy alone.
+pub fn express_and_pingora(dir: &Path, upstream: &Stub) -> [GatewayProcess; 2] {
+    ["true", "false"].map(|express| {
+        let dir = dir.join(if express == "true" { "express" } else { "pingora" });
+        std::fs::create_dir_all(&dir).expect("gateway folder");
+        gateway(&dir, &fast_config_with(&dir, &[("express", express)]), "chat-read", &[upstream])
+    })
+}
+
+/// Waits (5 s at most) until the gateway, whose metrics `metric` reads, has marked `upstream`
+/// of `pool` out. Returns when it noticed, the series counting the requests sent to the
+/// upstream, and that count when it noticed.
+pub async fn wait_marked_out(
+    metric: impl Fn(&str) -> Option<f64>,
+    pool: &str,
+    upstream: &str,
+) -> (Instant, String, f64) {
+    let series = format!("{{pool=\"{pool}\",upstream=\"{upstream}\"}}");
+    let healthy = format!("gateway_upstream_healthy{series}");
+    let requests = format!("gateway_upstream_requests_total{series}");
+    let noticed = wait_until(Duration::from_secs(5), || metric(&healthy) == Some(0.0)).await;
+    let noticed = noticed.unwrap_or_else(|| panic!("the gateway never marked {upstream} of {pool} out"));
+    let sent_when_noticed = metric(&requests).expect("the upstream's request count");
+    (noticed, requests, sent_when_noticed)
+}
+
+/// Writes `raw` on a new connection to `addr`, then reads every response until the connection
+/// closes or goes quiet (1.5 s): their statuses, and the whole text.
+pub async fn exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<u16>, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The gateway may close before a large request is all written.
+    let _closed_early = stream.write_all(raw).await;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(read)) => received.extend_from_slice(&buf[..read]),
+        }
+    }
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let statuses = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| text.get(at + 9..at + 12).and_then(|s| s.parse().ok()))
+        .collect();
+    (statuses, text)
+}
+
+/// The address of `gateway`'s public listener.
+pub fn addr(gateway: &GatewayProcess) -> SocketAddr {
+    gateway.url.trim_start_matches("http://").parse().expect("gateway address")
 }
 
 /// A client that never reuses a connection the gateway may have closed in between.

@@ -2,37 +2,13 @@
 //! express lane and in pingora-proxy's), oversized heads refused, idle connections do not slow
 //! it down, and past the connection cap new connections are refused.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chatmesh_e2e::harness::{GatewayProcess, Stub};
 use chatmesh_e2e::sockets::{get, status_of, trickle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::config_with;
-
-fn stub(name: &str) -> Stub {
-    Stub::start(&std::path::PathBuf::from(env!("CARGO_BIN_EXE_chatmesh-stub")), name, None, false)
-}
-
-/// A gateway with `settings` over the deployed config, its chat-read pool on `upstream`.
-fn gateway(dir: &std::path::Path, settings: &[(&str, &str)], upstream: &Stub) -> GatewayProcess {
-    let mut replacements = vec![("interval_ms", "100"), ("timeout_ms", "100")];
-    replacements.extend_from_slice(settings);
-    let config = config_with(dir, &replacements);
-    let pools: Vec<(&str, Vec<String>)> = ["chat-write", "chat-read", "segments", "events"]
-        .iter()
-        .map(|p| (*p, if *p == "chat-read" { vec![upstream.addr.clone()] } else { Vec::new() }))
-        .collect();
-    let gateway = GatewayProcess::start(dir, &config, &pools);
-    gateway.wait_healthy("chat-read", &[&upstream.addr]);
-    gateway
-}
-
-fn addr(gateway: &GatewayProcess) -> SocketAddr {
-    gateway.url.trim_start_matches("http://").parse().unwrap()
-}
+use crate::helpers::{addr, chat_read_gateway, exchange};
 
 /// 150 trickled heads and 50 trickled bodies (half small enough for the express lane, half
 /// streamed by pingora-proxy), a byte a second against a 3 s head and 5 s body limit: all cut off
@@ -40,8 +16,8 @@ fn addr(gateway: &GatewayProcess) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_heads_and_bodies_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &[("head_timeout_ms", "3000"), ("body_timeout_ms", "5000")], &upstream);
+    let (_upstream, gateway) =
+        chat_read_gateway(dir.path(), &[("head_timeout_ms", "3000"), ("body_timeout_ms", "5000")]);
     let addr = addr(&gateway);
     let (every, give_up) = (Duration::from_secs(1), Duration::from_secs(20));
     let mut heads = Vec::new();
@@ -84,8 +60,7 @@ async fn trickled_heads_and_bodies_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_slow_it_and_large_heads_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &[], &upstream);
+    let (_upstream, gateway) = chat_read_gateway(dir.path(), &[]);
     let addr = addr(&gateway);
     let mut idle = Vec::new();
     for _ in 0..800 {
@@ -105,16 +80,12 @@ async fn idle_connections_do_not_slow_it_and_large_heads_are_refused() {
     assert!(p99 < Duration::from_millis(200), "p99 {p99:?}");
 
     for (padding, expected) in [(60 * 1024, 200), (65 * 1024, 431), (1024 * 1024, 431)] {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "GET /api/applications HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
             "a".repeat(padding)
         );
-        let _closed_early = stream.write_all(head.as_bytes()).await;
-        let mut response = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.expect("in time");
-        assert_eq!(status_of(&response), expected, "{padding}: {}", String::from_utf8_lossy(&response));
+        let (statuses, text) = exchange(addr, head.as_bytes()).await;
+        assert_eq!(statuses.first(), Some(&expected), "{padding}: {text}");
     }
     drop(idle);
 }
@@ -123,8 +94,7 @@ async fn idle_connections_do_not_slow_it_and_large_heads_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_new_connections_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &[("max_connections", "4")], &upstream);
+    let (_upstream, gateway) = chat_read_gateway(dir.path(), &[("max_connections", "4")]);
     let addr = addr(&gateway);
     let mut open = Vec::new();
     for _ in 0..4 {

@@ -15,7 +15,7 @@ use chatmesh_e2e::harness::has_binary;
 use chatmesh_e2e::mesh::{MeshBackends, MeshOptions, ProcessMesh};
 use serde_json::{Value, json};
 
-use crate::helpers::{DESIGN_ROUTES, client, load, method, pid_alive, wait_until};
+use crate::helpers::{DESIGN_ROUTES, client, load, method, pid_alive, wait_marked_out, wait_until};
 
 /// The backends the mesh tests run on: the real servers when all three URLs are set.
 fn backends(test: &str) -> MeshBackends {
@@ -252,12 +252,7 @@ async fn killing_one_of_two_chat_writes_under_load() {
     let status = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap();
     assert!(status.success());
     let gone = wait_until(Duration::from_secs(5), || !pid_alive(victim)).await.expect("chat-write-1 died");
-    let series = format!("{{pool=\"chat-write\",upstream=\"{}\"}}", writers[0]);
-    let healthy = format!("gateway_upstream_healthy{series}");
-    let requests = format!("gateway_upstream_requests_total{series}");
-    let noticed = wait_until(Duration::from_secs(5), || mesh.metric(&healthy) == Some(0.0)).await;
-    assert!(noticed.is_some(), "the gateway never marked the killed chat-write out");
-    let sent_when_noticed = mesh.metric(&requests).unwrap();
+    let (noticed, requests, sent_when_noticed) = wait_marked_out(|s| mesh.metric(s), "chat-write", &writers[0]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
@@ -295,7 +290,7 @@ async fn killing_one_of_two_chat_writes_under_load() {
         "{test}: {} creates, {} failed (in flight at the kill), {after} after it; noticed {:?} after the kill; {}",
         outcomes.len(),
         failed.len(),
-        noticed.unwrap().saturating_duration_since(gone),
+        noticed.saturating_duration_since(gone),
         if back.lost() == 0 { format!("all {} read back with their content", acked.len()) } else { back.to_string() }
     );
     back.assert_complete();

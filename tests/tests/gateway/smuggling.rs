@@ -3,14 +3,9 @@
 //! pingora-proxy does (it hands every such request over), or with a 400; and no request hidden
 //! in a body ever reaches the upstream.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use chatmesh_e2e::harness::http_get;
 
-use chatmesh_e2e::harness::{GatewayProcess, Stub, http_get};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::helpers::config_with;
+use crate::helpers::{addr, exchange, express_and_pingora, stub};
 
 /// The request hidden after each ambiguous body: a PUT, which no case sends in the open.
 const HIDDEN: &str = "PUT /api/applications/smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
@@ -95,48 +90,12 @@ const CASES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every response on the connection (statuses), read until it closes or goes quiet.
-async fn exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<u16>, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let _closed_early = stream.write_all(raw).await;
-    let mut received = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) | Err(_) => break,
-            Ok(Ok(read)) => received.extend_from_slice(&buf[..read]),
-        }
-    }
-    let text = String::from_utf8_lossy(&received).into_owned();
-    let statuses = text
-        .match_indices("HTTP/1.1 ")
-        .filter_map(|(at, _)| text.get(at + 9..at + 12).and_then(|s| s.parse().ok()))
-        .collect();
-    (statuses, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_framing_is_answered_as_pingora_answers_it_and_smuggles_nothing() {
-    let upstream =
-        Stub::start(&std::path::PathBuf::from(env!("CARGO_BIN_EXE_chatmesh-stub")), "chat-read", None, false);
-    let pools: Vec<(&str, Vec<String>)> = ["chat-write", "chat-read", "segments", "events"]
-        .iter()
-        .map(|p| (*p, if *p == "chat-read" { vec![upstream.addr.clone()] } else { Vec::new() }))
-        .collect();
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let gateways: Vec<GatewayProcess> = ["true", "false"]
-        .iter()
-        .zip(&dirs)
-        .map(|(express, dir)| {
-            let config =
-                config_with(dir.path(), &[("express", express), ("interval_ms", "100"), ("timeout_ms", "100")]);
-            let gateway = GatewayProcess::start(dir.path(), &config, &pools);
-            gateway.wait_healthy("chat-read", &[&upstream.addr]);
-            gateway
-        })
-        .collect();
-    let addrs: Vec<SocketAddr> =
-        gateways.iter().map(|g| g.url.trim_start_matches("http://").parse().unwrap()).collect();
+    let upstream = stub("chat-read");
+    let dir = tempfile::tempdir().unwrap();
+    let gateways = express_and_pingora(dir.path(), &upstream);
+    let addrs = gateways.each_ref().map(addr);
 
     let mut table = Vec::new();
     for (what, template) in CASES {

@@ -2,7 +2,6 @@
 //! what reached them: every behaviour of the gateway without any backend.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,29 +9,10 @@ use std::time::{Duration, Instant};
 use chatmesh_e2e::harness::{GatewayProcess, Stub, http_get, write_upstreams};
 use serde_json::Value;
 
-use crate::helpers::{DESIGN_ROUTES, client, config_with, fast_config, load, method, wait_until};
-
-fn stub_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_chatmesh-stub"))
-}
-
-fn stub(name: &str) -> Stub {
-    Stub::start(&stub_binary(), name, None, false)
-}
-
-/// A gateway on `config` with one pool set to `members` and the others empty.
-fn gateway(dir: &Path, config: &Path, pool: &str, members: &[&Stub]) -> GatewayProcess {
-    let mut pools: Vec<(&str, Vec<String>)> =
-        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
-    for entry in &mut pools {
-        if entry.0 == pool {
-            entry.1 = members.iter().map(|s| s.addr.clone()).collect();
-        }
-    }
-    let gateway = GatewayProcess::start(dir, config, &pools);
-    gateway.wait_healthy(pool, &members.iter().map(|s| s.addr.as_str()).collect::<Vec<_>>());
-    gateway
-}
+use crate::helpers::{
+    DESIGN_ROUTES, chat_read_gateway, client, config_with, express_and_pingora, fast_config, gateway, load, method,
+    stub, stub_binary, wait_marked_out, wait_until,
+};
 
 fn served_by(response: &reqwest::Response) -> String {
     response.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
@@ -93,8 +73,7 @@ async fn every_route_of_the_design_reaches_its_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_kept_or_made_passed_upstream_and_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let (_upstream, gateway) = chat_read_gateway(dir.path(), &[]);
     let http = client();
     let url = format!("{}/api/applications", gateway.url);
 
@@ -177,12 +156,7 @@ async fn killing_an_upstream_under_load_fails_only_what_was_in_flight() {
     victim.process.child.kill().unwrap();
     victim.process.child.wait().unwrap();
     let gone = Instant::now();
-    let victim_series = format!("{{pool=\"chat-write\",upstream=\"{}\"}}", victim.addr);
-    let healthy = format!("gateway_upstream_healthy{victim_series}");
-    let requests = format!("gateway_upstream_requests_total{victim_series}");
-    let noticed = wait_until(Duration::from_secs(5), || gateway.metric(&healthy) == Some(0.0)).await;
-    assert!(noticed.is_some(), "the gateway never marked the killed upstream out");
-    let sent_when_noticed = gateway.metric(&requests).unwrap();
+    let (_, requests, sent_when_noticed) = wait_marked_out(|s| gateway.metric(s), "chat-write", &victim.addr).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let outcomes = load.await.unwrap();
@@ -207,17 +181,9 @@ async fn killing_an_upstream_under_load_fails_only_what_was_in_flight() {
 /// lane's limit, and for a chain of X-Forwarded-For; each over a reused keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_express_lane_and_pingora_proxy_answer_alike() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let dir = tempfile::tempdir().unwrap();
     let upstream = stub("chat-read");
-    let gateways: Vec<GatewayProcess> = ["true", "false"]
-        .iter()
-        .zip(&dirs)
-        .map(|(express, dir)| {
-            let config =
-                config_with(dir.path(), &[("express", express), ("interval_ms", "100"), ("timeout_ms", "100")]);
-            gateway(dir.path(), &config, "chat-read", &[&upstream])
-        })
-        .collect();
+    let gateways = express_and_pingora(dir.path(), &upstream);
     let large = "x".repeat(300 * 1024);
     let cases: Vec<(&str, &str, Option<&str>, Option<&str>)> = vec![
         ("GET", "/api/applications", None, None),
@@ -343,9 +309,7 @@ async fn a_retry_goes_to_one_other_upstream_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_503_504_413() {
     let dir = tempfile::tempdir().unwrap();
-    let slow = stub("chat-read");
-    let config = config_with(dir.path(), &[("interval_ms", "100"), ("timeout_ms", "100"), ("read_timeout_ms", "300")]);
-    let gateway = gateway(dir.path(), &config, "chat-read", &[&slow]);
+    let (slow, gateway) = chat_read_gateway(dir.path(), &[("read_timeout_ms", "300")]);
     let http = client();
 
     let unavailable = http.get(format!("{}/segments", gateway.url)).send().await.unwrap();
@@ -444,8 +408,7 @@ async fn reload_swaps_pools_without_dropping_in_flight_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests_then_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let mut gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let (_upstream, mut gateway) = chat_read_gateway(dir.path(), &[]);
     let http = client();
     let slow: Vec<_> = (0..3)
         .map(|_| {
@@ -479,8 +442,7 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_on_the_admin_port() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let (upstream, gateway) = chat_read_gateway(dir.path(), &[]);
     let http = client();
     for _ in 0..5 {
         http.get(format!("{}/api/applications", gateway.url)).send().await.unwrap();
@@ -519,8 +481,7 @@ async fn metrics_on_the_admin_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_needs_the_admin_token() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = stub("chat-read");
-    let gateway = gateway(dir.path(), &fast_config(dir.path()), "chat-read", &[&upstream]);
+    let (_upstream, gateway) = chat_read_gateway(dir.path(), &[]);
     let token = gateway.admin_token.clone().unwrap();
     let http = client();
     let reload = || http.post(format!("{}/reload", gateway.admin_url));
