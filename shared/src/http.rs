@@ -623,10 +623,10 @@ mod tests {
     #[test]
     fn syntax_errors_are_400_and_shape_errors_are_422() {
         #[derive(serde::Deserialize, Debug)]
-        #[allow(dead_code)]
         struct Body {
             name: String,
         }
+        assert_eq!(parse_json::<Body>(b"{\"name\": \"x\"}").unwrap().name, "x");
         assert_eq!(parse_json::<Body>(b"{").unwrap_err().code, ErrorCode::BadRequest);
         assert_eq!(parse_json::<Body>(b"{\"name\": 5}").unwrap_err().code, ErrorCode::ValidationFailed);
         assert_eq!(parse_json::<Body>(b"{}").unwrap_err().code, ErrorCode::ValidationFailed);
@@ -635,7 +635,6 @@ mod tests {
     #[test]
     fn bad_utf8_and_deep_nesting_are_400_even_in_ignored_fields() {
         #[derive(serde::Deserialize, Debug)]
-        #[allow(dead_code)]
         struct Body {
             name: Option<String>,
         }

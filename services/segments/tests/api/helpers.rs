@@ -274,7 +274,7 @@ pub fn at(millis: i64) -> String {
 /// A DMN model with one decision table named `name`: `inputs` are `(name, typeRef)`, `outputs`
 /// `(name, typeRef)` (one unnamed output when a single one is named ""), and each rule gives
 /// its input entries and output entries as FEEL text.
-#[cfg_attr(not(feature = "dmn"), allow(dead_code))]
+#[cfg(feature = "dmn")]
 pub fn dmn_table(
     name: &str,
     hit_policy: &str,
