@@ -99,6 +99,19 @@ impl<F: clap::Args + Serialize, C: clap::Subcommand> Cli<F, C> {
         }
         load(self.service.config.as_deref(), &Given { service: &self.service, flags: &self.flags })
     }
+
+    /// What a serving binary's `main` does first: parses this process's command line, starts
+    /// telemetry on stdout and loads `T` ([`Cli::load`]). Gives the command to run (`default`
+    /// when none is named) and the config.
+    pub fn start<T>(default: C) -> Result<(C, T), Box<figment::Error>>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        let cli = <Self as clap::Parser>::parse();
+        crate::telemetry::init();
+        let config = cli.load()?;
+        Ok((cli.command.unwrap_or(default), config))
+    }
 }
 
 /// The roles of a service that serves an API and consumes a queue: either can be switched off,
