@@ -126,6 +126,32 @@ pub struct RoleArgs {
     pub consumer: Option<bool>,
 }
 
+/// What every service's config holds besides its own settings: where it listens, where its
+/// backends live and what a client may take. Flattened into the config, so its keys (and
+/// their variables and flags) are `listen`, `data_dir`, `database_url`, ..., `http_*`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Serve {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    #[serde(flatten)]
+    pub backends: BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: crate::http::ServeLimits,
+}
+
+impl Serve {
+    /// Listening on `listen`, with the default backends and limits.
+    pub fn at(listen: &str) -> Self {
+        Self { listen: listen.to_owned(), backends: BackendConfig::default(), http: Default::default() }
+    }
+
+    /// Everything embedded under `data_dir`, listening on an ephemeral port.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self { backends: BackendConfig::embedded(data_dir), ..Self::at("127.0.0.1:0") }
+    }
+}
+
 /// Where each backend lives. A URL switches its port to the production adapter; without one
 /// the embedded adapter keeps its data under `data_dir`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

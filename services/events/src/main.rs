@@ -141,6 +141,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: &events::Config) -> anyhow::Result<()> {
-    shared::http::bind_and_run("events", &config.listen, |listener, shutdown| events::run(config, listener, shutdown))
-        .await
+    shared::http::bind_and_run("events", &config.serve.listen, |listener, shutdown| {
+        events::run(config, listener, shutdown)
+    })
+    .await
 }

@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<anyhow::Result<_>>()?;
                 Permissions::from_list(&parsed)
             };
-            let db = segments::open_database(&config.backends).await?;
+            let db = segments::open_database(&config.serve.backends).await?;
             db.migrate("segments", segments::store::MIGRATIONS).await?;
             let key = segments::auth::mint_key(&db, &name, permissions).await?;
             eprintln!("minted key {} with {}; it is shown once, store it now:", key.id, key.permissions.to_csv());
@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RevokeKey { key } => {
-            let db = segments::open_database(&config.backends).await?;
+            let db = segments::open_database(&config.serve.backends).await?;
             db.migrate("segments", segments::store::MIGRATIONS).await?;
             if !segments::auth::revoke_key(&db, &key).await? {
                 anyhow::bail!("no key to revoke: no unrevoked key has this id or value");
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: &segments::Config) -> anyhow::Result<()> {
-    shared::http::bind_and_run("segments", &config.listen, |listener, shutdown| {
+    shared::http::bind_and_run("segments", &config.serve.listen, |listener, shutdown| {
         segments::run(config, listener, shutdown)
     })
     .await
