@@ -99,6 +99,19 @@ impl<F: clap::Args + Serialize, C: clap::Subcommand> Cli<F, C> {
         }
         load(self.service.config.as_deref(), &Given { service: &self.service, flags: &self.flags })
     }
+
+    /// What a serving binary's `main` does first: parses this process's command line, starts
+    /// telemetry on stdout and loads `T` ([`Cli::load`]). Gives the command to run (`default`
+    /// when none is named) and the config.
+    pub fn start<T>(default: C) -> Result<(C, T), Box<figment::Error>>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        let cli = <Self as clap::Parser>::parse();
+        crate::telemetry::init();
+        let config = cli.load()?;
+        Ok((cli.command.unwrap_or(default), config))
+    }
 }
 
 /// The roles of a service that serves an API and consumes a queue: either can be switched off,
@@ -111,6 +124,32 @@ pub struct RoleArgs {
     /// Run the queue consumer [default: true]
     #[arg(long, env = "CHATMESH_CONSUMER", global = true)]
     pub consumer: Option<bool>,
+}
+
+/// What every service's config holds besides its own settings: where it listens, where its
+/// backends live and what a client may take. Flattened into the config, so its keys (and
+/// their variables and flags) are `listen`, `data_dir`, `database_url`, ..., `http_*`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Serve {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    #[serde(flatten)]
+    pub backends: BackendConfig,
+    /// What a client may take (`CHATMESH_HTTP_*`).
+    #[serde(flatten)]
+    pub http: crate::http::ServeLimits,
+}
+
+impl Serve {
+    /// Listening on `listen`, with the default backends and limits.
+    pub fn at(listen: &str) -> Self {
+        Self { listen: listen.to_owned(), backends: BackendConfig::default(), http: Default::default() }
+    }
+
+    /// Everything embedded under `data_dir`, listening on an ephemeral port.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self { backends: BackendConfig::embedded(data_dir), ..Self::at("127.0.0.1:0") }
+    }
 }
 
 /// Where each backend lives. A URL switches its port to the production adapter; without one

@@ -29,6 +29,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod schedule;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -48,6 +48,25 @@ pub enum ErrorResponses {
     ServiceUnavailable(ErrorBody),
 }
 
+/// A bearer-token security scheme a document's operations name in their `security`: a
+/// modifier, `modifiers(&SCHEME)` on the document's `#[openapi(...)]`.
+pub struct BearerScheme {
+    /// The scheme's name in `components.securitySchemes`.
+    pub name: &'static str,
+    /// Which tokens it takes.
+    pub description: &'static str,
+}
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some(self.description.to_owned());
+        components.add_security_scheme(self.name, SecurityScheme::Http(http));
+    }
+}
+
 /// `GET /openapi.json` serving `document`, and the Swagger UI page at `GET /docs` that browses it.
 pub fn router<S: Clone + Send + Sync + 'static>(document: OpenApi) -> Router<S> {
     let json = to_json(&document);

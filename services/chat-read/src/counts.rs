@@ -12,7 +12,6 @@ use std::time::Duration;
 use shared::backends::BackendResult;
 use shared::backends::sql::{Database, placeholders};
 use shared::shutdown::Shutdown;
-use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::ChatRead;
 
@@ -156,32 +155,24 @@ pub async fn recount_at_start(state: &ChatRead) -> BackendResult<String> {
 /// `generation` is what [`recount_at_start`] returned.
 pub async fn run(state: ChatRead, schedule: String, generation: String, shutdown: Shutdown) -> anyhow::Result<()> {
     let flusher = std::sync::Arc::new(CountFlush::new(Some(generation)));
-    let mut scheduler = JobScheduler::new().await?;
-    let job_state = state.clone();
-    scheduler
-        .add(Job::new_async(schedule.as_str(), move |_id, _scheduler| {
-            let state = job_state.clone();
-            let flusher = flusher.clone();
-            Box::pin(async move {
-                match flusher.flush(&state).await {
-                    Ok(report) if report.skipped => {
-                        tracing::debug!("count flush skipped: another replica holds the lock")
-                    }
-                    Ok(report) => {
-                        if report.applications + report.chats > 0 {
-                            tracing::info!(applications = report.applications, chats = report.chats, "counts flushed");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "count flush failed; the parents stay touched for the next run")
+    let job = move || {
+        let state = state.clone();
+        let flusher = flusher.clone();
+        async move {
+            match flusher.flush(&state).await {
+                Ok(report) if report.skipped => {
+                    tracing::debug!("count flush skipped: another replica holds the lock")
+                }
+                Ok(report) => {
+                    if report.applications + report.chats > 0 {
+                        tracing::info!(applications = report.applications, chats = report.chats, "counts flushed");
                     }
                 }
-            })
-        })?)
-        .await?;
-    scheduler.start().await?;
-    tracing::info!(%schedule, "count flush scheduled");
-    shutdown.wait().await;
-    scheduler.shutdown().await?;
-    Ok(())
+                Err(error) => {
+                    tracing::warn!(%error, "count flush failed; the parents stay touched for the next run")
+                }
+            }
+        }
+    };
+    shared::schedule::run("count flush", &schedule, job, shutdown).await
 }

@@ -118,8 +118,6 @@ impl ChatRead {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address the HTTP server binds (health routes are served whatever the roles).
-    pub listen: String,
     /// Serve the API routes.
     pub api: bool,
     /// Run the queue consumer.
@@ -137,18 +135,15 @@ pub struct Config {
     /// The operator's token (env `CHATMESH_ADMIN_TOKEN`), needed to list every application;
     /// unset, that listing answers 401 to everyone.
     pub admin_token: Option<String>,
+    /// The address (health routes are served there whatever the roles), backends and limits.
     #[serde(flatten)]
-    pub backends: shared::config::BackendConfig,
-    /// What a client may take (`CHATMESH_HTTP_*`).
-    #[serde(flatten)]
-    pub http: shared::http::ServeLimits,
+    pub serve: shared::config::Serve,
 }
 
 impl Default for Config {
     fn default() -> Self {
         let consumer = consumer::ConsumerConfig::default();
         Self {
-            listen: "127.0.0.1:8082".to_owned(),
             api: true,
             consumer: true,
             cron: true,
@@ -157,8 +152,7 @@ impl Default for Config {
             consumer_max_attempts: consumer.max_attempts,
             max_body_bytes: 256 * 1024,
             admin_token: None,
-            backends: Default::default(),
-            http: Default::default(),
+            serve: shared::config::Serve::at("127.0.0.1:8082"),
         }
     }
 }
@@ -215,10 +209,10 @@ pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::
 
 /// Connects the backends and migrates; the state every role shares.
 pub async fn connect(config: &Config) -> anyhow::Result<(ChatRead, shared::backends::Backends)> {
-    let backends = shared::backends::Backends::connect(&config.backends, false).await?;
-    let search = shared::backends::open_search(&config.backends, config.consumer).await?;
+    let backends = shared::backends::Backends::connect(&config.serve.backends, false).await?;
+    let search = shared::backends::open_search(&config.serve.backends, config.consumer).await?;
     tracing::info!(backends = %backends.description, "backends connected");
-    let state = ChatRead::over(&backends, search, &config.backends.namespace, config.admin_token.as_deref());
+    let state = ChatRead::over(&backends, search, &config.serve.backends.namespace, config.admin_token.as_deref());
     state.migrate().await?;
     Ok((state, backends))
 }
@@ -263,7 +257,7 @@ pub async fn run(
         cron = config.cron,
         "chat-read running"
     );
-    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.serve.http).await?;
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }

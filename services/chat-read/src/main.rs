@@ -71,20 +71,20 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let run = |listener, shutdown| chat_read::run(&config, listener, shutdown);
-            shared::http::bind_and_run("chat-read", &config.listen, run).await
+            shared::http::bind_and_run("chat-read", &config.serve.listen, run).await
         }
         // The dead-letter tools open the queue alone: they work while the store is down.
         Command::DeadLetters { limit } => {
-            let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
-            let name = chat::schema::Keys::new(&config.backends.namespace).command_queue();
+            let (queue, _) = shared::backends::open_queue(&config.serve.backends, false).await?;
+            let name = chat::schema::Keys::new(&config.serve.backends.namespace).command_queue();
             for letter in queue.dead_letters(&name, limit).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
         Command::ReplayDeadLetters => {
-            let (queue, _) = shared::backends::open_queue(&config.backends, false).await?;
-            let name = chat::schema::Keys::new(&config.backends.namespace).command_queue();
+            let (queue, _) = shared::backends::open_queue(&config.serve.backends, false).await?;
+            let name = chat::schema::Keys::new(&config.serve.backends.namespace).command_queue();
             let replayed = queue.replay_dead_letters(&name).await?;
             println!("replayed {replayed} dead letters onto {name}");
             Ok(())

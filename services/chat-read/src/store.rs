@@ -126,14 +126,9 @@ pub async fn get_chat(
     token: &str,
     number: i64,
 ) -> BackendResult<Option<(i64, ChatView)>> {
-    let row = sqlx::query(
-        "SELECT id, number, name, messages_count, created_at, updated_at FROM chats \
-         WHERE application_id = ? AND number = ?",
-    )
-    .bind(application_id)
-    .bind(number)
-    .fetch_optional(db.pool())
-    .await?;
+    let sql = "SELECT id, number, name, messages_count, created_at, updated_at FROM chats \
+               WHERE application_id = ? AND number = ?";
+    let row = numbered_row(db, sql, application_id, number).await?;
     row.map(|row| Ok((row.try_get("id")?, chat(&row, token)?))).transpose()
 }
 
@@ -169,13 +164,14 @@ pub async fn get_message(
     chat_number: i64,
     number: i64,
 ) -> BackendResult<Option<MessageView>> {
-    let row =
-        sqlx::query("SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number = ?")
-            .bind(chat_id)
-            .bind(number)
-            .fetch_optional(db.pool())
-            .await?;
+    let sql = "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number = ?";
+    let row = numbered_row(db, sql, chat_id, number).await?;
     row.map(|row| message(&row, token, chat_number)).transpose()
+}
+
+/// The row `sql` selects by its parent's id and its number (its two parameters), if any.
+async fn numbered_row(db: &Database, sql: &str, parent_id: i64, number: i64) -> BackendResult<Option<AnyRow>> {
+    Ok(sqlx::query(sql).bind(parent_id).bind(number).fetch_optional(db.pool()).await?)
 }
 
 pub async fn list_messages(

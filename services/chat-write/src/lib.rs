@@ -136,25 +136,16 @@ impl ChatWrite {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address the HTTP server binds.
-    pub listen: String,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The address, backends and limits.
     #[serde(flatten)]
-    pub backends: shared::config::BackendConfig,
-    /// What a client may take (`CHATMESH_HTTP_*`).
-    #[serde(flatten)]
-    pub http: shared::http::ServeLimits,
+    pub serve: shared::config::Serve,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8081".to_owned(),
-            max_body_bytes: 256 * 1024,
-            backends: Default::default(),
-            http: Default::default(),
-        }
+        Self { max_body_bytes: 256 * 1024, serve: shared::config::Serve::at("127.0.0.1:8081") }
     }
 }
 
@@ -165,14 +156,14 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: shared::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
-    let backends = shared::backends::Backends::connect(&config.backends, false).await?;
+    let backends = shared::backends::Backends::connect(&config.serve.backends, false).await?;
     tracing::info!(backends = %backends.description, "backends connected");
     backends.db.migrate("chat", schema::MIGRATIONS).await?;
     let state = ChatWrite::new(
         backends.db.clone(),
         backends.counters.clone(),
         backends.queue.clone(),
-        &config.backends.namespace,
+        &config.serve.backends.namespace,
     );
     let queued = state.load_queued_numbers().await?;
     if queued > 0 {
@@ -185,6 +176,6 @@ pub async fn run(
     let app = shared::http::with_fallbacks(routes).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let app = shared::metrics::instrument(app);
     tracing::info!(address = %listener.local_addr()?, "chat-write listening");
-    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.serve.http).await?;
     Ok(())
 }

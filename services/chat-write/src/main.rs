@@ -44,5 +44,5 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     shared::telemetry::init();
     let config: chat_write::Config = shared::config::load(cli.service.config.as_deref(), &cli)?;
     let run = |listener, shutdown| chat_write::run(&config, listener, shutdown);
-    shared::http::bind_and_run("chat-write", &config.listen, run).await
+    shared::http::bind_and_run("chat-write", &config.serve.listen, run).await
 }

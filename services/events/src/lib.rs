@@ -170,8 +170,6 @@ impl Events {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address the HTTP server binds (health routes are served whatever the roles).
-    pub listen: String,
     /// Serve the API routes.
     pub api: bool,
     /// Run the queue consumer.
@@ -186,17 +184,14 @@ pub struct Config {
     pub consumer_tasks: usize,
     #[serde(flatten)]
     pub settings: Settings,
+    /// The address (health routes are served there whatever the roles), backends and limits.
     #[serde(flatten)]
-    pub backends: shared::config::BackendConfig,
-    /// What a client may take (`CHATMESH_HTTP_*`).
-    #[serde(flatten)]
-    pub http: shared::http::ServeLimits,
+    pub serve: shared::config::Serve,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8084".to_owned(),
             api: true,
             consumer: true,
             retention: true,
@@ -204,8 +199,7 @@ impl Default for Config {
             consumer_batch_size: ConsumerConfig::default().batch_size,
             consumer_tasks: CONSUMER_TASKS,
             settings: Settings::default(),
-            backends: Default::default(),
-            http: Default::default(),
+            serve: shared::config::Serve::at("127.0.0.1:8084"),
         }
     }
 }
@@ -213,11 +207,7 @@ impl Default for Config {
 impl Config {
     /// Everything embedded under `data_dir`, listening on an ephemeral port.
     pub fn embedded(data_dir: impl Into<std::path::PathBuf>) -> Self {
-        Self {
-            listen: "127.0.0.1:0".to_owned(),
-            backends: shared::config::BackendConfig::embedded(data_dir),
-            ..Self::default()
-        }
+        Self { serve: shared::config::Serve::embedded(data_dir), ..Self::default() }
     }
 
     pub fn consumer_config(&self) -> ConsumerConfig {
@@ -227,12 +217,12 @@ impl Config {
 
 /// Connects the backends (production adapters where a URL is set) and migrates.
 pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<(Events, Backends)> {
-    let backends = Backends::connect(&config.backends, false).await?;
+    let backends = Backends::connect(&config.serve.backends, false).await?;
     tracing::info!(backends = %backends.description, "backends connected");
     let state = Events::new(
         backends.db.clone(),
         backends.queue.clone(),
-        &config.backends.namespace,
+        &config.serve.backends.namespace,
         config.settings.clone(),
         clock,
     );
@@ -278,7 +268,7 @@ pub async fn run(config: &Config, listener: tokio::net::TcpListener, shutdown: S
         queue = %state.queue_name(),
         "events running"
     );
-    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.serve.http).await?;
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }

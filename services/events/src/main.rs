@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 use shared::clock::SystemClock;
 use shared::config::Cli;
@@ -101,14 +101,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::<Flags, Command>::parse();
-    shared::telemetry::init();
-    let config: events::Config = cli.load()?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let run = |listener, shutdown| events::run(&config, listener, shutdown);
-            shared::http::bind_and_run("events", &config.listen, run).await
-        }
+    let (command, config) = Cli::<Flags, Command>::start(Command::Serve)?;
+    match command {
+        Command::Serve => serve(&config).await,
         Command::Load { file, batch_size, json, no_progress } => {
             let (state, _) = events::connect(&config, Arc::new(SystemClock)).await?;
             let summary = events::loader::load_file(&state, &file, batch_size, !no_progress).await?;
@@ -143,4 +138,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn serve(config: &events::Config) -> anyhow::Result<()> {
+    shared::http::bind_and_run("events", &config.serve.listen, |listener, shutdown| {
+        events::run(config, listener, shutdown)
+    })
+    .await
 }

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use shared::backends::BackendResult;
 use shared::backends::sql::Dialect;
 use shared::shutdown::Shutdown;
-use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::Events;
 
@@ -63,21 +62,14 @@ pub async fn run_once(state: &Events) -> BackendResult<RetentionReport> {
 
 /// Runs [`run_once`] on `schedule` (six-field cron, seconds first) until `shutdown`.
 pub async fn run(state: Events, schedule: String, shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut scheduler = JobScheduler::new().await?;
-    scheduler
-        .add(Job::new_async(schedule.as_str(), move |_id, _scheduler| {
-            let state = state.clone();
-            Box::pin(async move {
-                match run_once(&state).await {
-                    Ok(report) => tracing::info!(deleted = report.deleted, cutoff = report.cutoff, "retention ran"),
-                    Err(error) => tracing::warn!(%error, "retention failed; the next run deletes what this one left"),
-                }
-            })
-        })?)
-        .await?;
-    scheduler.start().await?;
-    tracing::info!(%schedule, "retention scheduled");
-    shutdown.wait().await;
-    scheduler.shutdown().await?;
-    Ok(())
+    let job = move || {
+        let state = state.clone();
+        async move {
+            match run_once(&state).await {
+                Ok(report) => tracing::info!(deleted = report.deleted, cutoff = report.cutoff, "retention ran"),
+                Err(error) => tracing::warn!(%error, "retention failed; the next run deletes what this one left"),
+            }
+        }
+    };
+    shared::schedule::run("retention", &schedule, job, shutdown).await
 }

@@ -229,30 +229,24 @@ pub fn rfc3339_seconds(millis: i64) -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Address the HTTP server binds.
-    pub listen: String,
     /// Largest request body accepted, in bytes (DMN models can be large).
     pub max_body_bytes: usize,
     /// Seconds between sweeps that write expired memberships to the history.
     pub sweep_interval_secs: u64,
     #[serde(flatten)]
     pub settings: Settings,
+    /// The address, backends and limits.
     #[serde(flatten)]
-    pub backends: BackendConfig,
-    /// What a client may take (`CHATMESH_HTTP_*`).
-    #[serde(flatten)]
-    pub http: shared::http::ServeLimits,
+    pub serve: shared::config::Serve,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8083".to_owned(),
             max_body_bytes: 1024 * 1024,
             sweep_interval_secs: 60,
             settings: Settings::default(),
-            backends: BackendConfig::default(),
-            http: shared::http::ServeLimits::default(),
+            serve: shared::config::Serve::at("127.0.0.1:8083"),
         }
     }
 }
@@ -288,7 +282,7 @@ pub fn app(state: Segments, max_body_bytes: usize) -> Router {
 /// Connects the store, migrates, and serves on `listener` until `shutdown`, sweeping expired
 /// memberships beside it.
 pub async fn run(config: &Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let db = open_database(&config.backends).await?;
+    let db = open_database(&config.serve.backends).await?;
     let state = Segments::new(db, &config.settings).await?;
     let sweeper = tokio::spawn(sweep_periodically(
         state.clone(),
@@ -297,7 +291,7 @@ pub async fn run(config: &Config, listener: TcpListener, shutdown: Shutdown) -> 
     ));
     tracing::info!(address = %listener.local_addr()?, "segments listening");
     let app = shared::metrics::instrument(app(state, config.max_body_bytes));
-    shared::http::serve_with_limits(listener, app, shutdown, &config.http).await?;
+    shared::http::serve_with_limits(listener, app, shutdown, &config.serve.http).await?;
     sweeper.await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `segments`: the segments service on its own, and the commands that mint and revoke API keys.
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use segments::auth::{Permission, Permissions};
 use serde::Serialize;
 use shared::config::Cli;
@@ -63,14 +63,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::<Flags, Command>::parse();
-    shared::telemetry::init();
-    let config: segments::Config = cli.load()?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let run = |listener, shutdown| segments::run(&config, listener, shutdown);
-            shared::http::bind_and_run("segments", &config.listen, run).await
-        }
+    let (command, config) = Cli::<Flags, Command>::start(Command::Serve)?;
+    match command {
+        Command::Serve => serve(&config).await,
         Command::MintKey { name, permissions, all } => {
             let permissions = if all {
                 Permissions::all()
@@ -81,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
                     .collect::<anyhow::Result<_>>()?;
                 Permissions::from_list(&parsed)
             };
-            let db = segments::open_database(&config.backends).await?;
+            let db = segments::open_database(&config.serve.backends).await?;
             db.migrate("segments", segments::store::MIGRATIONS).await?;
             let key = segments::auth::mint_key(&db, &name, permissions).await?;
             eprintln!("minted key {} with {}; it is shown once, store it now:", key.id, key.permissions.to_csv());
@@ -89,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RevokeKey { key } => {
-            let db = segments::open_database(&config.backends).await?;
+            let db = segments::open_database(&config.serve.backends).await?;
             db.migrate("segments", segments::store::MIGRATIONS).await?;
             if !segments::auth::revoke_key(&db, &key).await? {
                 anyhow::bail!("no key to revoke: no unrevoked key has this id or value");
@@ -98,4 +93,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn serve(config: &segments::Config) -> anyhow::Result<()> {
+    shared::http::bind_and_run("segments", &config.serve.listen, |listener, shutdown| {
+        segments::run(config, listener, shutdown)
+    })
+    .await
 }

@@ -3,9 +3,8 @@
 //! and collected by the router; this is the document around them (title, tags, the bearer
 //! scheme). `.ci/run` checks the running service against it with schemathesis.
 
-use shared::openapi::ErrorBody;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use shared::openapi::{BearerScheme, ErrorBody};
+use utoipa::OpenApi;
 
 use crate::api::jsonapi::ErrorsBody;
 
@@ -17,7 +16,7 @@ use crate::api::jsonapi::ErrorsBody;
     ),
     // The error bodies: the handlers list them through ErrorResponses and JsonApiErrorResponses.
     components(schemas(ErrorBody, ErrorsBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BEARER_AUTH),
     tags(
         (name = "segments (legacy)", description = "segmentify's routes with its exact shapes, behind a bearer token with SEGMENTS_* permissions (unless the deployment opens them with CHATMESH_SEGMENTS_OPEN_LEGACY)"),
         (name = "segments", description = "/api/v1 segments: JSON:API documents, bearer token with SEGMENTS_* permissions"),
@@ -33,19 +32,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// `bearerAuth`: the admin token (`CHATMESH_ADMIN_TOKEN`) or a key minted by `segments mint-key`.
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.description = Some(
-            "The admin token (CHATMESH_ADMIN_TOKEN, every permission) or an API key minted with `segments mint-key`."
-                .to_owned(),
-        );
-        components.add_security_scheme("bearerAuth", SecurityScheme::Http(http));
-    }
-}
+const BEARER_AUTH: BearerScheme = BearerScheme {
+    name: "bearerAuth",
+    description: "The admin token (CHATMESH_ADMIN_TOKEN, every permission) or an API key minted with `segments mint-key`.",
+};
 
 #[cfg(test)]
 mod tests {

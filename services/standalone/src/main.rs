@@ -1,6 +1,6 @@
 //! `chatmesh`: the whole chat API (and every later service) in one process.
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 use shared::config::Cli;
 use tokio::net::TcpListener;
@@ -50,10 +50,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::<Flags, Command>::parse();
-    shared::telemetry::init();
-    let config: chatmesh::Config = cli.load()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    let (command, config) = Cli::<Flags, Command>::start(Command::Serve)?;
+    match command {
         Command::Serve => serve(config).await,
     }
 }

@@ -10,7 +10,7 @@ use shared::openapi::ErrorResponses;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Admin, PageParams, application_not_found, link_header, trim_page};
+use super::{Admin, Edit, PageParams, application_not_found, page_answer};
 use crate::ChatRead;
 use crate::store::{self, Page};
 
@@ -72,10 +72,8 @@ async fn list_applications(
         after: cursor(&state, &params.after).await?,
         before: cursor(&state, &params.before).await?,
     };
-    let (rows, has_more) = trim_page(store::list_applications(&state.db, page).await?, &page);
-    let first = rows.first().map(|a| a.application_token.clone());
-    let last = rows.last().map(|a| a.application_token.clone());
-    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
+    let rows = store::list_applications(&state.db, page).await?;
+    Ok(page_answer(uri.path(), &params, &page, rows, |a| a.application_token.clone()))
 }
 
 /// Show an application
@@ -96,12 +94,8 @@ async fn show_application(
     put, path = "/api/applications/{token}", tag = "applications", params(ApplicationPath), request_body = ApplicationBody,
     responses((status = 200, description = "Rename an application", body = ApplicationView), ErrorResponses)
 )]
-async fn replace_application(
-    State(state): State<ChatRead>,
-    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
-    JsonBody(body): JsonBody<ApplicationBody>,
-) -> Result<Json<ApplicationView>, ApiError> {
-    rename(&state, &token, Some(body.application_name)).await
+async fn replace_application(edit: Edit<ApplicationPath, ApplicationBody>) -> Result<Json<ApplicationView>, ApiError> {
+    rename(&edit.state, &edit.path.token, Some(edit.body.application_name)).await
 }
 
 /// Update an application
@@ -109,12 +103,8 @@ async fn replace_application(
     patch, path = "/api/applications/{token}", tag = "applications", params(ApplicationPath), request_body = ApplicationPatch,
     responses((status = 200, description = "Update an application", body = ApplicationView), ErrorResponses)
 )]
-async fn update_application(
-    State(state): State<ChatRead>,
-    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
-    JsonBody(body): JsonBody<ApplicationPatch>,
-) -> Result<Json<ApplicationView>, ApiError> {
-    rename(&state, &token, body.application_name).await
+async fn update_application(edit: Edit<ApplicationPath, ApplicationPatch>) -> Result<Json<ApplicationView>, ApiError> {
+    rename(&edit.state, &edit.path.token, edit.body.application_name).await
 }
 
 async fn rename(state: &ChatRead, token: &str, name: Option<String>) -> Result<Json<ApplicationView>, ApiError> {

@@ -1,16 +1,16 @@
 //! `/api/applications/:token/chats` (reads) and `.../chats/:number` (read, rename).
 
 use axum::Json;
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chat::model::{self, ApplicationPath, ChatBody, ChatPatch, ChatPath, ChatView};
 use shared::ApiError;
-use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::http::PathParams;
 use shared::openapi::ErrorResponses;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PageParams, application_id, chat_id, chat_not_found, link_header, trim_page};
+use super::{Edit, Listing, PageParams, application_id, chat_id, chat_not_found};
 use crate::ChatRead;
 use crate::store;
 
@@ -23,18 +23,11 @@ pub fn routes() -> OpenApiRouter<ChatRead> {
     get, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, PageParams),
     responses((status = 200, description = "List the chats of an application", body = Vec<ChatView>), ErrorResponses)
 )]
-async fn list_chats(
-    State(state): State<ChatRead>,
-    OriginalUri(uri): OriginalUri,
-    PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
-    QueryParams(params): QueryParams<PageParams>,
-) -> Result<(HeaderMap, Json<Vec<ChatView>>), ApiError> {
-    let page = params.numbered_page()?;
-    let application_id = application_id(&state, &token).await?;
-    let (rows, has_more) = trim_page(store::list_chats(&state.db, application_id, &token, page).await?, &page);
-    let first = rows.first().map(|c| c.chat_number.to_string());
-    let last = rows.last().map(|c| c.chat_number.to_string());
-    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
+async fn list_chats(list: Listing<ApplicationPath>) -> Result<(HeaderMap, Json<Vec<ChatView>>), ApiError> {
+    let (state, token) = (&list.state, &list.path.token);
+    let page = list.params.numbered_page()?;
+    let rows = store::list_chats(&state.db, application_id(state, token).await?, token, page).await?;
+    Ok(list.answer(&page, rows, |c| c.chat_number.to_string()))
 }
 
 /// Show a chat
@@ -57,12 +50,8 @@ async fn show_chat(
     put, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats", params(ChatPath), request_body = ChatBody,
     responses((status = 200, description = "Rename a chat", body = ChatView), ErrorResponses)
 )]
-async fn replace_chat(
-    State(state): State<ChatRead>,
-    PathParams(ChatPath { token, chat_number: number }): PathParams<ChatPath>,
-    JsonBody(body): JsonBody<ChatBody>,
-) -> Result<Json<ChatView>, ApiError> {
-    rename(&state, &token, &number, Some(body.chat_name)).await
+async fn replace_chat(edit: Edit<ChatPath, ChatBody>) -> Result<Json<ChatView>, ApiError> {
+    rename(&edit.state, &edit.path, Some(edit.body.chat_name)).await
 }
 
 /// Update a chat
@@ -70,15 +59,13 @@ async fn replace_chat(
     patch, path = "/api/applications/{token}/chats/{chat_number}", tag = "chats", params(ChatPath), request_body = ChatPatch,
     responses((status = 200, description = "Update a chat", body = ChatView), ErrorResponses)
 )]
-async fn update_chat(
-    State(state): State<ChatRead>,
-    PathParams(ChatPath { token, chat_number: number }): PathParams<ChatPath>,
-    JsonBody(body): JsonBody<ChatPatch>,
-) -> Result<Json<ChatView>, ApiError> {
-    rename(&state, &token, &number, body.chat_name).await
+async fn update_chat(edit: Edit<ChatPath, ChatPatch>) -> Result<Json<ChatView>, ApiError> {
+    rename(&edit.state, &edit.path, edit.body.chat_name).await
 }
 
-async fn rename(state: &ChatRead, token: &str, number: &str, name: Option<String>) -> Result<Json<ChatView>, ApiError> {
+/// PUT and PATCH: `name`, if given, becomes the chat's name; answers the chat.
+async fn rename(state: &ChatRead, path: &ChatPath, name: Option<String>) -> Result<Json<ChatView>, ApiError> {
+    let ChatPath { token, chat_number: number } = path;
     let name = name.map(|n| model::required_text("chat_name", &n, model::MAX_NAME_CHARS)).transpose()?;
     let (application_id, chat_id, number) = chat_id(state, token, number).await?;
     if let Some(name) = name {

@@ -2,19 +2,19 @@
 //! written to the store and re-indexed before it answers, so search follows it at once.
 
 use axum::Json;
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chat::commands::Command;
 use chat::model::{self, ChatPath, MessageBody, MessagePatch, MessagePath, MessageView};
 use chat::schema::search_scope;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
-use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::http::PathParams;
 use shared::openapi::ErrorResponses;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PageParams, chat_id, link_header, trim_page};
+use super::{Edit, Listing, PageParams, chat_id};
 use crate::ChatRead;
 use crate::store;
 
@@ -35,19 +35,12 @@ fn message_not_found() -> ApiError {
     get, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, PageParams),
     responses((status = 200, description = "List the messages of a chat", body = Vec<MessageView>), ErrorResponses)
 )]
-async fn list_messages(
-    State(state): State<ChatRead>,
-    OriginalUri(uri): OriginalUri,
-    PathParams(ChatPath { token, chat_number }): PathParams<ChatPath>,
-    QueryParams(params): QueryParams<PageParams>,
-) -> Result<(HeaderMap, Json<Vec<MessageView>>), ApiError> {
-    let page = params.numbered_page()?;
-    let (_, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
-    let rows = store::list_messages(&state.db, chat_id, &token, chat_number, page).await?;
-    let (rows, has_more) = trim_page(rows, &page);
-    let first = rows.first().map(|m| m.message_number.to_string());
-    let last = rows.last().map(|m| m.message_number.to_string());
-    Ok((link_header(uri.path(), &params, &page, has_more, first, last), Json(rows)))
+async fn list_messages(list: Listing<ChatPath>) -> Result<(HeaderMap, Json<Vec<MessageView>>), ApiError> {
+    let (state, ChatPath { token, chat_number }) = (&list.state, &list.path);
+    let page = list.params.numbered_page()?;
+    let (_, chat_id, chat_number) = chat_id(state, token, chat_number).await?;
+    let rows = store::list_messages(&state.db, chat_id, token, chat_number, page).await?;
+    Ok(list.answer(&page, rows, |m| m.message_number.to_string()))
 }
 
 /// Show a message
@@ -71,12 +64,8 @@ async fn show_message(
     put, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath), request_body = MessageBody,
     responses((status = 200, description = "Edit a message", body = MessageView), ErrorResponses)
 )]
-async fn replace_message(
-    State(state): State<ChatRead>,
-    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
-    JsonBody(body): JsonBody<MessageBody>,
-) -> Result<Json<MessageView>, ApiError> {
-    edit(&state, &token, &chat_number, &number, Some(body.message_content)).await
+async fn replace_message(edit: Edit<MessagePath, MessageBody>) -> Result<Json<MessageView>, ApiError> {
+    edit_message(&edit.state, &edit.path, Some(edit.body.message_content)).await
 }
 
 /// Update a message
@@ -84,21 +73,18 @@ async fn replace_message(
     patch, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath), request_body = MessagePatch,
     responses((status = 200, description = "Update a message", body = MessageView), ErrorResponses)
 )]
-async fn update_message(
-    State(state): State<ChatRead>,
-    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
-    JsonBody(body): JsonBody<MessagePatch>,
-) -> Result<Json<MessageView>, ApiError> {
-    edit(&state, &token, &chat_number, &number, body.message_content).await
+async fn update_message(edit: Edit<MessagePath, MessagePatch>) -> Result<Json<MessageView>, ApiError> {
+    edit_message(&edit.state, &edit.path, edit.body.message_content).await
 }
 
-async fn edit(
+/// PUT and PATCH: `content`, if given, becomes the message's text (and is re-indexed);
+/// answers the message.
+async fn edit_message(
     state: &ChatRead,
-    token: &str,
-    chat_number: &str,
-    number: &str,
+    path: &MessagePath,
     content: Option<String>,
 ) -> Result<Json<MessageView>, ApiError> {
+    let MessagePath { token, chat_number, message_number: number } = path;
     let content = content.map(|c| model::required_text("message_content", &c, model::MAX_MESSAGE_CHARS)).transpose()?;
     let number = model::path_number("message", number)?;
     let (application_id, chat_id, chat_number) = chat_id(state, token, chat_number).await?;

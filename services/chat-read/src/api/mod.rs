@@ -5,12 +5,14 @@ mod chats;
 mod messages;
 mod search;
 
-use axum::Router;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header::LINK};
+use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use shared::ApiError;
+use shared::http::{JsonBody, PathParams, QueryParams};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -95,6 +97,66 @@ pub fn trim_page<T>(mut rows: Vec<T>, page: &Page) -> (Vec<T>, bool) {
         rows.truncate(limit);
     }
     (rows, true)
+}
+
+/// A page's answer: `rows` (fetched one over the limit) without the extra one, and the `Link`
+/// header for `path`, whose cursors are the keys `key` gives the first and last rows.
+pub fn page_answer<T>(
+    path: &str,
+    params: &PageParams,
+    page: &Page,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> (HeaderMap, Json<Vec<T>>) {
+    let (rows, has_more) = trim_page(rows, page);
+    let (first, last) = (rows.first().map(&key), rows.last().map(&key));
+    (link_header(path, params, page, has_more, first, last), Json(rows))
+}
+
+/// A list route's request: the state, the parent resource its path `P` names, the page asked
+/// for and the path the client called (for the `Link` header).
+pub struct Listing<P> {
+    pub state: ChatRead,
+    pub path: P,
+    pub params: PageParams,
+    uri_path: String,
+}
+
+impl<P: DeserializeOwned + Send> FromRequestParts<ChatRead> for Listing<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ChatRead) -> Result<Self, Self::Rejection> {
+        let Ok(OriginalUri(uri)) = OriginalUri::from_request_parts(parts, state).await;
+        let PathParams(path) = PathParams::from_request_parts(parts, state).await?;
+        let QueryParams(params) = QueryParams::from_request_parts(parts, state).await?;
+        Ok(Self { state: state.clone(), path, params, uri_path: uri.path().to_owned() })
+    }
+}
+
+impl<P> Listing<P> {
+    /// The answer with `rows` as the page ([`page_answer`]).
+    pub fn answer<T>(&self, page: &Page, rows: Vec<T>, key: impl Fn(&T) -> String) -> (HeaderMap, Json<Vec<T>>) {
+        page_answer(&self.uri_path, &self.params, page, rows, key)
+    }
+}
+
+/// A write to the resource its path `P` names, with the JSON body `B`: what PUT and PATCH
+/// take, read in the order of their own extractors (the path, then the body).
+pub struct Edit<P, B> {
+    pub state: ChatRead,
+    pub path: P,
+    pub body: B,
+}
+
+impl<P: DeserializeOwned + Send, B: DeserializeOwned> FromRequest<ChatRead> for Edit<P, B> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &ChatRead) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let PathParams(path) = PathParams::from_request_parts(&mut parts, state).await?;
+        let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self { state: state.clone(), path, body })
+    }
 }
 
 /// The RFC 8288 `Link` header of a page: `next` after its last row when more follow (or when

@@ -39,12 +39,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     shared::telemetry::init();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::embedded(dir.path());
-    config.backends.namespace = fresh_namespace("events");
+    config.serve.backends.namespace = fresh_namespace("events");
     if let Some(url) = backend_url("DATABASE_URL", "events API tests on MySQL (running on SQLite instead)") {
-        config.backends.database_url = Some(fresh_mysql_database(&url).await);
+        config.serve.backends.database_url = Some(fresh_mysql_database(&url).await);
     }
     if let Some(url) = backend_url("AMQP_URL", "events API tests on RabbitMQ (running on the embedded queue instead)") {
-        config.backends.amqp_url = Some(url);
+        config.serve.backends.amqp_url = Some(url);
     }
     adjust(&mut config);
     let clock = Arc::new(ManualClock::starting_now());
@@ -52,13 +52,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     // The adapters really are the ones the environment names.
     assert_eq!(
         state.db.dialect() == shared::backends::sql::Dialect::MySql,
-        config.backends.database_url.is_some(),
+        config.serve.backends.database_url.is_some(),
         "store: {}",
         backends.description
     );
     assert_eq!(
         backends.description.contains("queue=amqp"),
-        config.backends.amqp_url.is_some(),
+        config.serve.backends.amqp_url.is_some(),
         "{}",
         backends.description
     );

@@ -13,13 +13,13 @@ fn events_command(app: &TestApp) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_events"));
     command
         .env("CHATMESH_DATA_DIR", app.dir.path())
-        .env("CHATMESH_NAMESPACE", &app.config.backends.namespace)
+        .env("CHATMESH_NAMESPACE", &app.config.serve.backends.namespace)
         .env("RUST_LOG", "warn");
-    match &app.config.backends.database_url {
+    match &app.config.serve.backends.database_url {
         Some(url) => command.env("DATABASE_URL", url),
         None => command.env_remove("DATABASE_URL"),
     };
-    match &app.config.backends.amqp_url {
+    match &app.config.serve.backends.amqp_url {
         Some(url) => command.env("AMQP_URL", url),
         None => command.env_remove("AMQP_URL"),
     };
