@@ -80,6 +80,31 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A write to the resource its path `P` names, with the JSON body `B`, and the service's
+/// state `S`: what a PUT or PATCH handler takes, read in the order of the extractors it
+/// replaces ([`PathParams`], then [`JsonBody`]), so a bad path is reported before a bad body.
+pub struct Edit<S, P, B> {
+    pub state: S,
+    pub path: P,
+    pub body: B,
+}
+
+impl<S, P, B> FromRequest<S> for Edit<S, P, B>
+where
+    S: Clone + Send + Sync,
+    P: DeserializeOwned + Send,
+    B: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let PathParams(path) = PathParams::from_request_parts(&mut parts, state).await?;
+        let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self { state: state.clone(), path, body })
+    }
+}
+
 /// A JSON request body: 415 unless the content type is JSON, 413 over the body limit, 400 for
 /// malformed JSON, 422 for well-formed JSON of the wrong shape.
 #[derive(Debug, Clone, Copy, Default)]

@@ -5,14 +5,14 @@ mod chats;
 mod messages;
 mod search;
 
-use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header::LINK};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use shared::ApiError;
-use shared::http::{JsonBody, PathParams, QueryParams};
+use shared::http::{PathParams, QueryParams};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -140,24 +140,8 @@ impl<P> Listing<P> {
     }
 }
 
-/// A write to the resource its path `P` names, with the JSON body `B`: what PUT and PATCH
-/// take, read in the order of their own extractors (the path, then the body).
-pub struct Edit<P, B> {
-    pub state: ChatRead,
-    pub path: P,
-    pub body: B,
-}
-
-impl<P: DeserializeOwned + Send, B: DeserializeOwned> FromRequest<ChatRead> for Edit<P, B> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &ChatRead) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = request.into_parts();
-        let PathParams(path) = PathParams::from_request_parts(&mut parts, state).await?;
-        let JsonBody(body) = JsonBody::from_request(Request::from_parts(parts, body), state).await?;
-        Ok(Self { state: state.clone(), path, body })
-    }
-}
+/// What PUT and PATCH of a chat resource take ([`shared::http::Edit`] on chat-read's state).
+pub type Edit<P, B> = shared::http::Edit<ChatRead, P, B>;
 
 /// The RFC 8288 `Link` header of a page: `next` after its last row when more follow (or when
 /// it was read backwards), `prev` before its first row when it was read from a cursor. A page

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use shared::http::{JsonBody, QueryParams};
+use shared::http::{Edit, QueryParams};
 use shared::{ApiError, ErrorCode};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -281,6 +281,9 @@ async fn show(State(state): State<Events>, PathParams(id): PathParams<String>) -
     Ok(Json(row.into()))
 }
 
+/// What `PUT` and `PATCH /events/{id}/` take: the event's id and the body as written.
+type EventEdit = Edit<Events, String, Box<RawValue>>;
+
 /// Attempts at an update that keeps losing to concurrent ones before answering 409.
 const UPDATE_ATTEMPTS: usize = 16;
 
@@ -292,11 +295,7 @@ const UPDATE_ATTEMPTS: usize = 16;
     request_body = EventBody,
     responses((status = 200, description = "Replaced", body = EventView), EventErrors)
 )]
-async fn replace(
-    State(state): State<Events>,
-    PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<Box<RawValue>>,
-) -> Result<Json<EventView>, Refusal> {
+async fn replace(Edit { state, path: id, body }: EventEdit) -> Result<Json<EventView>, Refusal> {
     // An unknown id is a 404 whatever the body holds.
     store::get_event(&state.db, &id).await?.ok_or_else(event_not_found)?;
     let payload = Payload::parse(body.get()).map_err(|e| malformed(&e))?;
@@ -314,11 +313,7 @@ async fn replace(
     request_body = EventPatch,
     responses((status = 200, description = "Updated", body = EventView), EventErrors)
 )]
-async fn update(
-    State(state): State<Events>,
-    PathParams(id): PathParams<String>,
-    JsonBody(body): JsonBody<Box<RawValue>>,
-) -> Result<Json<EventView>, Refusal> {
+async fn update(Edit { state, path: id, body }: EventEdit) -> Result<Json<EventView>, Refusal> {
     // The fields as the client wrote them, so a patched `data` is stored as its text.
     let Ok(patch) = serde_json::from_str::<HashMap<String, &RawValue>>(body.get()) else {
         return Err(ApiError::validation("a PATCH body must be a JSON object").into());
