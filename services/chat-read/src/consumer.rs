@@ -859,26 +859,9 @@ async fn message_conflicts(db: &Database, chunk: &[ReadyMessage<'_>]) -> Backend
     let mut conflicts = HashMap::new();
     for &(delivery, chat_id, number, content, created_at, application_id, chat_number) in chunk {
         let Some(row) = stored.get(&(chat_id, number)) else { continue };
-        if row.written_by(content, created_at) {
-            continue;
+        if let Some(reason) = conflict(row, content, created_at, application_id, chat_number, Some(number)) {
+            conflicts.insert(delivery, reason);
         }
-        tracing::error!(
-            application_id,
-            chat_number,
-            message_number = number,
-            stored_content = %clip(&row.text),
-            stored_created_at = row.created_at,
-            command_content = %clip(content),
-            command_created_at = created_at,
-            "conflict: another message is stored under this number; parking the command in the dead-letter queue"
-        );
-        shared::metrics::record_consumer_conflict("message");
-        let reason = format!(
-            "conflict: message {number} of chat {chat_number} is stored with other content \
-             (stored at {}, this command at {created_at})",
-            row.created_at
-        );
-        conflicts.insert(delivery, reason);
     }
     Ok(conflicts)
 }
@@ -904,26 +887,43 @@ async fn chat_conflicts(db: &Database, chunk: &[&Decoded]) -> BackendResult<Hash
             continue;
         };
         let Some(row) = stored.get(&(*application_id, *chat_number)) else { continue };
-        if row.written_by(chat_name, *created_at) {
-            continue;
+        if let Some(reason) = conflict(row, chat_name, *created_at, *application_id, *chat_number, None) {
+            conflicts.insert(decoded.delivery.id, reason);
         }
-        tracing::error!(
-            application_id,
-            chat_number,
-            stored_name = %clip(&row.text),
-            stored_created_at = row.created_at,
-            command_name = %clip(chat_name),
-            command_created_at = created_at,
-            "conflict: another chat is stored under this number; parking the command in the dead-letter queue"
-        );
-        shared::metrics::record_consumer_conflict("chat");
-        let reason = format!(
-            "conflict: chat {chat_number} is stored with another name (stored at {}, this command at {created_at})",
-            row.created_at
-        );
-        conflicts.insert(decoded.delivery.id, reason);
     }
     Ok(conflicts)
+}
+
+/// Why a create of a chat (`message_number` none) or a message is parked when the store holds
+/// its number with `row`; `None` when `row` is the command's own (a redelivery). A conflict is
+/// logged at error level with both sides and counted.
+fn conflict(
+    row: &store::StoredRow,
+    text: &str,
+    created_at: i64,
+    application_id: i64,
+    chat_number: i64,
+    message_number: Option<i64>,
+) -> Option<String> {
+    if row.written_by(text, created_at) {
+        return None;
+    }
+    let (kind, stored) = match message_number {
+        Some(number) => ("message", format!("message {number} of chat {chat_number} is stored with other content")),
+        None => ("chat", format!("chat {chat_number} is stored with another name")),
+    };
+    tracing::error!(
+        application_id,
+        chat_number,
+        message_number,
+        stored_text = %clip(&row.text),
+        stored_created_at = row.created_at,
+        command_text = %clip(text),
+        command_created_at = created_at,
+        "conflict: another {kind} is stored under this number; parking the command in the dead-letter queue"
+    );
+    shared::metrics::record_consumer_conflict(kind);
+    Some(format!("conflict: {stored} (stored at {}, this command at {created_at})", row.created_at))
 }
 
 /// At most 200 characters of `text`, for a log line.
