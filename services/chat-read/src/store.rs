@@ -1,7 +1,7 @@
 //! The SQL of chat-read: reads and updates for the API, batched writes for the consumer.
 
 use shared::backends::BackendResult;
-use shared::backends::sql::{Database, placeholders, text};
+use shared::backends::sql::{Database, placeholders, statement, text};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -68,13 +68,8 @@ fn application(row: &AnyRow) -> BackendResult<ApplicationView> {
 }
 
 pub async fn insert_application(db: &Database, token: &str, name: &str, now: i64) -> BackendResult<ApplicationView> {
-    sqlx::query("INSERT INTO applications (token, name, chats_count, created_at, updated_at) VALUES (?, ?, 0, ?, ?)")
-        .bind(token)
-        .bind(name)
-        .bind(now)
-        .bind(now)
-        .execute(db.pool())
-        .await?;
+    let sql = "INSERT INTO applications (token, name, chats_count, created_at, updated_at) VALUES (?, ?, 0, ?, ?)";
+    statement(sql, &[&token, &name, &now, &now]).execute(db.pool()).await?;
     Ok(ApplicationView::new(token.to_owned(), name.to_owned(), 0, now, now))
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use shared::backends::sql::{Database, Dialect, placeholders};
+use shared::backends::sql::{Database, Dialect, placeholders, statement};
 use shared::backends::{BackendError, BackendResult};
 use sqlx::Row;
 
@@ -288,16 +288,13 @@ pub async fn last_complete_sessions(
     as_of: Option<i64>,
 ) -> BackendResult<Vec<SessionView>> {
     let as_of = as_of.unwrap_or(i64::MAX);
-    let rows = sqlx::query(
+    let rows = statement(
         "SELECT s.session_id, s.user_id, s.country, s.ts, e.ts FROM user_events s \
          JOIN user_events e ON e.session_id = s.session_id AND e.event = 'end' \
          WHERE s.user_id = ? AND s.event = 'start' AND s.ts <= ? AND e.ts <= ? \
          ORDER BY s.ts DESC, s.session_id LIMIT ?",
+        &[&user_id, &as_of, &as_of, &LAST_SESSIONS],
     )
-    .bind(user_id)
-    .bind(as_of)
-    .bind(as_of)
-    .bind(LAST_SESSIONS)
     .fetch_all(db.pool())
     .await?;
     rows.iter()

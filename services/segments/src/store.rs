@@ -16,7 +16,7 @@
 //!   the moment it expires.
 //! - `segment_decisions`, `segment_flags`, `segment_flag_rules`, `segment_api_keys`.
 
-use shared::backends::sql::{Database, Dialect, Migration, placeholders, text};
+use shared::backends::sql::{Database, Dialect, Migration, placeholders, statement, text};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
@@ -126,40 +126,6 @@ const REVOCATION_AND_SECRETS: Migration = Migration {
          secret VARCHAR(128) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     ],
 };
-
-/// A value a statement binds: an integer (or NULL) or a text.
-trait Value: Sync {
-    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>>;
-}
-
-impl Value for i64 {
-    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        query.bind(*self)
-    }
-}
-
-impl Value for Option<i64> {
-    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        query.bind(*self)
-    }
-}
-
-impl Value for &str {
-    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        query.bind(*self)
-    }
-}
-
-impl Value for String {
-    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        query.bind(self.as_str())
-    }
-}
-
-/// `sql` with `values` bound to its placeholders, in order.
-fn statement<'q>(sql: &'q str, values: &[&'q dyn Value]) -> Query<'q, Any, AnyArguments<'q>> {
-    values.iter().fold(sqlx::query(sql), |query, value| value.bind_to(query))
-}
 
 /// Begins a transaction that writes. SQLite takes its write lock at once (`BEGIN IMMEDIATE`),
 /// so a transaction that reads before it writes cannot fail on a lock upgrade; MySQL locks

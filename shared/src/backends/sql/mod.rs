@@ -11,8 +11,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Row};
 
 use super::{BackendError, BackendResult};
 
@@ -247,6 +248,40 @@ pub fn error_class(error: &sqlx::Error) -> ErrorClass {
         return sqlite::error_class(code);
     }
     ErrorClass::Data
+}
+
+/// A value a statement binds: an integer (or NULL) or a text.
+pub trait Value: Sync {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>>;
+}
+
+impl Value for i64 {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for Option<i64> {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for &str {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(*self)
+    }
+}
+
+impl Value for String {
+    fn bind_to<'q>(&'q self, query: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        query.bind(self.as_str())
+    }
+}
+
+/// `sql` with `values` bound to its placeholders, in order.
+pub fn statement<'q>(sql: &'q str, values: &[&'q dyn Value]) -> Query<'q, Any, AnyArguments<'q>> {
+    values.iter().fold(sqlx::query(sql), |query, value| value.bind_to(query))
 }
 
 #[cfg(test)]
