@@ -35,6 +35,8 @@ pub struct Sse {
     buffer: Vec<u8>,
     /// Keep-alive comments seen.
     pub comments: usize,
+    /// The response ended (the server closed it, or the connection broke).
+    pub ended: bool,
 }
 
 impl Sse {
@@ -55,7 +57,19 @@ impl Sse {
         assert_eq!(response.status(), StatusCode::OK, "GET {url}");
         let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
         assert!(content_type.starts_with("text/event-stream"), "{url}: content type {content_type}");
-        Sse { response, buffer: Vec::new(), comments: 0 }
+        Sse { response, buffer: Vec::new(), comments: 0, ended: false }
+    }
+
+    /// Opens the stream of `url` if it answers 200 now; `None` when the server is unreachable
+    /// or answers anything else (a client reconnecting to whichever server is up).
+    pub async fn try_open(url: &str, last_event_id: Option<&str>) -> Option<Sse> {
+        let client = reqwest::Client::builder().build().ok()?;
+        let mut request = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.ok()?;
+        (response.status() == StatusCode::OK).then(|| Sse { response, buffer: Vec::new(), comments: 0, ended: false })
     }
 
     /// The next event, waiting at most `wait`; `None` when none came (or the stream ended).
@@ -65,8 +79,13 @@ impl Sse {
             if let Some(event) = self.take_event() {
                 return Some(event);
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.ok()??;
-            self.buffer.extend_from_slice(&chunk);
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()? {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => self.ended = true,
+            }
         }
     }
 
