@@ -16,6 +16,8 @@
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
 //! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 //! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
+//! - [`stream`]: SSE and WebSocket clients of the live stream, and the stream suite
+//!   ([`stream_suite_tests!`]).
 
 pub mod acknowledged;
 pub mod browser;
@@ -30,6 +32,7 @@ pub mod redis_server;
 pub mod servers;
 pub mod sockets;
 pub mod split;
+pub mod stream;
 
 pub use client::Api;
 
