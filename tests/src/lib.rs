@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`acknowledged`]: what 201s acknowledged, and the check that each reads back.
+//! - [`browser`]: headless Chromium and a minimal DevTools client, for the browser tests.
 //! - [`client`]: a small HTTP client for the chat API.
 //! - [`chat_suite`]: one async function per behaviour a client relies on.
 //! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
@@ -19,6 +20,7 @@
 //!   ([`stream_suite_tests!`]).
 
 pub mod acknowledged;
+pub mod browser;
 pub mod chat_suite;
 pub mod client;
 pub mod faults;
