@@ -467,6 +467,62 @@ pub async fn counts_converge(api: &Api) {
     assert_eq!(listed.body[0]["messages_count"], 12, "lists carry the counts too");
 }
 
+/// A deleted message is a tombstone: no longer shown, listed, searched or counted, its number
+/// never reused, a second DELETE and an edit of it 404s; a message deleted right after its 201
+/// (its create possibly still queued) ends deleted too.
+pub async fn message_delete_is_a_tombstone(api: &Api) {
+    let token = api.create_application("deletes").await;
+    let chat = api.create_chat(&token, "room").await;
+    let base = format!("/api/applications/{token}/chats/{chat}");
+    for content in ["keep one", "remove zebra", "keep three"] {
+        api.create_message(&token, chat, content).await;
+    }
+    api.eventually(&format!("{base}/messages"), |r| r.body.as_array().is_some_and(|a| a.len() == 3)).await;
+    let search = format!("{base}/search?q=zebra");
+    api.eventually(&search, |r| r.body.as_array().is_some_and(|a| a.len() == 1)).await;
+
+    let deleted = api.send(Method::DELETE, &format!("{base}/messages/2"), None).await;
+    assert_status(&deleted, StatusCode::NO_CONTENT);
+    assert_status(&api.get(&format!("{base}/messages/2")).await, StatusCode::NOT_FOUND);
+    let again = api.send(Method::DELETE, &format!("{base}/messages/2"), None).await;
+    assert_status(&again, StatusCode::NOT_FOUND);
+    assert_eq!(again.error_code(), "NOT_FOUND");
+    let edit = api.send(Method::PUT, &format!("{base}/messages/2"), Some(&json!({"message_content": "back"}))).await;
+    assert_status(&edit, StatusCode::NOT_FOUND);
+    let listed = api.get(&format!("{base}/messages")).await;
+    let numbers: Vec<i64> =
+        listed.body.as_array().unwrap().iter().filter_map(|m| m["message_number"].as_i64()).collect();
+    assert_eq!(numbers, vec![1, 3], "the deleted message is not listed");
+    let gone = api.eventually(&search, |r| r.body.as_array().is_some_and(|a| a.is_empty())).await;
+    assert_eq!(gone.body, json!([]), "the deleted message is not found by search");
+    let counted = api.eventually(&base, |r| r.body["messages_count"] == 2).await;
+    assert_eq!(counted.body["messages_count"], 2, "messages_count leaves it out: {}", counted.text);
+    assert_eq!(api.create_message(&token, chat, "after the delete").await, 4, "its number is not reused");
+
+    // Deleted straight after its 201: applied once its create is stored.
+    let quick = api.create_message(&token, chat, "short-lived").await;
+    let deleted = api.send(Method::DELETE, &format!("{base}/messages/{quick}"), None).await;
+    assert_status(&deleted, StatusCode::NO_CONTENT);
+    let twice = api.send(Method::DELETE, &format!("{base}/messages/{quick}"), None).await;
+    assert_status(&twice, StatusCode::NOT_FOUND);
+    let listed = api
+        .eventually(&format!("{base}/messages"), |r| {
+            r.body
+                .as_array()
+                .is_some_and(|a| a.iter().map(|m| &m["message_number"]).eq([&json!(1), &json!(3), &json!(4)]))
+        })
+        .await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 3, "{}", listed.text);
+    assert_status(&api.get(&format!("{base}/messages/{quick}")).await, StatusCode::NOT_FOUND);
+
+    for path in [format!("{base}/messages/99"), format!("/api/applications/{token}/chats/99/messages/1")] {
+        let reply = api.send(Method::DELETE, &path, None).await;
+        assert_status(&reply, StatusCode::NOT_FOUND);
+    }
+    let bad = api.send(Method::DELETE, &format!("{base}/messages/abc"), None).await;
+    assert!(bad.status.is_client_error(), "{}", bad.text);
+}
+
 /// Every error is the JSON error body, never a 5xx for bad input.
 pub async fn error_rules(api: &Api) {
     let unknown = api.get("/api/nothing-here").await;

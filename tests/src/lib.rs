@@ -99,6 +99,7 @@ macro_rules! chat_suite_tests {
             search_query_sources_and_errors,
             pagination_and_link_headers,
             counts_converge,
+            message_delete_is_a_tombstone,
             error_rules,
             responses_never_carry_internal_ids,
             listing_applications_needs_the_admin_token,

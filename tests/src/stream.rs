@@ -109,7 +109,7 @@ impl Sse {
             let text = String::from_utf8_lossy(&block);
             let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
             let mut fields = 0;
-            for line in text.lines() {
+            for line in text.lines().filter(|line| !line.is_empty()) {
                 if line.starts_with(':') {
                     self.comments += 1;
                     continue;
@@ -230,7 +230,8 @@ fn seq(id: &Option<String>) -> i64 {
     id.as_deref().and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("a change cursor, got {id:?}"))
 }
 
-/// Every message create, an edit and a rename arrive once each, in the order of their ids.
+/// Every message create, an edit, a rename and a delete arrive once each, in the order of
+/// their ids.
 pub async fn sse_delivers_every_change_in_order(api: &Api) {
     let (token, chat) = application_with_chat(api, "stream order").await;
     let mut stream = Sse::open(&api.url(&chat_stream_path(&token, chat, "")), None).await;
@@ -249,7 +250,9 @@ pub async fn sse_delivers_every_change_in_order(api: &Api) {
     assert_eq!(edited.status, StatusCode::OK, "{}", edited.text);
     let renamed = api.send(reqwest::Method::PATCH, &path, Some(&json!({"chat_name": "renamed"}))).await;
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text);
-    events.extend(stream.take(2).await);
+    let deleted = api.send(reqwest::Method::DELETE, &format!("{path}/messages/5"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.text);
+    events.extend(stream.take(3).await);
 
     let mut created: Vec<i64> = events[..20]
         .iter()
@@ -269,6 +272,9 @@ pub async fn sse_delivers_every_change_in_order(api: &Api) {
     assert_eq!(events[20].data["message_content"], "edited");
     assert_eq!(events[21].event, "chat.updated");
     assert_eq!(events[21].data["chat_name"], "renamed");
+    assert_eq!(events[22].event, "message.deleted");
+    assert_eq!(events[22].data["message_number"], 5);
+    assert!(events[22].data.get("message_content").is_none(), "a deleted message's text is not sent: {:?}", events[22]);
     let ids: Vec<i64> = events.iter().map(|e| seq(&e.id)).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     assert!(stream.next(Duration::from_millis(300)).await.is_none(), "nothing more");
@@ -283,7 +289,7 @@ pub async fn sse_resume_gets_exactly_what_was_missed(api: &Api) {
         api.create_message(&token, chat, &format!("before {i}")).await;
     }
     let seen = stream.take(5).await;
-    let last = seen.last().and_then(|e| e.id.clone()).expect("an id");
+    let last = seen.last().and_then(|e| e.id.clone()).unwrap_or_else(|| panic!("an id: {seen:?}"));
     drop(stream);
     for i in 6..=10 {
         api.create_message(&token, chat, &format!("while away {i}")).await;

@@ -152,7 +152,7 @@ pub struct Change {
     /// The message number (0 for a change of the chat itself).
     pub number: i64,
     /// The message's content, creation and update times; `None` for a chat change, or a
-    /// message no longer stored.
+    /// message deleted since (its text is not shown again).
     pub message: Option<(String, i64, i64)>,
 }
 
@@ -165,8 +165,8 @@ pub async fn head(db: &Database, chat_id: i64) -> BackendResult<Option<i64>> {
 /// The first `limit` changes of chat `chat_id` numbered above `cursor`, in order.
 pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> BackendResult<Vec<Change>> {
     let created = sqlx::query(
-        "SELECT created_seq, number, content, created_at, updated_at FROM messages \
-         WHERE chat_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+        "SELECT created_seq, number, CASE WHEN deleted_at IS NULL THEN content END, created_at, updated_at \
+         FROM messages WHERE chat_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
     )
     .bind(chat_id)
     .bind(cursor)
@@ -176,6 +176,7 @@ pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> Back
     let others = sqlx::query(
         "SELECT c.seq, c.kind, c.number, m.content, m.created_at, m.updated_at FROM chat_changes c \
          LEFT JOIN messages m ON m.chat_id = c.chat_id AND m.number = c.number AND c.kind <> 3 \
+         AND m.deleted_at IS NULL \
          WHERE c.chat_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
     )
     .bind(chat_id)
@@ -198,13 +199,11 @@ pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> Back
     };
     let mut changes = Vec::with_capacity(created.len() + others.len());
     for row in &created {
-        let content = text(row, 2)?.unwrap_or_default();
-        changes.push(Change {
-            seq: row.try_get(0)?,
-            kind: Kind::MessageCreated,
-            number: row.try_get(1)?,
-            message: Some((content, row.try_get(3)?, row.try_get(4)?)),
-        });
+        let message = match text(row, 2)? {
+            Some(content) => Some((content, row.try_get(3)?, row.try_get(4)?)),
+            None => None,
+        };
+        changes.push(Change { seq: row.try_get(0)?, kind: Kind::MessageCreated, number: row.try_get(1)?, message });
     }
     for row in &others {
         let Some(kind) = Kind::from_code(row.try_get(1)?) else { continue };

@@ -749,7 +749,12 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
 
     let messages: Vec<&Decoded> = batch
         .iter()
-        .filter(|d| matches!(d.command, Command::CreateMessage { .. } | Command::IndexMessage { .. }))
+        .filter(|d| {
+            matches!(
+                d.command,
+                Command::CreateMessage { .. } | Command::IndexMessage { .. } | Command::DeleteMessage { .. }
+            )
+        })
         .collect();
     if messages.is_empty() {
         return Ok(outcome);
@@ -758,7 +763,8 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         .iter()
         .filter_map(|d| match &d.command {
             Command::CreateMessage { application_id, chat_number, .. }
-            | Command::IndexMessage { application_id, chat_number, .. } => Some((*application_id, *chat_number)),
+            | Command::IndexMessage { application_id, chat_number, .. }
+            | Command::DeleteMessage { application_id, chat_number, .. } => Some((*application_id, *chat_number)),
             Command::CreateChat { .. } => None,
         })
         .filter(|key| !chat_ids.0.contains_key(key))
@@ -792,7 +798,7 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
             }
         }
     }
-    for decoded in messages {
+    for decoded in &messages {
         if let Command::CreateMessage { application_id, chat_number, message_number, content, created_at } =
             &decoded.command
         {
@@ -843,6 +849,29 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
             outcome.touched_chats.push(chat_id);
             let key = (application_id, chat_number, chat_id, number);
             outcome.indexed.push(ToIndex { key, inserted_text: Some(content.to_owned()) });
+        }
+    }
+    // Deletes last: a delete queued behind its message's create finds it stored.
+    for decoded in &messages {
+        if let Command::DeleteMessage { application_id, chat_number, message_number, deleted_at } = &decoded.command {
+            let Some(&chat_id) = chat_ids.0.get(&(*application_id, *chat_number)) else {
+                outcome.waiting.push(decoded.delivery.id);
+                continue;
+            };
+            match store::message_deleted(db, chat_id, *message_number).await? {
+                // Its create is not stored yet: the delete waits for it.
+                None => outcome.waiting.push(decoded.delivery.id),
+                // Already applied (a redelivery).
+                Some(true) => outcome.done.push(decoded.delivery.id),
+                Some(false) => {
+                    store::delete_message(state, chat_id, *message_number, *deleted_at).await?;
+                    outcome.done.push(decoded.delivery.id);
+                    outcome.touched_chats.push(chat_id);
+                    outcome.edits = true;
+                    let key = (*application_id, *chat_number, chat_id, *message_number);
+                    outcome.indexed.push(ToIndex { key, inserted_text: None });
+                }
+            }
         }
     }
     Ok(outcome)

@@ -109,6 +109,15 @@ async fn flush_set(
     Ok(ids.len())
 }
 
+/// The condition that leaves deleted rows of `child` out of its count (messages are deleted
+/// as tombstones; chats are never deleted).
+fn live(child: &str) -> &'static str {
+    match child {
+        "messages" => " AND messages.deleted_at IS NULL",
+        _ => "",
+    }
+}
+
 async fn update_counts(
     db: &Database,
     table: &str,
@@ -119,8 +128,9 @@ async fn update_counts(
 ) -> BackendResult<()> {
     for chunk in ids.chunks(500) {
         let sql = format!(
-            "UPDATE {table} SET {column} = (SELECT COUNT(*) FROM {child} WHERE {child}.{foreign_key} = {table}.id) \
+            "UPDATE {table} SET {column} = (SELECT COUNT(*) FROM {child} WHERE {child}.{foreign_key} = {table}.id{}) \
              WHERE id IN ({})",
+            live(child),
             placeholders(chunk.len())
         );
         let mut query = sqlx::query(&sql);
@@ -134,9 +144,12 @@ async fn update_counts(
 
 /// Recounts every parent.
 pub async fn recount_all(db: &Database) -> BackendResult<()> {
-    sqlx::query("UPDATE chats SET messages_count = (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id)")
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE chats SET messages_count = \
+         (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id AND messages.deleted_at IS NULL)",
+    )
+    .execute(db.pool())
+    .await?;
     sqlx::query("UPDATE applications SET chats_count = (SELECT COUNT(*) FROM chats WHERE chats.application_id = applications.id)")
         .execute(db.pool())
         .await?;

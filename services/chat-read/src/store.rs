@@ -162,7 +162,8 @@ pub async fn get_message(
     chat_number: i64,
     number: i64,
 ) -> BackendResult<Option<MessageView>> {
-    let sql = "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? AND number = ?";
+    let sql = "SELECT number, content, created_at, updated_at FROM messages \
+               WHERE chat_id = ? AND number = ? AND deleted_at IS NULL";
     let row = numbered_row(db, sql, chat_id, number).await?;
     row.map(|row| message(&row, token, chat_number)).transpose()
 }
@@ -181,8 +182,8 @@ pub async fn list_messages(
 ) -> BackendResult<Vec<MessageView>> {
     let sql = |cursor: &str, order: &str| {
         format!(
-            "SELECT number, content, created_at, updated_at FROM messages WHERE chat_id = ? {cursor} \
-             ORDER BY number {order} LIMIT ?"
+            "SELECT number, content, created_at, updated_at FROM messages \
+             WHERE chat_id = ? AND deleted_at IS NULL {cursor} ORDER BY number {order} LIMIT ?"
         )
     };
     page.fetch(db, "number", Some(chat_id), sql, |row| message(row, token, chat_number)).await
@@ -197,18 +198,57 @@ pub async fn update_message(
     content: &str,
     now: i64,
 ) -> BackendResult<bool> {
-    let update = sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE chat_id = ? AND number = ?")
-        .bind(content)
-        .bind(now)
-        .bind(chat_id)
-        .bind(number);
+    let update = sqlx::query(
+        "UPDATE messages SET content = ?, updated_at = ? WHERE chat_id = ? AND number = ? AND deleted_at IS NULL",
+    )
+    .bind(content)
+    .bind(now)
+    .bind(chat_id)
+    .bind(number);
     Ok(changes::record(state, chat_id, Kind::MessageUpdated, number, update).await?.is_some())
+}
+
+/// The highest message number the store holds for a chat (deleted ones included): where its
+/// counter starts when it must be seeded.
+pub async fn highest_message_number(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<i64> {
+    let row = sqlx::query(
+        "SELECT MAX(number) FROM messages WHERE chat_id = (SELECT id FROM chats WHERE application_id = ? AND number = ?)",
+    )
+    .bind(application_id)
+    .bind(chat_number)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+}
+
+/// Whether message `number` of chat `chat_id` is stored, and if so whether it is deleted.
+pub async fn message_deleted(db: &Database, chat_id: i64, number: i64) -> BackendResult<Option<bool>> {
+    let sql = "SELECT deleted_at FROM messages WHERE chat_id = ? AND number = ?";
+    let row = numbered_row(db, sql, chat_id, number).await?;
+    Ok(row.map(|row| row.try_get::<Option<i64>, _>(0)).transpose()?.map(|deleted| deleted.is_some()))
+}
+
+/// Deletes a stored message (a tombstone: the row stays, its number is never reused), logging
+/// the change for the live stream (`message.deleted`); false when the chat has no such message
+/// or it is deleted already.
+pub async fn delete_message(state: &ChatRead, chat_id: i64, number: i64, now: i64) -> BackendResult<bool> {
+    let update = sqlx::query(
+        "UPDATE messages SET deleted_at = ?, updated_at = ? WHERE chat_id = ? AND number = ? AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(chat_id)
+    .bind(number);
+    Ok(changes::record(state, chat_id, Kind::MessageDeleted, number, update).await?.is_some())
 }
 
 /// Message numbers and their current text, for (re)indexing what the store holds.
 /// `(id, number, content)` of the messages of `chat_id` with `numbers`, as the store holds them.
 pub async fn message_texts(db: &Database, chat_id: i64, numbers: &[i64]) -> BackendResult<Vec<(i64, i64, String)>> {
-    let rows = rows_among(db, "SELECT id, number, content FROM messages WHERE chat_id = ?", chat_id, numbers).await?;
+    // A deleted message is indexed without text: no query finds it.
+    let select =
+        "SELECT id, number, CASE WHEN deleted_at IS NULL THEN content ELSE '' END FROM messages WHERE chat_id = ?";
+    let rows = rows_among(db, select, chat_id, numbers).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, text(row, 2)?.unwrap_or_default()))).collect()
 }
 
@@ -235,7 +275,8 @@ pub async fn messages_for_reindex(
     limit: i64,
 ) -> BackendResult<Vec<(i64, i64, i64, i64, String)>> {
     let rows = sqlx::query(
-        "SELECT m.id, c.application_id, c.number, m.number, m.content FROM messages m \
+        "SELECT m.id, c.application_id, c.number, m.number, CASE WHEN m.deleted_at IS NULL THEN m.content ELSE '' END \
+         FROM messages m \
          JOIN chats c ON c.id = m.chat_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
     )
     .bind(after_id)

@@ -86,7 +86,7 @@ impl ChatWrite {
                 Command::CreateMessage { application_id, chat_number, message_number, .. } => {
                     (self.keys.message_counter(application_id, chat_number), message_number)
                 }
-                Command::IndexMessage { .. } => continue,
+                Command::IndexMessage { .. } | Command::DeleteMessage { .. } => continue,
             };
             let entry = highest.entry(key).or_insert(number);
             *entry = (*entry).max(number);

@@ -19,6 +19,14 @@ pub enum Command {
         content: String,
         created_at: i64,
     },
+    /// Delete a message whose create was still queued when the DELETE came: applied once the
+    /// message is stored (it waits for it, as a message waits for its chat).
+    DeleteMessage {
+        application_id: i64,
+        chat_number: i64,
+        message_number: i64,
+        deleted_at: i64,
+    },
     /// Index a message again with the text the store holds now (sent by an API process that
     /// cannot write the search index itself).
     IndexMessage {

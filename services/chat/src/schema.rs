@@ -84,6 +84,15 @@ pub const MIGRATIONS: &[Migration] = &[
              ENGINE=InnoDB",
         ],
     },
+    Migration {
+        version: 5,
+        name: "deleted messages as tombstones",
+        // A deleted message keeps its row (so its number is never handed out again, and a late
+        // redelivery of its create is recognised) with `deleted_at` set; reads, search and
+        // counts leave it out.
+        sqlite: &["ALTER TABLE messages ADD COLUMN deleted_at BIGINT"],
+        mysql: &["ALTER TABLE messages ADD COLUMN deleted_at BIGINT NULL"],
+    },
 ];
 
 /// Counter keys, set names and queue names, all under one namespace.
@@ -118,6 +127,12 @@ impl Keys {
     /// Chats whose `messages_count` needs a flush.
     pub fn touched_chats(&self) -> String {
         format!("{}:touched:chats", self.namespace)
+    }
+
+    /// Taken by the first DELETE of a message whose create is still queued: a second DELETE
+    /// meanwhile is a 404, as after the delete is applied.
+    pub fn pending_delete(&self, application_id: i64, chat_number: i64, message_number: i64) -> String {
+        format!("{}:deleting:{application_id}:{chat_number}:{message_number}", self.namespace)
     }
 
     pub fn count_flush_lock(&self) -> String {

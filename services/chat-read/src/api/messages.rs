@@ -3,10 +3,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use chat::commands::Command;
 use chat::model::{self, ChatPath, MessageBody, MessagePatch, MessagePath, MessageView};
 use chat::schema::search_scope;
+use futures::FutureExt;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
 use shared::http::PathParams;
@@ -22,7 +23,8 @@ pub fn routes() -> OpenApiRouter<ChatRead> {
     OpenApiRouter::default().routes(routes!(list_messages)).routes(routes!(
         show_message,
         replace_message,
-        update_message
+        update_message,
+        delete_message
     ))
 }
 
@@ -77,6 +79,95 @@ async fn update_message(edit: Edit<MessagePath, MessagePatch>) -> Result<Json<Me
     edit_message(&edit.state, &edit.path, edit.body.message_content).await
 }
 
+/// Delete a message
+///
+/// The message stops being listed, shown (404), searched and counted, and `message.deleted`
+/// goes out on the chat's stream; its number is never handed out again. A second DELETE, and
+/// an edit of a deleted message, are 404s. A message whose create is still queued is deleted
+/// once it is stored: the delete goes through the same queue, behind its create.
+#[utoipa::path(
+    delete, path = "/api/applications/{token}/chats/{chat_number}/messages/{message_number}", tag = "messages", params(MessagePath),
+    responses((status = 204, description = "Deleted, or queued behind the message's create"), ErrorResponses)
+)]
+async fn delete_message(
+    State(state): State<ChatRead>,
+    PathParams(MessagePath { token, chat_number, message_number: number }): PathParams<MessagePath>,
+) -> Result<StatusCode, ApiError> {
+    let number = model::path_number("message", &number)?;
+    let (application_id, chat_id, chat_number) = chat_id(&state, &token, &chat_number).await?;
+    let now = shared::now_millis();
+    match store::message_deleted(&state.db, chat_id, number).await? {
+        Some(true) => Err(message_not_found()),
+        Some(false) => {
+            // Another DELETE may have won the race since the look: that one answers 204.
+            if !store::delete_message(&state, chat_id, number, now).await? {
+                return Err(message_not_found());
+            }
+            state.counters.touch(&state.keys.touched_chats(), &[chat_id.to_string()]).await?;
+            index_again(&state, application_id, chat_number, number, String::new()).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => queue_delete(&state, application_id, chat_number, number, now).await,
+    }
+}
+
+/// The DELETE of a message not stored: if its number was handed out, its create may still be
+/// queued, so the delete is queued behind it (once per message: the first DELETE takes a
+/// marker, and a second one meanwhile is a 404); otherwise 404.
+async fn queue_delete(
+    state: &ChatRead,
+    application_id: i64,
+    chat_number: i64,
+    number: i64,
+    now: i64,
+) -> Result<StatusCode, ApiError> {
+    let db = state.db.clone();
+    let seed = move || {
+        let db = db.clone();
+        async move { store::highest_message_number(&db, application_id, chat_number).await }.boxed()
+    };
+    let key = state.keys.message_counter(application_id, chat_number);
+    if number > state.counters.issued(&key, &seed).await?.last {
+        return Err(message_not_found());
+    }
+    let marker = state.keys.pending_delete(application_id, chat_number, number);
+    // A holder of this request's own: a lock is its holder's to take again.
+    let holder = format!("delete-{:032x}", rand::random::<u128>());
+    if !state.counters.try_lock(&marker, &holder, PENDING_DELETE).await? {
+        return Err(message_not_found());
+    }
+    let command = Command::DeleteMessage { application_id, chat_number, message_number: number, deleted_at: now };
+    if let Err(error) = state.queue.publish(&state.keys.command_queue(), command.encode()).await {
+        // Not queued: a retry of this DELETE must not find the marker.
+        let _ = state.counters.unlock(&marker, &holder).await;
+        return Err(error.into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long the marker of a queued delete lives: far longer than a create waits in the queue.
+const PENDING_DELETE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Makes search follow a message's new text (empty for a deleted one, which no query finds):
+/// at once where this process writes the index, else through the consumer, which reads the
+/// text from the store.
+async fn index_again(
+    state: &ChatRead,
+    application_id: i64,
+    chat_number: i64,
+    number: i64,
+    content: String,
+) -> Result<(), ApiError> {
+    if state.search.writable() {
+        let doc = SearchDoc { scope: search_scope(application_id, chat_number), number, content };
+        state.search.upsert(vec![doc]).await?;
+    } else {
+        let command = Command::IndexMessage { application_id, chat_number, message_number: number };
+        state.queue.publish(&state.keys.command_queue(), command.encode()).await?;
+    }
+    Ok(())
+}
+
 /// PUT and PATCH: `content`, if given, becomes the message's text (and is re-indexed);
 /// answers the message.
 async fn edit_message(
@@ -92,14 +183,7 @@ async fn edit_message(
         if !store::update_message(state, chat_id, number, &content, shared::now_millis()).await? {
             return Err(message_not_found());
         }
-        if state.search.writable() {
-            let doc = SearchDoc { scope: search_scope(application_id, chat_number), number, content };
-            state.search.upsert(vec![doc]).await?;
-        } else {
-            // The consumer process owns the index: it re-reads the text from the store.
-            let command = Command::IndexMessage { application_id, chat_number, message_number: number };
-            state.queue.publish(&state.keys.command_queue(), command.encode()).await?;
-        }
+        index_again(state, application_id, chat_number, number, content).await?;
     }
     let view =
         store::get_message(&state.db, chat_id, token, chat_number, number).await?.ok_or_else(message_not_found)?;

@@ -160,6 +160,19 @@ pub enum Start {
     After(i64),
 }
 
+/// A live start fixed at the chat's change number now, before the response (or the
+/// `subscribed` frame) goes out: the task that follows the chat starts a moment later, and a
+/// change committed in between belongs to the stream the client already holds.
+pub async fn pin_live(read: &ChatRead, chat: &ChatRef, start: Start) -> Result<Start, shared::ApiError> {
+    match start {
+        Start::Live => {
+            let head = changes::head(&read.db, chat.chat_id).await?.unwrap_or(0);
+            Ok(Start::Resume(Some(Cursor::Log(head))))
+        }
+        other => Ok(other),
+    }
+}
+
 /// One event for one subscriber.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -389,7 +402,7 @@ async fn heads(db: &Database, ids: &[i64]) -> BackendResult<Vec<(i64, i64)>> {
 }
 
 /// The JSON a change's event carries: the message or chat as the REST routes show it now; a
-/// message no longer stored shows its number only.
+/// message deleted since shows its number only.
 async fn render(read: &ChatRead, chat: &ChatRef, change: &Change) -> BackendResult<Arc<str>> {
     let json = match (&change.kind, &change.message) {
         (Kind::ChatUpdated, _) => {
@@ -582,7 +595,7 @@ async fn replay_page(
 ) -> BackendResult<Vec<(i64, String, i64, i64)>> {
     let rows = sqlx::query(
         "SELECT number, content, created_at, updated_at FROM messages \
-         WHERE chat_id = ? AND number > ? AND created_seq <= ? ORDER BY number LIMIT ?",
+         WHERE chat_id = ? AND number > ? AND created_seq <= ? AND deleted_at IS NULL ORDER BY number LIMIT ?",
     )
     .bind(chat_id)
     .bind(after)

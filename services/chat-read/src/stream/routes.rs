@@ -75,6 +75,7 @@ async fn chat_stream(
         (None, None) => Start::Live,
     };
     let chat = resolve_chat(&state, &token, &chat_number).await?;
+    let start = super::pin_live(&state, &chat, start).await?;
     let (sender, mut receiver) = mpsc::channel::<Event>(SSE_QUEUE);
     tokio::spawn(follow(hub.clone(), chat, start, Out::Waiting(sender), false));
     let events = futures::stream::poll_fn(move |cx| {

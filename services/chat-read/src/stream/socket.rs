@@ -159,6 +159,10 @@ async fn handle(
                 Ok(chat) => chat,
                 Err(error) => return Some(error_frame(Some(chat_number), error.code, &error.message)),
             };
+            let start = match super::pin_live(state, &chat, start).await {
+                Ok(start) => start,
+                Err(error) => return Some(error_frame(Some(chat_number), error.code, &error.message)),
+            };
             if let Some(previous) = subscriptions.remove(&chat_number) {
                 previous.abort();
             }

@@ -81,3 +81,43 @@ on_every_store!(
     mysql_a_redelivered_create_keeps_a_later_edit,
     a_redelivered_create_keeps_a_later_edit
 );
+
+/// A delete queued before its message is stored waits for it, then leaves a tombstone: the
+/// message is not shown, listed or searched, and a delete delivered again changes nothing.
+async fn a_queued_delete_waits_for_its_message(mut harness: Harness) {
+    let (token, app) = harness.application().await;
+    harness.publish(&chat(app, 1, "general")).await;
+    harness.step_until(|total| total.persisted == 1).await;
+    let delete = chat::commands::Command::DeleteMessage {
+        application_id: app,
+        chat_number: 1,
+        message_number: 2,
+        deleted_at: CREATED_AT + 5,
+    };
+    harness.publish(&delete).await;
+    let report = harness.step().await;
+    assert_eq!((report.persisted, report.retried), (0, 1), "the delete waits for its message: {report:?}");
+
+    harness.publish(&message(app, 1, 1, "stays")).await;
+    harness.publish(&message(app, 1, 2, "goes zebra")).await;
+    let report = harness.step_until(|total| total.persisted == 3).await;
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    assert_eq!(harness.get(&format!("/api/applications/{token}/chats/1/messages/2")).await.status, 404);
+    let listed = harness.get(&format!("/api/applications/{token}/chats/1/messages")).await;
+    let numbers: Vec<i64> =
+        listed.body.as_array().unwrap().iter().map(|m| m["message_number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [1]);
+    let hits = harness.get(&format!("/api/applications/{token}/chats/1/search?q=zebra")).await;
+    assert_eq!(hits.body, json!([]), "a deleted message is not found");
+
+    harness.publish(&delete).await;
+    let report = harness.step().await;
+    assert_eq!((report.persisted, report.retried, report.dead_lettered), (1, 0, 0), "{report:?}");
+    assert!(harness.dead_letters().await.is_empty());
+}
+
+on_every_store!(
+    sqlite_a_queued_delete_waits_for_its_message,
+    mysql_a_queued_delete_waits_for_its_message,
+    a_queued_delete_waits_for_its_message
+);
