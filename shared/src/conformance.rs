@@ -328,6 +328,25 @@ pub async fn queue_suite(queue: Arc<dyn Queue>) {
     let mut sub = queue.subscribe(&together).await.unwrap();
     assert!(sub.next_batch(10, Duration::from_millis(500)).await.unwrap().is_empty(), "all settled");
 
+    // Notifications reach every listener of their topic, from the moment it listens, and only
+    // those of that topic; with nobody listening, a notification is dropped, not an error.
+    let topic = unique("conformance.changes");
+    queue.notify(&topic, Bytes::from_static(b"before anyone listens")).await.expect("notify without listeners");
+    let mut first = queue.listen(&topic).await.unwrap();
+    let mut second = queue.listen(&topic).await.unwrap();
+    let mut elsewhere = queue.listen(&unique("conformance.other")).await.unwrap();
+    for i in 0..3 {
+        queue.notify(&topic, Bytes::from(format!("change {i}"))).await.unwrap();
+    }
+    for listener in [&mut first, &mut second] {
+        for i in 0..3 {
+            let got = tokio::time::timeout(DELIVERY_DEADLINE, listener.recv()).await.expect("a notification").unwrap();
+            assert_eq!(got, Bytes::from(format!("change {i}")), "in order, none before listening");
+        }
+    }
+    let stray = tokio::time::timeout(Duration::from_millis(300), elsewhere.recv()).await;
+    assert!(stray.is_err(), "another topic's listener hears nothing: {stray:?}");
+
     queue.ping().await.expect("ping");
 }
 

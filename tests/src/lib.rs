@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`acknowledged`]: what 201s acknowledged, and the check that each reads back.
+//! - [`browser`]: headless Chromium and a minimal DevTools client, for the browser tests.
 //! - [`client`]: a small HTTP client for the chat API.
 //! - [`chat_suite`]: one async function per behaviour a client relies on.
 //! - [`chat_suite_tests!`]: turns the suite into `#[tokio::test]`s for a given deployment.
@@ -15,8 +16,11 @@
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
 //! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 //! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
+//! - [`stream`]: SSE and WebSocket clients of the live stream, and the stream suite
+//!   ([`stream_suite_tests!`]).
 
 pub mod acknowledged;
+pub mod browser;
 pub mod chat_suite;
 pub mod client;
 pub mod faults;
@@ -28,6 +32,7 @@ pub mod redis_server;
 pub mod servers;
 pub mod sockets;
 pub mod split;
+pub mod stream;
 
 pub use client::Api;
 

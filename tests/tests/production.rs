@@ -37,3 +37,7 @@ async fn emoji_and_nul_bytes_round_trip_through_mysql() {
         assert_eq!(read.body["message_content"].as_str(), Some(content), "read back exactly from MySQL");
     }
 }
+
+// The live stream on the production backends: the consumer logs each change as it commits and
+// notifies over RabbitMQ; the API process's stream wakes and reads MySQL.
+chatmesh_e2e::stream_suite_tests!(optional spawn);

@@ -333,6 +333,7 @@ async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> Backen
         }
         Err(error) => return Err(error),
     };
+    crate::changes::announce(state, &outcome.changed).await;
     Ok(Written { report, decoded, outcome, persisted: started.elapsed() })
 }
 
@@ -682,6 +683,8 @@ struct Outcome {
     inserted_watermark: Option<i64>,
     touched_applications: Vec<i64>,
     touched_chats: Vec<i64>,
+    /// (chat id, last change number) of the chats the batch's inserts logged changes in.
+    changed: Vec<(i64, i64)>,
 }
 
 impl Outcome {
@@ -696,6 +699,7 @@ impl Outcome {
         self.inserted_watermark = self.inserted_watermark.max(other.inserted_watermark);
         self.touched_applications.extend(other.touched_applications);
         self.touched_chats.extend(other.touched_chats);
+        self.changed.extend(other.changed);
     }
 }
 
@@ -822,7 +826,8 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         futures::stream::iter(inserts).buffered(in_flight).collect::<Vec<_>>().await
     };
     for (chunk, inserted) in runs.into_iter().zip(results) {
-        let inserted = inserted?;
+        let (inserted, changed) = inserted?;
+        outcome.changed.extend(changed);
         let skipped = inserted.rows_affected() < chunk.len() as u64;
         outcome.existing |= skipped;
         if let Some(id) = inserted.last_insert_id() {
@@ -934,18 +939,35 @@ fn clip(text: &str) -> &str {
     }
 }
 
-/// One multi-row `INSERT IGNORE` of `chunk`, committed on its own.
-async fn insert_messages(db: &Database, chunk: &[ReadyMessage<'_>]) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+/// One multi-row `INSERT IGNORE` of `chunk` in a transaction of its own, each row with the next
+/// change number of its chat (its place on the live stream, taken first so the chats stay
+/// locked to the commit); returns the insert's result and each chat's last number taken.
+async fn insert_messages(
+    db: &Database,
+    chunk: &[ReadyMessage<'_>],
+) -> BackendResult<(sqlx::any::AnyQueryResult, Vec<(i64, i64)>)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &(_, chat_id, ..) in chunk {
+        *counts.entry(chat_id).or_insert(0i64) += 1;
+    }
+    let mut tx = db.pool().begin().await?;
+    let last = crate::changes::take_numbers(&mut tx, &counts).await?;
+    let mut next: HashMap<i64, i64> =
+        counts.iter().map(|(chat, count)| (*chat, last.get(chat).copied().unwrap_or(0) - count + 1)).collect();
     let sql = format!(
-        "{} INTO messages (chat_id, number, content, created_at, updated_at) VALUES {}",
+        "{} INTO messages (chat_id, number, content, created_at, updated_at, created_seq) VALUES {}",
         db.insert_ignore(),
         placeholders_rows(chunk.len())
     );
     let mut query = sqlx::query(&sql);
     for &(_, chat_id, number, content, created_at, _, _) in chunk {
-        query = query.bind(chat_id).bind(number).bind(content).bind(created_at).bind(created_at);
+        let seq = next.entry(chat_id).or_default();
+        query = query.bind(chat_id).bind(number).bind(content).bind(created_at).bind(created_at).bind(*seq);
+        *seq += 1;
     }
-    query.execute(db.pool()).await
+    let inserted = query.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((inserted, last.into_iter().collect()))
 }
 
 /// A message ready to insert: (delivery, chat id, number, content, created at, application id,
@@ -953,5 +975,5 @@ async fn insert_messages(db: &Database, chunk: &[ReadyMessage<'_>]) -> Result<sq
 type ReadyMessage<'a> = (u64, i64, i64, &'a str, i64, i64, i64);
 
 fn placeholders_rows(rows: usize) -> String {
-    vec![format!("({})", placeholders(5)); rows].join(", ")
+    vec![format!("({})", placeholders(6)); rows].join(", ")
 }

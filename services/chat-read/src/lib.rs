@@ -12,12 +12,17 @@
 //! - [`openapi`]: the document's title, tags and security scheme around those operations,
 //!   served at `/openapi.json`.
 //! - [`store`]: the SQL the API and the consumer run.
+//! - [`changes`]: each chat's change log, written with every change and read by the stream.
+//! - [`stream`]: the live stream (SSE per chat, a WebSocket per application, the chat page),
+//!   a role of its own that opens no search index, so stream replicas scale apart.
 
 pub mod api;
+pub mod changes;
 pub mod consumer;
 pub mod counts;
 pub mod openapi;
 pub mod store;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -44,6 +49,8 @@ pub struct ChatRead {
     pub consumer_store: Arc<consumer::StoreStatus>,
     /// The operator's token: listing every application (which shows their tokens) needs it.
     pub admin: shared::auth::AdminToken,
+    /// This process's live-stream subscribers, where it serves the stream.
+    pub stream: Option<Arc<stream::Hub>>,
 }
 
 impl ChatRead {
@@ -63,7 +70,14 @@ impl ChatRead {
             index_progress: Default::default(),
             consumer_store: Default::default(),
             admin: Default::default(),
+            stream: None,
         }
+    }
+
+    /// The same state serving the live stream with `settings` until `shutdown`.
+    pub fn with_stream(mut self, settings: stream::StreamSettings, shutdown: shared::shutdown::Shutdown) -> Self {
+        self.stream = Some(stream::Hub::new(self.clone(), settings, shutdown));
+        self
     }
 
     /// The same state with `admin` as the operator's token (unset: nobody may list applications).
@@ -124,6 +138,10 @@ pub struct Config {
     pub consumer: bool,
     /// Run the count flush.
     pub cron: bool,
+    /// Serve the live stream (SSE, WebSocket) and the chat page.
+    pub stream: bool,
+    #[serde(flatten)]
+    pub stream_settings: stream::StreamSettings,
     /// Six-field cron (seconds first) of the count flush.
     pub count_flush_schedule: String,
     /// Most commands the consumer persists in one transaction.
@@ -147,6 +165,8 @@ impl Default for Config {
             api: true,
             consumer: true,
             cron: true,
+            stream: true,
+            stream_settings: stream::StreamSettings::default(),
             count_flush_schedule: counts::DEFAULT_SCHEDULE.to_owned(),
             consumer_batch_size: consumer.batch_size,
             consumer_max_attempts: consumer.max_attempts,
@@ -210,7 +230,13 @@ pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::
 /// Connects the backends and migrates; the state every role shares.
 pub async fn connect(config: &Config) -> anyhow::Result<(ChatRead, shared::backends::Backends)> {
     let backends = shared::backends::Backends::connect(&config.serve.backends, false).await?;
-    let search = shared::backends::open_search(&config.serve.backends, config.consumer).await?;
+    // A process that neither serves the API nor consumes searches and indexes nothing: a
+    // stream replica opens no index.
+    let search: Arc<dyn SearchIndex> = if config.api || config.consumer {
+        shared::backends::open_search(&config.serve.backends, config.consumer).await?
+    } else {
+        Arc::new(shared::backends::search::NoIndex)
+    };
     tracing::info!(backends = %backends.description, "backends connected");
     let state = ChatRead::over(&backends, search, &config.serve.backends.namespace, config.admin_token.as_deref());
     state.migrate().await?;
@@ -225,6 +251,7 @@ pub async fn run(
     shutdown: shared::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
     let (state, backends) = connect(config).await?;
+    let state = if config.stream { state.with_stream(config.stream_settings.clone(), shutdown.clone()) } else { state };
     let mut tasks = tokio::task::JoinSet::new();
     if config.consumer {
         let consumer = consumer::Consumer::new(state.clone(), config.consumer_config()).await?;
@@ -244,9 +271,13 @@ pub async fn run(
         warn_no_admin_token();
     }
     if config.api {
-        routes = routes
-            .merge(shared::http::served_by(router(state.clone()), "chat-read"))
-            .merge(shared::openapi::router(openapi::document()));
+        routes = routes.merge(shared::http::served_by(router(state.clone()), "chat-read"));
+    }
+    if config.stream {
+        routes = routes.merge(shared::http::served_by(stream::router(state.clone()), "chat-read"));
+    }
+    if config.api || config.stream {
+        routes = routes.merge(shared::openapi::router(openapi::document()));
     }
     let app = shared::http::with_fallbacks(routes).layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes));
     let app = shared::metrics::instrument(app);
@@ -255,6 +286,7 @@ pub async fn run(
         api = config.api,
         consumer = config.consumer,
         cron = config.cron,
+        stream = config.stream,
         "chat-read running"
     );
     shared::http::serve_with_limits(listener, app, shutdown, &config.serve.http).await?;

@@ -25,6 +25,14 @@ struct Flags {
     /// Run the count flush [default: true]
     #[arg(long, env = "CHATMESH_CRON", global = true)]
     cron: Option<bool>,
+    /// Serve the live stream (SSE, WebSocket) and the /chat page [default: true]. Given alone
+    /// (`chat-read --stream`), this process is a stream replica: the stream only, with no API,
+    /// consumer, count flush or search index, unless those are set too
+    #[arg(long, env = "CHATMESH_STREAM", global = true, num_args = 0..=1, default_missing_value = "true")]
+    stream: Option<bool>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    stream_settings: chat_read::stream::StreamArgs,
     /// Six-field cron (seconds first) of the count flush [default: "0 * * * * *"]
     #[arg(long, env = "CHATMESH_COUNT_FLUSH_SCHEDULE", global = true)]
     count_flush_schedule: Option<String>,
@@ -61,7 +69,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::<Flags, Command>::parse();
+    let mut cli = Cli::<Flags, Command>::parse();
+    let flags = &mut cli.flags;
+    if flags.stream == Some(true) && flags.roles.api.is_none() && flags.roles.consumer.is_none() && flags.cron.is_none()
+    {
+        // A stream replica: the other roles are off unless asked for.
+        (flags.roles.api, flags.roles.consumer, flags.cron) = (Some(false), Some(false), Some(false));
+    }
     match cli.command {
         None | Some(Command::Serve) => shared::telemetry::init(),
         // Their stdout is their output.

@@ -9,7 +9,10 @@ use utoipa::OpenApi;
     info(title = "chat-read", description = "Applications, reads, updates and search of the chat API."),
     components(schemas(ErrorBody)),
     modifiers(&ADMIN_AUTH),
-    tags((name = "applications"), (name = "chats"), (name = "messages"), (name = "search"))
+    tags(
+        (name = "applications"), (name = "chats"), (name = "messages"), (name = "search"),
+        (name = "stream", description = "Every change of a chat, pushed as it is committed: SSE per chat, a WebSocket per application.")
+    )
 )]
 struct ChatReadApi;
 
@@ -23,5 +26,6 @@ const ADMIN_AUTH: BearerScheme = BearerScheme {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = ChatReadApi::openapi();
     document.merge(crate::api::routes().into_openapi());
+    document.merge(crate::stream::routes().into_openapi());
     document
 }

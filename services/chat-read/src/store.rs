@@ -7,6 +7,9 @@ use sqlx::any::AnyRow;
 
 use chat::model::{ApplicationView, ChatView, MessageView};
 
+use crate::ChatRead;
+use crate::changes::{self, Kind};
+
 /// A keyset page request: at most `limit` rows after or before a cursor.
 #[derive(Clone, Copy, Debug)]
 pub struct Page {
@@ -94,13 +97,9 @@ pub async fn list_applications(db: &Database, page: Page) -> BackendResult<Vec<A
 }
 
 pub async fn rename_application(db: &Database, id: i64, name: &str, now: i64) -> BackendResult<()> {
-    rename(db, "applications", id, name, now).await
-}
-
-/// Names the row `id` of `table` (applications or chats) `name`, updated at `now`.
-async fn rename(db: &Database, table: &str, id: i64, name: &str, now: i64) -> BackendResult<()> {
-    let sql = format!("UPDATE {table} SET name = ?, updated_at = ? WHERE id = ?");
-    sqlx::query(&sql).bind(name).bind(now).bind(id).execute(db.pool()).await?;
+    statement("UPDATE applications SET name = ?, updated_at = ? WHERE id = ?", &[&name, &now, &id])
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 
@@ -137,8 +136,12 @@ pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: P
     page.fetch(db, "number", Some(application_id), sql, |row| chat(row, token)).await
 }
 
-pub async fn rename_chat(db: &Database, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
-    rename(db, "chats", chat_id, name, now).await
+/// Renames a chat, logging the change for the live stream (`chat.updated`).
+pub async fn rename_chat(state: &ChatRead, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
+    let update =
+        sqlx::query("UPDATE chats SET name = ?, updated_at = ? WHERE id = ?").bind(name).bind(now).bind(chat_id);
+    changes::record(state, chat_id, Kind::ChatUpdated, 0, update).await?;
+    Ok(())
 }
 
 fn message(row: &AnyRow, token: &str, chat_number: i64) -> BackendResult<MessageView> {
@@ -185,15 +188,21 @@ pub async fn list_messages(
     page.fetch(db, "number", Some(chat_id), sql, |row| message(row, token, chat_number)).await
 }
 
-pub async fn update_message(db: &Database, chat_id: i64, number: i64, content: &str, now: i64) -> BackendResult<bool> {
-    let done = sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE chat_id = ? AND number = ?")
+/// Edits a message, logging the change for the live stream (`message.updated`); false when the
+/// chat has no such message.
+pub async fn update_message(
+    state: &ChatRead,
+    chat_id: i64,
+    number: i64,
+    content: &str,
+    now: i64,
+) -> BackendResult<bool> {
+    let update = sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE chat_id = ? AND number = ?")
         .bind(content)
         .bind(now)
         .bind(chat_id)
-        .bind(number)
-        .execute(db.pool())
-        .await?;
-    Ok(done.rows_affected() > 0)
+        .bind(number);
+    Ok(changes::record(state, chat_id, Kind::MessageUpdated, number, update).await?.is_some())
 }
 
 /// Message numbers and their current text, for (re)indexing what the store holds.

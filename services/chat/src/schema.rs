@@ -60,6 +60,30 @@ pub const MIGRATIONS: &[Migration] = &[
         // the consumer's multi-row statements pay once per row.
         mysql: &["ALTER TABLE messages MODIFY content TEXT NOT NULL"],
     },
+    Migration {
+        version: 4,
+        name: "the change log of the live stream",
+        // Every change of a chat takes the next numbers of its `last_change` in the transaction
+        // that writes it: the chat's row stays locked until the commit, so within a chat changes
+        // commit in the order of their numbers and a reader of `seq > cursor` never skips one
+        // committed late. A message's create is its row (`created_seq`); every other change is
+        // a row of `chat_changes` (`kind`: 2 message edited, 3 chat renamed, 4 message deleted).
+        sqlite: &[
+            "ALTER TABLE chats ADD COLUMN last_change BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN created_seq BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX messages_chat_seq ON messages (chat_id, created_seq)",
+            "CREATE TABLE chat_changes (chat_id BIGINT NOT NULL, seq BIGINT NOT NULL, kind SMALLINT NOT NULL, \
+             number BIGINT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (chat_id, seq))",
+        ],
+        mysql: &[
+            "ALTER TABLE chats ADD COLUMN last_change BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE messages ADD COLUMN created_seq BIGINT NOT NULL DEFAULT 0, \
+             ADD KEY messages_chat_seq (chat_id, created_seq)",
+            "CREATE TABLE IF NOT EXISTS chat_changes (chat_id BIGINT NOT NULL, seq BIGINT NOT NULL, \
+             kind SMALLINT NOT NULL, number BIGINT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (chat_id, seq)) \
+             ENGINE=InnoDB",
+        ],
+    },
 ];
 
 /// Counter keys, set names and queue names, all under one namespace.
@@ -98,6 +122,11 @@ impl Keys {
 
     pub fn count_flush_lock(&self) -> String {
         format!("{}:lock:count-flush", self.namespace)
+    }
+
+    /// The notification topic of committed chat changes (the live stream's wake-up calls).
+    pub fn change_topic(&self) -> String {
+        format!("{}.chat.changes", self.namespace)
     }
 }
 

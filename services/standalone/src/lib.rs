@@ -42,6 +42,9 @@ pub struct Config {
     pub segments: segments::Settings,
     #[serde(flatten)]
     pub backends: BackendConfig,
+    /// The live stream's poll interval, keep-alive and WebSocket limits (`CHATMESH_STREAM_*`).
+    #[serde(flatten)]
+    pub stream: chat_read::stream::StreamSettings,
     /// What a client may take: head and body deadlines, head size, connection cap
     /// (`CHATMESH_HTTP_*`).
     #[serde(flatten)]
@@ -57,6 +60,7 @@ impl Default for Config {
             segments_max_body_bytes: 1024 * 1024,
             segments: segments::Settings::default(),
             backends: BackendConfig::default(),
+            stream: chat_read::stream::StreamSettings::default(),
             http: shared::http::ServeLimits::default(),
         }
     }
@@ -78,6 +82,9 @@ pub struct Server {
     count_flush_schedule: String,
     /// The counters generation the counts at start are right for.
     counts_generation: String,
+    /// Ends the live stream's subscriptions when the server shuts down (their responses would
+    /// otherwise hold the graceful shutdown open).
+    stream_stop: shared::shutdown::ShutdownTrigger,
     http: shared::http::ServeLimits,
 }
 
@@ -86,7 +93,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let backends = Backends::connect(&config.backends, true).await?;
     let search = open_search(&config.backends, true).await?;
     tracing::info!(backends = %backends.description, "backends connected");
-    let read = ChatRead::over(&backends, search, &config.backends.namespace, config.segments.admin_token.as_deref());
+    let (stream_stop, stream_shutdown) = shared::shutdown::channel();
+    let read = ChatRead::over(&backends, search, &config.backends.namespace, config.segments.admin_token.as_deref())
+        .with_stream(config.stream.clone(), stream_shutdown);
     if !read.admin.is_configured() {
         chat_read::warn_no_admin_token();
     }
@@ -122,6 +131,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         events,
         count_flush_schedule: config.count_flush_schedule.clone(),
         counts_generation,
+        stream_stop,
         http: config.http.clone(),
     })
 }
@@ -139,7 +149,8 @@ fn router(
     let checks = read.readiness_checks(backends, true);
     let routes = Router::new()
         .merge(shared::http::served_by(chat_write::router(write), "chat-write"))
-        .merge(shared::http::served_by(chat_read::router(read), "chat-read"))
+        .merge(shared::http::served_by(chat_read::router(read.clone()), "chat-read"))
+        .merge(shared::http::served_by(chat_read::stream::router(read), "chat-read"))
         .merge(events)
         .merge(segments)
         .merge(shared::health::router("chatmesh", checks))
@@ -172,6 +183,12 @@ impl Server {
             shutdown.clone(),
         ));
         let events = tokio::spawn(self.events.run(shutdown.clone()));
+        let stream_stop = self.stream_stop;
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.wait().await;
+            stream_stop.trigger();
+        });
         shared::http::serve_with_limits(listener, self.router, shutdown, &self.http).await?;
         consumer.await?;
         cron.await??;

@@ -40,6 +40,9 @@ struct Flags {
     /// Largest request body the segments routes accept, in bytes [default: 1048576]
     #[arg(long, env = "CHATMESH_SEGMENTS_MAX_BODY_BYTES", global = true)]
     segments_max_body_bytes: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    stream: chat_read::stream::StreamArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,59 +1,16 @@
 //! `/docs`: Swagger UI renders in headless Chromium with the network cut off, every asset
 //! served by chatmesh itself, and lists the chat and segments operations.
 //!
-//! Chromium (Debian's `chromium`, or `CHROMIUM` naming a binary) runs with a proxy that
-//! answers nothing (`127.0.0.1:9`) for every host but the server's, so any outside fetch (a
-//! CDN, a validator) fails. Without Chromium the test prints why it is skipped, unless
-//! `CHATMESH_REQUIRE_BACKENDS` names `CHROMIUM` (as `.ci/run` does), which makes it fail.
+//! Chromium runs with a proxy that answers nothing for every host but the server's, so any
+//! outside fetch (a CDN, a validator) fails; finding it and skipping without it follow
+//! [`chatmesh_e2e::browser`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use chatmesh_e2e::browser::{OFFLINE_FLAGS, chromium_or_skip, screenshot_path};
 use shared::shutdown::channel;
-use shared::testing::REQUIRE_FLAG;
-
-/// The Chromium binary: `$CHROMIUM`, else the first of Debian's names found on the `PATH`.
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
-    }
-    let dirs = std::env::var_os("PATH").unwrap_or_default();
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&dirs).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Chromium, or `None` after printing why the test is skipped.
-///
-/// # Panics
-/// When Chromium is missing and [`REQUIRE_FLAG`] names `CHROMIUM`.
-fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    let found = chromium();
-    if found.is_none() {
-        let required = std::env::var(REQUIRE_FLAG).is_ok_and(|flag| {
-            let flag = flag.trim();
-            flag == "1"
-                || flag.eq_ignore_ascii_case("all")
-                || flag.eq_ignore_ascii_case("true")
-                || flag.split(',').any(|name| name.trim() == "CHROMIUM")
-        });
-        assert!(!required, "{test}: no chromium on the PATH (or in CHROMIUM) and {REQUIRE_FLAG} forbids skipping it");
-        eprintln!("SKIPPED {test}: no chromium on the PATH (apt-get install chromium, or set CHROMIUM)");
-    }
-    found
-}
-
-/// Where the screenshot goes: beside the test binary, under the target dir.
-fn screenshot_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // <target>/<profile>/deps/docs-<hash> -> <target>/docs-screenshot
-    let target = exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
-    let dir = target.join("docs-screenshot");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir.join("docs.png")
-}
 
 /// Runs Chromium headless on `url` with the network cut off but for 127.0.0.1, and `extra`.
 async fn run_chromium(binary: &Path, profile: &Path, url: &str, extra: &[String]) -> std::process::Output {
@@ -68,11 +25,10 @@ async fn run_chromium(binary: &Path, profile: &Path, url: &str, extra: &[String]
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--proxy-server=127.0.0.1:9",
-            "--proxy-bypass-list=127.0.0.1",
             "--window-size=1280,2000",
             "--virtual-time-budget=10000",
         ])
+        .args(OFFLINE_FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
         .arg(url)
@@ -131,7 +87,7 @@ async fn docs_render_offline_in_headless_chromium() {
     }
     assert!(dom_text.contains("opblock-summary-method"), "operations render with their methods");
 
-    let screenshot = screenshot_path();
+    let screenshot = screenshot_path("docs");
     let _ = std::fs::remove_file(&screenshot);
     let shot = run_chromium(
         &chromium,

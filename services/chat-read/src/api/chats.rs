@@ -69,7 +69,7 @@ async fn rename(state: &ChatRead, path: &ChatPath, name: Option<String>) -> Resu
     let name = name.map(|n| model::required_text("chat_name", &n, model::MAX_NAME_CHARS)).transpose()?;
     let (application_id, chat_id, number) = chat_id(state, token, number).await?;
     if let Some(name) = name {
-        store::rename_chat(&state.db, chat_id, &name, shared::now_millis()).await?;
+        store::rename_chat(state, chat_id, &name, shared::now_millis()).await?;
     }
     let (_, view) = store::get_chat(&state.db, application_id, token, number).await?.ok_or_else(chat_not_found)?;
     Ok(Json(view))

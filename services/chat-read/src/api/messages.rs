@@ -89,7 +89,7 @@ async fn edit_message(
     let number = model::path_number("message", number)?;
     let (application_id, chat_id, chat_number) = chat_id(state, token, chat_number).await?;
     if let Some(content) = content {
-        if !store::update_message(&state.db, chat_id, number, &content, shared::now_millis()).await? {
+        if !store::update_message(state, chat_id, number, &content, shared::now_millis()).await? {
             return Err(message_not_found());
         }
         if state.search.writable() {

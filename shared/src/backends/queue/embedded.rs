@@ -37,6 +37,8 @@ struct Inner {
     /// When set, a publish also waits (up to this long) until its command is acked, so a
     /// single-process deployment reads its own writes. The command is durable either way.
     wait_for_processing: Option<Duration>,
+    /// Notification topics of this process, each an in-process broadcast.
+    topics: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Bytes>>>,
 }
 
 type Reply<T> = oneshot::Sender<BackendResult<T>>;
@@ -78,6 +80,7 @@ impl EmbeddedQueue {
             ready: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
             wait_for_processing,
+            topics: Mutex::default(),
         });
         tokio::spawn(writer(Arc::downgrade(&inner), inner.pool.clone(), rx));
         Ok(Self { inner })
@@ -169,6 +172,23 @@ impl Queue for EmbeddedQueue {
     async fn ping(&self) -> BackendResult<()> {
         sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
         Ok(())
+    }
+
+    /// One process holds the embedded queue, so its listeners are all in this process.
+    async fn notify(&self, topic: &str, payload: Bytes) -> BackendResult<()> {
+        let topics = self.inner.topics.lock().expect("topics lock poisoned");
+        if let Some(sender) = topics.get(topic) {
+            // No receiver left is no error: nobody listens now.
+            let _ = sender.send(payload);
+        }
+        Ok(())
+    }
+
+    async fn listen(&self, topic: &str) -> BackendResult<tokio::sync::broadcast::Receiver<Bytes>> {
+        let mut topics = self.inner.topics.lock().expect("topics lock poisoned");
+        let sender =
+            topics.entry(topic.to_owned()).or_insert_with(|| tokio::sync::broadcast::channel(super::LISTEN_BUFFER).0);
+        Ok(sender.subscribe())
     }
 }
 

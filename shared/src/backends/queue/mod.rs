@@ -2,6 +2,11 @@
 //! any process), delivered at least once, acknowledged after the consumer's commit, retried
 //! with a delay, and parked in a dead-letter list after too many attempts.
 //!
+//! Beside the commands, the port carries notifications: [`Queue::notify`] sends a small payload
+//! to every process listening on a topic at that moment ([`Queue::listen`]), at most once and
+//! not durably (a RabbitMQ fanout exchange; in-process embedded). They wake readers that
+//! catch up from the store, so one that is lost delays a reader, never loses data.
+//!
 //! Adapters: [`EmbeddedQueue`] (a SQLite file, always built) and, with the `rabbitmq`
 //! feature, `RabbitQueue`.
 
@@ -66,7 +71,19 @@ pub trait Queue: Send + Sync {
     async fn held_payloads(&self, queue: &str) -> BackendResult<Option<Vec<Bytes>>>;
 
     async fn ping(&self) -> BackendResult<()>;
+
+    /// Sends `payload` to every current listener of `topic`, without waiting for any of them:
+    /// at most once, not durable, dropped when nobody listens.
+    async fn notify(&self, topic: &str, payload: Bytes) -> BackendResult<()>;
+
+    /// Listens on `topic`: the receiver gets every notification sent after this returns,
+    /// until it reports `Closed` (the link to the broker broke: listen again, and catch up
+    /// from the store) or `Lagged` (it fell behind and missed some).
+    async fn listen(&self, topic: &str) -> BackendResult<tokio::sync::broadcast::Receiver<Bytes>>;
 }
+
+/// Notifications a listener may fall behind by before it is told it lagged.
+pub const LISTEN_BUFFER: usize = 4096;
 
 #[async_trait]
 pub trait Subscription: Send + Sync {

@@ -32,10 +32,10 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{DeadLetter, Delivery, Queue, Subscription};
@@ -97,6 +97,10 @@ struct Link {
     connection: Connection,
     publisher: Channel,
     declared: HashSet<String>,
+    /// The channel notifications go out on (no publisher confirms: they are not durable), and
+    /// the fanout exchanges declared on it.
+    notifier: Option<Channel>,
+    exchanges: HashSet<String>,
 }
 
 fn persistent(attempts: u32, reason: Option<&str>) -> BasicProperties {
@@ -162,7 +166,13 @@ impl RabbitQueue {
             let publisher = call("channel.open", connection.create_channel()).await?;
             call("confirm.select", publisher.confirm_select(ConfirmSelectOptions::default())).await?;
             tracing::info!("connected to rabbitmq");
-            *link = Some(Link { connection, publisher, declared: HashSet::new() });
+            *link = Some(Link {
+                connection,
+                publisher,
+                declared: HashSet::new(),
+                notifier: None,
+                exchanges: HashSet::new(),
+            });
         }
         let current = link.as_mut().expect("link set above");
         if let Some(queue) = queue
@@ -183,6 +193,29 @@ impl RabbitQueue {
         let link = self.inner.link.lock().await;
         let link = link.as_ref().ok_or_else(|| unavailable("not connected"))?;
         call("channel.open", link.connection.create_channel()).await
+    }
+
+    /// The notification channel, with `topic`'s fanout exchange declared.
+    async fn notifier(&self, topic: &str) -> BackendResult<Channel> {
+        self.publisher(None).await?;
+        let mut link = self.inner.link.lock().await;
+        let link = link.as_mut().ok_or_else(|| unavailable("not connected"))?;
+        if link.notifier.as_ref().is_none_or(|channel| !channel.status().connected()) {
+            link.notifier = Some(call("channel.open", link.connection.create_channel()).await?);
+            link.exchanges.clear();
+        }
+        let channel = link.notifier.clone().expect("set above");
+        if !link.exchanges.contains(topic) {
+            let declare = channel.exchange_declare(
+                topic.into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            );
+            call("exchange.declare", declare).await?;
+            link.exchanges.insert(topic.to_owned());
+        }
+        Ok(channel)
     }
 
     async fn forget_link(&self) {
@@ -427,6 +460,55 @@ impl Queue for RabbitQueue {
 
     async fn ping(&self) -> BackendResult<()> {
         self.publisher(None).await.map(|_| ())
+    }
+
+    /// Published to `topic`'s fanout exchange as a transient message, without a confirm.
+    async fn notify(&self, topic: &str, payload: Bytes) -> BackendResult<()> {
+        let channel = self.notifier(topic).await?;
+        let publish = channel.basic_publish(
+            topic.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &payload,
+            BasicProperties::default(),
+        );
+        call("basic.publish", publish).await.map(|_not_confirmed| ())
+    }
+
+    /// A private queue (exclusive, deleted with its connection) bound to `topic`'s fanout
+    /// exchange, consumed without acks by a task that hands each notification on.
+    async fn listen(&self, topic: &str) -> BackendResult<tokio::sync::broadcast::Receiver<Bytes>> {
+        self.notifier(topic).await?;
+        let channel = {
+            let link = self.inner.link.lock().await;
+            let link = link.as_ref().ok_or_else(|| unavailable("not connected"))?;
+            call("channel.open", link.connection.create_channel()).await?
+        };
+        let private = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+        let queue = call("queue.declare", channel.queue_declare("".into(), private, FieldTable::default())).await?;
+        let name = queue.name().clone();
+        let bind = channel.queue_bind(
+            name.clone(),
+            topic.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        call("queue.bind", bind).await?;
+        let no_ack = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let mut consumer =
+            call("basic.consume", channel.basic_consume(name, "".into(), no_ack, FieldTable::default())).await?;
+        let (sender, receiver) = tokio::sync::broadcast::channel(super::LISTEN_BUFFER);
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if sender.send(Bytes::from(delivery.data)).is_err() {
+                    break;
+                }
+            }
+            // Nobody listens any more, or the link broke (the receiver sees the channel close).
+            let _ = channel.close(200, "stopped listening".into()).await;
+        });
+        Ok(receiver)
     }
 }
 

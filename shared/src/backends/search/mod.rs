@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use super::BackendResult;
+use super::{BackendError, BackendResult};
 
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
@@ -88,6 +88,31 @@ pub trait SearchIndex: Send + Sync {
     /// False for a read-only handle: its writes must go through the one process that indexes.
     fn writable(&self) -> bool {
         true
+    }
+}
+
+/// The index of a process that searches and indexes nothing (a live-stream replica): it opens
+/// no index at all, so it can run beside the one process that writes a tantivy index, or
+/// anywhere without the index's files.
+pub struct NoIndex;
+
+#[async_trait]
+impl SearchIndex for NoIndex {
+    async fn upsert(&self, _docs: Vec<SearchDoc>) -> BackendResult<()> {
+        Err(BackendError::Unavailable("this process opens no search index".into()))
+    }
+
+    async fn search(&self, _scope: &str, _query: &str, _limit: usize) -> BackendResult<Vec<SearchHit>> {
+        Err(BackendError::Unavailable("this process opens no search index".into()))
+    }
+
+    /// Nothing to reach: readiness does not depend on an index this process does not use.
+    async fn ping(&self) -> BackendResult<()> {
+        Ok(())
+    }
+
+    fn writable(&self) -> bool {
+        false
     }
 }
 

@@ -1,0 +1,230 @@
+//! The change log of each chat, which the live stream replays.
+//!
+//! Every change of a chat takes the next numbers of the chat's `last_change` in the same
+//! transaction that writes it ([`take_numbers`] runs first, so the chat's row is locked from
+//! there to the commit). Two writers of one chat therefore commit in the order of their
+//! numbers, whichever process they run in: a reader that has seen number `n` committed has
+//! seen every change numbered below it, so reading `seq > cursor` never skips a change that
+//! commits late. Numbers may be skipped (a redelivered create takes numbers its rows, already
+//! stored, never use); none is used twice.
+//!
+//! A message's create is its own row (`messages.created_seq`); every other change is a row of
+//! `chat_changes`. After the commit the writer [`announce`]s the chats it changed on the
+//! queue's notification topic: readers wake and read the log, and a reader that misses a
+//! notification finds the change at its next poll.
+
+use std::collections::{BTreeMap, HashMap};
+
+use shared::backends::BackendResult;
+use shared::backends::sql::{Database, placeholders, text};
+use sqlx::AnyConnection;
+use sqlx::Row;
+
+use crate::ChatRead;
+
+/// What a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MessageCreated = 1,
+    MessageUpdated = 2,
+    ChatUpdated = 3,
+    MessageDeleted = 4,
+}
+
+impl Kind {
+    fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => Self::MessageCreated,
+            2 => Self::MessageUpdated,
+            3 => Self::ChatUpdated,
+            4 => Self::MessageDeleted,
+            _ => return None,
+        })
+    }
+
+    /// The event name on the stream.
+    pub fn event(self) -> &'static str {
+        match self {
+            Self::MessageCreated => "message.created",
+            Self::MessageUpdated => "message.updated",
+            Self::ChatUpdated => "chat.updated",
+            Self::MessageDeleted => "message.deleted",
+        }
+    }
+}
+
+/// Takes `count` change numbers of each chat of `counts` (chat id → count) inside the
+/// transaction on `conn`, locking each chat's row until it ends; returns each chat's last
+/// number taken. The rows are locked in id order, so two writers never deadlock on them.
+pub async fn take_numbers(conn: &mut AnyConnection, counts: &BTreeMap<i64, i64>) -> BackendResult<HashMap<i64, i64>> {
+    if counts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let cases = vec!["WHEN ? THEN ?"; counts.len()].join(" ");
+    let ids = placeholders(counts.len());
+    let sql = format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})");
+    let mut update = sqlx::query(&sql);
+    for (id, count) in counts {
+        update = update.bind(*id).bind(*count);
+    }
+    for id in counts.keys() {
+        update = update.bind(*id);
+    }
+    update.execute(&mut *conn).await?;
+    let sql = format!("SELECT id, last_change FROM chats WHERE id IN ({ids})");
+    let mut select = sqlx::query(&sql);
+    for id in counts.keys() {
+        select = select.bind(*id);
+    }
+    let rows = select.fetch_all(&mut *conn).await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+}
+
+/// Writes a change of chat `chat_id` other than a create: `write` (an UPDATE) runs inside the
+/// transaction once the change's number is taken; when it changes no row, the transaction is
+/// rolled back and `None` returned. Otherwise the change is logged as `kind` of message
+/// `number` (0 for the chat itself), committed and announced; returns its number.
+pub async fn record<'q>(
+    state: &ChatRead,
+    chat_id: i64,
+    kind: Kind,
+    number: i64,
+    write: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+) -> BackendResult<Option<i64>> {
+    let mut tx = state.db.pool().begin().await?;
+    let seq = take_numbers(&mut tx, &BTreeMap::from([(chat_id, 1)])).await?.get(&chat_id).copied();
+    let Some(seq) = seq else { return Ok(None) };
+    if write.execute(&mut *tx).await?.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    sqlx::query("INSERT INTO chat_changes (chat_id, seq, kind, number, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(chat_id)
+        .bind(seq)
+        .bind(kind as i64)
+        .bind(number)
+        .bind(shared::now_millis())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    announce(state, &[(chat_id, seq)]).await;
+    Ok(Some(seq))
+}
+
+/// Tells every stream reader that these chats changed, up to these numbers (after the
+/// commit). A notification that cannot be sent is logged and dropped: readers find the change
+/// at their next poll.
+pub async fn announce(state: &ChatRead, changed: &[(i64, i64)]) {
+    if changed.is_empty() {
+        return;
+    }
+    let payload = encode(changed);
+    if let Err(error) = state.queue.notify(&state.keys.change_topic(), payload).await {
+        tracing::debug!(%error, "change notification not sent; stream readers poll for it");
+    }
+}
+
+/// `chat:seq` pairs, comma-separated.
+fn encode(changed: &[(i64, i64)]) -> bytes::Bytes {
+    let text: Vec<String> = changed.iter().map(|(chat, seq)| format!("{chat}:{seq}")).collect();
+    bytes::Bytes::from(text.join(","))
+}
+
+/// The (chat id, last change number) pairs of a notification; what does not parse is skipped.
+pub fn decode(payload: &[u8]) -> Vec<(i64, i64)> {
+    let Ok(text) = std::str::from_utf8(payload) else { return Vec::new() };
+    text.split(',')
+        .filter_map(|pair| {
+            let (chat, seq) = pair.split_once(':')?;
+            Some((chat.parse().ok()?, seq.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A logged change, with the message it is about as the store holds it now.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: Kind,
+    /// The message number (0 for a change of the chat itself).
+    pub number: i64,
+    /// The message's content, creation and update times; `None` for a chat change, or a
+    /// message no longer stored.
+    pub message: Option<(String, i64, i64)>,
+}
+
+/// The chat's last change number, if the chat is stored.
+pub async fn head(db: &Database, chat_id: i64) -> BackendResult<Option<i64>> {
+    let row = sqlx::query("SELECT last_change FROM chats WHERE id = ?").bind(chat_id).fetch_optional(db.pool()).await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// The first `limit` changes of chat `chat_id` numbered above `cursor`, in order.
+pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> BackendResult<Vec<Change>> {
+    let created = sqlx::query(
+        "SELECT created_seq, number, content, created_at, updated_at FROM messages \
+         WHERE chat_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+    )
+    .bind(chat_id)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let others = sqlx::query(
+        "SELECT c.seq, c.kind, c.number, m.content, m.created_at, m.updated_at FROM chat_changes c \
+         LEFT JOIN messages m ON m.chat_id = c.chat_id AND m.number = c.number AND c.kind <> 3 \
+         WHERE c.chat_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
+    )
+    .bind(chat_id)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    // Each list is complete up to its last row only when it came back full: the merge stops at
+    // the lower of those bounds, so a change of the other list beyond it is not skipped.
+    let full = |rows: &Vec<sqlx::any::AnyRow>| -> BackendResult<Option<i64>> {
+        match rows.last() {
+            Some(last) if rows.len() as i64 >= limit => Ok(Some(last.try_get(0)?)),
+            _ => Ok(None),
+        }
+    };
+    let bound = match (full(&created)?, full(&others)?) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => i64::MAX,
+    };
+    let mut changes = Vec::with_capacity(created.len() + others.len());
+    for row in &created {
+        let content = text(row, 2)?.unwrap_or_default();
+        changes.push(Change {
+            seq: row.try_get(0)?,
+            kind: Kind::MessageCreated,
+            number: row.try_get(1)?,
+            message: Some((content, row.try_get(3)?, row.try_get(4)?)),
+        });
+    }
+    for row in &others {
+        let Some(kind) = Kind::from_code(row.try_get(1)?) else { continue };
+        let message = match text(row, 3)? {
+            Some(content) => Some((content, row.try_get(4)?, row.try_get(5)?)),
+            None => None,
+        };
+        changes.push(Change { seq: row.try_get(0)?, kind, number: row.try_get(2)?, message });
+    }
+    changes.retain(|change| change.seq <= bound);
+    changes.sort_by_key(|change| change.seq);
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_round_trip_and_skip_garbage() {
+        let payload = encode(&[(3, 17), (12, 4)]);
+        assert_eq!(decode(&payload), vec![(3, 17), (12, 4)]);
+        assert_eq!(decode(b"3:1,x:2,4,5:6"), vec![(3, 1), (5, 6)]);
+        assert!(decode(&[0xff, 0xfe]).is_empty());
+    }
+}
