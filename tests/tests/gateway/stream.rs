@@ -226,3 +226,24 @@ async fn websocket_frames_round_trip_through_the_gateway() {
         assert!(metrics.is_some_and(|m| m.contains("gateway_upstream_healthy")), "{lane}: /metrics answers");
     }
 }
+
+/// A client that leaves a stream while the upstream is quiet frees it at once, by either lane:
+/// the gateway does not wait for the upstream's next write to find out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_a_quiet_stream_frees_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = stub("chat-stream");
+    let gateways = stream_gateways(dir.path(), &upstream, &[]);
+    for (lane, gateway) in &gateways {
+        let mut stream = EventStream::open(&stream_url(gateway, "events=2&interval_ms=10000")).await;
+        assert_eq!(stream.next().await.expect("event 1").expect("event 1").id, "1", "{lane}");
+        assert_eq!(gateway.metric("gateway_in_flight_requests"), Some(1.0), "{lane}");
+        let left = Instant::now();
+        drop(stream);
+        let freed = wait_until(Duration::from_secs(5), || gateway.metric("gateway_in_flight_requests") == Some(0.0));
+        let freed = freed.await.unwrap_or_else(|| panic!("{lane}: the stream outlived its client"));
+        let after = freed - left;
+        assert!(after < Duration::from_secs(1), "{lane}: freed {after:?} after the client left");
+        eprintln!("{lane}: stream freed {after:?} after its client left");
+    }
+}
