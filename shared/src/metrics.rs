@@ -42,6 +42,12 @@ pub struct Metrics {
     /// `chatmesh_consumer_conflicts_total{kind}`: commands whose (parent, number) the store
     /// already holds with other content (`chat` or `message`), parked in the dead-letter queue.
     pub consumer_conflicts: IntCounterVec,
+    /// `chatmesh_stream_subscribers{transport}`: live-stream subscriptions open now, `sse` or
+    /// `websocket` (one per chat a socket follows).
+    pub stream_subscribers: IntGaugeVec,
+    /// `chatmesh_stream_overflows_total`: WebSocket clients disconnected for leaving their queue
+    /// full (each told its resume cursors).
+    pub stream_overflows: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -99,8 +105,21 @@ impl Metrics {
             "Commands whose number the store already holds with other content, dead-lettered",
             &["kind"],
         );
+        let stream_subscribers = IntGaugeVec::new(
+            Opts::new("chatmesh_stream_subscribers", "Live-stream subscriptions open, by transport"),
+            &["transport"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(stream_subscribers.clone())).expect("metric registered once");
+        let stream_overflows = counter(
+            "chatmesh_stream_overflows_total",
+            "WebSocket clients disconnected for leaving their send queue full",
+            &[],
+        );
         Self {
             registry,
+            stream_subscribers,
+            stream_overflows,
             consumer_conflicts,
             http_requests,
             http_duration,
@@ -125,6 +144,27 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// Counts a live-stream subscription of `transport` while the returned guard lives.
+pub fn stream_subscription(transport: &'static str) -> StreamSubscription {
+    let gauge = metrics().stream_subscribers.with_label_values(&[transport]);
+    gauge.inc();
+    StreamSubscription(gauge)
+}
+
+/// See [`stream_subscription`].
+pub struct StreamSubscription(prometheus::IntGauge);
+
+impl Drop for StreamSubscription {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts a WebSocket client disconnected for leaving its queue full.
+pub fn record_stream_overflow() {
+    metrics().stream_overflows.with_label_values(&[] as &[&str]).inc();
 }
 
 /// Records a publish and whether the queue confirmed it.

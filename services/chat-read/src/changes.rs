@@ -107,21 +107,24 @@ pub async fn record<'q>(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    announce(state, &[(chat_id, seq)]).await;
+    announce(state, &[(chat_id, seq)]);
     Ok(Some(seq))
 }
 
 /// Tells every stream reader that these chats changed, up to these numbers (after the
-/// commit). A notification that cannot be sent is logged and dropped: readers find the change
-/// at their next poll.
-pub async fn announce(state: &ChatRead, changed: &[(i64, i64)]) {
+/// commit), without waiting: the write it follows is done whatever becomes of it. A
+/// notification that cannot be sent (the broker is down) is logged and dropped: readers find
+/// the change at their next poll.
+pub fn announce(state: &ChatRead, changed: &[(i64, i64)]) {
     if changed.is_empty() {
         return;
     }
-    let payload = encode(changed);
-    if let Err(error) = state.queue.notify(&state.keys.change_topic(), payload).await {
-        tracing::debug!(%error, "change notification not sent; stream readers poll for it");
-    }
+    let (queue, topic, payload) = (state.queue.clone(), state.keys.change_topic(), encode(changed));
+    tokio::spawn(async move {
+        if let Err(error) = queue.notify(&topic, payload).await {
+            tracing::debug!(%error, "change notification not sent; stream readers poll for it");
+        }
+    });
 }
 
 /// `chat:seq` pairs, comma-separated.

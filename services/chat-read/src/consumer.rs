@@ -333,7 +333,7 @@ async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> Backen
         }
         Err(error) => return Err(error),
     };
-    crate::changes::announce(state, &outcome.changed).await;
+    crate::changes::announce(state, &outcome.changed);
     Ok(Written { report, decoded, outcome, persisted: started.elapsed() })
 }
 

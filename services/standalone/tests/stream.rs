@@ -66,6 +66,11 @@ async fn a_slow_socket_is_disconnected_with_its_cursor_and_loses_nothing() {
     }
     writer.await.expect("every message created");
     let resume = resume.expect("an overflow frame before the close");
+    let metrics = api.get("/metrics").await.text;
+    assert!(
+        metrics.lines().any(|line| line.starts_with("chatmesh_stream_overflows_total ") && !line.ends_with(" 0")),
+        "the overflow is counted"
+    );
     assert!(received.len() < total as usize, "the client was cut off before the end ({} frames)", received.len());
     let cursor = resume[0]["last_event_id"].as_str().expect("a resume cursor").to_owned();
     assert_eq!(resume[0]["chat_number"], chat);

@@ -215,11 +215,6 @@ impl Hub {
         &self.read.db
     }
 
-    /// Subscribers connected to this process, for the metrics.
-    pub fn subscribers(&self) -> usize {
-        self.feeds.lock().expect("feeds poisoned").values().map(|feed| feed.sender.receiver_count()).sum()
-    }
-
     /// Joins `chat`'s feed (starting it, and the hub's tasks, if needed); the receiver gets
     /// every change the feed broadcasts from now on, starting after the returned number.
     async fn join(self: &Arc<Self>, chat: &ChatRef) -> BackendResult<(broadcast::Receiver<Arc<Rendered>>, i64)> {
@@ -469,6 +464,10 @@ impl Out {
 /// full WebSocket queue) or the server shuts down. With `announce`, the first event is
 /// `subscribed`, whose id is where the subscription starts.
 pub async fn follow(hub: Arc<Hub>, chat: ChatRef, start: Start, out: Out, announce: bool) -> Result<(), Stopped> {
+    let _counted = shared::metrics::stream_subscription(match out {
+        Out::Waiting(_) => "sse",
+        Out::Bounded(..) => "websocket",
+    });
     let (mut feed, joined_at) = match hub.join(&chat).await {
         Ok(joined) => joined,
         Err(error) => {

@@ -84,6 +84,7 @@ pub async fn session(hub: Arc<Hub>, state: ChatRead, application: Application, m
                     .collect();
                 let notice = json!({ "type": "overflow", "resume": resume });
                 tracing::info!(application_id = application.id, "stream client too slow; disconnecting with its resume cursors");
+                shared::metrics::record_stream_overflow();
                 let _ = write(&mut socket, Message::text(notice.to_string())).await;
                 let close = CloseFrame { code: CLOSE_OVERFLOW, reason: "send queue full: resume from the cursors sent".into() };
                 let _ = write(&mut socket, Message::Close(Some(close))).await;
