@@ -60,7 +60,10 @@ pub struct ServerSettings {
     pub upstream_keepalive_pool_size: usize,
     #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
     pub connect_timeout: Duration,
-    /// Longest wait for the upstream's response (and between reads of it).
+    /// Longest wait for the upstream's response head, and between two reads of its body or of
+    /// an upgraded connection. No deadline covers a whole response: a stream whose upstream
+    /// writes (an event, a keep-alive comment, a ping) at least this often stays open however
+    /// long it lasts.
     #[serde(rename = "read_timeout_ms", deserialize_with = "millis")]
     pub read_timeout: Duration,
     #[serde(rename = "write_timeout_ms", deserialize_with = "millis")]
@@ -342,7 +345,7 @@ pub(crate) mod tests {
     fn the_deploy_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.toml");
         let config = GatewayConfig::load(&path, None).unwrap().check().unwrap().config;
-        for pool in ["chat-write", "chat-read", "segments", "events"] {
+        for pool in ["chat-write", "chat-read", "chat-stream", "segments", "events"] {
             assert!(config.pools.contains_key(pool), "{pool}");
         }
     }

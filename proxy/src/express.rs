@@ -411,6 +411,7 @@ impl Front {
             response.head_len,
             response.framing,
             &mut conn.out,
+            &mut conn.buf,
             table,
         )
         .await;
@@ -823,7 +824,11 @@ struct Relayed {
 }
 
 /// Writes `out` (the response head) and the body after it: what `buf` holds past `head_len`,
-/// then what the upstream sends until the framing says the body ended. Each write is flushed.
+/// then what the upstream sends until the framing says the body ended. Each write is flushed,
+/// so a stream's events reach the client as the upstream writes them; `read_timeout_ms` bounds
+/// each wait for the upstream, never the whole body. While waiting, the client is watched
+/// ([`read_upstream`]); what it sends meanwhile is appended to `client_buf`.
+#[allow(clippy::too_many_arguments)]
 async fn relay_body(
     downstream: &mut Stream,
     upstream: &mut TcpStream,
@@ -831,6 +836,7 @@ async fn relay_body(
     head_len: usize,
     framing: Framing,
     out: &mut Vec<u8>,
+    client_buf: &mut BytesMut,
     table: &Table,
 ) -> Result<Relayed, Cut> {
     let settings = &table.server;
@@ -842,6 +848,7 @@ async fn relay_body(
     };
     let mut body_bytes = 0;
     let mut head_sent = false;
+    let mut watch_client = true;
     let cut = |error: io::Error, head_sent: bool, body_bytes: usize| Cut { error, head_sent, body_bytes };
     loop {
         let take = match framing {
@@ -874,13 +881,44 @@ async fn relay_body(
             return Ok(Relayed { body_bytes, reusable: buf.is_empty() });
         }
         buf.clear();
-        match read_timed(upstream, buf, settings.read_timeout).await {
+        let read = read_upstream(upstream, buf, downstream, client_buf, &mut watch_client, settings.read_timeout);
+        match read.await {
             Ok(0) if framing == Framing::UntilClose => return Ok(Relayed { body_bytes, reusable: false }),
             Ok(0) => return Err(cut(io::ErrorKind::UnexpectedEof.into(), true, body_bytes)),
             Ok(_) => {}
             Err(error) => return Err(cut(error, true, body_bytes)),
         }
     }
+}
+
+/// Reads what the upstream sends next into `buf`, within `timeout`, watching the client
+/// meanwhile (while `watch_client`): a client that closes its connection ends the relay at
+/// once, where a quiet stream would otherwise hold its upstream connection until the next
+/// write to the client failed. Bytes the client sends (a pipelined request) go to
+/// `client_buf`, and the client is not watched after them.
+async fn read_upstream(
+    upstream: &mut TcpStream,
+    buf: &mut BytesMut,
+    client: &mut Stream,
+    client_buf: &mut BytesMut,
+    watch_client: &mut bool,
+    timeout: Duration,
+) -> io::Result<usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+    while *watch_client {
+        tokio::select! {
+            read = upstream.read_buf(buf) => return read,
+            sent = client.read_buf(client_buf) => match sent {
+                Ok(0) | Err(_) => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client closed the connection"));
+                }
+                Ok(_) => *watch_client = false,
+            },
+            () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+        }
+    }
+    tokio::time::timeout_at(deadline, upstream.read_buf(buf)).await.unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// A response body that could not be relayed whole.

@@ -146,6 +146,8 @@ impl ProxyHttp for GatewayProxy {
     }
 
     /// Enforces the limit on bodies without a Content-Length (chunked), and the body's deadline.
+    /// Neither applies once the connection is upgraded: what the client sends then is not a
+    /// request body but its side of a WebSocket, as long-lived and as large as it likes.
     async fn request_body_filter(
         &self,
         session: &mut Session,
@@ -153,6 +155,9 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if session.was_upgraded() {
+            return Ok(());
+        }
         if let (Some(chunk), Some(table)) = (body.as_ref(), ctx.table.as_ref()) {
             ctx.body_bytes += chunk.len();
             if ctx.body_bytes > table.server.max_body_bytes {
@@ -230,13 +235,20 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    /// The request id; and on a `101 Switching Protocols`, no read timeout on the client's side
+    /// of the upgraded connection (the body's deadline set it): a WebSocket client may stay
+    /// silent as long as it likes, while the upstream's pings, read within `read_timeout_ms`,
+    /// tell the connection is alive.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if upstream_response.status == StatusCode::SWITCHING_PROTOCOLS && session.is_upgrade_req() {
+            session.as_downstream_mut().set_read_timeout(None);
+        }
         Ok(())
     }
 

@@ -35,6 +35,8 @@ impl MeshBackends {
 pub struct MeshOptions {
     pub backends: MeshBackends,
     pub chat_write_replicas: usize,
+    /// `chat-read --stream` processes, the chat-stream pool.
+    pub stream_replicas: usize,
     /// Six-field cron of the count flush.
     pub count_flush_schedule: String,
     /// Besides chat, the services to run when built (`MESH_SERVICES`); `None`: the script's
@@ -47,6 +49,7 @@ impl Default for MeshOptions {
         Self {
             backends: MeshBackends::from_env(),
             chat_write_replicas: 2,
+            stream_replicas: 1,
             count_flush_schedule: "* * * * * *".into(),
             services: None,
         }
@@ -81,6 +84,7 @@ impl ProcessMesh {
             ("MESH_DB_PREFIX".into(), format!("chatmesh_test_{suffix}")),
             ("CHATMESH_NAMESPACE".into(), format!("chatmesh-test-{suffix}")),
             ("CHAT_WRITE_REPLICAS".into(), options.chat_write_replicas.to_string()),
+            ("STREAM_REPLICAS".into(), options.stream_replicas.to_string()),
             ("CHATMESH_COUNT_FLUSH_SCHEDULE".into(), options.count_flush_schedule.clone()),
             ("CHATMESH_ADMIN_TOKEN".into(), admin_token.clone()),
         ];
@@ -175,6 +179,7 @@ fn script(env: &[(String, String)]) -> Command {
         "MESH_HOST",
         "CHAT_READ_REPLICAS",
         "CONSUMERS",
+        "STREAM_REPLICAS",
     ] {
         command.env_remove(var);
     }

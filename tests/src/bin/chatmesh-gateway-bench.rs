@@ -221,6 +221,7 @@ fn start_gateway(
         &[
             ("chat-write", vec![upstream.write_addr.clone()]),
             ("chat-read", vec![upstream.read_addr.clone()]),
+            ("chat-stream", none.clone()),
             ("segments", none.clone()),
             ("events", none),
         ],

@@ -5,6 +5,13 @@
 //! the connection after it, and `?framing=badchunk` a chunked head with broken framing; `--drop`
 //! closes every connection without answering (except `/healthz`), as a crashing process
 //! would. `GET /stats` counts the requests seen, by method.
+//!
+//! Live streams: a `GET` with `Accept: text/event-stream` answers Server-Sent Events (chunked,
+//! each event written and sent at once):
+//! `?events=N` events (default 5), `?interval_ms=M` apart (default 100), with a `: keep-alive`
+//! comment every `?keepalive_ms=K` while it waits (default none), then the end of the body. A
+//! WebSocket handshake (`Upgrade: websocket`) on any path opens a WebSocket that echoes every
+//! text and binary frame until the client closes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +78,8 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
         let mut forwarded_for = String::new();
         let mut close = false;
         let mut chunked = false;
+        let mut websocket_key = None;
+        let mut event_stream = false;
         for line in lines {
             let Some((key, value)) = line.split_once(':') else { continue };
             let value = value.trim();
@@ -80,6 +89,8 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
                 "x-forwarded-for" => forwarded_for = value.to_owned(),
                 "connection" => close = value.eq_ignore_ascii_case("close"),
                 "transfer-encoding" => chunked = value.to_ascii_lowercase().ends_with("chunked"),
+                "sec-websocket-key" => websocket_key = Some(value.to_owned()),
+                "accept" => event_stream = value.contains("text/event-stream"),
                 _ => {}
             }
         }
@@ -112,6 +123,20 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
             if drop {
                 return Ok(());
             }
+        }
+        if let Some(key) = websocket_key {
+            return echo_websocket(socket, buf, &key, name).await;
+        }
+        if method == "GET" && event_stream {
+            let number = |key: &str, default: u64| param(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+            let events = number("events", 5);
+            let interval = Duration::from_millis(number("interval_ms", 100));
+            let keepalive = Duration::from_millis(number("keepalive_ms", 0));
+            send_events(&mut socket, name, events, interval, keepalive).await?;
+            if close {
+                return Ok(());
+            }
+            continue;
         }
         if let Some(ms) = param("delay_ms").and_then(|v| v.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -160,6 +185,68 @@ async fn serve_connection(mut socket: TcpStream, name: &str, drop: bool, stats: 
             return Ok(());
         }
     }
+}
+
+/// Answers Server-Sent Events: the head alone, then `events` events `interval` apart, each in
+/// its own chunk and its own write, with a keep-alive comment every `keepalive` (when not zero)
+/// while waiting for the next one.
+async fn send_events(
+    socket: &mut TcpStream,
+    name: &str,
+    events: u64,
+    interval: Duration,
+    keepalive: Duration,
+) -> std::io::Result<()> {
+    async fn chunk(socket: &mut TcpStream, text: &str) -> std::io::Result<()> {
+        socket.write_all(format!("{:x}\r\n{text}\r\n", text.len()).as_bytes()).await
+    }
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         transfer-encoding: chunked\r\nx-served-by: {name}\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    for number in 1..=events {
+        if number > 1 {
+            let next = tokio::time::Instant::now() + interval;
+            while !keepalive.is_zero() && tokio::time::Instant::now() + keepalive < next {
+                tokio::time::sleep(keepalive).await;
+                chunk(socket, ": keep-alive\n\n").await?;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+        chunk(socket, &format!("id: {number}\nevent: tick\ndata: {{\"n\":{number},\"served_by\":\"{name}\"}}\n\n"))
+            .await?;
+    }
+    socket.write_all(b"0\r\n\r\n").await
+}
+
+/// Completes the WebSocket handshake of a request whose head has been read (`rest` holds what
+/// arrived after it), then echoes every text and binary frame until the client closes.
+async fn echo_websocket(mut socket: TcpStream, rest: Vec<u8>, key: &str, name: &str) -> std::io::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let accept = derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-accept: {accept}\r\nx-served-by: {name}\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    let mut websocket = tokio_tungstenite::WebSocketStream::from_partially_read(socket, rest, Role::Server, None).await;
+    while let Some(message) = websocket.next().await {
+        match message.map_err(std::io::Error::other)? {
+            message @ (Message::Text(_) | Message::Binary(_)) => {
+                websocket.send(message).await.map_err(std::io::Error::other)?;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+    // The close handshake is answered by the next poll after a Close arrives.
+    let _ = websocket.close(None).await;
+    Ok(())
 }
 
 /// Reads a chunked body off the front of `buf` (reading more as needed) and removes it; its

@@ -49,6 +49,7 @@ fn compose_matches_the_binaries_and_the_process_mesh() {
         "chat-read",
         "chat-read-consumer",
         "chat-read-cron",
+        "chat-stream",
         "segments",
         "events",
         "gateway",
@@ -62,6 +63,9 @@ fn compose_matches_the_binaries_and_the_process_mesh() {
         let replicas = compose["services"][replicated]["deploy"]["replicas"].as_u64().unwrap_or(1);
         assert!(replicas >= 2, "{replicated} has {replicas} replica");
     }
+
+    let stream_command = strings(&compose["services"]["chat-stream"]["command"]);
+    assert_eq!(stream_command, ["chat-read", "--stream"], "chat-stream runs chat-read in the stream role");
 
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
     for (name, service) in services {
@@ -126,7 +130,9 @@ fn compose_matches_the_binaries_and_the_process_mesh() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let config: toml_pools::Pools =
         toml_pools::parse(&std::fs::read_to_string(repo_root().join("deploy/gateway.toml")).unwrap());
+    let mesh = std::fs::read_to_string(repo_root().join("deploy/mesh")).unwrap();
     for (pool, upstreams) in config {
+        assert!(mesh.contains(&format!("pool[{pool}]")), "deploy/mesh registers no upstream in pool {pool}");
         for upstream in upstreams {
             let (host, port) = upstream.rsplit_once(':').unwrap();
             let listen = compose["services"][host]["environment"]["CHATMESH_LISTEN"].as_str();
@@ -139,11 +145,18 @@ fn compose_matches_the_binaries_and_the_process_mesh() {
     }
 
     // The process mesh reads the same variables.
-    let mesh = std::fs::read_to_string(repo_root().join("deploy/mesh")).unwrap();
-    for var in ["DATABASE_URL", "REDIS_URL", "AMQP_URL", "ELASTICSEARCH_URL", "CHATMESH_NAMESPACE", "GATEWAY_CONFIG"] {
+    for var in [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "AMQP_URL",
+        "ELASTICSEARCH_URL",
+        "CHATMESH_NAMESPACE",
+        "GATEWAY_CONFIG",
+        "STREAM_REPLICAS",
+    ] {
         assert!(mesh.contains(var), "deploy/mesh does not handle {var}");
     }
-    let script_flags = ["--api", "--consumer", "--cron", "--listen", "--config", "--admin-listen"];
+    let script_flags = ["--api", "--consumer", "--cron", "--stream", "--listen", "--config", "--admin-listen"];
     for flag in script_flags {
         assert!(mesh.contains(flag), "deploy/mesh does not use {flag}");
     }

@@ -33,6 +33,10 @@ pub const DESIGN_ROUTES: &[(&str, &str, &str)] = &[
     ("PUT", "/api/applications/{app}/chats/{chat}/messages/{msg}", "chat-read"),
     ("PATCH", "/api/applications/{app}/chats/{chat}/messages/{msg}", "chat-read"),
     ("GET", "/api/applications/{app}/chats/{chat}/search?q=hello", "chat-read"),
+    // live streams and the chat page: chat-read processes in the stream role
+    ("GET", "/api/applications/{app}/chats/{chat}/stream", "chat-stream"),
+    ("GET", "/api/applications/{app}/stream", "chat-stream"),
+    ("GET", "/chat", "chat-stream"),
     // segments, legacy routes (seed 000)
     ("GET", "/segments", "segments"),
     ("POST", "/segments", "segments"),
@@ -66,6 +70,9 @@ pub const DESIGN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/user/last-events?days=7", "events"),
     ("GET", "/user/last-sessions-user?user_id=1", "events"),
 ];
+
+/// The pools of `deploy/gateway.toml`.
+pub const POOLS: [&str; 5] = ["chat-write", "chat-read", "chat-stream", "segments", "events"];
 
 pub fn method(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("method")
@@ -111,8 +118,7 @@ pub fn stub(name: &str) -> Stub {
 /// A gateway on `config` with one pool set to `members` and the others empty, once the members
 /// are healthy.
 pub fn gateway(dir: &Path, config: &Path, pool: &str, members: &[&Stub]) -> GatewayProcess {
-    let mut pools: Vec<(&str, Vec<String>)> =
-        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
+    let mut pools: Vec<(&str, Vec<String>)> = POOLS.iter().map(|p| (*p, Vec::new())).collect();
     for entry in &mut pools {
         if entry.0 == pool {
             entry.1 = members.iter().map(|s| s.addr.clone()).collect();

@@ -1,5 +1,6 @@
-//! The process-mode mesh (`deploy/mesh`) behind the gateway: the chat suite through it,
-//! routing to the real services, and a chat-write killed under load.
+//! The process-mode mesh (`deploy/mesh`) behind the gateway: the chat suite and the stream
+//! suite through it (streams on two stream replicas), routing to the real services, and a
+//! chat-write killed under load.
 //!
 //! On MySQL / MariaDB, Redis and RabbitMQ when `DATABASE_URL`, `REDIS_URL` and `AMQP_URL` are
 //! set (two chat-write processes), else on the embedded backends (one chat-write); with
@@ -50,6 +51,25 @@ mod chat_suite_through_the_gateway {
     chatmesh_e2e::chat_suite_tests!(super::spawn_chat_mesh);
 }
 
+/// A chat-only mesh with two stream replicas, for each stream suite test: every stream goes
+/// through the gateway to the chat-stream pool, while the changes are made through chat-write
+/// and chat-read.
+async fn spawn_stream_mesh() -> ProcessMesh {
+    let mesh = start(MeshOptions {
+        backends: backends("gateway stream suite"),
+        services: Some(String::new()),
+        stream_replicas: 2,
+        ..MeshOptions::default()
+    })
+    .await;
+    assert_eq!(mesh.upstreams()["chat-stream"].len(), 2, "two stream replicas in the chat-stream pool");
+    mesh
+}
+
+mod stream_suite_through_the_gateway {
+    chatmesh_e2e::stream_suite_tests!(super::spawn_stream_mesh);
+}
+
 fn served_by(response: &reqwest::Response) -> String {
     response.headers().get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
 }
@@ -71,6 +91,7 @@ async fn every_route_reaches_the_service_that_answers_it() {
 
     let http = client();
     let mut unnamed = Vec::new();
+    let mut stream_requests = 0;
     for (index, (verb, template, pool)) in DESIGN_ROUTES.iter().enumerate() {
         if !pool.starts_with("chat") && !running.contains(pool) {
             continue;
@@ -87,7 +108,13 @@ async fn every_route_reaches_the_service_that_answers_it() {
             .await
             .unwrap();
         let (status, name) = (response.status(), served_by(&response));
-        if name.is_empty() {
+        if *pool == "chat-stream" {
+            // Stream replicas are chat-read processes in the stream role: they name themselves
+            // chat-read, and the pool's request count below says they were reached. (A stream
+            // stays open, so its access line is written only when it ends.)
+            assert_eq!(name, "chat-read", "{verb} {path} answered {status}");
+            stream_requests += 1;
+        } else if name.is_empty() {
             // A service's own 404 / 405 fallback may not name itself: the gateway's access
             // line for this request says which pool it went to.
             unnamed.push((request_id, *pool, format!("{verb} {path} answered {status}")));
@@ -95,6 +122,18 @@ async fn every_route_reaches_the_service_that_answers_it() {
             assert_eq!(name, *pool, "{verb} {path} answered {status}");
         }
     }
+    let stream_replicas = &mesh.upstreams()["chat-stream"];
+    let reached: f64 = stream_replicas
+        .iter()
+        .filter_map(|addr| {
+            mesh.metric(&format!("gateway_upstream_requests_total{{pool=\"chat-stream\",upstream=\"{addr}\"}}"))
+        })
+        .sum();
+    assert_eq!(
+        reached,
+        f64::from(stream_requests),
+        "the stream routes reach the chat-stream pool ({stream_replicas:?})"
+    );
     for (request_id, pool, what) in unnamed {
         let logged = wait_until(Duration::from_secs(5), || {
             mesh.log("gateway")
@@ -103,7 +142,7 @@ async fn every_route_reaches_the_service_that_answers_it() {
         })
         .await;
         assert!(logged.is_some(), "{what}: no access line sending {request_id} to {pool}");
-        eprintln!("mesh routing: {what} without X-Served-By; the gateway sent it to {pool}");
+        eprintln!("mesh routing: {what}; the gateway's access line sent it to {pool}");
     }
 
     let messages = http.get(format!("{}/api/applications/{app}/chats/{chat}/messages", mesh.url)).send().await.unwrap();

@@ -10,8 +10,8 @@ use chatmesh_e2e::harness::{GatewayProcess, Stub, http_get, write_upstreams};
 use serde_json::Value;
 
 use crate::helpers::{
-    DESIGN_ROUTES, chat_read_gateway, client, config_with, express_and_pingora, fast_config, gateway, load, method,
-    stub, stub_binary, wait_marked_out, wait_until,
+    DESIGN_ROUTES, POOLS, chat_read_gateway, client, config_with, express_and_pingora, fast_config, gateway, load,
+    method, stub, stub_binary, wait_marked_out, wait_until,
 };
 
 fn served_by(response: &reqwest::Response) -> String {
@@ -31,15 +31,11 @@ fn stats(stub: &Stub, method: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_of_the_design_reaches_its_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let stubs: Vec<Stub> = ["chat-write", "chat-read", "segments", "events"].iter().map(|n| stub(n)).collect();
-    let pools: Vec<(&str, Vec<String>)> = ["chat-write", "chat-read", "segments", "events"]
-        .iter()
-        .zip(&stubs)
-        .map(|(p, s)| (*p, vec![s.addr.clone()]))
-        .collect();
+    let stubs: Vec<Stub> = POOLS.iter().map(|n| stub(n)).collect();
+    let pools: Vec<(&str, Vec<String>)> = POOLS.iter().zip(&stubs).map(|(p, s)| (*p, vec![s.addr.clone()])).collect();
     let config = fast_config(dir.path());
     let gateway = GatewayProcess::start(dir.path(), &config, &pools);
-    for (pool, stub) in ["chat-write", "chat-read", "segments", "events"].iter().zip(&stubs) {
+    for (pool, stub) in POOLS.iter().zip(&stubs) {
         gateway.wait_healthy(pool, &[&stub.addr]);
     }
     let http = client();
@@ -508,8 +504,7 @@ async fn reload_needs_the_admin_token() {
     assert!(http_get(&format!("{}/metrics", gateway.admin_url)).is_some());
 
     let dir = tempfile::tempdir().unwrap();
-    let pools: Vec<(&str, Vec<String>)> =
-        ["chat-write", "chat-read", "segments", "events"].iter().map(|p| (*p, Vec::new())).collect();
+    let pools: Vec<(&str, Vec<String>)> = POOLS.iter().map(|p| (*p, Vec::new())).collect();
     let unset = GatewayProcess::start_with_admin_token(dir.path(), &fast_config(dir.path()), &pools, None);
     for bearer in ["", "anything"] {
         let refused = http.post(format!("{}/reload", unset.admin_url)).bearer_auth(bearer).send().await.unwrap();
