@@ -105,25 +105,36 @@ macro_rules! chat_suite_tests {
             listing_applications_needs_the_admin_token,
         );
     };
-    (@optional $spawn:path; $($name:ident),* $(,)?) => {
+    (@$rule:ident $spawn:path; $($name:ident),* $(,)?) => {
+        $crate::suite_tests!(@$rule $spawn, chat_suite; $($name),*);
+    };
+}
+
+/// Writes one `#[tokio::test]` per function `$module::$name` of a suite, each on a fresh
+/// deployment from `$spawn().await` (`@optional`: an `Option`, `None` skipping the test).
+/// [`chat_suite_tests!`] and [`stream_suite_tests!`] hand it their lists.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! suite_tests {
+    (@optional $spawn:path, $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 // A spawn answering `None` has printed why its backends are missing.
                 let Some(deployment) = $spawn().await else { return };
                 let api = $crate::Deployment::api(&deployment);
-                $crate::chat_suite::$name(&api).await;
+                $crate::$module::$name(&api).await;
                 drop(deployment);
             }
         )*
     };
-    (@tests $spawn:path; $($name:ident),* $(,)?) => {
+    (@tests $spawn:path, $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let deployment = $spawn().await;
                 let api = $crate::Deployment::api(&deployment);
-                $crate::chat_suite::$name(&api).await;
+                $crate::$module::$name(&api).await;
                 drop(deployment);
             }
         )*

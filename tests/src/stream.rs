@@ -43,12 +43,15 @@ impl Sse {
     /// GETs `url` (a stream route, query included) with `last_event_id` as the header; the
     /// response as it came, to be checked by the caller.
     pub async fn request(url: &str, last_event_id: Option<&str>) -> reqwest::Response {
-        let client = reqwest::Client::builder().build().expect("http client");
-        let mut request = client.get(url).header("accept", "text/event-stream");
+        Self::send(url, last_event_id).await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    async fn send(url: &str, last_event_id: Option<&str>) -> reqwest::Result<reqwest::Response> {
+        let mut request = reqwest::Client::new().get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        request.send().await
     }
 
     /// Opens the stream of `url`, asserting a 200 `text/event-stream` answer.
@@ -63,12 +66,7 @@ impl Sse {
     /// Opens the stream of `url` if it answers 200 now; `None` when the server is unreachable
     /// or answers anything else (a client reconnecting to whichever server is up).
     pub async fn try_open(url: &str, last_event_id: Option<&str>) -> Option<Sse> {
-        let client = reqwest::Client::builder().build().ok()?;
-        let mut request = client.get(url).header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request.send().await.ok()?;
+        let response = Self::send(url, last_event_id).await.ok()?;
         (response.status() == StatusCode::OK).then(|| Sse { response, buffer: Vec::new(), comments: 0, ended: false })
     }
 
@@ -522,26 +520,7 @@ macro_rules! stream_suite_tests {
             streams_keep_applications_apart,
         );
     };
-    (@optional $spawn:path; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(deployment) = $spawn().await else { return };
-                let api = $crate::Deployment::api(&deployment);
-                $crate::stream::$name(&api).await;
-                drop(deployment);
-            }
-        )*
-    };
-    (@tests $spawn:path; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let deployment = $spawn().await;
-                let api = $crate::Deployment::api(&deployment);
-                $crate::stream::$name(&api).await;
-                drop(deployment);
-            }
-        )*
+    (@$rule:ident $spawn:path; $($name:ident),* $(,)?) => {
+        $crate::suite_tests!(@$rule $spawn, stream; $($name),*);
     };
 }
