@@ -13,8 +13,14 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// `chatmesh` on the embedded backends under `dir`: the backend URLs of the environment (which
+/// `.ci/run` sets) are not passed on, or two tests would share one database and queue.
 async fn start(dir: &std::path::Path) -> (Child, Api) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatmesh"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatmesh"));
+    for name in shared::config::BACKEND_URL_VARS {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
