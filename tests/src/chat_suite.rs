@@ -523,6 +523,74 @@ pub async fn message_delete_is_a_tombstone(api: &Api) {
     assert!(bad.status.is_client_error(), "{}", bad.text);
 }
 
+/// A user's read position only moves forward, never past the chat's last message; the unread
+/// count is the messages above it, deleted ones left out, on its own route and in the chat list.
+pub async fn read_positions_and_unread_counts(api: &Api) {
+    let token = api.create_application("reads").await;
+    let chat = api.create_chat(&token, "room").await;
+    let other = api.create_chat(&token, "other").await;
+    let base = format!("/api/applications/{token}/chats/{chat}");
+    for i in 1..=5 {
+        api.create_message(&token, chat, &format!("message {i}")).await;
+    }
+    api.eventually(&format!("{base}/messages"), |r| r.body.as_array().is_some_and(|a| a.len() == 5)).await;
+    api.get_eventually(&format!("/api/applications/{token}/chats/{other}")).await;
+    let read_path = format!("{base}/read");
+    let read = |number: Value, user: &str| {
+        let body = json!({ "user_id": user, "message_number": number });
+        let path = read_path.clone();
+        async move { api.send(Method::PUT, &path, Some(&body)).await }
+    };
+
+    let marked = read(json!(2), "ann").await;
+    assert_status(&marked, StatusCode::OK);
+    assert_eq!(marked.body, json!({"user_id": "ann", "chat_number": chat, "last_read": 2, "unread": 3}));
+    let unread = api.get(&format!("{base}/unread?user_id=ann")).await;
+    assert_eq!(unread.body, marked.body);
+    let back = read(json!(1), "ann").await;
+    assert_eq!((back.body["last_read"].as_i64(), back.body["unread"].as_i64()), (Some(2), Some(3)), "never back");
+
+    let deleted = api.send(Method::DELETE, &format!("{base}/messages/4"), None).await;
+    assert_status(&deleted, StatusCode::NO_CONTENT);
+    let unread = api.eventually(&format!("{base}/unread?user_id=ann"), |r| r.body["unread"] == 2).await;
+    assert_eq!(unread.body["unread"], 2, "a deleted message is not unread: {}", unread.text);
+    let stranger = api.eventually(&format!("{base}/unread?user_id=bob"), |r| r.body["unread"] == 4).await;
+    assert_eq!(stranger.body, json!({"user_id": "bob", "chat_number": chat, "last_read": 0, "unread": 4}));
+    // Reading past a deleted message counts only the live ones moved over.
+    let past = read(json!(5), "carl").await;
+    assert_eq!(past.body["unread"], 0, "{}", past.text);
+    let later = api.create_message(&token, chat, "message 6").await;
+    let unread = api.eventually(&format!("{base}/unread?user_id=ann"), |r| r.body["unread"] == 3).await;
+    assert_eq!(unread.body["unread"], 3, "a new message is unread: {}", unread.text);
+
+    let listed = api.get(&format!("/api/applications/{token}/chats?user_id=ann")).await;
+    let counts: Vec<(i64, i64)> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["chat_number"].as_i64().unwrap(), c["unread_count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counts, vec![(chat, 3), (other, 0)], "{}", listed.text);
+    let plain = api.get(&format!("/api/applications/{token}/chats")).await;
+    assert!(plain.body[0].get("unread_count").is_none(), "only asked for: {}", plain.text);
+
+    for (number, user) in [(json!(later + 50), "ann"), (json!(-1), "ann"), (json!("two"), "ann"), (json!(1), "  ")] {
+        let reply = read(number.clone(), user).await;
+        assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.error_code(), "VALIDATION_FAILED", "{number} {user:?}: {}", reply.text);
+    }
+    assert_status(&api.get(&format!("{base}/unread")).await, StatusCode::BAD_REQUEST);
+    let unknown = api
+        .send(
+            Method::PUT,
+            &format!("/api/applications/{token}/chats/99/read"),
+            Some(&json!({"user_id": "ann", "message_number": 1})),
+        )
+        .await;
+    assert_status(&unknown, StatusCode::NOT_FOUND);
+}
+
 /// Every error is the JSON error body, never a 5xx for bad input.
 pub async fn error_rules(api: &Api) {
     let unknown = api.get("/api/nothing-here").await;

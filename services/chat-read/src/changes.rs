@@ -56,16 +56,29 @@ impl Kind {
 /// Takes `count` change numbers of each chat of `counts` (chat id → count) inside the
 /// transaction on `conn`, locking each chat's row until it ends; returns each chat's last
 /// number taken. The rows are locked in id order, so two writers never deadlock on them.
-pub async fn take_numbers(conn: &mut AnyConnection, counts: &BTreeMap<i64, i64>) -> BackendResult<HashMap<i64, i64>> {
+/// `creates`: the changes are that many new messages, added to the chat's `live_count` too.
+pub async fn take_numbers(
+    conn: &mut AnyConnection,
+    counts: &BTreeMap<i64, i64>,
+    creates: bool,
+) -> BackendResult<HashMap<i64, i64>> {
     if counts.is_empty() {
         return Ok(HashMap::new());
     }
     let cases = vec!["WHEN ? THEN ?"; counts.len()].join(" ");
     let ids = placeholders(counts.len());
-    let sql = format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})");
+    let sql = match creates {
+        true => format!(
+            "UPDATE chats SET last_change = last_change + CASE id {cases} END, \
+             live_count = live_count + CASE id {cases} END WHERE id IN ({ids})"
+        ),
+        false => format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})"),
+    };
     let mut update = sqlx::query(&sql);
-    for (id, count) in counts {
-        update = update.bind(*id).bind(*count);
+    for _ in 0..if creates { 2 } else { 1 } {
+        for (id, count) in counts {
+            update = update.bind(*id).bind(*count);
+        }
     }
     for id in counts.keys() {
         update = update.bind(*id);
@@ -83,20 +96,25 @@ pub async fn take_numbers(conn: &mut AnyConnection, counts: &BTreeMap<i64, i64>)
 /// Writes a change of chat `chat_id` other than a create: `write` (an UPDATE) runs inside the
 /// transaction once the change's number is taken; when it changes no row, the transaction is
 /// rolled back and `None` returned. Otherwise the change is logged as `kind` of message
-/// `number` (0 for the chat itself), committed and announced; returns its number.
+/// `number` (0 for the chat itself), `then` runs (what follows from it: counts), and all is
+/// committed and announced; returns its number.
 pub async fn record<'q>(
     state: &ChatRead,
     chat_id: i64,
     kind: Kind,
     number: i64,
-    write: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    write: Query<'q>,
+    then: Vec<Query<'q>>,
 ) -> BackendResult<Option<i64>> {
     let mut tx = state.db.pool().begin().await?;
-    let seq = take_numbers(&mut tx, &BTreeMap::from([(chat_id, 1)])).await?.get(&chat_id).copied();
+    let seq = take_numbers(&mut tx, &BTreeMap::from([(chat_id, 1)]), false).await?.get(&chat_id).copied();
     let Some(seq) = seq else { return Ok(None) };
     if write.execute(&mut *tx).await?.rows_affected() == 0 {
         tx.rollback().await?;
         return Ok(None);
+    }
+    for query in then {
+        query.execute(&mut *tx).await?;
     }
     sqlx::query("INSERT INTO chat_changes (chat_id, seq, kind, number, at) VALUES (?, ?, ?, ?, ?)")
         .bind(chat_id)
@@ -110,6 +128,9 @@ pub async fn record<'q>(
     announce(state, &[(chat_id, seq)]);
     Ok(Some(seq))
 }
+
+/// A statement with its values bound.
+pub type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Tells every stream reader that these chats changed, up to these numbers (after the
 /// commit), without waiting: the write it follows is done whatever becomes of it. A

@@ -970,7 +970,8 @@ fn clip(text: &str) -> &str {
 
 /// One multi-row `INSERT IGNORE` of `chunk` in a transaction of its own, each row with the next
 /// change number of its chat (its place on the live stream, taken first so the chats stay
-/// locked to the commit); returns the insert's result and each chat's last number taken.
+/// locked to the commit), counted in its chat's live count and read positions; returns the
+/// insert's result and each chat's last number taken.
 async fn insert_messages(
     db: &Database,
     chunk: &[ReadyMessage<'_>],
@@ -980,7 +981,7 @@ async fn insert_messages(
         *counts.entry(chat_id).or_insert(0i64) += 1;
     }
     let mut tx = db.pool().begin().await?;
-    let last = crate::changes::take_numbers(&mut tx, &counts).await?;
+    let last = crate::changes::take_numbers(&mut tx, &counts, true).await?;
     let mut next: HashMap<i64, i64> =
         counts.iter().map(|(chat, count)| (*chat, last.get(chat).copied().unwrap_or(0) - count + 1)).collect();
     let sql = format!(
@@ -995,6 +996,8 @@ async fn insert_messages(
         *seq += 1;
     }
     let inserted = query.execute(&mut *tx).await?;
+    let rows: Vec<(i64, i64)> = chunk.iter().map(|&(_, chat_id, number, ..)| (chat_id, number)).collect();
+    crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64).await?;
     tx.commit().await?;
     Ok((inserted, last.into_iter().collect()))
 }

@@ -13,6 +13,7 @@
 //!   served at `/openapi.json`.
 //! - [`store`]: the SQL the API and the consumer run.
 //! - [`changes`]: each chat's change log, written with every change and read by the stream.
+//! - [`reads`]: read positions and exact unread counts.
 //! - [`stream`]: the live stream (SSE per chat, a WebSocket per application, the chat page),
 //!   a role of its own that opens no search index, so stream replicas scale apart.
 
@@ -21,6 +22,7 @@ pub mod changes;
 pub mod consumer;
 pub mod counts;
 pub mod openapi;
+pub mod reads;
 pub mod store;
 pub mod stream;
 

@@ -140,7 +140,7 @@ pub async fn list_chats(db: &Database, application_id: i64, token: &str, page: P
 pub async fn rename_chat(state: &ChatRead, chat_id: i64, name: &str, now: i64) -> BackendResult<()> {
     let update =
         sqlx::query("UPDATE chats SET name = ?, updated_at = ? WHERE id = ?").bind(name).bind(now).bind(chat_id);
-    changes::record(state, chat_id, Kind::ChatUpdated, 0, update).await?;
+    changes::record(state, chat_id, Kind::ChatUpdated, 0, update, Vec::new()).await?;
     Ok(())
 }
 
@@ -205,7 +205,17 @@ pub async fn update_message(
     .bind(now)
     .bind(chat_id)
     .bind(number);
-    Ok(changes::record(state, chat_id, Kind::MessageUpdated, number, update).await?.is_some())
+    Ok(changes::record(state, chat_id, Kind::MessageUpdated, number, update, Vec::new()).await?.is_some())
+}
+
+/// The ids of the chats of an application among `numbers`, by number.
+pub async fn chat_ids(
+    db: &Database,
+    application_id: i64,
+    numbers: &[i64],
+) -> BackendResult<std::collections::HashMap<i64, i64>> {
+    let rows = rows_among(db, "SELECT id, number FROM chats WHERE application_id = ?", application_id, numbers).await?;
+    rows.iter().map(|row| Ok((row.try_get(1)?, row.try_get(0)?))).collect()
 }
 
 /// The highest message number the store holds for a chat (deleted ones included): where its
@@ -239,7 +249,14 @@ pub async fn delete_message(state: &ChatRead, chat_id: i64, number: i64, now: i6
     .bind(now)
     .bind(chat_id)
     .bind(number);
-    Ok(changes::record(state, chat_id, Kind::MessageDeleted, number, update).await?.is_some())
+    // One live message fewer in the chat, and for every read position at or above it.
+    let counts = vec![
+        sqlx::query("UPDATE chats SET live_count = live_count - 1 WHERE id = ?").bind(chat_id),
+        sqlx::query("UPDATE read_positions SET live_through = live_through - 1 WHERE chat_id = ? AND last_read >= ?")
+            .bind(chat_id)
+            .bind(number),
+    ];
+    Ok(changes::record(state, chat_id, Kind::MessageDeleted, number, update, counts).await?.is_some())
 }
 
 /// Message numbers and their current text, for (re)indexing what the store holds.

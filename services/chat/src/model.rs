@@ -38,6 +38,33 @@ pub struct ChatView {
     pub messages_count: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// The messages above the read position of the user a list was asked for (`?user_id=`),
+    /// deleted ones left out; only then present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<i64>,
+}
+
+/// `PUT .../chats/:number/read`: the message a user has read up to.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"user_id": "user-42", "message_number": 17}))]
+pub struct ReadBody {
+    /// The app's own id of its user (1 to 255 characters)
+    pub user_id: String,
+    /// The last message the user has read: at most the chat's last message number
+    #[schema(minimum = 0)]
+    pub message_number: i64,
+}
+
+/// A user's read position in a chat and the messages above it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({"user_id": "user-42", "chat_number": 1, "last_read": 17, "unread": 3}))]
+pub struct UnreadView {
+    pub user_id: String,
+    pub chat_number: i64,
+    /// The message number read up to (0: none)
+    pub last_read: i64,
+    /// Messages above it, deleted ones left out
+    pub unread: i64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -88,7 +115,13 @@ impl ChatView {
             messages_count,
             created_at: shared::rfc3339_millis(created_at),
             updated_at: shared::rfc3339_millis(updated_at),
+            unread_count: None,
         }
+    }
+
+    /// The same view with the unread count of the user it was asked for.
+    pub fn with_unread(self, unread: i64) -> Self {
+        Self { unread_count: Some(unread), ..self }
     }
 }
 

@@ -93,6 +93,33 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: &["ALTER TABLE messages ADD COLUMN deleted_at BIGINT"],
         mysql: &["ALTER TABLE messages ADD COLUMN deleted_at BIGINT NULL"],
     },
+    Migration {
+        version: 6,
+        name: "read positions and exact live counts",
+        // `live_count`: the chat's stored, undeleted messages, kept exact in the transactions
+        // that insert and delete them. A read position keeps `live_through`, the live messages
+        // numbered up to it, kept exact the same way: unread = live_count - live_through, two
+        // columns read whatever the chat's size.
+        sqlite: &[
+            "ALTER TABLE chats ADD COLUMN live_count BIGINT NOT NULL DEFAULT 0",
+            "UPDATE chats SET live_count = \
+             (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id AND messages.deleted_at IS NULL)",
+            "CREATE TABLE read_positions (chat_id BIGINT NOT NULL, user_id VARCHAR(255) NOT NULL, \
+             last_read BIGINT NOT NULL, live_through BIGINT NOT NULL, updated_at BIGINT NOT NULL, \
+             PRIMARY KEY (chat_id, user_id))",
+            "CREATE INDEX read_positions_chat_last_read ON read_positions (chat_id, last_read)",
+        ],
+        mysql: &[
+            "ALTER TABLE chats ADD COLUMN live_count BIGINT NOT NULL DEFAULT 0",
+            "UPDATE chats SET live_count = \
+             (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id AND messages.deleted_at IS NULL)",
+            "CREATE TABLE IF NOT EXISTS read_positions (chat_id BIGINT NOT NULL, \
+             user_id VARCHAR(255) NOT NULL, last_read BIGINT NOT NULL, live_through BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, PRIMARY KEY (chat_id, user_id), \
+             KEY read_positions_chat_last_read (chat_id, last_read)) \
+             ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        ],
+    },
 ];
 
 /// Counter keys, set names and queue names, all under one namespace.

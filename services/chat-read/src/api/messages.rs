@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, StatusCode};
 use chat::commands::Command;
 use chat::model::{self, ChatPath, MessageBody, MessagePatch, MessagePath, MessageView};
 use chat::schema::search_scope;
-use futures::FutureExt;
 use shared::ApiError;
 use shared::backends::search::SearchDoc;
 use shared::http::PathParams;
@@ -121,13 +120,7 @@ async fn queue_delete(
     number: i64,
     now: i64,
 ) -> Result<StatusCode, ApiError> {
-    let db = state.db.clone();
-    let seed = move || {
-        let db = db.clone();
-        async move { store::highest_message_number(&db, application_id, chat_number).await }.boxed()
-    };
-    let key = state.keys.message_counter(application_id, chat_number);
-    if number > state.counters.issued(&key, &seed).await?.last {
+    if number > super::last_message_number(state, application_id, chat_number).await? {
         return Err(message_not_found());
     }
     let marker = state.keys.pending_delete(application_id, chat_number, number);

@@ -211,6 +211,18 @@ async fn application_id(state: &ChatRead, token: &str) -> Result<i64, ApiError> 
     chat::schema::application_id(&state.db, token).await?.ok_or_else(application_not_found)
 }
 
+/// The highest message number handed out in a chat (its create may still be queued).
+async fn last_message_number(state: &ChatRead, application_id: i64, chat_number: i64) -> Result<i64, ApiError> {
+    use futures::FutureExt;
+    let db = state.db.clone();
+    let seed = move || {
+        let db = db.clone();
+        async move { crate::store::highest_message_number(&db, application_id, chat_number).await }.boxed()
+    };
+    let key = state.keys.message_counter(application_id, chat_number);
+    Ok(state.counters.issued(&key, &seed).await?.last)
+}
+
 /// Resolves a chat in an application to its id, or 404.
 async fn chat_id(state: &ChatRead, token: &str, raw_number: &str) -> Result<(i64, i64, i64), ApiError> {
     let number = chat::model::path_number("chat", raw_number)?;
