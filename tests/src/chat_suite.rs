@@ -591,6 +591,61 @@ pub async fn read_positions_and_unread_counts(api: &Api) {
     assert_status(&unknown, StatusCode::NOT_FOUND);
 }
 
+/// A create sent again with its `Idempotency-Key` answers the first 201, body and all, and
+/// creates nothing more, however many retries run at once; the key with another body is a 422;
+/// keys are per application.
+pub async fn idempotent_creates(api: &Api) {
+    let token = api.create_application("retries").await;
+    let chats = format!("/api/applications/{token}/chats");
+    let create = |path: String, body: Value, key: &str| {
+        let url = api.url_for(&Method::POST, &path);
+        let key = key.to_owned();
+        async move {
+            let response =
+                api.http.post(url).header("Idempotency-Key", key).json(&body).send().await.expect("a create");
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let first = create(chats.clone(), json!({"chat_name": "once"}), "chat-key-1").await;
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    let again = create(chats.clone(), json!({"chat_name": "once"}), "chat-key-1").await;
+    assert_eq!(again, first, "the same 201, body and all");
+    let chat = first.1["chat_number"].as_i64().unwrap();
+    api.get_eventually(&format!("{chats}/{chat}")).await;
+
+    let messages = format!("{chats}/{chat}/messages");
+    let sent = futures::future::join_all(
+        (0..100).map(|_| create(messages.clone(), json!({"message_content": "exactly once"}), "message-key-1")),
+    )
+    .await;
+    assert!(sent.iter().all(|(status, _)| *status == StatusCode::CREATED), "{:?}", &sent[..3]);
+    assert!(sent.iter().all(|reply| reply.1 == sent[0].1), "every retry answers the same 201");
+    // The seed's path is the same create: the key holds across both.
+    let seed_path =
+        create(format!("{chats}/{chat}"), json!({"message_content": "exactly once"}), "message-key-1").await;
+    assert_eq!(seed_path.1, sent[0].1);
+    let reused = create(messages.clone(), json!({"message_content": "something else"}), "message-key-1").await;
+    assert_eq!(reused.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.1);
+    assert_eq!(reused.1["error"]["code"], "VALIDATION_FAILED");
+
+    let next = api.create_message(&token, chat, "no key").await;
+    assert_eq!(next, sent[0].1["message_number"].as_i64().unwrap() + 1, "the retries drew one number between them");
+    let listed = api.eventually(&messages, |r| r.body.as_array().is_some_and(|a| a.len() == 2)).await;
+    let contents: Vec<&str> =
+        listed.body.as_array().unwrap().iter().filter_map(|m| m["message_content"].as_str()).collect();
+    assert_eq!(contents, vec!["exactly once", "no key"], "one message per key");
+
+    let elsewhere = api.create_application("other retries").await;
+    let other =
+        create(format!("/api/applications/{elsewhere}/chats"), json!({"chat_name": "once"}), "chat-key-1").await;
+    assert_eq!(other.0, StatusCode::CREATED);
+    assert_eq!(other.1["application_token"], elsewhere.as_str(), "keys are per application");
+
+    let refused = create(chats.clone(), json!({"chat_name": "x"}), &"k".repeat(256)).await;
+    assert_eq!(refused.0, StatusCode::BAD_REQUEST, "{}", refused.1);
+}
+
 /// Every error is the JSON error body, never a 5xx for bad input.
 pub async fn error_rules(api: &Api) {
     let unknown = api.get("/api/nothing-here").await;

@@ -101,6 +101,7 @@ macro_rules! chat_suite_tests {
             counts_converge,
             message_delete_is_a_tombstone,
             read_positions_and_unread_counts,
+            idempotent_creates,
             error_rules,
             responses_never_carry_internal_ids,
             listing_applications_needs_the_admin_token,

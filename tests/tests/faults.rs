@@ -252,3 +252,53 @@ async fn store_outage_under_the_consumer_loses_nothing() {
     assert_eq!(mesh.consumer.pid(), consumer_pid, "the same consumer process recovered");
     assert!(consumer_pid.is_some_and(chatmesh_e2e::processes::pid_alive), "the consumer is still running");
 }
+
+/// A create cut off by a SIGKILL of chat-write at some point of its life, then retried with its
+/// `Idempotency-Key` against the restarted chat-write until a 201, is stored exactly once: the
+/// kill may land before the key is claimed, after, after the number is drawn or after the
+/// command is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_after_chat_write_is_killed_creates_one_message() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mut mesh) = SplitChat::start("idempotent retry across a kill", &[]).await else { return };
+    let (token, chat) = setup(&mesh.api()).await;
+    mesh.api().get_eventually(&format!("/api/applications/{token}/chats/{chat}")).await;
+    let path = format!("/api/applications/{token}/chats/{chat}/messages");
+    let mut answered = HashMap::new();
+    for round in 0..6u64 {
+        let (key, content) = (format!("kill-{round}"), format!("cut off in round {round}"));
+        let send = |api: Api| {
+            let (key, url) = (key.clone(), api.url_for(&reqwest::Method::POST, &path));
+            let body = json!({ "message_content": content });
+            async move { api.http.post(url).header("Idempotency-Key", key).json(&body).send().await }
+        };
+        let first = tokio::spawn(send(mesh.api()));
+        tokio::time::sleep(Duration::from_millis(round * 4)).await;
+        mesh.write.kill().await;
+        let _cut_off = first.await;
+        mesh.write = mesh.start_like("chat-write", &[]).await;
+        // A 409 means the killed request's claim is still young: retry, as a client would.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let number = loop {
+            let reply = send(mesh.api()).await.expect("the retry reaches chat-write");
+            let status = reply.status();
+            let body: serde_json::Value = reply.json().await.unwrap_or_default();
+            match status.as_u16() {
+                201 => break body["message_number"].as_i64().expect("a number"),
+                409 | 503 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                other => panic!("round {round}: {other} {body}"),
+            }
+        };
+        answered.insert(number, content);
+    }
+    let api = mesh.api();
+    assert_all_persisted(&api, &token, chat, &answered).await;
+    let stored = all_messages(&api, &token, chat).await;
+    let mut copies: HashMap<&String, usize> = HashMap::new();
+    for content in stored.values() {
+        *copies.entry(content).or_default() += 1;
+    }
+    let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    assert_eq!(stored.len(), answered.len(), "nothing but the retried creates: {stored:?}");
+}

@@ -2,7 +2,7 @@
 //! `POST .../chats/:number` and the REST alias `POST .../chats/:number/messages`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Json, Router};
 use chat::commands::Command;
 use chat::model::{self, ApplicationPath, ChatBody, ChatPath, ChatView, MessageBody, MessageView};
@@ -13,6 +13,7 @@ use shared::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::idempotency::{self, Claim};
 use crate::{ChatWrite, store};
 
 /// The create routes, served with `state`.
@@ -30,7 +31,7 @@ pub fn routes() -> OpenApiRouter<ChatWrite> {
 
 /// Create a chat; its number is the next of the application
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath), request_body = ChatBody,
+    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")), request_body = ChatBody,
     responses(
         (status = 201, description = "Chat created", body = ChatView, links(
             ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
@@ -43,15 +44,24 @@ pub fn routes() -> OpenApiRouter<ChatWrite> {
 async fn create_chat(
     State(state): State<ChatWrite>,
     PathParams(ApplicationPath { token }): PathParams<ApplicationPath>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let chat_name = model::required_text("chat_name", &body.chat_name, model::MAX_NAME_CHARS)?;
+    let key = idempotency::key(&headers)?;
     let application_id = state.application_id(&token).await?.ok_or_else(application_not_found)?;
     let seed = state.seed_chat_counter(application_id);
-    let chat_number = state.counters.next(&state.keys.chat_counter(application_id), &seed).await?;
-    let created_at = shared::now_millis();
-    let command = Command::CreateChat { application_id, chat_number, chat_name: chat_name.clone(), created_at };
-    if let Err(error) = publish(&state, &command).await {
+    let draw = async { Ok(state.counters.next(&state.keys.chat_counter(application_id), &seed).await?) };
+    let once = key.map(|key| (key, idempotency::fingerprint("chat", 0, &chat_name)));
+    let command = |chat_number, created_at| Command::CreateChat {
+        application_id,
+        chat_number,
+        chat_name: chat_name.clone(),
+        created_at,
+    };
+    let Created { number: chat_number, created_at, queued, again } =
+        create_once(&state, application_id, once, draw, command).await?;
+    if let Err(error) = queued {
         // The number is spent; without this mark, a message sent to it would be accepted for a
         // chat that may never exist.
         if let Err(mark) = store::mark_unconfirmed_chat(&state.db, application_id, chat_number).await {
@@ -59,47 +69,140 @@ async fn create_chat(
         }
         return Err(error);
     }
+    if again {
+        // A retry queued the command of a create that may have answered 503: the chat is coming.
+        store::clear_unconfirmed_chat(&state.db, application_id, chat_number).await?;
+    }
     tracing::debug!(application_id, chat_number, "chat queued");
     Ok((StatusCode::CREATED, Json(ChatView::new(token, chat_number, chat_name, 0, created_at, created_at))))
 }
 
 /// Create a message in a chat (the seed's path)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath),
+    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message(
     State(state): State<ChatWrite>,
     PathParams(ChatPath { token, chat_number }): PathParams<ChatPath>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
     let content = model::required_text("message_content", &body.message_content, model::MAX_MESSAGE_CHARS)?;
     let chat_number = model::path_number("chat", &chat_number)?;
+    let key = idempotency::key(&headers)?;
     let application_id = state.application_id(&token).await?.ok_or_else(application_not_found)?;
     if !chat_exists(&state, application_id, chat_number).await? {
         return Err(ApiError::not_found("chat not found"));
     }
     let seed = state.seed_message_counter(application_id, chat_number);
-    let message_number = state.counters.next(&state.keys.message_counter(application_id, chat_number), &seed).await?;
-    let created_at = shared::now_millis();
-    let command =
-        Command::CreateMessage { application_id, chat_number, message_number, content: content.clone(), created_at };
-    publish(&state, &command).await?;
-    let view = MessageView::new(token, chat_number, message_number, content, created_at, created_at);
+    let counter = state.keys.message_counter(application_id, chat_number);
+    let draw = async { Ok(state.counters.next(&counter, &seed).await?) };
+    let once = key.map(|key| (key, idempotency::fingerprint("message", chat_number, &content)));
+    let command = |message_number, created_at| Command::CreateMessage {
+        application_id,
+        chat_number,
+        message_number,
+        content: content.clone(),
+        created_at,
+    };
+    let Created { number, created_at, queued, .. } = create_once(&state, application_id, once, draw, command).await?;
+    queued?;
+    let view = MessageView::new(token, chat_number, number, content, created_at, created_at);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// A create's number, the time its 201 gives, and whether its command is queued; `again`
+/// when the number was drawn by an earlier request with the same idempotency key.
+struct Created {
+    number: i64,
+    created_at: i64,
+    queued: Result<(), ApiError>,
+    again: bool,
+}
+
+/// Draws a number (`draw`) and publishes its command (`command(number, created_at)`): every
+/// time without a key, once per key with one (`once`: the key and the request's fingerprint;
+/// see [`idempotency`]).
+async fn create_once(
+    state: &ChatWrite,
+    application_id: i64,
+    once: Option<(String, String)>,
+    draw: impl Future<Output = Result<i64, ApiError>>,
+    command: impl Fn(i64, i64) -> Command,
+) -> Result<Created, ApiError> {
+    let Some((key, fingerprint)) = once else {
+        let number = draw.await?;
+        let created_at = shared::now_millis();
+        let queued = publish(state, &command(number, created_at)).await;
+        return Ok(Created { number, created_at, queued, again: false });
+    };
+    let db = &state.db;
+    let started = std::time::Instant::now();
+    let stale = idempotency::STALE.as_millis() as i64;
+    loop {
+        let now = shared::now_millis();
+        match idempotency::claim(db, application_id, &key, &fingerprint, now).await? {
+            Claim::Ours => break,
+            Claim::Mismatch => return Err(idempotency::mismatch()),
+            Claim::Drawn { number, created_at, published: true, .. } => {
+                return Ok(Created { number, created_at, queued: Ok(()), again: true });
+            }
+            Claim::Drawn { number, created_at, claimed_at, .. } => {
+                // Its request may be publishing now: wait for it; past that, it failed or died
+                // after drawing, and the same command is published again.
+                if now - claimed_at < stale && started.elapsed() < idempotency::WAIT {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                let queued = publish(state, &command(number, created_at)).await;
+                if queued.is_ok() {
+                    idempotency::published(db, application_id, &key).await?;
+                }
+                return Ok(Created { number, created_at, queued, again: true });
+            }
+            Claim::Pending { claimed_at } => {
+                if now - claimed_at >= stale
+                    && idempotency::take_over(db, application_id, &key, claimed_at, now).await?
+                {
+                    break;
+                }
+                if started.elapsed() >= idempotency::WAIT {
+                    return Err(idempotency::in_progress());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+    let number = draw.await?;
+    let created_at = shared::now_millis();
+    // Durable before the publish: a retry after a crash from here on publishes this command.
+    idempotency::drawn(db, application_id, &key, number, created_at).await?;
+    let queued = publish(state, &command(number, created_at)).await;
+    if queued.is_ok()
+        && let Err(error) = idempotency::published(db, application_id, &key).await
+    {
+        // A retry then publishes the same command again, which the consumer takes as a redelivery.
+        tracing::warn!(%error, "could not record an idempotent create as queued");
+    }
+    Ok(Created { number, created_at, queued, again: false })
+}
+
+/// How often a retry looks whether the request holding its key is done.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Create a message in a chat (REST alias)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath),
+    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message_alias(
     state: State<ChatWrite>,
     path: PathParams<ChatPath>,
+    headers: HeaderMap,
     body: JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageView>), ApiError> {
-    create_message(state, path, body).await
+    create_message(state, path, headers, body).await
 }
 
 /// A chat exists once persisted, and already from its 201 on: a number the chat counter has

@@ -10,10 +10,12 @@
 //!   its number from the counters port, publishes a command through the queue port and
 //!   answers 201 only once the command is durably queued; a queue that does not confirm gives
 //!   503.
+//! - [`idempotency`]: `Idempotency-Key` on the creates: one chat or message per key.
 //! - [`openapi`]: the document's title and tags around those operations, served at
 //!   `/openapi.json`.
 
 pub mod api;
+pub mod idempotency;
 pub mod openapi;
 pub mod store;
 

@@ -61,6 +61,16 @@ pub async fn mark_unconfirmed_chat(db: &Database, application_id: i64, chat_numb
     Ok(())
 }
 
+/// Forgets the mark of [`mark_unconfirmed_chat`]: a retry of the create queued its command.
+pub async fn clear_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<()> {
+    sqlx::query("DELETE FROM unconfirmed_chats WHERE application_id = ? AND number = ?")
+        .bind(application_id)
+        .bind(chat_number)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Whether the create of chat `chat_number` answered 503 (see [`mark_unconfirmed_chat`]).
 pub async fn is_unconfirmed_chat(db: &Database, application_id: i64, chat_number: i64) -> BackendResult<bool> {
     let row = sqlx::query("SELECT 1 FROM unconfirmed_chats WHERE application_id = ? AND number = ?")
