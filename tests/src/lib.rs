@@ -13,6 +13,7 @@
 //! - [`processes`], [`split`]: chat-write and chat-read as child processes, on the production
 //!   backends or the embedded ones.
 //! - [`redis_server`]: a Redis server of a test's own, to stop, roll back and start again.
+//! - [`essentials_load`]: `chatmesh-bench essentials`: idempotent creates and unread counts.
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
 //! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 //! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
@@ -23,6 +24,7 @@ pub mod acknowledged;
 pub mod browser;
 pub mod chat_suite;
 pub mod client;
+pub mod essentials_load;
 pub mod faults;
 pub mod harness;
 pub mod load;

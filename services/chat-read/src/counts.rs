@@ -1,5 +1,5 @@
 //! The count flush: writes `chats_count` and `messages_count` for the parents touched since the
-//! last run. Counts are recomputed from the rows (`COUNT(*)`), so they never exceed what is
+//! last run (and forgets idempotency keys past their 24 h). Counts are recomputed from the rows (`COUNT(*)`), so they never exceed what is
 //! persisted, and a flush repeated after a crash, or beside another replica's slow one, gives
 //! the same answer.
 //!
@@ -89,8 +89,17 @@ impl CountFlush {
             "application_id",
         )
         .await?;
+        forget_expired_keys(&state.db).await?;
         Ok(FlushReport { applications, chats, skipped: false })
     }
+}
+
+/// Deletes the idempotency keys of creates claimed more than 24 h ago (a retry then is a new
+/// create), so the table holds a day of keys, not every key ever sent.
+async fn forget_expired_keys(db: &Database) -> BackendResult<()> {
+    let expired = shared::now_millis() - 24 * 3600 * 1000;
+    sqlx::query("DELETE FROM idempotency_keys WHERE claimed_at < ?").bind(expired).execute(db.pool()).await?;
+    Ok(())
 }
 
 /// Counts the members of the touched `set`; returns how many.

@@ -127,13 +127,17 @@ pub const MIGRATIONS: &[Migration] = &[
         // number it drew and the time its 201 gives (`number` NULL until drawn), whether its
         // command is queued, and when it was claimed (a claim past 24 h is free again). Kept in
         // the store, so a key survives whatever happens to the counters' Redis.
-        sqlite: &["CREATE TABLE idempotency_keys (application_id BIGINT NOT NULL, idem_key VARCHAR(255) NOT NULL, \
-                   fingerprint VARCHAR(64) NOT NULL, number BIGINT, created_at BIGINT NOT NULL, \
-                   published SMALLINT NOT NULL, claimed_at BIGINT NOT NULL, PRIMARY KEY (application_id, idem_key))"],
+        sqlite: &[
+            "CREATE TABLE idempotency_keys (application_id BIGINT NOT NULL, idem_key VARCHAR(255) NOT NULL, \
+             fingerprint VARCHAR(64) NOT NULL, number BIGINT, created_at BIGINT NOT NULL, \
+             published SMALLINT NOT NULL, claimed_at BIGINT NOT NULL, PRIMARY KEY (application_id, idem_key))",
+            "CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_at)",
+        ],
         mysql: &["CREATE TABLE IF NOT EXISTS idempotency_keys (application_id BIGINT NOT NULL, \
                   idem_key VARCHAR(255) NOT NULL, fingerprint VARCHAR(64) NOT NULL, number BIGINT NULL, \
                   created_at BIGINT NOT NULL, published SMALLINT NOT NULL, claimed_at BIGINT NOT NULL, \
-                  PRIMARY KEY (application_id, idem_key)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
+                  PRIMARY KEY (application_id, idem_key), KEY idempotency_keys_claimed (claimed_at)) \
+                  ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     },
 ];
 
