@@ -88,6 +88,9 @@ struct StreamArgs {
     /// Chats the idle subscribers are spread over
     #[arg(long, default_value_t = 100)]
     idle_chats: usize,
+    /// Idle SSE subscribers each on a chat of its own, in another fresh process (0: none)
+    #[arg(long, default_value_t = 2_000)]
+    idle_distinct: usize,
     /// SSE subscribers of the fan-out chat
     #[arg(long, default_value_t = 5_000)]
     fanout: usize,
@@ -512,14 +515,14 @@ async fn create_until(api: &Api, token: &str, chat: i64, clients: usize, total: 
 /// Connections at once a stream process is allowed in this bench (`CHATMESH_HTTP_MAX_CONNECTIONS`,
 /// 4,096 by default): room for the largest phase and the creates beside it.
 fn stream_connection_cap(args: &StreamArgs) -> usize {
-    args.idle.max(args.fanout).max(args.chats * args.per_chat) + 1_024
+    args.idle.max(args.idle_distinct).max(args.fanout).max(args.chats * args.per_chat) + 1_024
 }
 
 async fn stream(args: &StreamArgs, seconds: u64) -> anyhow::Result<()> {
     let cap = stream_connection_cap(args);
     // This process holds both ends of the bare broadcast's sockets; the servers inherit the
     // same limit.
-    let needed = (2 * args.fanout).max(args.idle).max(args.chats * args.per_chat) as u64 + 512;
+    let needed = (2 * args.fanout).max(args.idle).max(args.idle_distinct).max(args.chats * args.per_chat) as u64 + 512;
     let limit = stream_load::open_files_limit().unwrap_or(0);
     anyhow::ensure!(limit >= needed, "the open-files limit is {limit}, this run needs {needed}: raise `ulimit -n`");
     let cap = cap.to_string();
@@ -534,10 +537,10 @@ async fn stream(args: &StreamArgs, seconds: u64) -> anyhow::Result<()> {
                 let server = Service::start("chatmesh", &["--data-dir", &data_dir], &env).await;
                 (server, data)
             };
-            if runs("idle") {
+            for (subscribers, chats) in idle_runs(args).filter(|_| runs("idle")) {
                 let (server, _data) = standalone().await;
                 println!("idle subscribers: a fresh standalone chatmesh at {}", server.url);
-                idle_memory(&Api::new(&server.url), &server, args).await?;
+                idle_memory(&Api::new(&server.url), &server, subscribers, chats).await?;
             }
             let (server, _data) = standalone().await;
             let api = Api::new(&server.url);
@@ -555,10 +558,10 @@ async fn stream(args: &StreamArgs, seconds: u64) -> anyhow::Result<()> {
                 anyhow::bail!("set DATABASE_URL, REDIS_URL and AMQP_URL");
             };
             let api = mesh.api();
-            if runs("idle") {
+            for (subscribers, chats) in idle_runs(args).filter(|_| runs("idle")) {
                 let replica = mesh.start_like("chat-read", &["--stream"]).await;
                 println!("idle subscribers: a fresh `chat-read --stream` replica at {}", replica.url);
-                idle_memory(&api, &replica, args).await?;
+                idle_memory(&api, &replica, subscribers, chats).await?;
             }
             let replica = mesh.start_like("chat-read", &["--stream"]).await;
             let address = stream_load::address_of(&replica.url)?;
@@ -757,36 +760,42 @@ async fn delivery_latency(
     Ok(())
 }
 
-/// The resident memory `server` adds for each of `args.idle` idle SSE subscribers.
-async fn idle_memory(api: &Api, server: &Service, args: &StreamArgs) -> anyhow::Result<()> {
+/// The idle runs asked for: `(subscribers, chats)`, shared chats first, then a chat each.
+fn idle_runs(args: &StreamArgs) -> impl Iterator<Item = (usize, usize)> {
+    [(args.idle, args.idle_chats), (args.idle_distinct, args.idle_distinct)].into_iter().filter(|(n, _)| *n > 0)
+}
+
+/// The resident memory `server` adds for each of `count` idle SSE subscribers spread over
+/// `chats` new chats.
+async fn idle_memory(api: &Api, server: &Service, count: usize, chats: usize) -> anyhow::Result<()> {
     let pid = server.pid().expect("pid");
     let address = stream_load::address_of(&server.url)?;
     let token = api.create_application("stream idle").await;
-    let chats = readable_chats(api, &token, args.idle_chats).await;
+    let chats = readable_chats(api, &token, chats.max(1)).await;
     // The first subscriber starts the stream's tasks and pools: not a subscriber's cost.
     let warm = Subscribers::new();
     subscribe_all(&warm, address, &token, &[(chats[0], Transport::Sse)]).await?;
     warm.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = stream_load::rss_kib(pid).unwrap_or(0);
-    let plan: Vec<(i64, Transport)> = (0..args.idle).map(|i| (chats[i % chats.len()], Transport::Sse)).collect();
+    let plan: Vec<(i64, Transport)> = (0..count).map(|i| (chats[i % chats.len()], Transport::Sse)).collect();
     let subscribers = Subscribers::new();
     let started = Instant::now();
     subscribe_all(&subscribers, address, &token, &plan).await?;
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = stream_load::rss_kib(pid).unwrap_or(0);
-    let each = after.saturating_sub(before) as f64 / args.idle as f64;
+    let each = after.saturating_sub(before) as f64 / count as f64;
     println!(
         "{} idle SSE subscribers on {} chats (opened in {:.1} s): RSS {:.1} MiB before, {:.1} MiB after, \
          {each:.1} KiB per subscriber",
-        args.idle,
+        count,
         chats.len(),
         opened.as_secs_f64(),
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
-    println!("RSS per idle subscriber / 16 KiB goal: {:.1}%", 100.0 * each / 16.0);
+    println!("RSS per idle subscriber ({count} on {} chats) / 16 KiB goal: {:.1}%", chats.len(), 100.0 * each / 16.0);
     subscribers.stop().await;
     Ok(())
 }
