@@ -301,28 +301,36 @@ pub fn open_files_limit() -> Option<u64> {
 /// The bare baseline of the fan-out: a TCP server that answers each connection's request with
 /// an event-stream head, then writes every `Bytes` of a tokio broadcast to it as one HTTP
 /// chunk, as the stream's server frames an SSE event.
+///
+/// It runs on a runtime of its own with as many worker threads as a server has by default
+/// (one per core), so it competes with the readers in this process as a server process would,
+/// and, like hyper, writes whatever events are waiting in one `write` on sockets left with
+/// their default options.
 pub struct BareBroadcast {
     pub address: SocketAddr,
     sender: broadcast::Sender<Bytes>,
-    accept: JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl BareBroadcast {
     /// Listens on a loopback port; `capacity` events may be in flight (at least as many as
     /// will be sent, so no reader lags).
-    pub async fn start(capacity: usize) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    pub fn start(capacity: usize) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().thread_name("bare-broadcast").enable_all().build()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let sender = broadcast::channel::<Bytes>(capacity.max(1)).0;
         let accepting = sender.clone();
-        let accept = tokio::spawn(async move {
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
             while let Ok((socket, _)) = listener.accept().await {
                 // Subscribed before the head goes out: a reader with the head misses nothing.
                 let receiver = accepting.subscribe();
                 tokio::spawn(serve_bare(socket, receiver));
             }
         });
-        Ok(BareBroadcast { address, sender, accept })
+        Ok(BareBroadcast { address, sender, runtime: Some(runtime) })
     }
 
     /// One SSE event's text framed as one HTTP chunk, as the stream's server writes it.
@@ -342,14 +350,18 @@ impl BareBroadcast {
 
 impl Drop for BareBroadcast {
     fn drop(&mut self) {
-        self.accept.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
+/// Most bytes [`serve_bare`] gathers into one write.
+const BARE_WRITE: usize = 64 * 1024;
+
 /// One connection of [`BareBroadcast`]: reads the request head, answers with the head the
-/// stream's server sends, then writes each broadcast chunk.
+/// stream's server sends, then writes the broadcast chunks, those already waiting together.
 async fn serve_bare(mut socket: tokio::net::TcpStream, mut receiver: broadcast::Receiver<Bytes>) {
-    let _ = socket.set_nodelay(true);
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while find(&head, b"\r\n\r\n").is_none() {
@@ -363,16 +375,23 @@ async fn serve_bare(mut socket: tokio::net::TcpStream, mut receiver: broadcast::
     if socket.write_all(answer).await.is_err() {
         return;
     }
+    let mut out = Vec::with_capacity(BARE_WRITE);
     loop {
         match receiver.recv().await {
-            Ok(chunk) => {
-                if socket.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
+            Ok(chunk) => out.extend_from_slice(&chunk),
             Err(broadcast::error::RecvError::Lagged(missed)) => panic!("a bare reader lagged by {missed} events"),
             Err(broadcast::error::RecvError::Closed) => return,
         }
+        while out.len() < BARE_WRITE {
+            match receiver.try_recv() {
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                Err(_) => break,
+            }
+        }
+        if socket.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
     }
 }
 

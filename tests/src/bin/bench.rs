@@ -841,7 +841,7 @@ async fn fan_out(api: &Api, address: std::net::SocketAddr, args: &StreamArgs) ->
     let texts = received.iter().find(|r| !r.texts.is_empty()).map(|r| r.texts.clone()).unwrap_or_default();
     anyhow::ensure!(!texts.is_empty(), "no event text to broadcast");
     drop(received);
-    let bare = BareBroadcast::start(texts.len() + 16).await?;
+    let bare = BareBroadcast::start(texts.len() + 16)?;
     let readers = Subscribers::new();
     let opens = (0..args.fanout).map(|_| readers.open_sse(bare.address, "/bare", chat, false));
     let opened: Vec<anyhow::Result<()>> = futures::stream::iter(opens).buffer_unordered(64).collect().await;
