@@ -8,8 +8,9 @@
 //! INSERT loop, each pair measured in the same run. Needs `DATABASE_URL`, `REDIS_URL`,
 //! `AMQP_URL`.
 //!
-//! `stream`: the live stream, in one server (`--mode standalone`, the default) or behind a
-//! `chat-read --stream` replica on the production backends (`--mode production`): the time
+//! `stream`: the live stream, in one server (`--mode standalone`, the default) or from a
+//! `chat-read --stream` replica on the production backends behind the gateway
+//! (`--mode production`, `--direct` without the gateway): the time
 //! from a create's 201 to each subscriber's event with 1,000 subscribers, the resident memory
 //! of idle subscribers, and fan-out to the subscribers of one chat against a bare broadcast
 //! of the same bytes to as many sockets.
@@ -97,6 +98,10 @@ struct StreamArgs {
     /// Messages created in the fan-out chat
     #[arg(long, default_value_t = 200)]
     fanout_messages: usize,
+    /// In production mode, subscribers and creates of the latency and fan-out phases go to
+    /// the services directly instead of through the gateway (deploy/gateway.toml)
+    #[arg(long)]
+    direct: bool,
     /// Skip phases: any of latency, idle, fanout (comma-separated)
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -564,12 +569,23 @@ async fn stream(args: &StreamArgs, seconds: u64) -> anyhow::Result<()> {
                 idle_memory(&api, &replica, subscribers, chats).await?;
             }
             let replica = mesh.start_like("chat-read", &["--stream"]).await;
-            let address = stream_load::address_of(&replica.url)?;
-            println!(
-                "latency and fan-out: creates to chat-write at {}, the consumer into MySQL, subscribers on a \
-                 `chat-read --stream` replica at {} (directly, no gateway)",
-                mesh.write.url, replica.url
-            );
+            let gateway_dir = tempfile::tempdir()?;
+            let (api, address, _gateway) = if args.direct {
+                println!(
+                    "latency and fan-out: creates to chat-write at {}, the consumer into MySQL, subscribers on a \
+                     `chat-read --stream` replica at {} (directly, no gateway)",
+                    mesh.write.url, replica.url
+                );
+                (api, stream_load::address_of(&replica.url)?, None)
+            } else {
+                let gateway = tokio::task::block_in_place(|| start_gateway(gateway_dir.path(), &mesh, &replica, &cap))?;
+                println!(
+                    "latency and fan-out: creates and subscribers through the gateway at {} (deploy/gateway.toml): \
+                     chat-write, the consumer into MySQL, a `chat-read --stream` replica in the chat-stream pool",
+                    gateway.url
+                );
+                (Api::new(&gateway.url), stream_load::address_of(&gateway.url)?, Some(gateway))
+            };
             if runs("latency") {
                 delivery_latency(&api, address, args, seconds, 100.0).await?;
             }
@@ -585,6 +601,31 @@ async fn stream(args: &StreamArgs, seconds: u64) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The gateway with the deployed config (its connection cap raised to `cap`) in front of the
+/// mesh's chat-write and chat-read and of `replica` as the chat-stream pool; returns once each
+/// pool's upstream is healthy.
+fn start_gateway(
+    dir: &std::path::Path,
+    mesh: &SplitChat,
+    replica: &Service,
+    cap: &str,
+) -> anyhow::Result<chatmesh_e2e::harness::GatewayProcess> {
+    let deployed = std::fs::read_to_string(chatmesh_e2e::harness::repo_root().join("deploy/gateway.toml"))?;
+    anyhow::ensure!(deployed.contains("max_connections = 4096"), "deploy/gateway.toml: no max_connections = 4096");
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, deployed.replace("max_connections = 4096", &format!("max_connections = {cap}")))?;
+    let addr = |service: &Service| service.url.trim_start_matches("http://").to_owned();
+    let pools =
+        [("chat-write", addr(&mesh.write)), ("chat-read", addr(&mesh.read_api)), ("chat-stream", addr(replica))];
+    let mut upstreams: Vec<(&str, Vec<String>)> = pools.iter().map(|(pool, a)| (*pool, vec![a.clone()])).collect();
+    upstreams.extend([("segments", Vec::new()), ("events", Vec::new())]);
+    let gateway = chatmesh_e2e::harness::GatewayProcess::start(dir, &config, &upstreams);
+    for (pool, a) in &pools {
+        gateway.wait_healthy(pool, &[a.as_str()]);
+    }
+    Ok(gateway)
 }
 
 /// Creates `count` chats in `token`'s application and waits until the read side has each
