@@ -19,6 +19,8 @@
 //! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
 //! - [`stream`]: SSE and WebSocket clients of the live stream, and the stream suite
 //!   ([`stream_suite_tests!`]).
+//! - [`stream_load`]: light subscribers that time every event, and a bare broadcast, for the
+//!   stream benchmark.
 
 pub mod acknowledged;
 pub mod browser;
@@ -35,6 +37,7 @@ pub mod servers;
 pub mod sockets;
 pub mod split;
 pub mod stream;
+pub mod stream_load;
 
 pub use client::Api;
 
