@@ -547,6 +547,9 @@ pub async fn read_positions_and_unread_counts(api: &Api) {
     assert_eq!(marked.body, json!({"user_id": "ann", "chat_number": chat, "last_read": 2, "unread": 3}));
     let unread = api.get(&format!("{base}/unread?user_id=ann")).await;
     assert_eq!(unread.body, marked.body);
+    // An integer written as 2.0 is an integer (as JSON Schema counts them).
+    let same = read(json!(2.0), "ann").await;
+    assert_status(&same, StatusCode::OK);
     let back = read(json!(1), "ann").await;
     assert_eq!((back.body["last_read"].as_i64(), back.body["unread"].as_i64()), (Some(2), Some(3)), "never back");
 
@@ -575,7 +578,9 @@ pub async fn read_positions_and_unread_counts(api: &Api) {
     let plain = api.get(&format!("/api/applications/{token}/chats")).await;
     assert!(plain.body[0].get("unread_count").is_none(), "only asked for: {}", plain.text);
 
-    for (number, user) in [(json!(later + 50), "ann"), (json!(-1), "ann"), (json!("two"), "ann"), (json!(1), "  ")] {
+    for (number, user) in
+        [(json!(later + 50), "ann"), (json!(-1), "ann"), (json!("two"), "ann"), (json!(2.5), "ann"), (json!(1), "  ")]
+    {
         let reply = read(number.clone(), user).await;
         assert_status(&reply, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(reply.error_code(), "VALIDATION_FAILED", "{number} {user:?}: {}", reply.text);

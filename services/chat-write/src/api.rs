@@ -13,7 +13,7 @@ use shared::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Record};
 use crate::{ChatWrite, store};
 
 /// The create routes, served with `state`.
@@ -31,7 +31,7 @@ pub fn routes() -> OpenApiRouter<ChatWrite> {
 
 /// Create a chat; its number is the next of the application
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")), request_body = ChatBody,
+    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")), request_body = ChatBody,
     responses(
         (status = 201, description = "Chat created", body = ChatView, links(
             ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
@@ -79,7 +79,7 @@ async fn create_chat(
 
 /// Create a message in a chat (the seed's path)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")),
+    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message(
@@ -138,62 +138,47 @@ async fn create_once(
         return Ok(Created { number, created_at, queued, again: false });
     };
     let db = &state.db;
-    let started = std::time::Instant::now();
-    let stale = idempotency::STALE.as_millis() as i64;
-    loop {
-        let now = shared::now_millis();
-        match idempotency::claim(db, application_id, &key, &fingerprint, now).await? {
-            Claim::Ours => break,
-            Claim::Mismatch => return Err(idempotency::mismatch()),
-            Claim::Drawn { number, created_at, published: true, .. } => {
-                return Ok(Created { number, created_at, queued: Ok(()), again: true });
-            }
-            Claim::Drawn { number, created_at, claimed_at, .. } => {
-                // Its request may be publishing now: wait for it; past that, it failed or died
-                // after drawing, and the same command is published again.
-                if now - claimed_at < stale && started.elapsed() < idempotency::WAIT {
-                    tokio::time::sleep(POLL).await;
-                    continue;
-                }
-                let queued = publish(state, &command(number, created_at)).await;
+    let _held = state.in_flight.hold(application_id, &key).await;
+    let found = idempotency::lookup(db, application_id, &key, shared::now_millis()).await?;
+    let record = match found {
+        Some(record) => record,
+        None => {
+            let number = draw.await?;
+            let mine = Record { fingerprint: fingerprint.clone(), number, created_at: shared::now_millis() };
+            // Durable before the publish: a retry after a crash from here on publishes this
+            // command. Another replica may have written the key's record since the lookup:
+            // then that one is the key's, and this number is skipped.
+            if idempotency::record(db, application_id, &key, &mine, shared::now_millis()).await? {
+                let queued = publish(state, &command(mine.number, mine.created_at)).await;
                 if queued.is_ok() {
-                    idempotency::published(db, application_id, &key).await?;
+                    state.in_flight.queued(application_id, &key);
                 }
-                return Ok(Created { number, created_at, queued, again: true });
+                return Ok(Created { number: mine.number, created_at: mine.created_at, queued, again: false });
             }
-            Claim::Pending { claimed_at } => {
-                if now - claimed_at >= stale
-                    && idempotency::take_over(db, application_id, &key, claimed_at, now).await?
-                {
-                    break;
-                }
-                if started.elapsed() >= idempotency::WAIT {
-                    return Err(idempotency::in_progress());
-                }
-                tokio::time::sleep(POLL).await;
-            }
+            idempotency::lookup(db, application_id, &key, shared::now_millis())
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::ServiceUnavailable, "idempotency key vanished; retry"))?
         }
+    };
+    if record.fingerprint != fingerprint {
+        return Err(idempotency::mismatch());
     }
-    let number = draw.await?;
-    let created_at = shared::now_millis();
-    // Durable before the publish: a retry after a crash from here on publishes this command.
-    idempotency::drawn(db, application_id, &key, number, created_at).await?;
-    let queued = publish(state, &command(number, created_at)).await;
-    if queued.is_ok()
-        && let Err(error) = idempotency::published(db, application_id, &key).await
-    {
-        // A retry then publishes the same command again, which the consumer takes as a redelivery.
-        tracing::warn!(%error, "could not record an idempotent create as queued");
+    // Unless this process queued it, the first request's command may not be queued (it failed,
+    // or died after drawing): queue it again, the same command, which the consumer takes as a
+    // redelivery if it was.
+    let queued = match state.in_flight.was_queued(application_id, &key) {
+        true => Ok(()),
+        false => publish(state, &command(record.number, record.created_at)).await,
+    };
+    if queued.is_ok() {
+        state.in_flight.queued(application_id, &key);
     }
-    Ok(Created { number, created_at, queued, again: false })
+    Ok(Created { number: record.number, created_at: record.created_at, queued, again: true })
 }
-
-/// How often a retry looks whether the request holding its key is done.
-const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Create a message in a chat (REST alias)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, a retry while the first request runs on past 5 s a 409")),
+    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message_alias(

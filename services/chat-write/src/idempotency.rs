@@ -2,31 +2,28 @@
 //! the original 201 (same number, same body) and never creates a second chat or message,
 //! whether the first request finished, failed after drawing its number, or is still running.
 //!
-//! A key is claimed in the store before a number is drawn, so concurrent requests with one key
-//! draw one number between them. The number and the 201's time are recorded before the command
-//! is published, so a request that dies after drawing leaves what its retry needs: the retry
-//! publishes the same command again (the consumer takes an identical create as a redelivery)
-//! and answers the same 201. A retry that finds the first request still running waits for it
-//! (up to [`WAIT`]), then answers its 201; a first request gone silent before drawing for
-//! [`STALE`] is taken over; one that cannot be waited for any longer gets 409. The same key with
-//! another request is a 422. Keys are kept in the store (SQLite or MySQL), so they survive
-//! whatever happens to the counters' Redis; a claim is free again after [`TTL`].
+//! The key's record (the request's fingerprint, the number it drew, its 201's time) is written
+//! to the store before the command is published, in one write: a retry that finds it
+//! publishes the same command again (the consumer takes an identical create as a redelivery,
+//! so there is never a second chat or message) and answers the same 201, whether the first
+//! request finished, failed or died after drawing. Retries in one process wait for the request
+//! that holds their key ([`InFlight`]), so a storm of them draws one number; a retry on another
+//! replica while the first runs draws a number of its own, loses the write of the record to
+//! the first, and answers the first's 201 (its number is skipped, never used). The same key
+//! with another request is a 422. Keys are kept in the store (SQLite or MySQL), so they survive
+//! whatever happens to the counters' Redis; a key is free again after [`TTL`].
 
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
+use shared::ApiError;
 use shared::backends::BackendResult;
 use shared::backends::sql::Database;
-use shared::{ApiError, ErrorCode};
 use sqlx::Row;
 
 /// How long a key holds.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a retry waits for the request that holds its key.
-pub const WAIT: Duration = Duration::from_secs(5);
-/// A claim this old without a number belongs to a request that died before drawing it.
-pub const STALE: Duration = Duration::from_secs(10);
 /// The longest key taken.
 const MAX_KEY_CHARS: usize = 255;
 
@@ -54,109 +51,113 @@ pub fn fingerprint(kind: &str, parent: i64, text: &str) -> String {
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// What a claim found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// The key is this request's: it draws the number.
-    Ours,
-    /// The key holds another request.
-    Mismatch,
-    /// The request holding the key drew `number`; its command is queued when `published`.
-    Drawn { number: i64, created_at: i64, published: bool, claimed_at: i64 },
-    /// The request holding the key has not drawn its number yet.
-    Pending { claimed_at: i64 },
+/// What a key holds: the request's fingerprint, its number and its 201's time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub fingerprint: String,
+    pub number: i64,
+    pub created_at: i64,
 }
 
-/// Claims `key` for a request with `fingerprint`, or says what holds it.
-pub async fn claim(db: &Database, application_id: i64, key: &str, fingerprint: &str, now: i64) -> BackendResult<Claim> {
-    let sql = format!(
-        "{} INTO idempotency_keys (application_id, idem_key, fingerprint, number, created_at, published, claimed_at) \
-         VALUES (?, ?, ?, NULL, 0, 0, ?)",
-        db.insert_ignore()
-    );
-    let inserted =
-        sqlx::query(&sql).bind(application_id).bind(key).bind(fingerprint).bind(now).execute(db.pool()).await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(Claim::Ours);
-    }
+/// The live record of `key` (one written less than [`TTL`] ago); an expired one is deleted.
+pub async fn lookup(db: &Database, application_id: i64, key: &str, now: i64) -> BackendResult<Option<Record>> {
     let row = sqlx::query(
-        "SELECT fingerprint, number, created_at, published, claimed_at FROM idempotency_keys \
-         WHERE application_id = ? AND idem_key = ?",
+        "SELECT fingerprint, number, created_at, claimed_at FROM idempotency_keys WHERE application_id = ? AND idem_key = ?",
     )
     .bind(application_id)
     .bind(key)
     .fetch_optional(db.pool())
     .await?;
-    let Some(row) = row else { return Box::pin(claim(db, application_id, key, fingerprint, now)).await };
-    let claimed_at: i64 = row.try_get(4)?;
+    let Some(row) = row else { return Ok(None) };
+    let claimed_at: i64 = row.try_get(3)?;
     if claimed_at < now - TTL.as_millis() as i64 {
-        // Expired: free it (unless another request just did) and claim again.
         sqlx::query("DELETE FROM idempotency_keys WHERE application_id = ? AND idem_key = ? AND claimed_at = ?")
             .bind(application_id)
             .bind(key)
             .bind(claimed_at)
             .execute(db.pool())
             .await?;
-        return Box::pin(claim(db, application_id, key, fingerprint, now)).await;
+        return Ok(None);
     }
-    if row.try_get::<String, _>(0)? != fingerprint {
-        return Ok(Claim::Mismatch);
-    }
-    Ok(match row.try_get::<Option<i64>, _>(1)? {
-        Some(number) => {
-            Claim::Drawn { number, created_at: row.try_get(2)?, published: row.try_get::<i64, _>(3)? != 0, claimed_at }
+    Ok(Some(Record { fingerprint: row.try_get(0)?, number: row.try_get(1)?, created_at: row.try_get(2)? }))
+}
+
+/// Writes `record` under `key` unless another request did first; true when this one did.
+pub async fn record(db: &Database, application_id: i64, key: &str, record: &Record, now: i64) -> BackendResult<bool> {
+    let sql = format!(
+        "{} INTO idempotency_keys (application_id, idem_key, fingerprint, number, created_at, claimed_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+        db.insert_ignore()
+    );
+    let inserted = sqlx::query(&sql)
+        .bind(application_id)
+        .bind(key)
+        .bind(record.fingerprint.as_str())
+        .bind(record.number)
+        .bind(record.created_at)
+        .bind(now)
+        .execute(db.pool())
+        .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The keys in flight in this process: a request holds its key's lock from its lookup to its
+/// answer, so concurrent retries here wait for the first and find its record. It also
+/// remembers the keys whose command this process queued lately, so their retries here answer
+/// without queueing it again.
+#[derive(Default)]
+pub struct InFlight {
+    keys: std::sync::Mutex<std::collections::HashMap<(i64, String), std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    queued: std::sync::Mutex<std::collections::HashSet<(i64, String)>>,
+}
+
+/// Keys remembered as queued at most (the memory starts over when full; a retry of a key
+/// forgotten queues its command again, which is harmless).
+const REMEMBERED: usize = 10_000;
+
+impl InFlight {
+    /// Remembers that the command of `key` is queued.
+    pub fn queued(&self, application_id: i64, key: &str) {
+        let mut queued = self.queued.lock().expect("queued keys poisoned");
+        if queued.len() >= REMEMBERED {
+            queued.clear();
         }
-        None => Claim::Pending { claimed_at },
-    })
+        queued.insert((application_id, key.to_owned()));
+    }
+
+    /// Whether this process queued the command of `key` lately.
+    pub fn was_queued(&self, application_id: i64, key: &str) -> bool {
+        self.queued.lock().expect("queued keys poisoned").contains(&(application_id, key.to_owned()))
+    }
+
+    /// Waits for the other requests with this key in this process, then holds it.
+    pub async fn hold(&self, application_id: i64, key: &str) -> Held<'_> {
+        let lock = {
+            let mut keys = self.keys.lock().expect("in-flight keys poisoned");
+            keys.entry((application_id, key.to_owned())).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        Held { keys: self, application_id, key: key.to_owned(), lock, _guard: guard }
+    }
 }
 
-/// Takes over a claim whose request died before drawing (still at `claimed_at`, no number).
-pub async fn take_over(
-    db: &Database,
+/// A key held by one request; forgotten once no request holds or waits for it.
+pub struct Held<'a> {
+    keys: &'a InFlight,
     application_id: i64,
-    key: &str,
-    claimed_at: i64,
-    now: i64,
-) -> BackendResult<bool> {
-    let taken = sqlx::query(
-        "UPDATE idempotency_keys SET claimed_at = ? WHERE application_id = ? AND idem_key = ? AND claimed_at = ? \
-         AND number IS NULL",
-    )
-    .bind(now)
-    .bind(application_id)
-    .bind(key)
-    .bind(claimed_at)
-    .execute(db.pool())
-    .await?;
-    Ok(taken.rows_affected() == 1)
+    key: String,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
-/// Records the number the key's request drew and its 201's time, before its command is
-/// published.
-pub async fn drawn(db: &Database, application_id: i64, key: &str, number: i64, created_at: i64) -> BackendResult<()> {
-    sqlx::query("UPDATE idempotency_keys SET number = ?, created_at = ? WHERE application_id = ? AND idem_key = ?")
-        .bind(number)
-        .bind(created_at)
-        .bind(application_id)
-        .bind(key)
-        .execute(db.pool())
-        .await?;
-    Ok(())
-}
-
-/// Records that the key's command is queued.
-pub async fn published(db: &Database, application_id: i64, key: &str) -> BackendResult<()> {
-    sqlx::query("UPDATE idempotency_keys SET published = 1 WHERE application_id = ? AND idem_key = ?")
-        .bind(application_id)
-        .bind(key)
-        .execute(db.pool())
-        .await?;
-    Ok(())
-}
-
-/// 409 for a retry whose first request is still running after [`WAIT`].
-pub fn in_progress() -> ApiError {
-    ApiError::new(ErrorCode::Conflict, "a request with this Idempotency-Key is still in progress; retry later")
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.keys.keys.lock().expect("in-flight keys poisoned");
+        // The map's copy, this one and the guard's: nobody else holds or waits.
+        if std::sync::Arc::strong_count(&self.lock) <= 3 {
+            keys.remove(&(self.application_id, std::mem::take(&mut self.key)));
+        }
+    }
 }
 
 /// 422 for a key reused with another request.

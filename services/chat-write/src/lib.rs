@@ -55,6 +55,8 @@ pub struct Inner {
     /// The highest number per counter key among the commands the queue held at start (see
     /// [`ChatWrite::load_queued_numbers`]).
     queued: std::sync::RwLock<std::collections::HashMap<String, i64>>,
+    /// Idempotency keys of the creates running in this process.
+    pub(crate) in_flight: crate::idempotency::InFlight,
 }
 
 impl ChatWrite {
@@ -67,6 +69,7 @@ impl ChatWrite {
             tokens: Arc::default(),
             known_chats: Arc::default(),
             queued: Default::default(),
+            in_flight: Default::default(),
         }))
     }
 

@@ -52,7 +52,20 @@ pub struct ReadBody {
     pub user_id: String,
     /// The last message the user has read: at most the chat's last message number
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "integer")]
     pub message_number: i64,
+}
+
+/// An integer as JSON Schema counts them: `17` or `17.0`, not `17.5`.
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(value) = number.as_i64() {
+        return Ok(value);
+    }
+    match number.as_f64() {
+        Some(value) if value.fract() == 0.0 && value.abs() < 9.0e15 => Ok(value as i64),
+        _ => Err(serde::de::Error::custom(format!("expected an integer, got {number}"))),
+    }
 }
 
 /// A user's read position in a chat and the messages above it.

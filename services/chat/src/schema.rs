@@ -129,13 +129,13 @@ pub const MIGRATIONS: &[Migration] = &[
         // the store, so a key survives whatever happens to the counters' Redis.
         sqlite: &[
             "CREATE TABLE idempotency_keys (application_id BIGINT NOT NULL, idem_key VARCHAR(255) NOT NULL, \
-             fingerprint VARCHAR(64) NOT NULL, number BIGINT, created_at BIGINT NOT NULL, \
-             published SMALLINT NOT NULL, claimed_at BIGINT NOT NULL, PRIMARY KEY (application_id, idem_key))",
+             fingerprint VARCHAR(64) NOT NULL, number BIGINT NOT NULL, created_at BIGINT NOT NULL, \
+             claimed_at BIGINT NOT NULL, PRIMARY KEY (application_id, idem_key))",
             "CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_at)",
         ],
         mysql: &["CREATE TABLE IF NOT EXISTS idempotency_keys (application_id BIGINT NOT NULL, \
-                  idem_key VARCHAR(255) NOT NULL, fingerprint VARCHAR(64) NOT NULL, number BIGINT NULL, \
-                  created_at BIGINT NOT NULL, published SMALLINT NOT NULL, claimed_at BIGINT NOT NULL, \
+                  idem_key VARCHAR(255) NOT NULL, fingerprint VARCHAR(64) NOT NULL, number BIGINT NOT NULL, \
+                  created_at BIGINT NOT NULL, claimed_at BIGINT NOT NULL, \
                   PRIMARY KEY (application_id, idem_key), KEY idempotency_keys_claimed (claimed_at)) \
                   ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     },

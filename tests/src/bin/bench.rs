@@ -15,8 +15,11 @@
 //! of idle subscribers, and fan-out to the subscribers of one chat against a bare broadcast
 //! of the same bytes to as many sockets.
 //!
+//! `essentials`: idempotent creates against plain ones, and a user's unread count on a chat of
+//! a million messages against a chat of ten (the standalone server).
+//!
 //! Run with `cargo run --release -p chatmesh-e2e --bin chatmesh-bench -- standalone` (or
-//! `production`, `stream`): the release binaries are built first.
+//! `production`, `stream`, `essentials`): the release binaries are built first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +66,13 @@ enum Command {
     },
     /// The live stream: 201-to-delivery latency, idle subscribers' memory, fan-out
     Stream(StreamArgs),
+    /// Idempotent creates against plain ones, and unread counts on a chat of a million
+    /// messages against a chat of ten (the standalone server)
+    Essentials {
+        /// Messages in the big chat (written straight into the store as a fixture)
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
         // and a RabbitMQ confirm with the cores half idle, so that figure is latency, not rate.
         Command::Production { backlog } => production(cli.clients.unwrap_or(256), cli.seconds, backlog).await,
         Command::Stream(args) => stream(&args, cli.seconds).await,
+        Command::Essentials { messages } => {
+            chatmesh_e2e::essentials_load::run(cli.clients.unwrap_or(64), cli.seconds, messages).await
+        }
     }
 }
 
