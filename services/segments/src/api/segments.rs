@@ -268,6 +268,7 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
+    state.wrote();
     Ok(super::with_location(document(StatusCode::CREATED, segment_document(&row)), &self_link(&row.uuid)))
 }
 
@@ -316,6 +317,7 @@ async fn update_segment(
         Err(error) => return Err(error.into()),
     }
     tx.commit().await?;
+    state.wrote();
     let updated = SegmentRow { version: merged.version + 1, updated_at: now, ..merged };
     Ok(document(StatusCode::OK, segment_document(&updated)))
 }
@@ -373,6 +375,7 @@ async fn delete_segment(
     }
     store::soft_delete_segment(&mut tx, row.id, now).await?;
     tx.commit().await?;
+    state.wrote();
     Ok(StatusCode::NO_CONTENT)
 }
 
