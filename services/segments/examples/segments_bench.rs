@@ -2,8 +2,8 @@
 //!
 //! - in-process: the compiled snapshot alone (100 SIMPLE segments; 10 DMN segments), on one
 //!   thread, with the condition checks per second of the SIMPLE rules;
-//! - in-process with the store: `Segments::evaluate`, which also reads the revision and the
-//!   user's explicit memberships;
+//! - in-process with the store: `Segments::evaluate`, which also reads the revision, the
+//!   membership generation and the user's explicit memberships (kept 100 ms between reads);
 //! - through HTTP: `POST /api/v1/segments/evaluate` against a server on 127.0.0.1:0, from
 //!   concurrent clients in the same process, beside the same server's trivial handler
 //!   (`GET /healthz`) from the same clients, and the ratio of the two: what evaluation costs
@@ -101,6 +101,7 @@ fn snapshot(rule_type: RuleType, count: usize) -> Snapshot {
                 rule_type,
                 rule: rule.map(Arc::new),
                 percent: None,
+                rendered: std::sync::OnceLock::new(),
             }
         })
         .collect();

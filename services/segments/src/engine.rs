@@ -35,6 +35,9 @@ pub struct LiveSegment {
     /// `None`: no rule, or a stored rule this build cannot compile (logged when loaded).
     pub rule: Option<Arc<CompiledRule>>,
     pub percent: Option<u8>,
+    /// The API's rendering of what its answers show of this segment whatever the user, made
+    /// at first use and kept with the snapshot.
+    pub rendered: std::sync::OnceLock<Box<str>>,
 }
 
 /// Every live segment at one revision of the store.
@@ -163,6 +166,7 @@ impl Engine {
                 rule_type,
                 rule,
                 percent: row.percent.and_then(|p| u8::try_from(p).ok()),
+                rendered: std::sync::OnceLock::new(),
             });
         }
         let live: std::collections::HashSet<(i64, i64)> = segments.iter().map(|s| (s.id, s.version)).collect();
