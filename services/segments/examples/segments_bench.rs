@@ -2,14 +2,18 @@
 //!
 //! - in-process: the compiled snapshot alone (100 SIMPLE segments; 10 DMN segments), on one
 //!   thread, with the condition checks per second of the SIMPLE rules;
-//! - in-process with the store: `Segments::evaluate`, which also reads the revision and the
-//!   user's explicit memberships;
+//! - in-process with the store: `Segments::evaluate`, which also reads the revision, the
+//!   membership generation and the user's explicit memberships (kept 100 ms between reads);
 //! - through HTTP: `POST /api/v1/segments/evaluate` against a server on 127.0.0.1:0, from
-//!   concurrent clients in the same process.
+//!   concurrent clients in the same process, beside the same server's trivial handler
+//!   (`GET /healthz`) from the same clients, the two taking turns in 3 rounds, and the ratio
+//!   of the two: what evaluation costs over what any request costs on this server and this
+//!   machine.
 //!
-//! Run: `cargo run --release -p segments --example segments_bench` (SQLite in a temp dir; set
-//! `DATABASE_URL` to run the store and HTTP parts on MySQL / MariaDB). `BENCH_SECONDS` sets
-//! the length of each measurement (default 3).
+//! Run: `cargo build --release --workspace --example segments_bench`, then
+//! `target/release/examples/segments_bench` (SQLite in a temp dir; set `DATABASE_URL` to run
+//! the store and HTTP parts on MySQL / MariaDB). `BENCH_SECONDS` sets the length of each
+//! measurement (default 3), `BENCH_CLIENTS` the HTTP clients (default 16).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +25,10 @@ use segments::rules::{self, RuleType};
 use segments::{Segments, Settings};
 use serde_json::{Map, Value, json};
 use shared::backends::sql::Database;
+
+/// The allocator of the `segments` binary, so the server here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SIMPLE_SEGMENTS: usize = 100;
 const DMN_SEGMENTS: usize = 10;
@@ -44,6 +52,9 @@ fn simple_rule(i: usize) -> String {
     .to_string()
 }
 const CONDITIONS_CHECKED: usize = 5;
+/// Rounds in which the trivial handler and evaluation take turns over HTTP; each figure is the
+/// mean of its rounds.
+const ROUNDS: usize = 3;
 
 fn dmn_rule(i: usize) -> String {
     let threshold = 600 + i * 10;
@@ -94,6 +105,7 @@ fn snapshot(rule_type: RuleType, count: usize) -> Snapshot {
                 rule_type,
                 rule: rule.map(Arc::new),
                 percent: None,
+                rendered: std::sync::OnceLock::new(),
             }
         })
         .collect();
@@ -149,21 +161,77 @@ async fn server(
     (base, state, dir, trigger)
 }
 
+/// What the clients check of an evaluation: the number of segments matched. The items are
+/// skipped, not built, so the clients' parsing costs little of the CPU the server shares.
+#[derive(serde::Deserialize)]
+struct EvaluationCount {
+    data: Vec<serde::de::IgnoredAny>,
+}
+
+/// `POST /api/v1/segments/evaluate` from the concurrent clients: evaluations/s. The first
+/// answer is checked in full.
 async fn http_per_second(base: &str, seconds: f64, expected: usize) -> f64 {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(http_clients()).build().expect("client");
-    let body = Arc::new(json!({"userId": "user-42", "attributes": attributes()}));
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/segments/evaluate");
+    let body = serde_json::to_vec(&json!({"userId": "user-42", "attributes": attributes()})).expect("body");
+    let first: Value = evaluate(&http, &url, body.clone()).await.json().await.expect("json");
+    let keys: Vec<&str> =
+        first["data"].as_array().expect("data").iter().filter_map(|s| s["attributes"]["key"].as_str()).collect();
+    assert_eq!(keys.len(), expected, "{first}");
+    assert_eq!(first["meta"]["matchedSegments"], expected, "{first}");
+    concurrent_per_second(seconds, move || {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        async move {
+            let answer: EvaluationCount = evaluate(&http, &url, body).await.json().await.expect("json");
+            assert_eq!(answer.data.len(), expected);
+        }
+    })
+    .await
+}
+
+async fn evaluate(http: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let reply = http
+        .post(url)
+        .bearer_auth("bench")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("evaluate");
+    assert_eq!(reply.status(), 200);
+    reply
+}
+
+/// `GET /healthz` of the same server from the same clients: requests/s.
+async fn trivial_per_second(base: &str, seconds: f64) -> f64 {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/healthz");
+    concurrent_per_second(seconds, move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let reply = http.get(&url).send().await.expect("healthz");
+            assert_eq!(reply.status(), 200);
+            std::hint::black_box(reply.bytes().await.expect("body"));
+        }
+    })
+    .await
+}
+
+/// Runs `request` in a loop on each of the concurrent clients for `seconds`: requests/s.
+async fn concurrent_per_second<F, R>(seconds: f64, request: F) -> f64
+where
+    F: Fn() -> R + Clone + Send + 'static,
+    R: std::future::Future<Output = ()> + Send,
+{
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..http_clients() {
-        let (http, body, done, url) =
-            (http.clone(), body.clone(), done.clone(), format!("{base}/api/v1/segments/evaluate"));
+        let (request, done) = (request.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let reply = http.post(&url).bearer_auth("bench").json(&*body).send().await.expect("evaluate");
-                let answer: Value = reply.json().await.expect("json");
-                assert_eq!(answer["data"].as_array().map(Vec::len), Some(expected), "{answer}");
+                request().await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -219,7 +287,9 @@ async fn main() {
     );
 
     let backend = if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) { "MySQL" } else { "SQLite" };
+    let clients = http_clients();
     // Each row's label is padded so the figures line up, SIMPLE's and DMN's.
+    let mut ratios = Vec::new();
     for (rule_type, count, label, expected) in [
         (RuleType::Simple, SIMPLE_SEGMENTS, "SIMPLE", SIMPLE_SEGMENTS),
         (RuleType::Dmn, DMN_SEGMENTS, "DMN", dmn_members),
@@ -228,9 +298,19 @@ async fn main() {
         let rate = store_per_second(&state, seconds).await;
         let what = format!("{count} {label}:");
         println!("in-process with the store ({backend}), {what:<12}{rate:>10.0} evaluations/s");
-        let rate = http_per_second(&base, seconds, expected).await;
+        // The two take turns, so that what else runs on the machine weighs on both alike.
+        let (mut trivial, mut rate) = (0.0, 0.0);
+        for _ in 0..ROUNDS {
+            trivial += trivial_per_second(&base, seconds / ROUNDS as f64).await / ROUNDS as f64;
+            rate += http_per_second(&base, seconds / ROUNDS as f64, expected).await / ROUNDS as f64;
+        }
+        println!("HTTP ({clients} clients, {backend}), trivial handler (/healthz): {trivial:>10.0} requests/s");
         let what = format!("{count} {label} segments:");
-        println!("HTTP ({} clients, {backend}), {what:<21}{rate:>10.0} evaluations/s", http_clients());
+        println!("HTTP ({clients} clients, {backend}), {what:<21}{rate:>10.0} evaluations/s");
+        ratios.push((count, label, 100.0 * rate / trivial));
         trigger.trigger();
+    }
+    for (count, label, ratio) in ratios {
+        println!("segment evaluation (HTTP, {count} {label}) / trivial handler: {ratio:.1}% ({backend})");
     }
 }

@@ -1,14 +1,20 @@
 //! Evaluation: which segments a user is in, and why.
 //!
-//! The live segments are held as a compiled [`Snapshot`]. Each evaluation reads the store's
-//! revision counter (one primary-key lookup) and reloads the snapshot when any segment changed,
-//! in this process or another one: a PATCH changes the next answer, with no stale window.
-//! Compiled rules are cached by `(segment id, version)`, so a reload recompiles only the
-//! segments that changed; a DMN model is compiled once per segment version.
+//! The live segments are held as a compiled [`Snapshot`], labelled with the store's revision
+//! counter, which every segment write bumps in its transaction; the snapshot is reloaded when
+//! the counter moves. Compiled rules are cached by `(segment id, version)`, so a reload
+//! recompiles only the segments that changed; a DMN model is compiled once per segment version.
+//!
+//! [`StoreReads`] keeps what evaluations read from the store: the revision, the membership
+//! generation (bumped by every membership change) and the explicit memberships of recent
+//! users. Read in one round trip, they stay current for [`STORE_READ_INTERVAL`] unless this
+//! process writes: a change made through this process applies at its next evaluation, one made
+//! through another process on the same store within that interval plus one read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use shared::backends::sql::Database;
@@ -29,6 +35,9 @@ pub struct LiveSegment {
     /// `None`: no rule, or a stored rule this build cannot compile (logged when loaded).
     pub rule: Option<Arc<CompiledRule>>,
     pub percent: Option<u8>,
+    /// The API's rendering of what its answers show of this segment whatever the user, made
+    /// at first use and kept with the snapshot.
+    pub rendered: std::sync::OnceLock<Box<str>>,
 }
 
 /// Every live segment at one revision of the store.
@@ -157,10 +166,105 @@ impl Engine {
                 rule_type,
                 rule,
                 percent: row.percent.and_then(|p| u8::try_from(p).ok()),
+                rendered: std::sync::OnceLock::new(),
             });
         }
         let live: std::collections::HashSet<(i64, i64)> = segments.iter().map(|s| (s.id, s.version)).collect();
         cache.retain(|key, _| live.contains(key));
         Snapshot { revision, segments }
+    }
+}
+
+/// How long what an evaluation read from the store stays current when this process has not
+/// written since: the most a change made through another process waits to be used.
+pub const STORE_READ_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Users whose memberships are kept; past it the kept ones are dropped and read again.
+const KEPT_USERS: usize = 100_000;
+
+/// An explicit membership: `(segment id, expires_at)`, expired ones included.
+pub type Membership = (i64, Option<i64>);
+
+/// The store's revision and membership generation as last read, with the memberships read at
+/// that generation, by user.
+#[derive(Default)]
+pub struct StoreReads {
+    versions: Mutex<Versions>,
+    /// Writes this process committed; bumped after each commit.
+    writes: AtomicU64,
+}
+
+#[derive(Default)]
+struct Versions {
+    read_at: Option<Instant>,
+    /// [`StoreReads::writes`] when the read began: a write committed since makes it stale.
+    writes: u64,
+    revision: i64,
+    generation: i64,
+    users: HashMap<String, Arc<[Membership]>>,
+}
+
+/// What [`StoreReads::current`] knows without the store.
+pub enum Current {
+    /// The versions read are current; the user's memberships are known, or must be read (and
+    /// then [`StoreReads::keep`] at `generation`).
+    Fresh { revision: i64, generation: i64, memberships: Option<Arc<[Membership]>> },
+    /// Read the versions and memberships again, then [`StoreReads::read`] with `writes`.
+    Stale { writes: u64 },
+}
+
+impl StoreReads {
+    /// Says a write of this process committed: the next evaluation reads the store again.
+    pub fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn current(&self, user_id: &str) -> Current {
+        let writes = self.writes.load(Ordering::SeqCst);
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        match versions.read_at {
+            Some(read_at) if versions.writes == writes && read_at.elapsed() < STORE_READ_INTERVAL => Current::Fresh {
+                revision: versions.revision,
+                generation: versions.generation,
+                memberships: versions.users.get(user_id).cloned(),
+            },
+            _ => Current::Stale { writes },
+        }
+    }
+
+    /// Records versions and one user's memberships read after [`Current::Stale`] said `writes`.
+    pub fn read(&self, writes: u64, revision: i64, generation: i64, user_id: &str, memberships: Arc<[Membership]>) {
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        // Memberships are kept per generation and revision: a deleted segment takes its
+        // memberships with it, and a revision is bumped by every segment write.
+        if versions.generation != generation || versions.revision != revision || versions.read_at.is_none() {
+            versions.users.clear();
+        }
+        // A read that began before another finished may be older than it: keep the newer.
+        if versions.read_at.is_none() || writes >= versions.writes {
+            versions.read_at = Some(Instant::now());
+            versions.writes = writes;
+            versions.revision = revision;
+            versions.generation = generation;
+        }
+        if (versions.generation, versions.revision) == (generation, revision) {
+            Self::insert(&mut versions, user_id, memberships);
+        }
+    }
+
+    /// Keeps a user's memberships read while the versions were current at `revision` and
+    /// `generation`.
+    pub fn keep(&self, revision: i64, generation: i64, user_id: &str, memberships: Arc<[Membership]>) {
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        if (versions.generation, versions.revision) == (generation, revision) {
+            Self::insert(&mut versions, user_id, memberships);
+        }
+    }
+
+    fn insert(versions: &mut Versions, user_id: &str, memberships: Arc<[Membership]>) {
+        if versions.users.len() >= KEPT_USERS {
+            versions.users.clear();
+        }
+        versions.users.insert(user_id.to_owned(), memberships);
     }
 }

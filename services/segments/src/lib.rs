@@ -88,6 +88,7 @@ struct Inner {
     open_legacy: bool,
     link_key: auth::LinkKey,
     engine: engine::Engine,
+    reads: engine::StoreReads,
     keys: auth::KeyCache,
 }
 
@@ -134,6 +135,7 @@ impl Segments {
             open_legacy: settings.segments_open_legacy,
             link_key,
             engine: engine::Engine::default(),
+            reads: engine::StoreReads::default(),
             keys: auth::KeyCache::default(),
         })))
     }
@@ -177,15 +179,38 @@ impl Segments {
         self.0.engine.snapshot(&self.0.db).await
     }
 
-    /// The segments `user_id` is in, given `attributes`, each with its reason.
+    /// The segments `user_id` is in, given `attributes`, each with its reason. What it reads
+    /// from the store (at most one query) stays current for [`engine::STORE_READ_INTERVAL`]
+    /// unless this process writes: see [`engine::StoreReads`].
     pub async fn evaluate(&self, user_id: &str, attributes: &Map<String, Value>) -> Result<Evaluation, sqlx::Error> {
-        let mut conn = self.0.db.pool().acquire().await?;
-        let (revision, memberships) = store::revision_and_memberships(&mut conn, user_id, self.now()).await?;
-        drop(conn);
-        let explicit: HashMap<i64, Option<i64>> = memberships.into_iter().collect();
+        let reads = &self.0.reads;
+        let (revision, memberships) = match reads.current(user_id) {
+            engine::Current::Fresh { revision, memberships: Some(memberships), .. } => (revision, memberships),
+            engine::Current::Fresh { revision, generation, memberships: None } => {
+                let mut conn = self.0.db.pool().acquire().await?;
+                let memberships: Arc<[engine::Membership]> = store::memberships(&mut conn, user_id).await?.into();
+                reads.keep(revision, generation, user_id, memberships.clone());
+                (revision, memberships)
+            }
+            engine::Current::Stale { writes } => {
+                let mut conn = self.0.db.pool().acquire().await?;
+                let (revision, generation, memberships) = store::versions_and_memberships(&mut conn, user_id).await?;
+                let memberships: Arc<[engine::Membership]> = memberships.into();
+                reads.read(writes, revision, generation, user_id, memberships.clone());
+                (revision, memberships)
+            }
+        };
+        let now = self.now();
+        let explicit: HashMap<i64, Option<i64>> =
+            memberships.iter().filter(|(_, expires_at)| expires_at.is_none_or(|at| at > now)).copied().collect();
         let snapshot = self.0.engine.snapshot_at(&self.0.db, revision).await?;
         let matches = snapshot.evaluate(user_id, attributes, &explicit);
         Ok(Evaluation { snapshot, matches })
+    }
+
+    /// Says a write of this process committed, so its next evaluation reads the store again.
+    pub(crate) fn wrote(&self) {
+        self.0.reads.wrote();
     }
 
     /// Writes every expired membership to the history and drops it; returns how many. The

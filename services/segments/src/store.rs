@@ -24,7 +24,7 @@ use sqlx::{Any, AnyConnection, Row};
 pub type SqlResult<T> = Result<T, sqlx::Error>;
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
-pub const MIGRATIONS: &[Migration] = &[CREATE_TABLES, HISTORY_SLUGS, REVOCATION_AND_SECRETS];
+pub const MIGRATIONS: &[Migration] = &[CREATE_TABLES, HISTORY_SLUGS, REVOCATION_AND_SECRETS, MEMBERSHIP_GENERATION];
 
 /// The tables as first created.
 const CREATE_TABLES: Migration = Migration {
@@ -127,6 +127,16 @@ const REVOCATION_AND_SECRETS: Migration = Migration {
     ],
 };
 
+/// A second counter in `segment_revision` (row 2), bumped by every transaction that adds or
+/// removes explicit memberships, so an evaluation can keep the memberships it read while the
+/// counter stays where it was.
+const MEMBERSHIP_GENERATION: Migration = Migration {
+    version: 4,
+    name: "membership generation",
+    sqlite: &["INSERT OR IGNORE INTO segment_revision (id, revision) VALUES (2, 0)"],
+    mysql: &["INSERT IGNORE INTO segment_revision (id, revision) VALUES (2, 0)"],
+};
+
 /// Begins a transaction that writes. SQLite takes its write lock at once (`BEGIN IMMEDIATE`),
 /// so a transaction that reads before it writes cannot fail on a lock upgrade; MySQL locks
 /// rows as statements touch them (see [`lock`]).
@@ -154,6 +164,13 @@ pub async fn revision(db: &Database) -> SqlResult<i64> {
 
 pub async fn bump_revision(conn: &mut AnyConnection) -> SqlResult<()> {
     sqlx::query("UPDATE segment_revision SET revision = revision + 1 WHERE id = 1").execute(conn).await?;
+    Ok(())
+}
+
+/// Bumps the membership generation: last in a transaction that changed memberships, so the
+/// row stays locked (MySQL) only until its commit.
+pub async fn bump_membership_generation(conn: &mut AnyConnection) -> SqlResult<()> {
+    sqlx::query("UPDATE segment_revision SET revision = revision + 1 WHERE id = 2").execute(conn).await?;
     Ok(())
 }
 
@@ -586,29 +603,39 @@ pub async fn add_membership(
     }
 }
 
-/// The revision counter and the user's active explicit memberships `(segment id, expires_at)`
-/// in one round trip: what every evaluation reads from the store.
-pub async fn revision_and_memberships(
+/// What an evaluation reads from the store: the revision, the membership generation and the
+/// user's explicit memberships `(segment id, expires_at)`, expired ones included (the caller
+/// drops those by its clock), in one round trip.
+pub async fn versions_and_memberships(
     conn: &mut AnyConnection,
     user_id: &str,
-    now: i64,
-) -> SqlResult<(i64, Vec<(i64, Option<i64>)>)> {
+) -> SqlResult<(i64, i64, Vec<(i64, Option<i64>)>)> {
     let rows = statement(
-        "SELECT r.revision, m.segment_id, m.expires_at FROM segment_revision r LEFT JOIN segment_memberships m \
-         ON m.user_id = ? AND (m.expires_at IS NULL OR m.expires_at > ?) WHERE r.id = 1",
-        &[&user_id, &now],
+        "SELECT r.revision, g.revision, m.segment_id, m.expires_at FROM segment_revision r \
+         JOIN segment_revision g ON g.id = 2 LEFT JOIN segment_memberships m ON m.user_id = ? WHERE r.id = 1",
+        &[&user_id],
     )
     .fetch_all(conn)
     .await?;
-    let mut revision = 0;
+    let (mut revision, mut generation) = (0, 0);
     let mut memberships = Vec::with_capacity(rows.len());
     for row in &rows {
         revision = row.try_get(0)?;
-        if let Some(segment_id) = row.try_get::<Option<i64>, _>(1)? {
-            memberships.push((segment_id, row.try_get(2)?));
+        generation = row.try_get(1)?;
+        if let Some(segment_id) = row.try_get::<Option<i64>, _>(2)? {
+            memberships.push((segment_id, row.try_get(3)?));
         }
     }
-    Ok((revision, memberships))
+    Ok((revision, generation, memberships))
+}
+
+/// The user's explicit memberships `(segment id, expires_at)`, expired ones included: one
+/// lookup on the primary key's prefix.
+pub async fn memberships(conn: &mut AnyConnection, user_id: &str) -> SqlResult<Vec<(i64, Option<i64>)>> {
+    let rows = statement("SELECT segment_id, expires_at FROM segment_memberships WHERE user_id = ?", &[&user_id])
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
 }
 
 /// A user's active explicit memberships: `(segment id, key, expires_at)` in the order they

@@ -209,6 +209,7 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
+    state.wrote();
     let location = format!("{}/segments/{}", base_url(&headers), encode_segment(&slug));
     Ok(super::with_location((StatusCode::CREATED, Json(SegmentView::from(&row))).into_response(), &location))
 }
@@ -240,6 +241,7 @@ async fn delete_segment(
     }
     store::soft_delete_segment(&mut tx, row.id, now).await?;
     tx.commit().await?;
+    state.wrote();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,7 +410,9 @@ async fn change_user_segments(
             .await?;
     }
     let explicit = store::active_memberships(&mut tx, &user_id, now).await?;
+    store::bump_membership_generation(&mut tx).await?;
     tx.commit().await?;
+    state.wrote();
     let slugs = with_percentage_segments(&state, &user_id, explicit).await?;
     Ok(Json(Changed { segments: slugs }))
 }

@@ -10,10 +10,12 @@
 //! | POST | /api/v1/segments/evaluate | SEGMENTS_READ | 200 the user's segments, each with its reason |
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+use shared::error::{ApiError, ErrorCode};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -25,10 +27,10 @@ use super::jsonapi::{
     JsonApiErrorResponses, MEDIA_TYPE, Page, PageLinks, PageMeta, PathParams, SelfLink, document, evaluation_input,
     is_reserved_key, query_map,
 };
-use crate::Segments;
-use crate::engine::Reason;
+use crate::engine::{LiveSegment, Reason};
 use crate::rules::{self, RuleType};
 use crate::store::{self, SegmentRow};
+use crate::{Evaluation, Segments};
 
 /// The routes, relative to `/api/v1` (where [`super::router`] nests them).
 pub fn routes() -> OpenApiRouter<Segments> {
@@ -268,6 +270,7 @@ async fn create_segment(
         Err(error) => return Err(error.into()),
     };
     tx.commit().await?;
+    state.wrote();
     Ok(super::with_location(document(StatusCode::CREATED, segment_document(&row)), &self_link(&row.uuid)))
 }
 
@@ -316,6 +319,7 @@ async fn update_segment(
         Err(error) => return Err(error.into()),
     }
     tx.commit().await?;
+    state.wrote();
     let updated = SegmentRow { version: merged.version + 1, updated_at: now, ..merged };
     Ok(document(StatusCode::OK, segment_document(&updated)))
 }
@@ -373,6 +377,7 @@ async fn delete_segment(
     }
     store::soft_delete_segment(&mut tx, row.id, now).await?;
     tx.commit().await?;
+    state.wrote();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -405,25 +410,66 @@ impl From<Reason> for ReasonView {
 async fn evaluate(State(state): State<Segments>, _: CanReadSegments, doc: Document) -> Result<Response, Errors> {
     let (user_id, attributes) = evaluation_input(&doc)?;
     let evaluation = state.evaluate(&user_id, &attributes).await?;
-    let data: Vec<EvaluatedSegment> = evaluation
-        .memberships()
-        .map(|(segment, reason)| EvaluatedSegment {
-            type_: "segments",
-            id: segment.uuid.clone(),
-            attributes: EvaluatedAttributes {
-                key: segment.key.clone(),
-                name: segment.name.clone(),
-                reason: reason.into(),
-            },
-            links: SelfLink { self_: self_link(&segment.uuid) },
-        })
-        .collect();
+    let body = render_evaluation(&evaluation, user_id)
+        .map_err(|error| ApiError::new(ErrorCode::Internal, format!("rendering the evaluation: {error}")))?;
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE))], body).into_response())
+}
+
+/// The [`EvaluationDocument`] of `evaluation`, as serde writes it, from each segment's
+/// rendering kept with the snapshot: only the reasons and `meta` are written per request.
+fn render_evaluation(evaluation: &Evaluation, user_id: String) -> serde_json::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(64 + evaluation.matches.len() * 256);
+    body.extend_from_slice(b"{\"data\":[");
+    for (index, (segment, reason)) in evaluation.memberships().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        let rendered = segment.rendered.get_or_init(|| render_segment(segment));
+        // The head ends with `"reason":`, the tail starts with the `null` the reason replaces.
+        let at = rendered.find(REASON_MARK).map_or(rendered.len(), |at| at + REASON_MARK.len() - "null".len());
+        let (head, tail) = rendered.split_at(at);
+        body.extend_from_slice(head.as_bytes());
+        serde_json::to_writer(&mut body, &ReasonView::from(reason))?;
+        body.extend_from_slice(tail.get("null".len()..).unwrap_or_default().as_bytes());
+    }
+    body.extend_from_slice(b"],\"meta\":");
     let meta = EvaluationMeta {
         user_id,
         evaluated_segments: evaluation.snapshot.segments.len() as i64,
-        matched_segments: data.len() as i64,
+        matched_segments: evaluation.matches.len() as i64,
     };
-    Ok(document(StatusCode::OK, EvaluationDocument { data, meta }))
+    serde_json::to_writer(&mut body, &meta)?;
+    body.push(b'}');
+    Ok(body)
+}
+
+/// Where the reason goes in a segment's rendering: `null` is where serde writes it, and no
+/// escaped string can hold it unquoted.
+const REASON_MARK: &str = "\"reason\":null";
+
+/// A segment's [`EvaluatedSegment`] with the reason left `null`.
+fn render_segment(segment: &LiveSegment) -> Box<str> {
+    #[derive(Serialize)]
+    struct Fixed<'a> {
+        #[serde(rename = "type")]
+        type_: &'static str,
+        id: &'a str,
+        attributes: FixedAttributes<'a>,
+        links: SelfLink,
+    }
+    #[derive(Serialize)]
+    struct FixedAttributes<'a> {
+        key: &'a str,
+        name: &'a str,
+        reason: (),
+    }
+    let fixed = Fixed {
+        type_: "segments",
+        id: &segment.uuid,
+        attributes: FixedAttributes { key: &segment.key, name: &segment.name, reason: () },
+        links: SelfLink { self_: self_link(&segment.uuid) },
+    };
+    serde_json::to_string(&fixed).unwrap_or_default().into_boxed_str()
 }
 
 /// Creates a segment. The body is this object, or the same fields as `data.attributes` of a
@@ -665,6 +711,8 @@ pub enum ReasonView {
     Percentage { percent: i64, bucket: i64 },
 }
 
+// The schema of what `render_evaluation` writes; serde writes it in the tests, to check it.
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Serialize, ToSchema)]
 pub struct EvaluatedAttributes {
     key: String,
@@ -672,6 +720,8 @@ pub struct EvaluatedAttributes {
     reason: ReasonView,
 }
 
+// The schema of what `render_evaluation` writes; serde writes it in the tests, to check it.
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Serialize, ToSchema)]
 pub struct EvaluatedSegment {
     #[serde(rename = "type")]
@@ -690,6 +740,8 @@ pub struct EvaluationMeta {
     matched_segments: i64,
 }
 
+// The schema of what `render_evaluation` writes; serde writes it in the tests, to check it.
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({
     "data": [{"type": "segments", "id": "550e8400-e29b-41d4-a716-446655440001", "attributes": {"key": "premium-users", "name": "Premium Users", "reason": {"kind": "RULE", "ruleType": "SIMPLE"}}, "links": {"self": "/api/v1/segments/550e8400-e29b-41d4-a716-446655440001"}}],
@@ -698,4 +750,60 @@ pub struct EvaluationMeta {
 pub struct EvaluationDocument {
     data: Vec<EvaluatedSegment>,
     meta: EvaluationMeta,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::{LiveSegment, Snapshot};
+
+    fn segment(id: i64, key: &str, name: &str) -> LiveSegment {
+        LiveSegment {
+            id,
+            uuid: crate::new_uuid(),
+            key: key.to_owned(),
+            name: name.to_owned(),
+            version: 1,
+            rule_type: RuleType::Simple,
+            rule: None,
+            percent: Some(100),
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn rendered_evaluations_are_what_serde_writes() {
+        let segments = vec![
+            segment(1, "manual", "Manual"),
+            segment(2, "quotes\"reason\":null", "Ünïcode \\ \"reason\":null \u{1}"),
+            segment(3, "everyone", "Everyone"),
+        ];
+        let snapshot = Arc::new(Snapshot { revision: 7, segments });
+        let explicit = HashMap::from([(1, Some(1_705_314_600_000))]);
+        let matches = snapshot.evaluate("u-7", &serde_json::Map::new(), &explicit);
+        assert_eq!(matches.len(), 3);
+        let evaluation = Evaluation { snapshot, matches };
+        for _ in 0..2 {
+            let rendered = render_evaluation(&evaluation, "u-7".to_owned()).unwrap();
+            let data = evaluation
+                .memberships()
+                .map(|(segment, reason)| EvaluatedSegment {
+                    type_: "segments",
+                    id: segment.uuid.clone(),
+                    attributes: EvaluatedAttributes {
+                        key: segment.key.clone(),
+                        name: segment.name.clone(),
+                        reason: reason.into(),
+                    },
+                    links: SelfLink { self_: self_link(&segment.uuid) },
+                })
+                .collect();
+            let meta = EvaluationMeta { user_id: "u-7".to_owned(), evaluated_segments: 3, matched_segments: 3 };
+            let expected = serde_json::to_vec(&EvaluationDocument { data, meta }).unwrap();
+            assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
 }

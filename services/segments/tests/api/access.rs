@@ -277,13 +277,13 @@ async fn segments_command(app: &TestApp, args: &[&str]) -> std::process::Output 
 }
 
 /// A second `segments` server on the app's store.
-struct SegmentsProcess {
-    base: String,
+pub struct SegmentsProcess {
+    pub base: String,
     _child: tokio::process::Child,
 }
 
 impl SegmentsProcess {
-    async fn start(app: &TestApp) -> Self {
+    pub async fn start(app: &TestApp) -> Self {
         let mut child = segments_binary(app)
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")

@@ -9,6 +9,7 @@ mod dmn;
 mod flags;
 mod helpers;
 mod legacy;
+mod replicas;
 mod v1;
 
 /// Declares each scenario `module::name` as `sqlite::module::name` and `mysql::module::name`.
@@ -96,6 +97,9 @@ on_every_backend! {
         history_links_are_signed,
         history_paths_never_reach_a_file,
         revoked_keys_are_refused_everywhere_within_a_second,
+    ];
+    replicas: [
+        changes_reach_every_process_within_a_second,
     ];
 }
 
