@@ -107,9 +107,14 @@ pub async fn record(db: &Database, application_id: i64, key: &str, record: &Reco
 /// without queueing it again.
 #[derive(Default)]
 pub struct InFlight {
-    keys: std::sync::Mutex<std::collections::HashMap<(i64, String), std::sync::Arc<tokio::sync::Mutex<()>>>>,
-    queued: std::sync::Mutex<std::collections::HashSet<(i64, String)>>,
+    keys: std::sync::Mutex<std::collections::HashMap<KeyOf, KeyLock>>,
+    queued: std::sync::Mutex<std::collections::HashSet<KeyOf>>,
 }
+
+/// An application's id and one of its keys.
+type KeyOf = (i64, String);
+/// What the requests with one key take turns on.
+type KeyLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 /// Keys remembered as queued at most (the memory starts over when full; a retry of a key
 /// forgotten queues its command again, which is harmless).
@@ -146,7 +151,7 @@ pub struct Held<'a> {
     keys: &'a InFlight,
     application_id: i64,
     key: String,
-    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    lock: KeyLock,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
