@@ -597,8 +597,8 @@ pub async fn read_positions_and_unread_counts(api: &Api) {
 }
 
 /// A create sent again with its `Idempotency-Key` answers the first 201, body and all, and
-/// creates nothing more, however many retries run at once; the key with another body is a 422;
-/// keys are per application.
+/// creates nothing more, however many retries run at once (on however many chat-write
+/// replicas); the key with another body is a 422; keys are per application.
 pub async fn idempotent_creates(api: &Api) {
     let token = api.create_application("retries").await;
     let chats = format!("/api/applications/{token}/chats");
@@ -634,8 +634,10 @@ pub async fn idempotent_creates(api: &Api) {
     assert_eq!(reused.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.1);
     assert_eq!(reused.1["error"]["code"], "VALIDATION_FAILED");
 
+    // One process draws one number for a storm of retries; each other chat-write replica they
+    // reach may draw one it then skips, as it loses the write of the key's record.
     let next = api.create_message(&token, chat, "no key").await;
-    assert_eq!(next, sent[0].1["message_number"].as_i64().unwrap() + 1, "the retries drew one number between them");
+    assert!(next > sent[0].1["message_number"].as_i64().unwrap(), "numbers go on above the key's");
     let listed = api.eventually(&messages, |r| r.body.as_array().is_some_and(|a| a.len() == 2)).await;
     let contents: Vec<&str> =
         listed.body.as_array().unwrap().iter().filter_map(|m| m["message_content"].as_str()).collect();
