@@ -821,9 +821,11 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
     // own pooled connection, so the store works on one while the next is sent; SQLite has one
     // writer, so one by one. Every statement is waited for, so none is cut off mid-flight by
     // another's error.
+    // Statements on one chat take turns on its row (each takes the chat's change numbers
+    // first), so only statements on disjoint chats run at once.
     let in_flight = match db.dialect() {
-        Dialect::MySql => CONCURRENT_STATEMENTS,
-        Dialect::Sqlite => 1,
+        Dialect::MySql if chats_disjoint(&runs) => CONCURRENT_STATEMENTS,
+        _ => 1,
     };
     let results = {
         use futures::{FutureExt, StreamExt};
@@ -1000,6 +1002,17 @@ async fn insert_messages(
     crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64).await?;
     tx.commit().await?;
     Ok((inserted, last.into_iter().collect()))
+}
+
+/// Whether no two of `runs` insert into one chat.
+fn chats_disjoint(runs: &[&[ReadyMessage<'_>]]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    runs.iter().all(|run| {
+        let chats: BTreeSet<i64> = run.iter().map(|row| row.1).collect();
+        let disjoint = chats.iter().all(|chat| !seen.contains(chat));
+        seen.extend(chats);
+        disjoint
+    })
 }
 
 /// A message ready to insert: (delivery, chat id, number, content, created at, application id,

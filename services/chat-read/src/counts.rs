@@ -1,7 +1,8 @@
 //! The count flush: writes `chats_count` and `messages_count` for the parents touched since the
-//! last run (and forgets idempotency keys past their 24 h). Counts are recomputed from the rows (`COUNT(*)`), so they never exceed what is
-//! persisted, and a flush repeated after a crash, or beside another replica's slow one, gives
-//! the same answer.
+//! last run (and forgets idempotency keys past their 24 h). A chat's messages are its exact
+//! live count and an application's chats are counted from the rows, so counts never exceed
+//! what is persisted, and a flush repeated after a crash, or beside another replica's slow
+//! one, gives the same answer.
 //!
 //! The touched sets live in the counters backend. When it may have lost them (Redis restarted,
 //! failed over or was flushed: its generation changed), the next flush recounts every parent
@@ -78,17 +79,9 @@ impl CountFlush {
             recount_all(&state.db).await?;
             *seen = Some(generation);
         }
-        let chats =
-            flush_set(state, &state.keys.touched_chats(), "chats", "messages_count", "messages", "chat_id").await?;
-        let applications = flush_set(
-            state,
-            &state.keys.touched_applications(),
-            "applications",
-            "chats_count",
-            "chats",
-            "application_id",
-        )
-        .await?;
+        let chats = flush_set(state, &state.keys.touched_chats(), "chats", "messages_count", MESSAGES_COUNT).await?;
+        let applications =
+            flush_set(state, &state.keys.touched_applications(), "applications", "chats_count", CHATS_COUNT).await?;
         forget_expired_keys(&state.db).await?;
         Ok(FlushReport { applications, chats, skipped: false })
     }
@@ -102,66 +95,36 @@ async fn forget_expired_keys(db: &Database) -> BackendResult<()> {
     Ok(())
 }
 
-/// Counts the members of the touched `set`; returns how many.
-async fn flush_set(
-    state: &ChatRead,
-    set: &str,
-    table: &str,
-    column: &str,
-    child: &str,
-    foreign_key: &str,
-) -> BackendResult<usize> {
+/// A chat's messages: its live count, kept exact by the transactions that insert and delete
+/// them (see [`crate::reads`]). Counting the rows here instead would take shared locks on them
+/// (MySQL reads an UPDATE's subquery with locks) while the consumer's inserts hold the chat's
+/// row: a deadlock at every flush of a busy chat.
+const MESSAGES_COUNT: &str = "live_count";
+/// An application's chats, counted from the rows (chats are never deleted, and their inserts
+/// lock nothing the flush holds).
+const CHATS_COUNT: &str = "(SELECT COUNT(*) FROM chats WHERE chats.application_id = applications.id)";
+
+/// Sets `column` of the members of the touched `set` (rows of `table`) to `count`; returns how
+/// many.
+async fn flush_set(state: &ChatRead, set: &str, table: &str, column: &str, count: &str) -> BackendResult<usize> {
     let members = state.counters.take_touched(set).await?;
     let ids: Vec<i64> = members.iter().filter_map(|m| m.parse().ok()).collect();
-    update_counts(&state.db, table, column, child, foreign_key, &ids).await?;
-    state.counters.finish_touched(set, &members).await?;
-    Ok(ids.len())
-}
-
-/// The condition that leaves deleted rows of `child` out of its count (messages are deleted
-/// as tombstones; chats are never deleted).
-fn live(child: &str) -> &'static str {
-    match child {
-        "messages" => " AND messages.deleted_at IS NULL",
-        _ => "",
-    }
-}
-
-async fn update_counts(
-    db: &Database,
-    table: &str,
-    column: &str,
-    child: &str,
-    foreign_key: &str,
-    ids: &[i64],
-) -> BackendResult<()> {
     for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE {table} SET {column} = (SELECT COUNT(*) FROM {child} WHERE {child}.{foreign_key} = {table}.id{}) \
-             WHERE id IN ({})",
-            live(child),
-            placeholders(chunk.len())
-        );
+        let sql = format!("UPDATE {table} SET {column} = {count} WHERE id IN ({})", placeholders(chunk.len()));
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(*id);
         }
-        query.execute(db.pool()).await?;
+        query.execute(state.db.pool()).await?;
     }
-    Ok(())
+    state.counters.finish_touched(set, &members).await?;
+    Ok(ids.len())
 }
 
 /// Recounts every parent.
 pub async fn recount_all(db: &Database) -> BackendResult<()> {
-    sqlx::query(
-        "UPDATE chats SET messages_count = \
-         (SELECT COUNT(*) FROM messages WHERE messages.chat_id = chats.id AND messages.deleted_at IS NULL)",
-    )
-    .execute(db.pool())
-    .await?;
-    sqlx::query("UPDATE applications SET chats_count = (SELECT COUNT(*) FROM chats WHERE chats.application_id = applications.id)")
-        .execute(db.pool())
-        .await?;
+    sqlx::query(&format!("UPDATE chats SET messages_count = {MESSAGES_COUNT}")).execute(db.pool()).await?;
+    sqlx::query(&format!("UPDATE applications SET chats_count = {CHATS_COUNT}")).execute(db.pool()).await?;
     Ok(())
 }
 
