@@ -98,6 +98,11 @@ async fn delete_message(
     match store::message_deleted(&state.db, chat_id, number).await? {
         Some(true) => Err(message_not_found()),
         Some(false) => {
+            // A delete queued while the message's create was (the consumer may have stored the
+            // create and not yet applied it) makes this one a second DELETE.
+            if !take_delete_marker(&state, application_id, chat_number, number).await? {
+                return Err(message_not_found());
+            }
             // Another DELETE may have won the race since the look: that one answers 204.
             if !store::delete_message(&state, chat_id, number, now).await? {
                 return Err(message_not_found());
@@ -124,8 +129,7 @@ async fn queue_delete(
         return Err(message_not_found());
     }
     let marker = state.keys.pending_delete(application_id, chat_number, number);
-    // A holder of this request's own: a lock is its holder's to take again.
-    let holder = format!("delete-{:032x}", rand::random::<u128>());
+    let holder = delete_holder();
     if !state.counters.try_lock(&marker, &holder, PENDING_DELETE).await? {
         return Err(message_not_found());
     }
@@ -136,6 +140,22 @@ async fn queue_delete(
         return Err(error.into());
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes the marker of a message's delete; false when a delete holds it already (queued).
+async fn take_delete_marker(
+    state: &ChatRead,
+    application_id: i64,
+    chat_number: i64,
+    number: i64,
+) -> Result<bool, ApiError> {
+    let marker = state.keys.pending_delete(application_id, chat_number, number);
+    Ok(state.counters.try_lock(&marker, &delete_holder(), PENDING_DELETE).await?)
+}
+
+/// A holder of this request's own: a lock is its holder's to take again.
+fn delete_holder() -> String {
+    format!("delete-{:032x}", rand::random::<u128>())
 }
 
 /// How long the marker of a queued delete lives: far longer than a create waits in the queue.
