@@ -183,14 +183,23 @@ pub async fn head(db: &Database, chat_id: i64) -> BackendResult<Option<i64>> {
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-/// The first `limit` changes of chat `chat_id` numbered above `cursor`, in order.
+/// The first `limit` changes of chat `chat_id` numbered above `cursor`, in order, up to the
+/// chat's change number read first: every change up to it is committed (a chat's changes commit
+/// in the order of their numbers), so the two tables' reads below, made a moment apart, agree.
+/// Without that bound, a create committed between them could be passed over by a later edit's
+/// number.
 pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> BackendResult<Vec<Change>> {
+    let Some(upto) = head(db, chat_id).await? else { return Ok(Vec::new()) };
+    if upto <= cursor {
+        return Ok(Vec::new());
+    }
     let created = sqlx::query(
         "SELECT created_seq, number, CASE WHEN deleted_at IS NULL THEN content END, created_at, updated_at \
-         FROM messages WHERE chat_id = ? AND created_seq > ? ORDER BY created_seq LIMIT ?",
+         FROM messages WHERE chat_id = ? AND created_seq > ? AND created_seq <= ? ORDER BY created_seq LIMIT ?",
     )
     .bind(chat_id)
     .bind(cursor)
+    .bind(upto)
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
@@ -198,10 +207,11 @@ pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> Back
         "SELECT c.seq, c.kind, c.number, m.content, m.created_at, m.updated_at FROM chat_changes c \
          LEFT JOIN messages m ON m.chat_id = c.chat_id AND m.number = c.number AND c.kind <> 3 \
          AND m.deleted_at IS NULL \
-         WHERE c.chat_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?",
+         WHERE c.chat_id = ? AND c.seq > ? AND c.seq <= ? ORDER BY c.seq LIMIT ?",
     )
     .bind(chat_id)
     .bind(cursor)
+    .bind(upto)
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
