@@ -31,7 +31,7 @@ pub fn routes() -> OpenApiRouter<ChatWrite> {
 
 /// Create a chat; its number is the next of the application
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")), request_body = ChatBody,
+    post, path = "/api/applications/{token}/chats", tag = "chats", params(ApplicationPath, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]{0,253}[!-~])?$", description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")), request_body = ChatBody,
     responses(
         (status = 201, description = "Chat created", body = ChatView, links(
             ("CreateMessage" = (operation_id = "create_message_alias", parameters(("token" = "$response.body#/application_token"), ("chat_number" = "$response.body#/chat_number")))),
@@ -79,7 +79,7 @@ async fn create_chat(
 
 /// Create a message in a chat (the seed's path)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
+    post, path = "/api/applications/{token}/chats/{chat_number}", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]{0,253}[!-~])?$", description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message(
@@ -178,7 +178,7 @@ async fn create_once(
 
 /// Create a message in a chat (REST alias)
 #[utoipa::path(
-    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
+    post, path = "/api/applications/{token}/chats/{chat_number}/messages", tag = "messages", params(ChatPath, ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]{0,253}[!-~])?$", description = "Retries with the same key (1 to 255 visible characters) within 24 h answer the first request's 201 and create nothing more; the same key with another body is a 422, per application")),
     request_body = MessageBody, responses((status = 201, description = "Message created", body = MessageView), ErrorResponses)
 )]
 async fn create_message_alias(
