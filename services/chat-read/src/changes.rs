@@ -193,27 +193,19 @@ pub async fn after(db: &Database, chat_id: i64, cursor: i64, limit: i64) -> Back
     if upto <= cursor {
         return Ok(Vec::new());
     }
-    let created = sqlx::query(
+    let range =
+        |sql: &'static str| sqlx::query(sql).bind(chat_id).bind(cursor).bind(upto).bind(limit).fetch_all(db.pool());
+    let created = range(
         "SELECT created_seq, number, CASE WHEN deleted_at IS NULL THEN content END, created_at, updated_at \
          FROM messages WHERE chat_id = ? AND created_seq > ? AND created_seq <= ? ORDER BY created_seq LIMIT ?",
     )
-    .bind(chat_id)
-    .bind(cursor)
-    .bind(upto)
-    .bind(limit)
-    .fetch_all(db.pool())
     .await?;
-    let others = sqlx::query(
+    let others = range(
         "SELECT c.seq, c.kind, c.number, m.content, m.created_at, m.updated_at FROM chat_changes c \
          LEFT JOIN messages m ON m.chat_id = c.chat_id AND m.number = c.number AND c.kind <> 3 \
          AND m.deleted_at IS NULL \
          WHERE c.chat_id = ? AND c.seq > ? AND c.seq <= ? ORDER BY c.seq LIMIT ?",
     )
-    .bind(chat_id)
-    .bind(cursor)
-    .bind(upto)
-    .bind(limit)
-    .fetch_all(db.pool())
     .await?;
     // Each list is complete up to its last row only when it came back full: the merge stops at
     // the lower of those bounds, so a change of the other list beyond it is not skipped.
