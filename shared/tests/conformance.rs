@@ -44,6 +44,68 @@ async fn embedded_queue_keeps_commands_across_a_reopen() {
     assert_eq!(&batch[0].payload[..], b"kept");
 }
 
+/// A single-process queue hands commands to a consumer in memory: the sender hears `true` only
+/// from an ack, and `false` (to publish it to the file) from anything else.
+#[tokio::test]
+async fn embedded_queue_hands_commands_straight_to_a_consumer_here() {
+    use bytes::Bytes;
+    use shared::backends::queue::Queue;
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(EmbeddedQueue::open(dir.path(), Some(Duration::from_secs(5))).await.unwrap());
+    let hand_over = |payload: &'static [u8]| {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.hand_over("q", Bytes::from_static(payload)).await })
+    };
+    assert!(!hand_over(b"nobody").await.unwrap(), "nobody consumes the queue in this process");
+
+    let mut sub = queue.subscribe("q").await.unwrap();
+    // A publish waits (up to 5 s) for its command to be processed in a single-process queue.
+    let filed = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.publish("q", Bytes::from_static(b"filed")).await })
+    };
+    while queue.depth("q").await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let acked = hand_over(b"direct");
+    let mut batch = Vec::new();
+    while batch.len() < 2 {
+        batch.extend(sub.next_batch(10, Duration::from_secs(5)).await.unwrap());
+    }
+    let mut payloads: Vec<&[u8]> = batch.iter().map(|d| &d.payload[..]).collect();
+    payloads.sort();
+    assert_eq!(payloads, [&b"direct"[..], &b"filed"[..]], "the consumer takes from memory and from the file");
+    sub.ack(&batch.iter().map(|d| d.id).collect::<Vec<_>>()).await.unwrap();
+    assert!(acked.await.unwrap(), "an ack answers the sender true");
+    filed.await.unwrap().unwrap();
+    assert_eq!(queue.depth("q").await.unwrap(), 0, "the command handed over never reached the file");
+
+    let retried = hand_over(b"retried");
+    let delivery = sub.next_batch(10, Duration::from_secs(5)).await.unwrap().remove(0);
+    sub.retry(delivery.id, Duration::ZERO).await.unwrap();
+    assert!(!retried.await.unwrap(), "a retry gives the command back to its sender");
+
+    let parked = hand_over(b"parked");
+    let delivery = sub.next_batch(10, Duration::from_secs(5)).await.unwrap().remove(0);
+    sub.dead_letter(delivery.id, "test").await.unwrap();
+    assert!(!parked.await.unwrap(), "a dead letter gives the command back to its sender");
+    assert!(queue.dead_letters("q", 10).await.unwrap().is_empty(), "its sender decides where it goes");
+
+    let held = hand_over(b"held");
+    assert_eq!(sub.next_batch(10, Duration::from_secs(5)).await.unwrap().len(), 1);
+    drop(sub);
+    assert!(!held.await.unwrap(), "a subscription dropped with it in hand gives it back");
+    assert!(!hand_over(b"gone").await.unwrap(), "no subscription left");
+
+    let shared_dir = tempfile::tempdir().unwrap();
+    let shared_file = EmbeddedQueue::open(shared_dir.path(), None).await.unwrap();
+    let _sub = shared_file.subscribe("q").await.unwrap();
+    assert!(
+        !shared_file.hand_over("q", Bytes::from_static(b"x")).await,
+        "a queue file other processes may consume has no direct path"
+    );
+}
+
 #[tokio::test]
 async fn tantivy_index_passes_the_search_suite() {
     let dir = tempfile::tempdir().unwrap();

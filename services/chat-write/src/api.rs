@@ -134,7 +134,7 @@ async fn create_once(
     let Some((key, fingerprint)) = once else {
         let number = draw.await?;
         let created_at = shared::now_millis();
-        let queued = publish(state, &command(number, created_at)).await;
+        let queued = hand_over_or_publish(state, &command(number, created_at)).await;
         return Ok(Created { number, created_at, queued, again: false });
     };
     let db = &state.db;
@@ -220,6 +220,25 @@ async fn chat_exists(state: &ChatWrite, application_id: i64, chat_number: i64) -
         state.known_chats.insert(application_id, chat_number);
     }
     Ok(exists)
+}
+
+/// A message's create, without an idempotency key, goes straight to the consumer in this
+/// process where the queue has a direct path (the standalone server's embedded queue), else
+/// to the queue. Durability: `hand_over` answers `true` only once the consumer acked the
+/// command, which it does after committing the message to the store, so the 201 still
+/// follows a durable write (the store is the command's log) and reads see it; any other
+/// outcome publishes it durably as before. A crash meanwhile loses only a create nobody was
+/// answered, whose number may then be handed out again. Chat creates and keyed creates always
+/// take the queue: messages may be accepted for a chat's number before the chat is stored
+/// ([`chat_exists`]), and a key's number is recorded before its command is queued, so both
+/// numbers must stay taken across a crash.
+async fn hand_over_or_publish(state: &ChatWrite, command: &Command) -> Result<(), ApiError> {
+    if matches!(command, Command::CreateMessage { .. })
+        && state.queue.hand_over(&state.keys.command_queue(), command.encode()).await
+    {
+        return Ok(());
+    }
+    publish(state, command).await
 }
 
 /// No 201 without a durably queued command: a queue that does not confirm gives 503.

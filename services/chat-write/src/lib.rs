@@ -88,10 +88,14 @@ impl ChatWrite {
                 Command::CreateChat { application_id, chat_number, .. } => {
                     (self.keys.chat_counter(application_id), chat_number)
                 }
-                Command::CreateMessage { application_id, chat_number, message_number, .. } => {
+                // A queued delete names a number handed out before the restart; its create may
+                // have died with the process (a create handed straight to the consumer lives in
+                // memory until stored), and the number must not go to another message.
+                Command::CreateMessage { application_id, chat_number, message_number, .. }
+                | Command::DeleteMessage { application_id, chat_number, message_number, .. } => {
                     (self.keys.message_counter(application_id, chat_number), message_number)
                 }
-                Command::IndexMessage { .. } | Command::DeleteMessage { .. } => continue,
+                Command::IndexMessage { .. } => continue,
             };
             let entry = highest.entry(key).or_insert(number);
             *entry = (*entry).max(number);

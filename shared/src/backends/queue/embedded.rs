@@ -5,10 +5,19 @@
 //! Every write (publish, ack, retry, dead-letter) goes through one writer task that commits
 //! whatever is waiting in one transaction, so concurrent publishers share each fsync instead of
 //! each waiting for SQLite's one write lock.
+//!
+//! In a single-process deployment the queue also has a direct path ([`Queue::hand_over`]): a
+//! command handed over goes to this process's consumer in memory, never touching the file. Its
+//! durability is the consumer's: the sender is answered `true` only when the consumer acks it,
+//! which it does after its store commit, so the store is that command's durable log. Anything
+//! else (a retry, a dead letter, a subscription dropped with it in hand, a crash) leaves the
+//! sender answered `false` or unanswered, and a caller that answers its client only after
+//! `true` or a file publish never acknowledges a command that is in neither.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +48,23 @@ struct Inner {
     wait_for_processing: Option<Duration>,
     /// Notification topics of this process, each an in-process broadcast.
     topics: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Bytes>>>,
+    /// Commands handed over in memory, by queue; `None` without a direct path (another process
+    /// may consume the file).
+    direct: Option<Mutex<HashMap<String, Direct>>>,
+    /// The next direct delivery's id (above every id of the file: see [`DIRECT_IDS`]).
+    next_direct: AtomicU64,
 }
+
+/// A queue's direct path: how many subscriptions this process has on it, and the commands
+/// handed over and not taken yet, each with where to answer whether it was acked.
+#[derive(Default)]
+struct Direct {
+    consumers: usize,
+    waiting: VecDeque<(Bytes, oneshot::Sender<bool>)>,
+}
+
+/// Direct deliveries have ids from here up; the file's row ids stay far below.
+const DIRECT_IDS: u64 = 1 << 62;
 
 type Reply<T> = oneshot::Sender<BackendResult<T>>;
 
@@ -81,6 +106,8 @@ impl EmbeddedQueue {
             in_flight: Mutex::new(HashSet::new()),
             wait_for_processing,
             topics: Mutex::default(),
+            direct: wait_for_processing.map(|_| Mutex::default()),
+            next_direct: AtomicU64::new(DIRECT_IDS),
         });
         tokio::spawn(writer(Arc::downgrade(&inner), inner.pool.clone(), rx));
         Ok(Self { inner })
@@ -114,7 +141,15 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn subscribe(&self, queue: &str) -> BackendResult<Box<dyn Subscription>> {
-        Ok(Box::new(EmbeddedSubscription { inner: self.inner.clone(), queue: queue.to_owned(), held: HashSet::new() }))
+        if let Some(direct) = &self.inner.direct {
+            direct.lock().expect("direct lock poisoned").entry(queue.to_owned()).or_default().consumers += 1;
+        }
+        Ok(Box::new(EmbeddedSubscription {
+            inner: self.inner.clone(),
+            queue: queue.to_owned(),
+            held: HashSet::new(),
+            held_direct: HashMap::new(),
+        }))
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> BackendResult<Vec<DeadLetter>> {
@@ -174,6 +209,21 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
+    async fn hand_over(&self, queue: &str, payload: Bytes) -> bool {
+        let Some(direct) = &self.inner.direct else { return false };
+        let (reply, acked) = oneshot::channel();
+        {
+            let mut lines = direct.lock().expect("direct lock poisoned");
+            match lines.get_mut(queue) {
+                Some(line) if line.consumers > 0 => line.waiting.push_back((payload, reply)),
+                _ => return false,
+            }
+        }
+        self.inner.ready.notify_waiters();
+        // A dropped answer (the subscription went away with it) is a `false`.
+        acked.await.unwrap_or(false)
+    }
+
     /// One process holds the embedded queue, so its listeners are all in this process.
     async fn notify(&self, topic: &str, payload: Bytes) -> BackendResult<()> {
         let topics = self.inner.topics.lock().expect("topics lock poisoned");
@@ -197,6 +247,9 @@ struct EmbeddedSubscription {
     queue: String,
     /// Deliveries handed out and not yet settled; released if the subscription is dropped.
     held: HashSet<i64>,
+    /// Direct deliveries handed out and not yet settled, with their senders' answers (dropped
+    /// with the subscription: `false`, so their senders publish them to the file).
+    held_direct: HashMap<u64, oneshot::Sender<bool>>,
 }
 
 impl EmbeddedSubscription {
@@ -205,6 +258,33 @@ impl EmbeddedSubscription {
         for id in ids {
             self.held.remove(id);
             in_flight.remove(id);
+        }
+    }
+
+    /// Up to `max` commands handed over in memory.
+    fn take_direct(&mut self, max: usize) -> Vec<Delivery> {
+        let Some(direct) = &self.inner.direct else { return Vec::new() };
+        let mut lines = direct.lock().expect("direct lock poisoned");
+        let Some(line) = lines.get_mut(&self.queue) else { return Vec::new() };
+        let taken = line.waiting.len().min(max);
+        line.waiting
+            .drain(..taken)
+            .map(|(payload, reply)| {
+                let id = self.inner.next_direct.fetch_add(1, Ordering::Relaxed);
+                self.held_direct.insert(id, reply);
+                Delivery { id, payload, attempts: 0 }
+            })
+            .collect()
+    }
+
+    /// Answers the sender of a direct delivery; `false` for any other id.
+    fn settle_direct(&mut self, id: u64, acked: bool) -> bool {
+        match self.held_direct.remove(&id) {
+            Some(reply) => {
+                let _ = reply.send(acked);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -217,6 +297,16 @@ impl Drop for EmbeddedSubscription {
             in_flight.remove(&id);
         }
         drop(in_flight);
+        if let Some(direct) = &self.inner.direct {
+            let mut lines = direct.lock().expect("direct lock poisoned");
+            if let Some(line) = lines.get_mut(&self.queue) {
+                line.consumers -= 1;
+                if line.consumers == 0 {
+                    // Nobody here takes them now: their senders publish them to the file.
+                    line.waiting.clear();
+                }
+            }
+        }
         self.inner.ready.notify_waiters();
     }
 }
@@ -225,11 +315,17 @@ impl Drop for EmbeddedSubscription {
 impl Subscription for EmbeddedSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
+        let inner = self.inner.clone();
         loop {
-            let notified = self.inner.ready.notified();
+            let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
 
+            let mut batch = self.take_direct(max);
+            if batch.len() == max {
+                return Ok(batch);
+            }
+            let max = max - batch.len();
             let skip = self.inner.in_flight.lock().expect("in-flight lock poisoned").len();
             let rows = sqlx::query(
                 "SELECT id, payload, attempts FROM queue_messages WHERE queue = ? AND visible_at <= ? \
@@ -240,12 +336,12 @@ impl Subscription for EmbeddedSubscription {
             .bind((max + skip) as i64)
             .fetch_all(&self.inner.pool)
             .await?;
-            let mut batch = Vec::new();
+            let direct = batch.len();
             {
                 let mut in_flight = self.inner.in_flight.lock().expect("in-flight lock poisoned");
                 for row in rows {
                     let id: i64 = row.try_get(0)?;
-                    if batch.len() == max || !in_flight.insert(id) {
+                    if batch.len() - direct == max || !in_flight.insert(id) {
                         continue;
                     }
                     self.held.insert(id);
@@ -273,21 +369,34 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn ack(&mut self, ids: &[u64]) -> BackendResult<()> {
-        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
-        send(&self.inner, |reply| Op::Ack { ids: ids.clone(), reply }).await?;
-        self.release(&ids);
-        crate::metrics::record_settled(&self.queue, "ack", ids.len());
+        let acked = ids.len();
+        let ids: Vec<i64> = ids.iter().filter(|&&id| !self.settle_direct(id, true)).map(|&id| id as i64).collect();
+        if !ids.is_empty() {
+            send(&self.inner, |reply| Op::Ack { ids: ids.clone(), reply }).await?;
+            self.release(&ids);
+        }
+        crate::metrics::record_settled(&self.queue, "ack", acked);
         Ok(())
     }
 
+    /// A direct delivery is given back to its sender, which publishes it to the file (where
+    /// it is retried like any other).
     async fn retry(&mut self, id: u64, delay: Duration) -> BackendResult<()> {
+        if self.settle_direct(id, false) {
+            return Ok(());
+        }
         send(&self.inner, |reply| Op::Retry { id: id as i64, delay, reply }).await?;
         self.release(&[id as i64]);
         crate::metrics::record_settled(&self.queue, "retry", 1);
         Ok(())
     }
 
+    /// A direct delivery is given back to its sender, which publishes it to the file (where
+    /// the consumer parks it again if it fails again).
     async fn dead_letter(&mut self, id: u64, reason: &str) -> BackendResult<()> {
+        if self.settle_direct(id, false) {
+            return Ok(());
+        }
         send(&self.inner, |reply| Op::DeadLetter { id: id as i64, reason: reason.to_owned(), reply }).await?;
         self.release(&[id as i64]);
         crate::metrics::record_settled(&self.queue, "dead_letter", 1);

@@ -72,6 +72,16 @@ pub trait Queue: Send + Sync {
 
     async fn ping(&self) -> BackendResult<()>;
 
+    /// Hands `payload` straight to a subscription of `queue` in this process, without queueing
+    /// it first: `true` once that subscription acked it, so the consumer's own commit made it
+    /// durable and it needs no queueing; `false` when it was not taken (no direct path, nobody
+    /// in this process consumes `queue`) or was given back (retried, dead-lettered, or its
+    /// subscription dropped), and the caller publishes it. Only the embedded queue of a
+    /// single-process deployment has a direct path.
+    async fn hand_over(&self, _queue: &str, _payload: Bytes) -> bool {
+        false
+    }
+
     /// Sends `payload` to every current listener of `topic`, without waiting for any of them:
     /// at most once, not durable, dropped when nobody listens.
     async fn notify(&self, topic: &str, payload: Bytes) -> BackendResult<()>;
