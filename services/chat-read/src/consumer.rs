@@ -834,13 +834,11 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         futures::stream::iter(inserts).buffered(in_flight).collect::<Vec<_>>().await
     };
     for (chunk, inserted) in runs.into_iter().zip(results) {
-        let (inserted, changed) = inserted?;
+        let (inserted, id, changed) = inserted?;
         outcome.changed.extend(changed);
         let skipped = inserted.rows_affected() < chunk.len() as u64;
         outcome.existing |= skipped;
-        if let Some(id) = inserted.last_insert_id() {
-            outcome.inserted_watermark = outcome.inserted_watermark.max(Some(id));
-        }
+        outcome.inserted_watermark = outcome.inserted_watermark.max(id);
         let conflicting = if skipped { message_conflicts(db, chunk).await? } else { HashMap::new() };
         for &(delivery, chat_id, number, content, _, application_id, chat_number) in chunk {
             if let Some(reason) = conflicting.get(&delivery) {
@@ -973,11 +971,12 @@ fn clip(text: &str) -> &str {
 /// One multi-row `INSERT IGNORE` of `chunk` in a transaction of its own, each row with the next
 /// change number of its chat (its place on the live stream, taken first so the chats stay
 /// locked to the commit), counted in its chat's live count and read positions; returns the
-/// insert's result and each chat's last number taken.
+/// insert's result, the store id it reported (MySQL: its first row's, SQLite: its last
+/// row's), and each chat's last number taken.
 async fn insert_messages(
     db: &Database,
     chunk: &[ReadyMessage<'_>],
-) -> BackendResult<(sqlx::any::AnyQueryResult, Vec<(i64, i64)>)> {
+) -> BackendResult<(sqlx::any::AnyQueryResult, Option<i64>, Vec<(i64, i64)>)> {
     let mut counts = std::collections::BTreeMap::new();
     for &(_, chat_id, ..) in chunk {
         *counts.entry(chat_id).or_insert(0i64) += 1;
@@ -998,10 +997,17 @@ async fn insert_messages(
         *seq += 1;
     }
     let inserted = query.execute(&mut *tx).await?;
+    // The Any driver reports no id for SQLite: its connection still knows the last one.
+    let id = match (inserted.last_insert_id(), db.dialect()) {
+        (None, Dialect::Sqlite) if inserted.rows_affected() > 0 => {
+            sqlx::query("SELECT last_insert_rowid()").fetch_one(&mut *tx).await?.try_get::<i64, _>(0).ok()
+        }
+        (id, _) => id,
+    };
     let rows: Vec<(i64, i64)> = chunk.iter().map(|&(_, chat_id, number, ..)| (chat_id, number)).collect();
     crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64).await?;
     tx.commit().await?;
-    Ok((inserted, last.into_iter().collect()))
+    Ok((inserted, id, last.into_iter().collect()))
 }
 
 /// Whether no two of `runs` insert into one chat.

@@ -61,6 +61,9 @@ struct Inner {
 struct Direct {
     consumers: usize,
     waiting: VecDeque<(Bytes, oneshot::Sender<bool>)>,
+    /// Wakes this queue's subscriptions alone (a create must not wake the consumers of every
+    /// other queue to look at the file).
+    ready: Arc<Notify>,
 }
 
 /// Direct deliveries have ids from here up; the file's row ids stay far below.
@@ -215,11 +218,13 @@ impl Queue for EmbeddedQueue {
         {
             let mut lines = direct.lock().expect("direct lock poisoned");
             match lines.get_mut(queue) {
-                Some(line) if line.consumers > 0 => line.waiting.push_back((payload, reply)),
+                Some(line) if line.consumers > 0 => {
+                    line.waiting.push_back((payload, reply));
+                    line.ready.notify_waiters();
+                }
                 _ => return false,
             }
         }
-        self.inner.ready.notify_waiters();
         // A dropped answer (the subscription went away with it) is a `false`.
         acked.await.unwrap_or(false)
     }
@@ -316,10 +321,19 @@ impl Subscription for EmbeddedSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
         let inner = self.inner.clone();
+        let direct_ready = inner.direct.as_ref().map(|direct| {
+            let mut lines = direct.lock().expect("direct lock poisoned");
+            lines.entry(self.queue.clone()).or_default().ready.clone()
+        });
+        let never = Notify::new();
         loop {
             let notified = inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Without a direct path, a Notify nobody wakes.
+            let handed_over = direct_ready.as_deref().unwrap_or(&never).notified();
+            tokio::pin!(handed_over);
+            handed_over.as_mut().enable();
 
             let mut batch = self.take_direct(max);
             if batch.len() == max {
@@ -363,6 +377,7 @@ impl Subscription for EmbeddedSubscription {
             let nap = (deadline - now).min(Duration::from_millis(100));
             tokio::select! {
                 _ = notified => {}
+                _ = handed_over => {}
                 _ = tokio::time::sleep(nap) => {}
             }
         }
