@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::json;
-use sqlx::Row;
 
 use crate::Api;
 use crate::load::{self, LoadReport};
@@ -45,7 +44,8 @@ pub async fn run(clients: usize, seconds: u64, messages: i64) -> anyhow::Result<
     let big = api.create_chat(&token, "a million messages").await;
     drop(server);
     let filled = Instant::now();
-    fill_directly(&data.path().join("chatmesh.db"), &token, big, messages).await?;
+    let content = |number: i64| format!("message {number}");
+    crate::fixture::fill_directly(&data.path().join("chatmesh.db"), &token, big, messages, content).await?;
     println!(
         "wrote {messages} messages straight into the store in {:.1} s (a fixture, not the create path)",
         filled.elapsed().as_secs_f64()
@@ -109,45 +109,4 @@ async fn latencies(api: &Api, path: &str, count: usize) -> Histogram<u64> {
         histogram.saturating_record(sent.elapsed().as_micros() as u64);
     }
     histogram
-}
-
-/// Writes `messages` messages into chat `chat_number` of the application `token` in the SQLite
-/// file at `path` (the server stopped), with their change numbers and the chat's counts, as the
-/// consumer would have.
-async fn fill_directly(path: &std::path::Path, token: &str, chat_number: i64, messages: i64) -> anyhow::Result<()> {
-    let url = format!("sqlite://{}", path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await?;
-    let chat_id: i64 = sqlx::query(
-        "SELECT c.id FROM chats c JOIN applications a ON a.id = c.application_id WHERE a.token = ? AND c.number = ?",
-    )
-    .bind(token)
-    .bind(chat_number)
-    .fetch_one(&pool)
-    .await?
-    .try_get(0)?;
-    let now = shared::now_millis();
-    let rows = 500i64;
-    let mut tx = pool.begin().await?;
-    for first in (1..=messages).step_by(rows as usize) {
-        let last = (first + rows - 1).min(messages);
-        let sql = format!(
-            "INSERT INTO messages (chat_id, number, content, created_at, updated_at, created_seq) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?)"; (last - first + 1) as usize].join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for number in first..=last {
-            query = query.bind(chat_id).bind(number).bind(format!("message {number}")).bind(now).bind(now).bind(number);
-        }
-        query.execute(&mut *tx).await?;
-    }
-    sqlx::query("UPDATE chats SET last_change = ?, live_count = ?, messages_count = ? WHERE id = ?")
-        .bind(messages)
-        .bind(messages)
-        .bind(messages)
-        .bind(chat_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    pool.close().await;
-    Ok(())
 }

@@ -14,6 +14,7 @@
 //!   backends or the embedded ones.
 //! - [`redis_server`]: a Redis server of a test's own, to stop, roll back and start again.
 //! - [`essentials_load`]: `chatmesh-bench essentials`: idempotent creates and unread counts.
+//! - [`fixture`]: messages written straight into a stopped standalone server's store.
 //! - [`faults`]: writers that record every 201, and the checks that read them back.
 //! - [`servers`]: a test's own RabbitMQ node and MariaDB server, for tests that kill them.
 //! - [`sockets`]: raw client sockets that trickle a request, for the limits tests.
@@ -28,6 +29,7 @@ pub mod chat_suite;
 pub mod client;
 pub mod essentials_load;
 pub mod faults;
+pub mod fixture;
 pub mod harness;
 pub mod load;
 pub mod mesh;

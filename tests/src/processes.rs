@@ -19,16 +19,28 @@ impl Service {
     /// Starts `binary` with `args` and `envs`, listening on an ephemeral port, and waits for
     /// its "listening on" line.
     pub async fn start(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Service {
-        Self::spawn(binary_name, args, envs, &[]).await
+        Self::spawn(binary_name, args, envs, &[], Duration::from_secs(60)).await
+    }
+
+    /// [`Service::start`] allowing `timeout` before the "listening on" line: for a start that
+    /// first has much to do (indexing a store filled behind the server's back).
+    pub async fn start_within(binary_name: &str, args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Service {
+        Self::spawn(binary_name, args, envs, &[], timeout).await
     }
 
     /// [`Service::start`] without the backend URLs this process was given, so every port the
     /// service opens is embedded (under `CHATMESH_DATA_DIR`).
     pub async fn start_embedded(binary_name: &str, args: &[&str], envs: &[(&str, &str)]) -> Service {
-        Self::spawn(binary_name, args, envs, &shared::config::BACKEND_URL_VARS).await
+        Self::spawn(binary_name, args, envs, &shared::config::BACKEND_URL_VARS, Duration::from_secs(60)).await
     }
 
-    async fn spawn(binary_name: &str, args: &[&str], envs: &[(&str, &str)], removed: &[&str]) -> Service {
+    async fn spawn(
+        binary_name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        removed: &[&str],
+        timeout: Duration,
+    ) -> Service {
         let mut command = Command::new(binary(binary_name));
         for name in removed {
             command.env_remove(name);
@@ -45,7 +57,7 @@ impl Service {
         }
         let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {binary_name}: {e}"));
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
+        let url = tokio::time::timeout(timeout, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some((_, url)) = line.split_once(" listening on ") {
                     return url.to_owned();
@@ -54,7 +66,7 @@ impl Service {
             panic!("{binary_name} exited before listening");
         })
         .await
-        .unwrap_or_else(|_| panic!("{binary_name} did not listen within a minute"));
+        .unwrap_or_else(|_| panic!("{binary_name} did not listen within {timeout:?}"));
         // Keep draining stdout (where logs go) so the child never blocks on a full pipe;
         // echoed to stderr when CHATMESH_TEST_LOG asks for logs.
         let echo = std::env::var_os("CHATMESH_TEST_LOG").is_some();

@@ -224,7 +224,7 @@ pub async fn index_from(state: &ChatRead, after_id: i64) -> Result<u64, shared::
                 content,
             })
             .collect();
-        state.search.stage(docs, after).await?;
+        state.search.stage_bulk(docs, after).await?;
         tracing::info!(indexed, "indexing from the store");
     }
 }

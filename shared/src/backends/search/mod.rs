@@ -65,6 +65,13 @@ pub trait SearchIndex: Send + Sync {
         self.stage(docs, watermark).await
     }
 
+    /// [`SearchIndex::stage`] for indexing the store in bulk (catching up at start, a reindex):
+    /// the documents need not be searchable before [`SearchIndex::flush`], so an adapter may
+    /// leave them out of its periodic commits and write them in fewer, larger pieces.
+    async fn stage_bulk(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        self.stage(docs, watermark).await
+    }
+
     /// Makes every staged document durable now.
     async fn flush(&self) -> BackendResult<()> {
         Ok(())

@@ -1,8 +1,13 @@
 //! The embedded search adapter: a tantivy index under the data dir.
 //!
 //! Each word is indexed whole (so exact words rank first) and as its prefixes up to
-//! [`MAX_PREFIX_CHARS`] (so `hel` finds "hello" with a term lookup, not a scan). A tantivy
-//! index has one writer, so one process indexes and the others open it read-only. New
+//! [`MAX_PREFIX_CHARS`] (so `hel` finds "hello" with a term lookup, not a scan), each as a term
+//! of its chat: `{scope}\u{1f}{word}`. A search reads only the posting lists of its own chat,
+//! so a big chat costs what its matches cost, and nothing intersects a chat-wide list. Hits are
+//! the top `limit` by relevance then number, found with block-max WAND where tantivy offers it:
+//! a one-term query is a union of term scorers, so whole blocks of postings that cannot beat
+//! the current top `limit` are skipped. A tantivy index has one writer, so one process
+//! indexes and the others open it read-only. New
 //! documents are staged and committed by a background thread every [`STAGE_COMMIT_INTERVAL`],
 //! because a commit per write would cost the writer far more than the write; the last staged
 //! store id travels in each commit's payload, so after a crash indexing resumes from there.
@@ -13,12 +18,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, RegexQuery, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, EnableScoring, Occur, Query, RegexQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term, doc};
+use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term};
 
 use super::{
     MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT, document_id, words,
@@ -36,6 +41,31 @@ fn regex_literal(text: &str) -> String {
         escaped.push(ch);
     }
     escaped
+}
+
+/// `text` as a regular expression matching itself, whatever it holds: a scope is any string.
+fn regex_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_alphanumeric() {
+            escaped.push(ch);
+        } else {
+            escaped.push_str(&format!("\\x{{{:x}}}", ch as u32));
+        }
+    }
+    escaped
+}
+
+/// Ends a chat's scope in an indexed term: words never hold it (they are letters and digits).
+const SCOPE_END: char = '\u{1f}';
+
+/// The term of `word` in the chat `scope`.
+fn scoped(scope: &str, word: &str) -> String {
+    let mut term = String::with_capacity(scope.len() + 1 + word.len());
+    term.push_str(scope);
+    term.push(SCOPE_END);
+    term.push_str(word);
+    term
 }
 
 fn truncate_chars(word: &str, max: usize) -> &str {
@@ -70,6 +100,10 @@ struct Writer {
     watermark: i64,
     /// Documents were staged and not committed yet.
     dirty: bool,
+    /// Documents were staged in bulk and not committed yet: only a flush (or a commit for
+    /// other documents) commits them, so a bulk load is written in segments the size of the
+    /// writer's memory budget rather than one every [`STAGE_COMMIT_INTERVAL`].
+    bulk: bool,
 }
 
 impl TantivyInner {
@@ -92,6 +126,7 @@ impl Writer {
         prepared.set_payload(&self.watermark.to_string());
         prepared.commit()?;
         self.dirty = false;
+        self.bulk = false;
         Ok(())
     }
 }
@@ -101,7 +136,7 @@ fn committer(inner: std::sync::Weak<TantivyInner>) {
     loop {
         std::thread::sleep(STAGE_COMMIT_INTERVAL);
         let Some(inner) = inner.upgrade() else { return };
-        if let Err(error) = inner.commit_staged() {
+        if let Err(error) = inner.commit_staged(false) {
             tracing::error!(%error, "search index commit failed; staged documents are indexed again at start");
         }
     }
@@ -109,7 +144,7 @@ fn committer(inner: std::sync::Weak<TantivyInner>) {
 
 impl Drop for TantivyInner {
     fn drop(&mut self) {
-        if let Err(error) = self.commit_staged() {
+        if let Err(error) = self.commit_staged(true) {
             tracing::error!(%error, "search index commit at shutdown failed");
         }
     }
@@ -118,27 +153,68 @@ impl Drop for TantivyInner {
 #[derive(Clone, Copy)]
 struct Fields {
     id: Field,
-    scope: Field,
     number: Field,
     content: Field,
+    /// The message's words, each a term of its chat.
     words: Field,
+    /// The prefixes of the message's words up to [`MAX_PREFIX_CHARS`], each a term of its chat.
     prefixes: Field,
 }
 
+/// The index's layout. An index of another layout (the one before chat-scoped terms had a
+/// `scope` field and unscoped `words` and `prefixes`) is rebuilt from the store at start.
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
+    // Terms come pre-tokenized (scoped words and prefixes): no tokenizer sees the text.
     let tokens = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer("whitespace").set_index_option(IndexRecordOption::WithFreqs),
+        TextFieldIndexing::default().set_tokenizer("raw").set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
         id: builder.add_text_field("id", STRING),
-        scope: builder.add_text_field("scope", STRING),
         number: builder.add_i64_field("number", NumericOptions::default().set_stored().set_fast()),
         content: builder.add_text_field("content", STORED),
-        words: builder.add_text_field("words", tokens.clone()),
-        prefixes: builder.add_text_field("prefixes", tokens),
+        words: builder.add_text_field("chat_words", tokens.clone()),
+        prefixes: builder.add_text_field("chat_prefixes", tokens),
     };
     (builder.build(), fields)
+}
+
+/// `terms` as one pre-tokenized value: each counts as a token of the field, as whitespace
+/// tokenizing their join would (so relevance weighs message lengths alike).
+fn pre_tokenized(terms: Vec<String>) -> PreTokenizedString {
+    let tokens = terms
+        .into_iter()
+        .enumerate()
+        .map(|(position, text)| Token { offset_from: 0, offset_to: 0, position, text, position_length: 1 })
+        .collect();
+    PreTokenizedString { text: String::new(), tokens }
+}
+
+/// Decompressed 16 KiB blocks of stored text each segment's reader keeps (tantivy's default is
+/// 100, 1.6 MiB a segment). A search fetches only its `limit` hits, spread over a big chat, so
+/// a cache seldom serves one twice: a few blocks keep the memory of a dozen segments small.
+const DOC_STORE_CACHE_BLOCKS: usize = 8;
+
+/// The writer: one indexing thread (the server has other work; messages arrive a few thousand
+/// a second at most) with a 16 MiB heap, the most it buffers before writing a segment. Staged
+/// messages are committed every [`STAGE_COMMIT_INTERVAL`], a few hundred at a time, far below
+/// it; only a bulk load fills it, and a larger heap would only make that load's segments
+/// larger while adding to the server's peak memory. One merge thread: each merge holds
+/// buffers and maps the segments it reads, so merges in parallel multiply that peak.
+fn writer_options() -> tantivy::indexer::IndexWriterOptions {
+    tantivy::indexer::IndexWriterOptions::builder()
+        .memory_budget_per_thread(16 * 1024 * 1024)
+        .num_worker_threads(1)
+        .num_merge_threads(1)
+        .build()
+}
+
+/// tantivy's log merge policy (segments merged 8 of a size at a time, so a search visits a
+/// handful of segments of a few sizes), stated here rather than left to a default.
+fn merge_policy() -> Box<dyn tantivy::merge_policy::MergePolicy> {
+    let mut policy = tantivy::merge_policy::LogMergePolicy::default();
+    policy.set_min_num_segments(8);
+    Box::new(policy)
 }
 
 fn search_error(error: impl std::fmt::Display) -> BackendError {
@@ -151,11 +227,22 @@ impl TantivyIndex {
         std::fs::create_dir_all(dir).map_err(search_error)?;
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
-        let index = Index::open_or_create(directory, schema).map_err(search_error)?;
+        let index = match Index::open_or_create(directory, schema.clone()) {
+            Err(tantivy::TantivyError::SchemaError(_)) => {
+                // An index of an older layout: rebuilt from the store at start (it records no
+                // watermark, so everything the store holds is indexed again).
+                tracing::warn!(dir = %dir.display(), "search index of an older layout removed; indexing the store again");
+                std::fs::remove_dir_all(dir).map_err(search_error)?;
+                std::fs::create_dir_all(dir).map_err(search_error)?;
+                let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
+                Index::create(directory, schema, tantivy::IndexSettings::default()).map_err(search_error)?
+            }
+            opened => opened.map_err(search_error)?,
+        };
         // A handle closing in this process may still hold the writer's lock for a moment.
         let mut attempts = 0;
         let writer = loop {
-            match index.writer_with_num_threads(1, 64 * 1024 * 1024) {
+            match index.writer_with_options(writer_options()) {
                 Ok(writer) => break writer,
                 Err(tantivy::TantivyError::LockFailure(..)) if attempts < 20 => {
                     attempts += 1;
@@ -169,8 +256,14 @@ impl TantivyIndex {
             }
         };
         let watermark = payload_watermark(&index)?.unwrap_or(0);
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(search_error)?;
-        let writer = Writer { writer, watermark, dirty: false };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
+            .try_into()
+            .map_err(search_error)?;
+        writer.set_merge_policy(merge_policy());
+        let writer = Writer { writer, watermark, dirty: false, bulk: false };
         let inner = Arc::new(TantivyInner::new(Some(writer), reader, index, fields));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -187,8 +280,12 @@ impl TantivyIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
         let index = Index::open_or_create(directory, schema).map_err(search_error)?;
-        let reader =
-            index.reader_builder().reload_policy(ReloadPolicy::OnCommitWithDelay).try_into().map_err(search_error)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
+            .try_into()
+            .map_err(search_error)?;
         Ok(Self { inner: Arc::new(TantivyInner::new(None, reader, index, fields)) })
     }
 }
@@ -239,11 +336,29 @@ impl TantivyInner {
         Ok(())
     }
 
-    /// Commits what was staged, if anything.
-    fn commit_staged(&self) -> tantivy::Result<()> {
+    /// Adds `docs` (each replacing the document of its id) for the next flush. Only ids the
+    /// committed index holds are deleted first: each pending delete holds memory until the
+    /// next commit, and a bulk load waits for its flush.
+    fn stage_bulk(&self, docs: Vec<SearchDoc>, watermark: i64) -> tantivy::Result<()> {
+        let searcher = self.reader.searcher();
+        let (mut present, mut new) = (Vec::new(), Vec::new());
+        for doc in docs {
+            let id = Term::from_field_text(self.fields.id, &document_id(&doc.scope, doc.number));
+            if searcher.doc_freq(&id)? > 0 { present.push(doc) } else { new.push(doc) }
+        }
+        let mut writer = self.writer()?;
+        self.add(&mut writer, present, true)?;
+        self.add(&mut writer, new, false)?;
+        writer.watermark = writer.watermark.max(watermark);
+        writer.bulk = true;
+        Ok(())
+    }
+
+    /// Commits what was staged, if anything (with `bulk`, documents staged in bulk too).
+    fn commit_staged(&self, bulk: bool) -> tantivy::Result<()> {
         let Some(writer) = &self.writer else { return Ok(()) };
         let mut writer = writer.lock().expect("index writer lock poisoned");
-        if !writer.dirty {
+        if !(writer.dirty || bulk && writer.bulk) {
             return Ok(());
         }
         writer.commit()?;
@@ -260,74 +375,175 @@ impl TantivyInner {
         for message in docs {
             let id = document_id(&message.scope, message.number);
             let words = words(&message.content);
-            let mut prefixes = String::new();
+            let mut prefixes = Vec::new();
             for word in &words {
                 for (end, ch) in word.char_indices().take(MAX_PREFIX_CHARS) {
-                    prefixes.push_str(&word[..end + ch.len_utf8()]);
-                    prefixes.push(' ');
+                    prefixes.push(scoped(&message.scope, &word[..end + ch.len_utf8()]));
                 }
             }
+            let words = words.iter().map(|word| scoped(&message.scope, word)).collect();
             if replace {
                 writer.delete_term(Term::from_field_text(f.id, &id));
             }
-            writer.add_document(doc!(
-                f.id => id,
-                f.scope => message.scope,
-                f.number => message.number,
-                f.content => message.content,
-                f.words => words.join(" "),
-                f.prefixes => prefixes,
-            ))?;
+            let mut document = TantivyDocument::new();
+            document.add_text(f.id, id);
+            document.add_i64(f.number, message.number);
+            document.add_text(f.content, message.content);
+            document.add_pre_tokenized_text(f.words, pre_tokenized(words));
+            document.add_pre_tokenized_text(f.prefixes, pre_tokenized(prefixes));
+            writer.add_document(document)?;
         }
         Ok(())
     }
 
+    /// Documents of `scope` with a word beginning with `prefix` (at most [`MAX_PREFIX_CHARS`]).
+    fn prefix_query(&self, scope: &str, prefix: &str) -> Box<dyn Query> {
+        let term = Term::from_field_text(self.fields.prefixes, &scoped(scope, prefix));
+        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+    }
+
+    /// The optional clause by which a whole-word match ranks above a prefix-only one.
+    fn whole_word(&self, scope: &str, term: &str) -> (Occur, Box<dyn Query>) {
+        let term = Term::from_field_text(self.fields.words, &scoped(scope, term));
+        (Occur::Should, Box::new(BoostQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)), 2.0)))
+    }
+
     fn search(&self, scope: &str, query: &str, limit: usize) -> tantivy::Result<Vec<SearchHit>> {
         let f = self.fields;
-        let terms = words(query);
+        // A repeated term requires nothing more, and ranks alike: scored once.
+        let mut terms = words(query);
+        let mut seen = std::collections::HashSet::new();
+        terms.retain(|term| seen.insert(term.clone()));
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
-            Box::new(TermQuery::new(Term::from_field_text(f.scope, scope), IndexRecordOption::Basic)),
-        )];
-        for term in &terms {
-            let prefix = truncate_chars(term, MAX_PREFIX_CHARS);
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_text(f.prefixes, prefix), IndexRecordOption::WithFreqs)),
-            ));
-            if prefix.len() < term.len() {
-                // Longer than the indexed prefixes: the whole term must begin a word too.
-                clauses.push((
-                    Occur::Must,
-                    Box::new(RegexQuery::from_pattern(&format!("{}.*", regex_literal(term)), f.words)?),
-                ));
+        let query = match terms.as_slice() {
+            [term] if term.chars().count() <= MAX_PREFIX_CHARS => {
+                // One term indexed whole: a union of its prefix and its whole word (every word
+                // is also its own prefix, so the union matches what the prefix does). A union
+                // of term scorers runs with block-max WAND.
+                BooleanQuery::new(vec![(Occur::Should, self.prefix_query(scope, term)), self.whole_word(scope, term)])
             }
-            // A whole-word match ranks above a prefix-only one.
-            clauses.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(TermQuery::new(Term::from_field_text(f.words, term), IndexRecordOption::WithFreqs)),
-                    2.0,
-                )),
-            ));
-        }
-        let query = BooleanQuery::new(clauses);
+            _ => {
+                // Every term's prefix required, intersected; then each whole word scored on the
+                // intersection's documents alone (one optional term at a time, where a union of
+                // them would score every document of either word).
+                let mut required: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for term in &terms {
+                    let prefix = truncate_chars(term, MAX_PREFIX_CHARS);
+                    required.push((Occur::Must, self.prefix_query(scope, prefix)));
+                    if prefix.len() < term.len() {
+                        // Longer than the indexed prefixes: the whole term must begin a word too.
+                        let pattern = format!("{}{}.*", regex_escaped(&scoped(scope, "")), regex_literal(term));
+                        required.push((Occur::Must, Box::new(RegexQuery::from_pattern(&pattern, f.words)?)));
+                    }
+                }
+                let mut query = BooleanQuery::new(required);
+                for term in &terms {
+                    query = BooleanQuery::new(vec![(Occur::Must, Box::new(query)), self.whole_word(scope, term)]);
+                }
+                query
+            }
+        };
         let searcher = self.reader.searcher();
-        let collector = TopDocs::with_limit(limit).tweak_score(move |segment: &tantivy::SegmentReader| {
-            let numbers = segment.fast_fields().i64("number").map(|column| column.first_or_default_col(0)).ok();
-            move |doc: tantivy::DocId, score: Score| (score, numbers.as_ref().map_or(0, |n| n.get_val(doc)))
-        });
-        let top: Vec<((Score, i64), DocAddress)> = searcher.search(&query, &collector)?;
-        top.into_iter()
-            .map(|((_, number), address)| {
-                let stored: TantivyDocument = searcher.doc(address)?;
+        let weight = query.weight(EnableScoring::enabled_from_searcher(&searcher))?;
+        let mut top = TopHits::new(limit);
+        for (ordinal, segment) in searcher.segment_readers().iter().enumerate() {
+            let numbers = segment.fast_fields().i64("number")?.first_or_default_col(0);
+            let alive = segment.alive_bitset();
+            // Only documents scoring above the threshold come back: those that can still enter
+            // the top, ties with its last included (they may be newer).
+            weight.for_each_pruning(top.threshold(), segment, &mut |doc, score| {
+                if alive.is_none_or(|alive| alive.is_alive(doc)) {
+                    top.push(Ranked { score, number: numbers.get_val(doc), segment: ordinal as u32, doc });
+                }
+                top.threshold()
+            })?;
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|hit| {
+                let stored: TantivyDocument = searcher.doc(DocAddress::new(hit.segment, hit.doc))?;
                 let content = stored.get_first(f.content).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-                Ok(SearchHit { number, content })
+                Ok(SearchHit { number: hit.number, content })
             })
             .collect()
+    }
+}
+
+/// A matching document, ordered by relevance then number (the greater is the better hit).
+#[derive(Clone, Copy)]
+struct Ranked {
+    score: Score,
+    number: i64,
+    segment: u32,
+    doc: DocId,
+}
+
+impl Ranked {
+    fn key(&self) -> (Score, i64) {
+        (self.score, self.number)
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (score, number) = self.key();
+        let (other_score, other_number) = other.key();
+        score.total_cmp(&other_score).then(number.cmp(&other_number))
+    }
+}
+
+/// The best `limit` hits so far, across segments.
+struct TopHits {
+    limit: usize,
+    /// A min-heap: its top is the worst hit kept.
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Ranked>>,
+}
+
+impl TopHits {
+    fn new(limit: usize) -> Self {
+        Self { limit, heap: std::collections::BinaryHeap::with_capacity(limit + 1) }
+    }
+
+    fn push(&mut self, hit: Ranked) {
+        if self.heap.len() < self.limit {
+            self.heap.push(std::cmp::Reverse(hit));
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && hit > worst.0
+        {
+            worst.0 = hit;
+        }
+    }
+
+    /// The score a document must exceed to be worth ranking: below the worst hit kept once
+    /// the top is full (a tie may still win on its number), anything before.
+    fn threshold(&self) -> Score {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() >= self.limit => worst.0.score.next_down(),
+            _ => Score::MIN,
+        }
+    }
+
+    /// Best first.
+    fn into_sorted(self) -> Vec<Ranked> {
+        let mut hits: Vec<Ranked> = self.heap.into_iter().map(|hit| hit.0).collect();
+        hits.sort_by(|a, b| b.cmp(a));
+        hits
     }
 }
 
@@ -348,8 +564,12 @@ impl SearchIndex for TantivyIndex {
         self.blocking(move |inner| inner.stage(docs, watermark, false)).await
     }
 
+    async fn stage_bulk(&self, docs: Vec<SearchDoc>, watermark: i64) -> BackendResult<()> {
+        self.blocking(move |inner| inner.stage_bulk(docs, watermark)).await
+    }
+
     async fn flush(&self) -> BackendResult<()> {
-        self.blocking(TantivyInner::commit_staged).await
+        self.blocking(|inner| inner.commit_staged(true)).await
     }
 
     async fn indexed_watermark(&self) -> BackendResult<Option<i64>> {
@@ -389,6 +609,14 @@ mod tests {
     #[test]
     fn query_terms_become_literal_regular_expressions() {
         assert_eq!(regex_literal("a.b*"), "a\\.b\\*");
+    }
+
+    #[test]
+    fn any_scope_becomes_a_literal_regular_expression() {
+        assert_eq!(regex_escaped("12:3 é"), "12\\x{3a}3\\x{20}é");
+        let pattern = format!("{}hel.*", regex_escaped(&scoped("a.b", "")));
+        let regex = tantivy::query::RegexQuery::from_pattern(&pattern, Schema::builder().add_text_field("f", STRING));
+        assert!(regex.is_ok(), "{pattern}");
     }
 
     #[test]
