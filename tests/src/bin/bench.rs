@@ -238,7 +238,7 @@ async fn standalone(
     println!("GET /healthz (trivial handler)   {health}");
     let create = create_messages(&api, &token, chat, clients, seconds, Arc::default()).await;
     println!("POST message (create)            {create}");
-    println!("create / trivial ratio           {:.1}%", 100.0 * create.rps() / health.rps());
+    println!("message create / trivial handler: {:.1}%", 100.0 * create.rps() / health.rps());
 
     let searched = api.create_chat(&token, "searched").await;
     if fill_direct {
