@@ -27,7 +27,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `chatmesh_http_request_duration_seconds{method,route,status}`.
     pub http_duration: HistogramVec,
-    /// `chatmesh_queue_publish_total{queue,result}`: `confirmed` or `failed`.
+    /// `chatmesh_queue_publish_total{queue,result}`: `confirmed`, `failed`, or `handed_over`
+    /// (taken straight by a consumer of the same process and acked after its store commit).
     pub queue_publish: IntCounterVec,
     /// `chatmesh_queue_settled_total{queue,outcome}`: `ack`, `retry` or `dead_letter`.
     pub queue_settled: IntCounterVec,
@@ -78,7 +79,7 @@ impl Metrics {
         );
         let queue_publish = counter(
             "chatmesh_queue_publish_total",
-            "Commands published, by queue and whether the queue confirmed them",
+            "Commands published, by queue and whether the queue confirmed them (handed_over: acked by a consumer of this process without queueing)",
             &["queue", "result"],
         );
         let queue_settled = counter(
@@ -171,6 +172,11 @@ pub fn record_stream_overflow() {
 pub fn record_publish(queue: &str, confirmed: bool) {
     let result = if confirmed { "confirmed" } else { "failed" };
     metrics().queue_publish.with_label_values(&[queue, result]).inc();
+}
+
+/// Records a command a consumer of this process took straight and acked (no queueing).
+pub fn record_handed_over(queue: &str) {
+    metrics().queue_publish.with_label_values(&[queue, "handed_over"]).inc();
 }
 
 /// Records `count` deliveries settled with `outcome` (`ack`, `retry`, `dead_letter`).

@@ -226,7 +226,11 @@ impl Queue for EmbeddedQueue {
             }
         }
         // A dropped answer (the subscription went away with it) is a `false`.
-        acked.await.unwrap_or(false)
+        let acked = acked.await.unwrap_or(false);
+        if acked {
+            crate::metrics::record_handed_over(queue);
+        }
+        acked
     }
 
     /// One process holds the embedded queue, so its listeners are all in this process.
