@@ -217,6 +217,17 @@ fn merge_policy() -> Box<dyn tantivy::merge_policy::MergePolicy> {
     Box::new(policy)
 }
 
+/// A reader of `index` that reloads by `policy`, keeping [`DOC_STORE_CACHE_BLOCKS`] of stored
+/// text per segment.
+fn reader(index: &Index, policy: ReloadPolicy) -> BackendResult<IndexReader> {
+    index
+        .reader_builder()
+        .reload_policy(policy)
+        .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
+        .try_into()
+        .map_err(search_error)
+}
+
 fn search_error(error: impl std::fmt::Display) -> BackendError {
     BackendError::Search(error.to_string())
 }
@@ -256,12 +267,7 @@ impl TantivyIndex {
             }
         };
         let watermark = payload_watermark(&index)?.unwrap_or(0);
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
-            .try_into()
-            .map_err(search_error)?;
+        let reader = reader(&index, ReloadPolicy::Manual)?;
         writer.set_merge_policy(merge_policy());
         let writer = Writer { writer, watermark, dirty: false, bulk: false };
         let inner = Arc::new(TantivyInner::new(Some(writer), reader, index, fields));
@@ -280,12 +286,7 @@ impl TantivyIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
         let index = Index::open_or_create(directory, schema).map_err(search_error)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::OnCommitWithDelay)
-            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
-            .try_into()
-            .map_err(search_error)?;
+        let reader = reader(&index, ReloadPolicy::OnCommitWithDelay)?;
         Ok(Self { inner: Arc::new(TantivyInner::new(None, reader, index, fields)) })
     }
 }
