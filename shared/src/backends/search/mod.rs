@@ -126,10 +126,32 @@ impl SearchIndex for NoIndex {
 /// Lowercased words of `text`: runs of letters and digits. A Greek final sigma is folded to σ,
 /// so a prefix typed in capitals (`ΜΟΥΣ`, lowercased `μους`) still finds `μουσική`.
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|word| word.to_lowercase().replace('ς', "σ"))
-        .collect()
+    let mut rest = text;
+    let mut words = Vec::new();
+    while let Some(word) = next_word(&mut rest) {
+        let mut lowered = String::with_capacity(word.len());
+        push_lowercased(&mut lowered, word);
+        words.push(lowered);
+    }
+    words
+}
+
+/// The next run of letters and digits in `rest`, as written; `rest` moves past it.
+pub fn next_word<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let start = rest.find(char::is_alphanumeric)?;
+    let tail = &rest[start..];
+    let end = tail.find(|c: char| !c.is_alphanumeric()).unwrap_or(tail.len());
+    *rest = &tail[end..];
+    Some(&tail[..end])
+}
+
+/// Appends `word` lowercased as [`words`] does, one character at a time (so an indexer can
+/// reuse one buffer): a final sigma, the one character whose lowercase depends on its place,
+/// becomes σ like every other sigma.
+pub fn push_lowercased(out: &mut String, word: &str) {
+    for ch in word.chars().flat_map(char::to_lowercase) {
+        out.push(if ch == 'ς' { 'σ' } else { ch });
+    }
 }
 
 /// The id of a document: unique per scope and number.
@@ -147,5 +169,6 @@ mod tests {
         assert_eq!(words("Ünïcode Straße"), ["ünïcode", "straße"]);
         assert!(words("  ...  ").is_empty());
         assert_eq!(words("ΜΟΥΣ μουσική"), ["μουσ", "μουσική"], "a final sigma is folded to σ");
+        assert_eq!(words("İstanbul ǅemal"), ["i\u{307}stanbul", "ǆemal"], "as str::to_lowercase");
     }
 }

@@ -22,11 +22,12 @@ use tantivy::query::{BooleanQuery, BoostQuery, EnableScoring, Occur, Query, Rege
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
-use tantivy::tokenizer::{PreTokenizedString, Token};
+use tantivy::tokenizer::Token;
 use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term};
 
 use super::{
-    MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT, document_id, words,
+    MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT, document_id, next_word,
+    push_lowercased, words,
 };
 use crate::backends::{BackendError, BackendResult};
 use crate::watermark::Watermark;
@@ -162,32 +163,107 @@ struct Fields {
 }
 
 /// The index's layout. An index of another layout (the one before chat-scoped terms had a
-/// `scope` field and unscoped `words` and `prefixes`) is rebuilt from the store at start.
+/// `scope` field and unscoped `words` and `prefixes`; the one before [`ChatTerms`] took its
+/// terms pre-tokenized) is rebuilt from the store at start.
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
-    // Terms come pre-tokenized (scoped words and prefixes): no tokenizer sees the text.
-    let tokens = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default().set_tokenizer("raw").set_index_option(IndexRecordOption::WithFreqs),
-    );
+    let tokens = |tokenizer| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default().set_tokenizer(tokenizer).set_index_option(IndexRecordOption::WithFreqs),
+        )
+    };
     let fields = Fields {
         id: builder.add_text_field("id", STRING),
         number: builder.add_i64_field("number", NumericOptions::default().set_stored().set_fast()),
         content: builder.add_text_field("content", STORED),
-        words: builder.add_text_field("chat_words", tokens.clone()),
-        prefixes: builder.add_text_field("chat_prefixes", tokens),
+        words: builder.add_text_field("chat_words", tokens(ChatTerms::WORDS)),
+        prefixes: builder.add_text_field("chat_prefixes", tokens(ChatTerms::PREFIXES)),
     };
     (builder.build(), fields)
 }
 
-/// `terms` as one pre-tokenized value: each counts as a token of the field, as whitespace
-/// tokenizing their join would (so relevance weighs message lengths alike).
-fn pre_tokenized(terms: Vec<String>) -> PreTokenizedString {
-    let tokens = terms
-        .into_iter()
-        .enumerate()
-        .map(|(position, text)| Token { offset_from: 0, offset_to: 0, position, text, position_length: 1 })
-        .collect();
-    PreTokenizedString { text: String::new(), tokens }
+/// The tokenizer of the `chat_words` (whole words) or `chat_prefixes` field. A field's value is
+/// `{scope}\u{1f}{text}` ([`scoped`]); its terms are the words of `text` (or their prefixes up to
+/// [`MAX_PREFIX_CHARS`]), lowercased as [`words`] does, each as a term of the chat `scope`. The
+/// terms come out of the indexing thread one at a time in one reused token, so a queued
+/// message is one string rather than a string per term (a bulk load queues thousands).
+#[derive(Clone, Copy)]
+struct ChatTerms {
+    prefixes: bool,
+}
+
+impl ChatTerms {
+    const WORDS: &str = "chat_words";
+    const PREFIXES: &str = "chat_prefixes";
+
+    fn register(index: &Index) {
+        index.tokenizers().register(Self::WORDS, ChatTerms { prefixes: false });
+        index.tokenizers().register(Self::PREFIXES, ChatTerms { prefixes: true });
+    }
+}
+
+impl tantivy::tokenizer::Tokenizer for ChatTerms {
+    type TokenStream<'a> = ChatTermStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, value: &'a str) -> ChatTermStream<'a> {
+        let (scope, rest) = value.split_once(SCOPE_END).unwrap_or(("", value));
+        let mut token = Token { position: usize::MAX, ..Token::default() };
+        token.text.clear();
+        token.text.push_str(scope);
+        token.text.push(SCOPE_END);
+        let scope_len = token.text.len();
+        ChatTermStream { rest, prefixes: self.prefixes, token, scope_len, word: String::new(), end: 0, chars: 0 }
+    }
+}
+
+struct ChatTermStream<'a> {
+    /// The text after the word being emitted.
+    rest: &'a str,
+    prefixes: bool,
+    /// `token.text[..scope_len]` is the scope and its end mark.
+    token: Token,
+    scope_len: usize,
+    /// The word being emitted, lowercased.
+    word: String,
+    /// With `prefixes`: where the last prefix emitted ends in `word`, and its length in chars.
+    end: usize,
+    chars: usize,
+}
+
+impl ChatTermStream<'_> {
+    fn emit(&mut self, end: usize) -> bool {
+        self.token.text.truncate(self.scope_len);
+        self.token.text.push_str(&self.word[..end]);
+        self.token.position = self.token.position.wrapping_add(1);
+        true
+    }
+}
+
+impl tantivy::tokenizer::TokenStream for ChatTermStream<'_> {
+    fn advance(&mut self) -> bool {
+        if self.prefixes && self.end < self.word.len() && self.chars < MAX_PREFIX_CHARS {
+            let next = self.word[self.end..].chars().next().map_or(0, char::len_utf8);
+            self.end += next;
+            self.chars += 1;
+            return self.emit(self.end);
+        }
+        let Some(word) = next_word(&mut self.rest) else { return false };
+        self.word.clear();
+        push_lowercased(&mut self.word, word);
+        if !self.prefixes {
+            return self.emit(self.word.len());
+        }
+        (self.end, self.chars) = (0, 0);
+        self.advance()
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
 }
 
 /// Decompressed 16 KiB blocks of stored text each segment's reader keeps (tantivy's default is
@@ -250,6 +326,7 @@ impl TantivyIndex {
             }
             opened => opened.map_err(search_error)?,
         };
+        ChatTerms::register(&index);
         // A handle closing in this process may still hold the writer's lock for a moment.
         let mut attempts = 0;
         let writer = loop {
@@ -286,6 +363,7 @@ impl TantivyIndex {
         let (schema, fields) = schema();
         let directory = tantivy::directory::MmapDirectory::open(dir).map_err(search_error)?;
         let index = Index::open_or_create(directory, schema).map_err(search_error)?;
+        ChatTerms::register(&index);
         let reader = reader(&index, ReloadPolicy::OnCommitWithDelay)?;
         Ok(Self { inner: Arc::new(TantivyInner::new(None, reader, index, fields)) })
     }
@@ -375,14 +453,7 @@ impl TantivyInner {
         let writer = &mut writer.writer;
         for message in docs {
             let id = document_id(&message.scope, message.number);
-            let words = words(&message.content);
-            let mut prefixes = Vec::new();
-            for word in &words {
-                for (end, ch) in word.char_indices().take(MAX_PREFIX_CHARS) {
-                    prefixes.push(scoped(&message.scope, &word[..end + ch.len_utf8()]));
-                }
-            }
-            let words = words.iter().map(|word| scoped(&message.scope, word)).collect();
+            let terms = scoped(&message.scope, &message.content);
             if replace {
                 writer.delete_term(Term::from_field_text(f.id, &id));
             }
@@ -390,8 +461,8 @@ impl TantivyInner {
             document.add_text(f.id, id);
             document.add_i64(f.number, message.number);
             document.add_text(f.content, message.content);
-            document.add_pre_tokenized_text(f.words, pre_tokenized(words));
-            document.add_pre_tokenized_text(f.prefixes, pre_tokenized(prefixes));
+            document.add_text(f.words, &terms);
+            document.add_text(f.prefixes, terms);
             writer.add_document(document)?;
         }
         Ok(())
@@ -618,6 +689,30 @@ mod tests {
         let pattern = format!("{}hel.*", regex_escaped(&scoped("a.b", "")));
         let regex = tantivy::query::RegexQuery::from_pattern(&pattern, Schema::builder().add_text_field("f", STRING));
         assert!(regex.is_ok(), "{pattern}");
+    }
+
+    fn terms(prefixes: bool, value: &str) -> Vec<(usize, String)> {
+        use tantivy::tokenizer::{TokenStream, Tokenizer};
+        let mut tokenizer = ChatTerms { prefixes };
+        let mut stream = tokenizer.token_stream(value);
+        let mut terms = Vec::new();
+        while let Some(token) = stream.next() {
+            terms.push((token.position, token.text.clone()));
+        }
+        terms
+    }
+
+    #[test]
+    fn chat_terms_are_the_scoped_words_or_their_prefixes() {
+        let words: Vec<_> = terms(false, "1:2\u{1f}Hi, ÉTÉ!").into_iter().map(|(_, text)| text).collect();
+        assert_eq!(words, ["1:2\u{1f}hi", "1:2\u{1f}été"]);
+        let prefixes = terms(true, "1:2\u{1f}Hi ÉTÉ");
+        let expected = ["h", "hi", "é", "ét", "été"].map(|prefix| scoped("1:2", prefix));
+        assert_eq!(prefixes.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>(), expected);
+        assert_eq!(prefixes.iter().map(|(position, _)| *position).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        let long = "a".repeat(MAX_PREFIX_CHARS + 5);
+        assert_eq!(terms(true, &scoped("s", &long)).len(), MAX_PREFIX_CHARS, "prefixes stop at the longest indexed");
+        assert!(terms(true, &scoped("s", " ... ")).is_empty());
     }
 
     #[test]
