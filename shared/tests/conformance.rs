@@ -80,6 +80,31 @@ async fn embedded_queue_hands_commands_straight_to_a_consumer_here() {
     filed.await.unwrap().unwrap();
     assert_eq!(queue.depth("q").await.unwrap(), 0, "the command handed over never reached the file");
 
+    // A batch of direct deliveries reads the file only when it may have changed: a publish
+    // since the last read is taken with the next batch.
+    let first = hand_over(b"first");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let batch = sub.next_batch(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(batch.iter().map(|d| &d.payload[..]).collect::<Vec<_>>(), [&b"first"[..]]);
+    sub.ack(&[batch[0].id]).await.unwrap();
+    assert!(first.await.unwrap());
+    let filed = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.publish("q", Bytes::from_static(b"filed again")).await })
+    };
+    while queue.depth("q").await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = hand_over(b"second");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let batch = sub.next_batch(10, Duration::from_secs(5)).await.unwrap();
+    let mut payloads: Vec<&[u8]> = batch.iter().map(|d| &d.payload[..]).collect();
+    payloads.sort();
+    assert_eq!(payloads, [&b"filed again"[..], &b"second"[..]], "the publish is read beside the direct delivery");
+    sub.ack(&batch.iter().map(|d| d.id).collect::<Vec<_>>()).await.unwrap();
+    assert!(second.await.unwrap());
+    filed.await.unwrap().unwrap();
+
     let retried = hand_over(b"retried");
     let delivery = sub.next_batch(10, Duration::from_secs(5)).await.unwrap().remove(0);
     sub.retry(delivery.id, Duration::ZERO).await.unwrap();

@@ -53,7 +53,21 @@ struct Inner {
     direct: Option<Mutex<HashMap<String, Direct>>>,
     /// The next direct delivery's id (above every id of the file: see [`DIRECT_IDS`]).
     next_direct: AtomicU64,
+    /// Changes that may have made a command of the file ready, counted: publishes, replays and
+    /// deliveries released. A subscription that found nothing ready in the file since the last
+    /// of them need not read it again for a batch of direct deliveries (see [`FILE_POLL`]).
+    file_changes: AtomicU64,
 }
+
+impl Inner {
+    fn file_changed(&self) {
+        self.file_changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How often a subscription reads the file at least, also while direct deliveries keep it
+/// busy: a retry becomes ready when its delay is up, which nothing announces.
+const FILE_POLL: Duration = Duration::from_millis(100);
 
 /// A queue's direct path: how many subscriptions this process has on it, and the commands
 /// handed over and not taken yet, each with where to answer whether it was acked.
@@ -111,6 +125,7 @@ impl EmbeddedQueue {
             topics: Mutex::default(),
             direct: wait_for_processing.map(|_| Mutex::default()),
             next_direct: AtomicU64::new(DIRECT_IDS),
+            file_changes: AtomicU64::new(0),
         });
         tokio::spawn(writer(Arc::downgrade(&inner), inner.pool.clone(), rx));
         Ok(Self { inner })
@@ -152,6 +167,7 @@ impl Queue for EmbeddedQueue {
             queue: queue.to_owned(),
             held: HashSet::new(),
             held_direct: HashMap::new(),
+            file_read_empty: None,
         }))
     }
 
@@ -259,6 +275,9 @@ struct EmbeddedSubscription {
     /// Direct deliveries handed out and not yet settled, with their senders' answers (dropped
     /// with the subscription: `false`, so their senders publish them to the file).
     held_direct: HashMap<u64, oneshot::Sender<bool>>,
+    /// The count of file changes when this subscription last read the file and found nothing
+    /// to take, and when that was.
+    file_read_empty: Option<(u64, Instant)>,
 }
 
 impl EmbeddedSubscription {
@@ -268,6 +287,15 @@ impl EmbeddedSubscription {
             self.held.remove(id);
             in_flight.remove(id);
         }
+        self.inner.file_changed();
+    }
+
+    /// Whether the file is known to hold nothing to take: this subscription read it empty
+    /// less than [`FILE_POLL`] ago, and nothing changed it since.
+    fn file_known_empty(&self) -> bool {
+        self.file_read_empty.is_some_and(|(changes, at)| {
+            changes == self.inner.file_changes.load(Ordering::SeqCst) && at.elapsed() < FILE_POLL
+        })
     }
 
     /// Up to `max` commands handed over in memory.
@@ -306,6 +334,7 @@ impl Drop for EmbeddedSubscription {
             in_flight.remove(&id);
         }
         drop(in_flight);
+        self.inner.file_changed();
         if let Some(direct) = &self.inner.direct {
             let mut lines = direct.lock().expect("direct lock poisoned");
             if let Some(line) = lines.get_mut(&self.queue) {
@@ -340,9 +369,12 @@ impl Subscription for EmbeddedSubscription {
             handed_over.as_mut().enable();
 
             let mut batch = self.take_direct(max);
-            if batch.len() == max {
+            if batch.len() == max || !batch.is_empty() && self.file_known_empty() {
+                // Direct deliveries, and a file read would find nothing: one query fewer on
+                // the path of every batch of creates.
                 return Ok(batch);
             }
+            let changes = self.inner.file_changes.load(Ordering::SeqCst);
             let max = max - batch.len();
             let skip = self.inner.in_flight.lock().expect("in-flight lock poisoned").len();
             let rows = sqlx::query(
@@ -370,6 +402,7 @@ impl Subscription for EmbeddedSubscription {
                     });
                 }
             }
+            self.file_read_empty = (batch.len() == direct).then(|| (changes, Instant::now()));
             if !batch.is_empty() {
                 return Ok(batch);
             }
@@ -378,7 +411,7 @@ impl Subscription for EmbeddedSubscription {
                 return Ok(batch);
             }
             // Delayed retries become visible without a notification: poll for them too.
-            let nap = (deadline - now).min(Duration::from_millis(100));
+            let nap = (deadline - now).min(FILE_POLL);
             tokio::select! {
                 _ = notified => {}
                 _ = handed_over => {}
@@ -474,6 +507,7 @@ async fn writer(inner: std::sync::Weak<Inner>, pool: SqlitePool, mut rx: mpsc::R
                     waiters.retain(|_, done| !done.is_closed());
                 }
                 if wake_consumers && let Some(inner) = inner.upgrade() {
+                    inner.file_changed();
                     inner.ready.notify_waiters();
                 }
             }
