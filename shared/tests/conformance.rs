@@ -56,17 +56,23 @@ async fn embedded_queue_hands_commands_straight_to_a_consumer_here() {
         let queue = queue.clone();
         tokio::spawn(async move { queue.hand_over("q", Bytes::from_static(payload)).await })
     };
+    // A publish waits (up to 5 s) for its command to be processed in a single-process queue:
+    // published in a task, returned once the command is in the file, awaited once consumed.
+    #[allow(clippy::async_yields_async)]
+    let publish = async |payload: &'static [u8]| {
+        let task = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.publish("q", Bytes::from_static(payload)).await })
+        };
+        while queue.depth("q").await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task
+    };
     assert!(!hand_over(b"nobody").await.unwrap(), "nobody consumes the queue in this process");
 
     let mut sub = queue.subscribe("q").await.unwrap();
-    // A publish waits (up to 5 s) for its command to be processed in a single-process queue.
-    let filed = {
-        let queue = queue.clone();
-        tokio::spawn(async move { queue.publish("q", Bytes::from_static(b"filed")).await })
-    };
-    while queue.depth("q").await.unwrap() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let filed = publish(b"filed").await;
     let acked = hand_over(b"direct");
     let mut batch = Vec::new();
     while batch.len() < 2 {
@@ -88,13 +94,7 @@ async fn embedded_queue_hands_commands_straight_to_a_consumer_here() {
     assert_eq!(batch.iter().map(|d| &d.payload[..]).collect::<Vec<_>>(), [&b"first"[..]]);
     sub.ack(&[batch[0].id]).await.unwrap();
     assert!(first.await.unwrap());
-    let filed = {
-        let queue = queue.clone();
-        tokio::spawn(async move { queue.publish("q", Bytes::from_static(b"filed again")).await })
-    };
-    while queue.depth("q").await.unwrap() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let filed = publish(b"filed again").await;
     let second = hand_over(b"second");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let batch = sub.next_batch(10, Duration::from_secs(5)).await.unwrap();
