@@ -69,6 +69,9 @@ impl Inner {
 /// busy: a retry becomes ready when its delay is up, which nothing announces.
 const FILE_POLL: Duration = Duration::from_millis(100);
 
+/// Longest wait of a small direct batch for the rest of the senders of the batch before it.
+const LINGER: Duration = Duration::from_millis(2);
+
 /// A queue's direct path: how many subscriptions this process has on it, and the commands
 /// handed over and not taken yet, each with where to answer whether it was acked.
 #[derive(Default)]
@@ -168,6 +171,7 @@ impl Queue for EmbeddedQueue {
             held: HashSet::new(),
             held_direct: HashMap::new(),
             file_read_empty: None,
+            last_direct: 0,
         }))
     }
 
@@ -278,6 +282,8 @@ struct EmbeddedSubscription {
     /// The count of file changes when this subscription last read the file and found nothing
     /// to take, and when that was.
     file_read_empty: Option<(u64, Instant)>,
+    /// How many direct deliveries the last batch with any took.
+    last_direct: usize,
 }
 
 impl EmbeddedSubscription {
@@ -312,6 +318,24 @@ impl EmbeddedSubscription {
                 Delivery { id, payload, attempts: 0 }
             })
             .collect()
+    }
+
+    /// Waits up to [`LINGER`] for more hand-overs to join `batch`, until it is as large as the
+    /// last direct batch. The senders answered with that batch are on their way back with their
+    /// next commands: a batch of the first few alone would cost a store commit of its own, and
+    /// the rest would wait for it.
+    async fn linger(&mut self, batch: &mut Vec<Delivery>, max: usize, ready: &Notify) {
+        let until = tokio::time::Instant::now() + LINGER;
+        let want = self.last_direct.min(max);
+        while batch.len() < want {
+            let notified = ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            batch.extend(self.take_direct(max - batch.len()));
+            if batch.len() >= want || tokio::time::timeout_at(until, notified).await.is_err() {
+                break;
+            }
+        }
     }
 
     /// Answers the sender of a direct delivery; `false` for any other id.
@@ -369,6 +393,15 @@ impl Subscription for EmbeddedSubscription {
             handed_over.as_mut().enable();
 
             let mut batch = self.take_direct(max);
+            if let Some(ready) = direct_ready.as_deref()
+                && !batch.is_empty()
+                && batch.len() < self.last_direct / 4
+            {
+                self.linger(&mut batch, max, ready).await;
+            }
+            if !batch.is_empty() {
+                self.last_direct = batch.len();
+            }
             if batch.len() == max || !batch.is_empty() && self.file_known_empty() {
                 // Direct deliveries, and a file read would find nothing: one query fewer on
                 // the path of every batch of creates.
