@@ -162,9 +162,12 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn subscribe(&self, queue: &str) -> BackendResult<Box<dyn Subscription>> {
-        if let Some(direct) = &self.inner.direct {
-            direct.lock().expect("direct lock poisoned").entry(queue.to_owned()).or_default().consumers += 1;
-        }
+        let direct_ready = self.inner.direct.as_ref().map(|direct| {
+            let mut lines = direct.lock().expect("direct lock poisoned");
+            let line = lines.entry(queue.to_owned()).or_default();
+            line.consumers += 1;
+            line.ready.clone()
+        });
         Ok(Box::new(EmbeddedSubscription {
             inner: self.inner.clone(),
             queue: queue.to_owned(),
@@ -172,6 +175,7 @@ impl Queue for EmbeddedQueue {
             held_direct: HashMap::new(),
             file_read_empty: None,
             last_direct: 0,
+            direct_ready,
         }))
     }
 
@@ -284,6 +288,8 @@ struct EmbeddedSubscription {
     file_read_empty: Option<(u64, Instant)>,
     /// How many direct deliveries the last batch with any took.
     last_direct: usize,
+    /// Wakes this subscription when a command is handed over; `None` without a direct path.
+    direct_ready: Option<Arc<Notify>>,
 }
 
 impl EmbeddedSubscription {
@@ -378,10 +384,7 @@ impl Subscription for EmbeddedSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> BackendResult<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
         let inner = self.inner.clone();
-        let direct_ready = inner.direct.as_ref().map(|direct| {
-            let mut lines = direct.lock().expect("direct lock poisoned");
-            lines.entry(self.queue.clone()).or_default().ready.clone()
-        });
+        let direct_ready = self.direct_ready.clone();
         let never = Notify::new();
         loop {
             let notified = inner.ready.notified();
