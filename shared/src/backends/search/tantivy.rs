@@ -8,14 +8,16 @@
 //! a one-term query is a union of term scorers, so whole blocks of postings that cannot beat
 //! the current top `limit` are skipped. A tantivy index has one writer, so one process
 //! indexes and the others open it read-only. New
-//! documents are staged and committed by a background thread every [`STAGE_COMMIT_INTERVAL`],
-//! because a commit per write would cost the writer far more than the write; the last staged
-//! store id travels in each commit's payload, so after a crash indexing resumes from there.
+//! documents are staged and committed by a background thread, within [`STAGE_COMMIT_INTERVAL`]
+//! when a search waits for them and every [`IDLE_COMMIT_INTERVAL`] otherwise, because a commit
+//! per write would cost the writer far more than the write; the last staged store id travels
+//! in each commit's payload, so after a crash indexing resumes from there.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use tantivy::query::{BooleanQuery, BoostQuery, EnableScoring, Occur, Query, RegexQuery, TermQuery};
@@ -26,8 +28,8 @@ use tantivy::tokenizer::Token;
 use tantivy::{DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, TantivyDocument, Term};
 
 use super::{
-    MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT, document_id, next_word,
-    push_lowercased, words,
+    IDLE_COMMIT_INTERVAL, MAX_PREFIX_CHARS, STAGE_COMMIT_INTERVAL, SearchDoc, SearchHit, SearchIndex, VISIBLE_WAIT,
+    document_id, next_word, push_lowercased, words,
 };
 use crate::backends::{BackendError, BackendResult};
 use crate::watermark::Watermark;
@@ -92,6 +94,30 @@ struct TantivyInner {
     staged: AtomicU64,
     /// The count of stage calls the reader shows, raised after each commit's reload.
     shown: Watermark,
+    /// Set by a search waiting for staged documents: the committer commits early.
+    wanted: Arc<CommitWanted>,
+}
+
+/// Whether a search waits for a commit, and the committer's wake-up.
+#[derive(Default)]
+struct CommitWanted {
+    wanted: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl CommitWanted {
+    fn want(&self) {
+        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until a commit is wanted or `timeout` passes, and takes the request.
+    fn wait(&self, timeout: std::time::Duration) {
+        let wanted = self.wanted.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut wanted, _) =
+            self.wake.wait_timeout_while(wanted, timeout, |wanted| !*wanted).unwrap_or_else(PoisonError::into_inner);
+        *wanted = false;
+    }
 }
 
 /// The index's one writer with what has been staged since its last commit.
@@ -103,14 +129,15 @@ struct Writer {
     dirty: bool,
     /// Documents were staged in bulk and not committed yet: only a flush (or a commit for
     /// other documents) commits them, so a bulk load is written in segments the size of the
-    /// writer's memory budget rather than one every [`STAGE_COMMIT_INTERVAL`].
+    /// writer's memory budget rather than one per commit interval.
     bulk: bool,
 }
 
 impl TantivyInner {
     fn new(writer: Option<Writer>, reader: IndexReader, index: Index, fields: Fields) -> Self {
         let writer = writer.map(Mutex::new);
-        Self { writer, reader, index, fields, staged: AtomicU64::new(0), shown: Watermark::default() }
+        let wanted = Arc::default();
+        Self { writer, reader, index, fields, staged: AtomicU64::new(0), shown: Watermark::default(), wanted }
     }
 
     /// After a commit that covered `staged` stage calls: reloads the reader and says so.
@@ -132,10 +159,15 @@ impl Writer {
     }
 }
 
-/// Commits staged documents every [`STAGE_COMMIT_INTERVAL`] until the index is dropped.
-fn committer(inner: std::sync::Weak<TantivyInner>) {
+/// Commits staged documents until the index is dropped: every [`IDLE_COMMIT_INTERVAL`], or as
+/// soon as a search wants a commit, but never within [`STAGE_COMMIT_INTERVAL`] of the last one
+/// (searches that keep coming cost a commit per interval, not one each).
+fn committer(inner: std::sync::Weak<TantivyInner>, wanted: Arc<CommitWanted>) {
+    let mut last = Instant::now();
     loop {
-        std::thread::sleep(STAGE_COMMIT_INTERVAL);
+        wanted.wait(IDLE_COMMIT_INTERVAL.saturating_sub(last.elapsed()));
+        std::thread::sleep(STAGE_COMMIT_INTERVAL.saturating_sub(last.elapsed()));
+        last = Instant::now();
         let Some(inner) = inner.upgrade() else { return };
         if let Err(error) = inner.commit_staged(false) {
             tracing::error!(%error, "search index commit failed; staged documents are indexed again at start");
@@ -271,12 +303,13 @@ impl tantivy::tokenizer::TokenStream for ChatTermStream<'_> {
 /// a cache seldom serves one twice: a few blocks keep the memory of a dozen segments small.
 const DOC_STORE_CACHE_BLOCKS: usize = 8;
 
-/// The writer: one indexing thread (the server has other work; messages arrive a few thousand
-/// a second at most) with a 16 MiB heap, the most it buffers before writing a segment. Staged
-/// messages are committed every [`STAGE_COMMIT_INTERVAL`], a few hundred at a time, far below
-/// it; only a bulk load fills it, and a larger heap would only make that load's segments
-/// larger while adding to the server's peak memory. One merge thread: each merge holds
-/// buffers and maps the segments it reads, so merges in parallel multiply that peak.
+/// The writer: one indexing thread (the server has other work, and one thread keeps up with
+/// the create path on two cores) with a 16 MiB heap, the most it buffers before writing a
+/// segment. Staged messages are committed every [`IDLE_COMMIT_INTERVAL`] at most; a second of
+/// creates at full speed stays below it, a bulk load fills it, and a larger heap would only
+/// make that load's segments larger while adding to the server's peak memory. One merge
+/// thread: each merge holds buffers and maps the segments it reads, so merges in parallel
+/// multiply that peak.
 fn writer_options() -> tantivy::indexer::IndexWriterOptions {
     tantivy::indexer::IndexWriterOptions::builder()
         .memory_budget_per_thread(16 * 1024 * 1024)
@@ -348,10 +381,10 @@ impl TantivyIndex {
         writer.set_merge_policy(merge_policy());
         let writer = Writer { writer, watermark, dirty: false, bulk: false };
         let inner = Arc::new(TantivyInner::new(Some(writer), reader, index, fields));
-        let weak = Arc::downgrade(&inner);
+        let (weak, wanted) = (Arc::downgrade(&inner), inner.wanted.clone());
         std::thread::Builder::new()
             .name("search-commit".into())
-            .spawn(move || committer(weak))
+            .spawn(move || committer(weak, wanted))
             .map_err(search_error)?;
         Ok(Self { inner })
     }
@@ -656,10 +689,14 @@ impl SearchIndex for TantivyIndex {
         self.blocking(move |inner| inner.search(&scope, &query, limit)).await
     }
 
-    /// Waits for the committer's next commit rather than committing: a search never adds a
+    /// Asks the committer for its next commit rather than committing: a search never adds a
     /// commit of its own (a commit holds the index's one writer, so each would slow indexing).
     async fn visible(&self) {
         let target = self.inner.staged.load(Relaxed);
+        if self.inner.shown.reached(target, std::time::Duration::ZERO).await {
+            return;
+        }
+        self.inner.wanted.want();
         if !self.inner.shown.reached(target, VISIBLE_WAIT).await {
             tracing::debug!(target, "staged documents not committed in time; searching what is visible");
         }
