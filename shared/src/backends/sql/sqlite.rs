@@ -16,6 +16,10 @@ use super::{ErrorClass, pool_options};
 /// it is chosen): the 8 connections hold at most 16 MB of pages, and the kernel's page cache
 /// keeps the rest of a hot file at no cost to the server's own memory. The lookups of the chat
 /// API walk a few B-tree pages each, which that covers.
+///
+/// A connection is not pinged when taken from the pool (sqlx's default): a connection to a
+/// file in this process cannot drop, and the ping is a round trip to the connection's thread
+/// before every statement or transaction, on the path of every create's batch.
 pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     pool_options(
         8,
@@ -23,6 +27,7 @@ pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
          PRAGMA foreign_keys = ON; PRAGMA cache_size = -2000;",
     )
+    .test_before_acquire(false)
     .connect(url)
     .await
 }
