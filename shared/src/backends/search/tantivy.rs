@@ -715,6 +715,21 @@ impl SearchIndex for TantivyIndex {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_waiting_search_gets_its_commit_before_the_idle_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TantivyIndex::open(dir.path()).unwrap();
+        let doc = SearchDoc { scope: "1:1".into(), number: 1, content: "hello there".into() };
+        // The committer's first idle commit is a second away: only a request brings it sooner.
+        index.stage_new(vec![doc], 1).await.unwrap();
+        let asked = Instant::now();
+        index.visible().await;
+        let waited = asked.elapsed();
+        let hits = index.search("1:1", "hel", 10).await.unwrap();
+        assert_eq!(hits.iter().map(|hit| hit.number).collect::<Vec<_>>(), [1], "visible once it returns");
+        assert!(waited < IDLE_COMMIT_INTERVAL / 2, "committed on request, after {waited:?}");
+    }
+
     #[test]
     fn query_terms_become_literal_regular_expressions() {
         assert_eq!(regex_literal("a.b*"), "a\\.b\\*");
