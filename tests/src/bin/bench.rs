@@ -1,11 +1,12 @@
 //! chatmesh-bench: load figures for the chat API.
 //!
 //! `standalone`: the `chatmesh` server on embedded backends: message-create requests/s and p99
-//! at 64 clients, search p50/p99 over a chat of 100,000 messages (`--messages`), and the
-//! server's peak RSS, each against its target. The searched chat is filled through the create
-//! API; with `--fill-direct` its messages are written straight into the stopped server's store
-//! instead (a fixture, labelled so) and the server indexes them at its next start, timed: a
-//! chat of a million messages takes minutes rather than the create path's rate.
+//! at 64 clients against its `/healthz` (the two take turns), search p50/p99 over a chat of
+//! 100,000 messages (`--messages`), and the server's peak RSS, each against its target. The
+//! searched chat is filled through the create API; with `--fill-direct` its messages are
+//! written straight into the stopped server's store instead (a fixture, labelled so) and the
+//! server indexes them at its next start, timed: a chat of a million messages takes minutes
+//! rather than the create path's rate.
 //!
 //! `production`: chat-write on Redis + RabbitMQ against a trivial handler of the same server
 //! (its `/healthz`), and the consumer's persist rate into MySQL against a plain multi-row
@@ -229,14 +230,18 @@ async fn standalone(
     let mut server = Service::start("chatmesh", &args, &envs).await;
     let mut pid = server.pid().expect("pid");
     let mut api = Api::new(&server.url);
-    println!("standalone chatmesh at {} (data under {data_dir}), {clients} clients", server.url);
+    println!(
+        "standalone chatmesh at {} (data under {data_dir}), {clients} clients; creates and the trivial \
+         handler alternate in {ROUNDS} rounds of {:.1} s each",
+        server.url,
+        seconds as f64 / ROUNDS as f64
+    );
 
     let token = api.create_application("bench").await;
     let chat = api.create_chat(&token, "load").await;
-    let seconds = Duration::from_secs(seconds);
-    let health = get_path(&api, api.url("/healthz"), clients, seconds).await;
+    let (health, create) =
+        interleaved(&api, &api.url("/healthz"), &token, chat, &Arc::default(), clients, seconds).await;
     println!("GET /healthz (trivial handler)   {health}");
-    let create = create_messages(&api, &token, chat, clients, seconds, Arc::default()).await;
     println!("POST message (create)            {create}");
     println!("message create / trivial handler: {:.1}%", 100.0 * create.rps() / health.rps());
 
