@@ -121,3 +121,49 @@ on_every_store!(
     mysql_a_queued_delete_waits_for_its_message,
     a_queued_delete_waits_for_its_message
 );
+
+/// A message stored after a reader moved past its number (its create was still queued) counts
+/// under that reader's position: not unread for them, unread for a reader below it.
+async fn a_message_stored_under_a_read_position_is_read(mut harness: Harness) {
+    let (token, app) = harness.application().await;
+    harness.publish(&chat(app, 1, "room")).await;
+    harness.publish(&message(app, 1, 1, "one")).await;
+    harness.publish(&message(app, 1, 2, "two")).await;
+    assert_eq!(harness.step_until(|total| total.persisted == 3).await.dead_lettered, 0);
+
+    // Numbers 3 and 4 handed out, as chat-write does for two creates whose commands are queued.
+    let db = harness.state.db.clone();
+    let seed = move || {
+        use futures::FutureExt;
+        let db = db.clone();
+        async move { chat_read::store::highest_message_number(&db, app, 1).await }.boxed()
+    };
+    let key = harness.state.keys.message_counter(app, 1);
+    for expected in [3, 4] {
+        assert_eq!(harness.state.counters.next(&key, &seed).await.unwrap(), expected);
+    }
+    let base = format!("/api/applications/{token}/chats/1");
+    let body = |user: &str, number: i64| json!({"user_id": user, "message_number": number});
+    let ann = harness.api.send(Method::PUT, &format!("{base}/read"), Some(&body("ann", 4))).await;
+    assert_eq!((ann.status.as_u16(), ann.body["unread"].as_i64()), (200, Some(0)), "{}", ann.text);
+    let bob = harness.api.send(Method::PUT, &format!("{base}/read"), Some(&body("bob", 2))).await;
+    assert_eq!((bob.status.as_u16(), bob.body["unread"].as_i64()), (200, Some(0)), "{}", bob.text);
+
+    harness.publish(&message(app, 1, 3, "three")).await;
+    harness.publish(&message(app, 1, 4, "four")).await;
+    assert_eq!(harness.step_until(|total| total.persisted == 2).await.dead_lettered, 0);
+    for (user, unread, why) in [
+        ("ann", 0, "stored under ann's position: read"),
+        ("bob", 2, "above bob's position: unread"),
+        ("carl", 4, "no position: every message"),
+    ] {
+        let reply = harness.get(&format!("{base}/unread?user_id={user}")).await;
+        assert_eq!(reply.body["unread"], unread, "{why}: {}", reply.text);
+    }
+}
+
+on_every_store!(
+    sqlite_a_message_stored_under_a_read_position_is_read,
+    mysql_a_message_stored_under_a_read_position_is_read,
+    a_message_stored_under_a_read_position_is_read
+);
