@@ -62,35 +62,77 @@ pub async fn take_numbers(
     counts: &BTreeMap<i64, i64>,
     creates: bool,
 ) -> BackendResult<HashMap<i64, i64>> {
+    let taken = take(conn, counts, creates, false).await?;
+    Ok(taken.into_iter().map(|(chat, (last, _))| (chat, last)).collect())
+}
+
+/// [`take_numbers`] for that many new messages in each chat, with each chat's highest
+/// `last_read` of its read positions (`None` without one) read in the same statement, for
+/// [`crate::reads::count_inserted`].
+pub async fn take_create_numbers(
+    conn: &mut AnyConnection,
+    counts: &BTreeMap<i64, i64>,
+) -> BackendResult<HashMap<i64, (i64, Option<i64>)>> {
+    take(conn, counts, true, true).await
+}
+
+/// Takes the numbers; returns each chat's last, and with `positions` its highest read position.
+/// SQLite returns them from the UPDATE itself (`RETURNING`), one round trip to the store's
+/// connection thread where a read-back is two, on the path of every batch of creates; MySQL
+/// has no `UPDATE … RETURNING` and reads them back under the locks the UPDATE took.
+async fn take(
+    conn: &mut AnyConnection,
+    counts: &BTreeMap<i64, i64>,
+    creates: bool,
+    positions: bool,
+) -> BackendResult<HashMap<i64, (i64, Option<i64>)>> {
     if counts.is_empty() {
         return Ok(HashMap::new());
     }
     let cases = vec!["WHEN ? THEN ?"; counts.len()].join(" ");
     let ids = placeholders(counts.len());
-    let sql = match creates {
+    let update = match creates {
         true => format!(
             "UPDATE chats SET last_change = last_change + CASE id {cases} END, \
              live_count = live_count + CASE id {cases} END WHERE id IN ({ids})"
         ),
         false => format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})"),
     };
-    let mut update = sqlx::query(&sql);
+    let read = match positions {
+        true => "id, last_change, (SELECT MAX(last_read) FROM read_positions WHERE read_positions.chat_id = chats.id)",
+        false => "id, last_change",
+    };
+    let returning = conn.backend_name() == "SQLite";
+    let update = match returning {
+        true => format!("{update} RETURNING {read}"),
+        false => update,
+    };
+    let mut query = sqlx::query(&update);
     for _ in 0..if creates { 2 } else { 1 } {
         for (id, count) in counts {
-            update = update.bind(*id).bind(*count);
+            query = query.bind(*id).bind(*count);
         }
     }
     for id in counts.keys() {
-        update = update.bind(*id);
+        query = query.bind(*id);
     }
-    update.execute(&mut *conn).await?;
-    let sql = format!("SELECT id, last_change FROM chats WHERE id IN ({ids})");
-    let mut select = sqlx::query(&sql);
-    for id in counts.keys() {
-        select = select.bind(*id);
-    }
-    let rows = select.fetch_all(&mut *conn).await?;
-    rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    let rows = if returning {
+        query.fetch_all(&mut *conn).await?
+    } else {
+        query.execute(&mut *conn).await?;
+        let sql = format!("SELECT {read} FROM chats WHERE id IN ({ids})");
+        let mut select = sqlx::query(&sql);
+        for id in counts.keys() {
+            select = select.bind(*id);
+        }
+        select.fetch_all(&mut *conn).await?
+    };
+    rows.iter()
+        .map(|row| {
+            let highest = if positions { row.try_get::<Option<i64>, _>(2)? } else { None };
+            Ok((row.try_get(0)?, (row.try_get(1)?, highest)))
+        })
+        .collect()
 }
 
 /// Writes a change of chat `chat_id` other than a create: `write` (an UPDATE) runs inside the

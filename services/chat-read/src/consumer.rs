@@ -973,6 +973,9 @@ fn clip(text: &str) -> &str {
 /// locked to the commit), counted in its chat's live count and read positions; returns the
 /// insert's result, the store id it reported (MySQL: its first row's, SQLite: its last
 /// row's), and each chat's last number taken.
+///
+/// Each statement is a round trip to the store, which each batch of creates waits on: the
+/// chats' numbers come back with their read positions (on SQLite from the UPDATE itself).
 async fn insert_messages(
     db: &Database,
     chunk: &[ReadyMessage<'_>],
@@ -982,9 +985,9 @@ async fn insert_messages(
         *counts.entry(chat_id).or_insert(0i64) += 1;
     }
     let mut tx = db.pool().begin().await?;
-    let last = crate::changes::take_numbers(&mut tx, &counts, true).await?;
+    let taken = crate::changes::take_create_numbers(&mut tx, &counts).await?;
     let mut next: HashMap<i64, i64> =
-        counts.iter().map(|(chat, count)| (*chat, last.get(chat).copied().unwrap_or(0) - count + 1)).collect();
+        counts.iter().map(|(chat, count)| (*chat, taken.get(chat).map_or(0, |t| t.0) - count + 1)).collect();
     let sql = format!(
         "{} INTO messages (chat_id, number, content, created_at, updated_at, created_seq) VALUES {}",
         db.insert_ignore(),
@@ -1005,9 +1008,10 @@ async fn insert_messages(
         (id, _) => id,
     };
     let rows: Vec<(i64, i64)> = chunk.iter().map(|&(_, chat_id, number, ..)| (chat_id, number)).collect();
-    crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64).await?;
+    let highest: HashMap<i64, i64> = taken.iter().filter_map(|(chat, (_, read))| Some((*chat, (*read)?))).collect();
+    crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64, &highest).await?;
     tx.commit().await?;
-    Ok((inserted, id, last.into_iter().collect()))
+    Ok((inserted, id, taken.into_iter().map(|(chat, (last, _))| (chat, last)).collect()))
 }
 
 /// Whether no two of `runs` insert into one chat.

@@ -14,33 +14,24 @@ use shared::backends::sql::{Database, placeholders};
 use sqlx::{AnyConnection, Row};
 
 /// After an insert of messages (`(chat id, number)` each) in the transaction on `conn`:
-/// every read position at or above an inserted message counts it. `all_inserted` false (some
-/// rows were already stored, a redelivery) recounts the chats' counts and positions instead,
-/// from the rows.
-pub async fn count_inserted(conn: &mut AnyConnection, rows: &[(i64, i64)], all_inserted: bool) -> BackendResult<()> {
+/// every read position at or above an inserted message counts it. `highest` holds each chat's
+/// highest `last_read`, read in the transaction (usually every position is below the new
+/// messages, and that one look says so). `all_inserted` false (some rows were already stored,
+/// a redelivery) recounts the chats' counts and positions instead, from the rows.
+pub async fn count_inserted(
+    conn: &mut AnyConnection,
+    rows: &[(i64, i64)],
+    all_inserted: bool,
+    highest: &HashMap<i64, i64>,
+) -> BackendResult<()> {
     let mut by_chat: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for &(chat_id, number) in rows {
         by_chat.entry(chat_id).or_default().push(number);
     }
-    let chats: Vec<i64> = by_chat.keys().copied().collect();
     if !all_inserted {
+        let chats: Vec<i64> = by_chat.keys().copied().collect();
         return recount(conn, &chats).await;
     }
-    // Usually every position is below the new messages: one look says so.
-    let sql = format!(
-        "SELECT chat_id, MAX(last_read) FROM read_positions WHERE chat_id IN ({}) GROUP BY chat_id",
-        placeholders(chats.len())
-    );
-    let mut query = sqlx::query(&sql);
-    for chat in &chats {
-        query = query.bind(*chat);
-    }
-    let highest: HashMap<i64, i64> = query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<BackendResult<_>>()?;
     for (chat_id, numbers) in &by_chat {
         let Some(&top) = highest.get(chat_id) else { continue };
         for &number in numbers.iter().filter(|number| **number <= top) {
