@@ -180,6 +180,8 @@ impl Drop for TantivyInner {
         if let Err(error) = self.commit_staged(true) {
             tracing::error!(%error, "search index commit at shutdown failed");
         }
+        // The committer would otherwise sleep out its idle interval before it saw the drop.
+        self.wanted.want();
     }
 }
 
