@@ -444,11 +444,13 @@ async fn metrics_on_the_admin_port() {
         http.get(format!("{}/api/applications", gateway.url)).send().await.unwrap();
     }
     http.get(format!("{}/nope", gateway.url)).send().await.unwrap();
-    // The access phase (which counts) runs just after the response is written.
+    // The access phase (which counts, and then leaves the in-flight gauge) runs just after the
+    // response is written.
     let mut text = String::new();
     wait_until(Duration::from_secs(5), || {
         text = http_get(&format!("{}/metrics", gateway.admin_url)).unwrap_or_default();
         text.contains("gateway_requests_total{pool=\"gateway\",class=\"4xx\"} 1")
+            && text.contains("gateway_in_flight_requests 0")
     })
     .await;
     for series in [
