@@ -89,38 +89,17 @@ async fn take(
     if counts.is_empty() {
         return Ok(HashMap::new());
     }
-    let cases = vec!["WHEN ? THEN ?"; counts.len()].join(" ");
-    let ids = placeholders(counts.len());
-    let update = match creates {
-        true => format!(
-            "UPDATE chats SET last_change = last_change + CASE id {cases} END, \
-             live_count = live_count + CASE id {cases} END WHERE id IN ({ids})"
-        ),
-        false => format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})"),
-    };
-    let read = match positions {
-        true => "id, last_change, (SELECT MAX(last_read) FROM read_positions WHERE read_positions.chat_id = chats.id)",
-        false => "id, last_change",
-    };
     let returning = conn.backend_name() == "SQLite";
-    let update = match returning {
-        true => format!("{update} RETURNING {read}"),
-        false => update,
-    };
+    let (update, values) = numbers_statement(counts, creates, positions, returning);
     let mut query = sqlx::query(&update);
-    for _ in 0..if creates { 2 } else { 1 } {
-        for (id, count) in counts {
-            query = query.bind(*id).bind(*count);
-        }
-    }
-    for id in counts.keys() {
-        query = query.bind(*id);
+    for value in values {
+        query = query.bind(value);
     }
     let rows = if returning {
         query.fetch_all(&mut *conn).await?
     } else {
         query.execute(&mut *conn).await?;
-        let sql = format!("SELECT {read} FROM chats WHERE id IN ({ids})");
+        let sql = format!("SELECT {} FROM chats WHERE id IN ({})", numbers_read(positions), placeholders(counts.len()));
         let mut select = sqlx::query(&sql);
         for id in counts.keys() {
             select = select.bind(*id);
@@ -133,6 +112,48 @@ async fn take(
             Ok((row.try_get(0)?, (row.try_get(1)?, highest)))
         })
         .collect()
+}
+
+/// The UPDATE that takes the numbers of `counts` (non-empty), and the values it binds in
+/// order; with `returning` it returns each chat's `id, last_change` and, with `positions`, its
+/// highest `last_read` (SQLite's `RETURNING`). Shared with the consumer's own SQLite
+/// connection ([`crate::direct`]).
+pub(crate) fn numbers_statement(
+    counts: &BTreeMap<i64, i64>,
+    creates: bool,
+    positions: bool,
+    returning: bool,
+) -> (String, Vec<i64>) {
+    let cases = vec!["WHEN ? THEN ?"; counts.len()].join(" ");
+    let ids = placeholders(counts.len());
+    let update = match creates {
+        true => format!(
+            "UPDATE chats SET last_change = last_change + CASE id {cases} END, \
+             live_count = live_count + CASE id {cases} END WHERE id IN ({ids})"
+        ),
+        false => format!("UPDATE chats SET last_change = last_change + CASE id {cases} END WHERE id IN ({ids})"),
+    };
+    let update = match returning {
+        true => format!("{update} RETURNING {}", numbers_read(positions)),
+        false => update,
+    };
+    let mut values = Vec::with_capacity(counts.len() * if creates { 5 } else { 3 });
+    for _ in 0..if creates { 2 } else { 1 } {
+        for (id, count) in counts {
+            values.extend([*id, *count]);
+        }
+    }
+    values.extend(counts.keys());
+    (update, values)
+}
+
+/// The columns [`numbers_statement`] reads back: `id, last_change`, and with `positions` the
+/// chat's highest read position.
+fn numbers_read(positions: bool) -> &'static str {
+    match positions {
+        true => "id, last_change, (SELECT MAX(last_read) FROM read_positions WHERE read_positions.chat_id = chats.id)",
+        false => "id, last_change",
+    }
 }
 
 /// Writes a change of chat `chat_id` other than a create: `write` (an UPDATE) runs inside the

@@ -114,8 +114,17 @@ impl StoreStatus {
 pub struct Consumer {
     state: ChatRead,
     queue: QueueSide,
+    store: StoreSide,
+}
+
+/// The consumer's side of the store beyond its pool.
+#[derive(Default)]
+struct StoreSide {
     /// Chat ids by (application id, chat number): they never change once persisted.
     chat_ids: ChatIds,
+    /// A SQLite connection of the consumer's own, for the batch transactions of new messages
+    /// ([`Consumer::with_own_connection`]).
+    own: Option<crate::direct::OwnConnection>,
 }
 
 /// Rows of one INSERT statement at most, and their text's bytes.
@@ -152,7 +161,18 @@ impl Consumer {
         let subscription = state.queue.subscribe(&state.keys.command_queue()).await?;
         let indexer = Indexer::start(state.clone());
         let queue = QueueSide { subscription, config, indexer, index_catches_up };
-        Ok(Self { state, queue, chat_ids: ChatIds::default() })
+        Ok(Self { state, queue, store: StoreSide::default() })
+    }
+
+    /// On a SQLite store, runs each batch transaction of new messages on a connection of the
+    /// consumer's own, on the thread that runs the consumer, rather than on a pooled
+    /// connection's thread: its five statements then wait on no other thread (see
+    /// [`crate::direct`]). Only for a consumer with a thread of its own (the standalone
+    /// server's): the transaction blocks the thread it runs on, for up to the store's busy
+    /// timeout while another connection writes.
+    pub fn with_own_connection(mut self) -> BackendResult<Self> {
+        self.store.own = crate::direct::OwnConnection::open(&self.state.db)?;
+        Ok(self)
     }
 
     /// Runs batches until `shutdown`, finishing those in hand.
@@ -178,10 +198,10 @@ impl Consumer {
             }
             let writing_now = taken.is_some();
             let backlog = taken.as_ref().is_some_and(|batch| batch.size() >= self.queue.config.batch_size);
-            let Self { state, queue, chat_ids } = &mut self;
+            let Self { state, queue, store } = &mut self;
             let writing = async {
                 match taken.take() {
-                    Some(batch) => write(state, chat_ids, batch).await.map(Some),
+                    Some(batch) => write(state, store, batch).await.map(Some),
                     None => Ok(None),
                 }
             };
@@ -265,7 +285,7 @@ impl Consumer {
         if batch.decoded.is_empty() {
             return Ok(batch.report);
         }
-        let batch = write(&self.state, &mut self.chat_ids, batch).await?;
+        let batch = write(&self.state, &mut self.store, batch).await?;
         self.queue.settle(&self.state, batch).await
     }
 }
@@ -309,16 +329,16 @@ struct QueueSide {
 
 /// Writes a batch to the store; a batch the store rejects for its data is written one command
 /// at a time, so one bad command does not hold up the rest.
-async fn write(state: &ChatRead, chat_ids: &mut ChatIds, batch: Taken) -> BackendResult<Written> {
+async fn write(state: &ChatRead, store: &mut StoreSide, batch: Taken) -> BackendResult<Written> {
     let Taken { report, decoded } = batch;
     let started = std::time::Instant::now();
-    let outcome = match persist(state, chat_ids, &decoded).await {
+    let outcome = match persist(state, store, &decoded).await {
         Ok(outcome) => outcome,
         Err(error) if is_data_error(&error) && decoded.len() > 1 => {
             tracing::warn!(%error, "batch rejected by the store, persisting one by one");
             let mut outcome = Outcome::default();
             for one in decoded.chunks(1) {
-                match persist(state, chat_ids, one).await {
+                match persist(state, store, one).await {
                     Ok(single) => outcome.merge(single),
                     Err(error) if is_data_error(&error) => outcome.failed.push((one[0].delivery.id, error.to_string())),
                     Err(error) => return Err(error),
@@ -653,6 +673,7 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 fn is_data_error(error: &BackendError) -> bool {
     match error {
         BackendError::Sql(error) => shared::backends::sql::error_class(error) == ErrorClass::Data,
+        BackendError::Sqlite(error) => shared::backends::sql::sqlite::direct_error_class(error) == ErrorClass::Data,
         _ => false,
     }
 }
@@ -705,8 +726,9 @@ impl Outcome {
 
 /// Writes a batch: each statement commits on its own (a batch cut short by a crash is
 /// delivered again, and its rows already written are skipped).
-async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) -> BackendResult<Outcome> {
+async fn persist(state: &ChatRead, store: &mut StoreSide, batch: &[Decoded]) -> BackendResult<Outcome> {
     let db = &state.db;
+    let StoreSide { chat_ids, own } = store;
     let mut outcome = Outcome::default();
 
     let chats: Vec<&Decoded> = batch.iter().filter(|d| matches!(d.command, Command::CreateChat { .. })).collect();
@@ -827,16 +849,19 @@ async fn persist(state: &ChatRead, chat_ids: &mut ChatIds, batch: &[Decoded]) ->
         Dialect::MySql if chats_disjoint(&runs) => CONCURRENT_STATEMENTS,
         _ => 1,
     };
-    let results = {
-        use futures::{FutureExt, StreamExt};
-        // Boxed, so the stream's future is `Send` for any lifetime the spawn asks about.
-        let inserts: Vec<_> = runs.iter().map(|chunk| insert_messages(db, chunk).boxed()).collect();
-        futures::stream::iter(inserts).buffered(in_flight).collect::<Vec<_>>().await
+    let results = match own {
+        Some(own) => runs.iter().map(|chunk| own.insert_messages(chunk)).collect(),
+        None => {
+            use futures::{FutureExt, StreamExt};
+            // Boxed, so the stream's future is `Send` for any lifetime the spawn asks about.
+            let inserts: Vec<_> = runs.iter().map(|chunk| insert_messages(db, chunk).boxed()).collect();
+            futures::stream::iter(inserts).buffered(in_flight).collect::<Vec<_>>().await
+        }
     };
     for (chunk, inserted) in runs.into_iter().zip(results) {
-        let (inserted, id, changed) = inserted?;
+        let Inserted { rows: inserted, id, changed } = inserted?;
         outcome.changed.extend(changed);
-        let skipped = inserted.rows_affected() < chunk.len() as u64;
+        let skipped = inserted < chunk.len() as u64;
         outcome.existing |= skipped;
         outcome.inserted_watermark = outcome.inserted_watermark.max(id);
         let conflicting = if skipped { message_conflicts(db, chunk).await? } else { HashMap::new() };
@@ -970,34 +995,18 @@ fn clip(text: &str) -> &str {
 
 /// One multi-row `INSERT IGNORE` of `chunk` in a transaction of its own, each row with the next
 /// change number of its chat (its place on the live stream, taken first so the chats stay
-/// locked to the commit), counted in its chat's live count and read positions; returns the
-/// insert's result, the store id it reported (MySQL: its first row's, SQLite: its last
-/// row's), and each chat's last number taken.
+/// locked to the commit), counted in its chat's live count and read positions.
 ///
 /// Each statement is a round trip to the store, which each batch of creates waits on: the
 /// chats' numbers come back with their read positions (on SQLite from the UPDATE itself).
-async fn insert_messages(
-    db: &Database,
-    chunk: &[ReadyMessage<'_>],
-) -> BackendResult<(sqlx::any::AnyQueryResult, Option<i64>, Vec<(i64, i64)>)> {
-    let mut counts = std::collections::BTreeMap::new();
-    for &(_, chat_id, ..) in chunk {
-        *counts.entry(chat_id).or_insert(0i64) += 1;
-    }
+async fn insert_messages(db: &Database, chunk: &[ReadyMessage<'_>]) -> BackendResult<Inserted> {
+    let counts = counts_by_chat(chunk);
     let mut tx = db.pool().begin().await?;
     let taken = crate::changes::take_create_numbers(&mut tx, &counts).await?;
-    let mut next: HashMap<i64, i64> =
-        counts.iter().map(|(chat, count)| (*chat, taken.get(chat).map_or(0, |t| t.0) - count + 1)).collect();
-    let sql = format!(
-        "{} INTO messages (chat_id, number, content, created_at, updated_at, created_seq) VALUES {}",
-        db.insert_ignore(),
-        placeholders_rows(chunk.len())
-    );
+    let sql = insert_sql(db.insert_ignore(), chunk.len());
     let mut query = sqlx::query(&sql);
-    for &(_, chat_id, number, content, created_at, _, _) in chunk {
-        let seq = next.entry(chat_id).or_default();
-        query = query.bind(chat_id).bind(number).bind(content).bind(created_at).bind(created_at).bind(*seq);
-        *seq += 1;
+    for (chat_id, number, content, created_at, seq) in numbered(chunk, &counts, &taken) {
+        query = query.bind(chat_id).bind(number).bind(content).bind(created_at).bind(created_at).bind(seq);
     }
     let inserted = query.execute(&mut *tx).await?;
     // The Any driver reports no id for SQLite: its connection still knows the last one.
@@ -1007,11 +1016,72 @@ async fn insert_messages(
         }
         (id, _) => id,
     };
-    let rows: Vec<(i64, i64)> = chunk.iter().map(|&(_, chat_id, number, ..)| (chat_id, number)).collect();
-    let highest: HashMap<i64, i64> = taken.iter().filter_map(|(chat, (_, read))| Some((*chat, (*read)?))).collect();
+    let (rows, highest) = positions_to_count(chunk, &taken);
     crate::reads::count_inserted(&mut tx, &rows, inserted.rows_affected() == chunk.len() as u64, &highest).await?;
     tx.commit().await?;
-    Ok((inserted, id, taken.into_iter().map(|(chat, (last, _))| (chat, last)).collect()))
+    Ok(Inserted::new(inserted.rows_affected(), id, taken))
+}
+
+/// What inserting a run of messages did: the rows inserted, the store id reported (MySQL: its
+/// first row's, SQLite: its last row's), and each chat's last change number taken.
+pub(crate) struct Inserted {
+    rows: u64,
+    id: Option<i64>,
+    changed: Vec<(i64, i64)>,
+}
+
+impl Inserted {
+    pub(crate) fn new(rows: u64, id: Option<i64>, taken: HashMap<i64, (i64, Option<i64>)>) -> Self {
+        Self { rows, id, changed: taken.into_iter().map(|(chat, (last, _))| (chat, last)).collect() }
+    }
+}
+
+/// How many messages of `chunk` go to each chat.
+pub(crate) fn counts_by_chat(chunk: &[ReadyMessage<'_>]) -> std::collections::BTreeMap<i64, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &(_, chat_id, ..) in chunk {
+        *counts.entry(chat_id).or_insert(0i64) += 1;
+    }
+    counts
+}
+
+/// The INSERT of `rows` messages (the values of [`numbered`]).
+pub(crate) fn insert_sql(insert_ignore: &str, rows: usize) -> String {
+    format!(
+        "{insert_ignore} INTO messages (chat_id, number, content, created_at, updated_at, created_seq) VALUES {}",
+        placeholders_rows(rows)
+    )
+}
+
+/// Each message of `chunk` as (chat id, number, content, created at, change number): its
+/// chat's numbers `taken` (the last of `counts` numbers) go to its messages in order.
+pub(crate) fn numbered<'a>(
+    chunk: &[ReadyMessage<'a>],
+    counts: &std::collections::BTreeMap<i64, i64>,
+    taken: &HashMap<i64, (i64, Option<i64>)>,
+) -> Vec<(i64, i64, &'a str, i64, i64)> {
+    let mut next: HashMap<i64, i64> =
+        counts.iter().map(|(chat, count)| (*chat, taken.get(chat).map_or(0, |t| t.0) - count + 1)).collect();
+    chunk
+        .iter()
+        .map(|&(_, chat_id, number, content, created_at, _, _)| {
+            let next = next.entry(chat_id).or_default();
+            let seq = *next;
+            *next += 1;
+            (chat_id, number, content, created_at, seq)
+        })
+        .collect()
+}
+
+/// The (chat id, number) of each message of `chunk`, and each chat's highest read position
+/// `taken` read, for [`crate::reads::count_inserted`].
+pub(crate) fn positions_to_count(
+    chunk: &[ReadyMessage<'_>],
+    taken: &HashMap<i64, (i64, Option<i64>)>,
+) -> (Vec<(i64, i64)>, HashMap<i64, i64>) {
+    let rows = chunk.iter().map(|&(_, chat_id, number, ..)| (chat_id, number)).collect();
+    let highest = taken.iter().filter_map(|(chat, (_, read))| Some((*chat, (*read)?))).collect();
+    (rows, highest)
 }
 
 /// Whether no two of `runs` insert into one chat.
@@ -1027,7 +1097,7 @@ fn chats_disjoint(runs: &[&[ReadyMessage<'_>]]) -> bool {
 
 /// A message ready to insert: (delivery, chat id, number, content, created at, application id,
 /// chat number).
-type ReadyMessage<'a> = (u64, i64, i64, &'a str, i64, i64, i64);
+pub(crate) type ReadyMessage<'a> = (u64, i64, i64, &'a str, i64, i64, i64);
 
 fn placeholders_rows(rows: usize) -> String {
     vec![format!("({})", placeholders(6)); rows].join(", ")

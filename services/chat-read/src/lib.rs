@@ -6,7 +6,8 @@
 //!   operation; [`api::routes`] merges them.
 //! - [`consumer`]: takes command batches off the queue, persists them in one transaction,
 //!   indexes the messages, and only then acks. [`consumer::Consumer::step`] runs one batch, so
-//!   tests can drive it.
+//!   tests can drive it. `direct`: on SQLite, the consumer's batch transaction of new messages
+//!   on a connection of its own, for a consumer with a thread of its own.
 //! - [`counts`]: the count flush (`chats_count`, `messages_count`) run by tokio-cron-scheduler
 //!   under a lock, so one replica flushes at a time.
 //! - [`openapi`]: the document's title, tags and security scheme around those operations,
@@ -21,6 +22,7 @@ pub mod api;
 pub mod changes;
 pub mod consumer;
 pub mod counts;
+mod direct;
 pub mod openapi;
 pub mod reads;
 pub mod store;

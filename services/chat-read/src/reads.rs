@@ -24,51 +24,59 @@ pub async fn count_inserted(
     all_inserted: bool,
     highest: &HashMap<i64, i64>,
 ) -> BackendResult<()> {
+    for (sql, values) in counting_inserted(rows, all_inserted, highest) {
+        let mut query = sqlx::query(&sql);
+        for value in values {
+            query = query.bind(value);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The statements [`count_inserted`] runs (usually none), each with the values it binds.
+/// Shared with the consumer's own SQLite connection ([`crate::direct`]).
+pub(crate) fn counting_inserted(
+    rows: &[(i64, i64)],
+    all_inserted: bool,
+    highest: &HashMap<i64, i64>,
+) -> Vec<(String, Vec<i64>)> {
     let mut by_chat: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for &(chat_id, number) in rows {
         by_chat.entry(chat_id).or_default().push(number);
     }
     if !all_inserted {
+        // Counts the live messages of the chats and of each of their read positions from the
+        // rows.
         let chats: Vec<i64> = by_chat.keys().copied().collect();
-        return recount(conn, &chats).await;
+        let ids = placeholders(chats.len());
+        return [
+            format!(
+                "UPDATE chats SET live_count = (SELECT COUNT(*) FROM messages m \
+                 WHERE m.chat_id = chats.id AND m.deleted_at IS NULL) WHERE id IN ({ids})"
+            ),
+            format!(
+                "UPDATE read_positions SET live_through = (SELECT COUNT(*) FROM messages m \
+                 WHERE m.chat_id = read_positions.chat_id AND m.number <= read_positions.last_read \
+                 AND m.deleted_at IS NULL) WHERE chat_id IN ({ids})"
+            ),
+        ]
+        .into_iter()
+        .map(|sql| (sql, chats.clone()))
+        .collect();
     }
+    let mut statements = Vec::new();
     for (chat_id, numbers) in &by_chat {
         let Some(&top) = highest.get(chat_id) else { continue };
         for &number in numbers.iter().filter(|number| **number <= top) {
-            sqlx::query(
-                "UPDATE read_positions SET live_through = live_through + 1 WHERE chat_id = ? AND last_read >= ?",
-            )
-            .bind(*chat_id)
-            .bind(number)
-            .execute(&mut *conn)
-            .await?;
+            statements.push((
+                "UPDATE read_positions SET live_through = live_through + 1 WHERE chat_id = ? AND last_read >= ?"
+                    .to_owned(),
+                vec![*chat_id, number],
+            ));
         }
     }
-    Ok(())
-}
-
-/// Counts the live messages of `chats` and of each of their read positions from the rows.
-async fn recount(conn: &mut AnyConnection, chats: &[i64]) -> BackendResult<()> {
-    let ids = placeholders(chats.len());
-    let statements = [
-        format!(
-            "UPDATE chats SET live_count = (SELECT COUNT(*) FROM messages m \
-             WHERE m.chat_id = chats.id AND m.deleted_at IS NULL) WHERE id IN ({ids})"
-        ),
-        format!(
-            "UPDATE read_positions SET live_through = (SELECT COUNT(*) FROM messages m \
-             WHERE m.chat_id = read_positions.chat_id AND m.number <= read_positions.last_read \
-             AND m.deleted_at IS NULL) WHERE chat_id IN ({ids})"
-        ),
-    ];
-    for sql in &statements {
-        let mut query = sqlx::query(sql);
-        for chat in chats {
-            query = query.bind(*chat);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+    statements
 }
 
 /// A user's position in a chat: `(last read, unread)`; a user who never read is at 0.

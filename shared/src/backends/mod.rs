@@ -29,6 +29,9 @@ pub use sql::Database;
 pub enum BackendError {
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A statement run on a SQLite connection of its own ([`sql::sqlite::open_direct`]).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("search index: {0}")]
     Search(String),
     #[error("backend unavailable: {0}")]

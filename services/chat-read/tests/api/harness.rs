@@ -51,7 +51,8 @@ impl Harness {
         let search = shared::backends::open_search(&backends, true).await.unwrap();
         let state = ChatRead::new(connected.db, connected.counters, connected.queue, search, &backends.namespace);
         state.migrate().await.unwrap();
-        let consumer = Consumer::new(state.clone(), config).await.unwrap();
+        // The standalone server's consumer: on SQLite, batches of creates on its own connection.
+        let consumer = Consumer::new(state.clone(), config).await.unwrap().with_own_connection().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = Api::new(&format!("http://{}", listener.local_addr().unwrap()));
         let (trigger, shutdown) = shared::shutdown::channel();

@@ -8,7 +8,7 @@
 //! [`mysql`] and [`sqlite`]; both are always built, since every service keeps its tables in
 //! one of them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
@@ -56,6 +56,8 @@ pub fn text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
+    /// The file of a SQLite store, for a connection of one's own ([`sqlite::open_direct`]).
+    sqlite_file: Option<PathBuf>,
 }
 
 impl Database {
@@ -63,9 +65,11 @@ impl Database {
     pub async fn connect(url: &str) -> BackendResult<Self> {
         sqlx::any::install_default_drivers();
         if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Ok(Self { pool: mysql::connect(url).await?, dialect: Dialect::MySql })
+            Ok(Self { pool: mysql::connect(url).await?, dialect: Dialect::MySql, sqlite_file: None })
         } else if url.starts_with("sqlite:") {
-            Ok(Self { pool: sqlite::connect(url).await?, dialect: Dialect::Sqlite })
+            let (pool, file) = sqlite::connect(url).await?;
+            let in_memory = file == Path::new(":memory:") || url.contains("mode=memory");
+            Ok(Self { pool, dialect: Dialect::Sqlite, sqlite_file: (!in_memory).then_some(file) })
         } else {
             Err(BackendError::Other(format!("unsupported database url scheme: {}", redact(url))))
         }
@@ -84,6 +88,11 @@ impl Database {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The file of a SQLite store (`None` on MySQL).
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        self.sqlite_file.as_deref()
     }
 
     /// The statement prefix that inserts and silently skips rows whose unique key exists.

@@ -4,11 +4,17 @@
 //! commit is durable before it returns, which is what a 2xx promises. SQLite's result codes
 //! say whose fault a failure is ([`error_class`]).
 
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::AnyPool;
 
 use super::{ErrorClass, pool_options};
+
+/// Every connection's settings, the pool's and [`open_direct`]'s alike.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+                       PRAGMA foreign_keys = ON; PRAGMA cache_size = -2000;";
 
 /// A pool on `url` (`sqlite://...`).
 ///
@@ -20,16 +26,36 @@ use super::{ErrorClass, pool_options};
 /// A connection is not pinged when taken from the pool (sqlx's default): a connection to a
 /// file in this process cannot drop, and the ping is a round trip to the connection's thread
 /// before every statement or transaction, on the path of every create's batch.
-pub(super) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
-    pool_options(
-        8,
-        Duration::from_secs(10),
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-         PRAGMA foreign_keys = ON; PRAGMA cache_size = -2000;",
-    )
-    .test_before_acquire(false)
-    .connect(url)
-    .await
+///
+/// Returns the pool and the file it opened.
+pub(super) async fn connect(url: &str) -> Result<(AnyPool, PathBuf), sqlx::Error> {
+    let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?.get_filename().to_owned();
+    let pool = pool_options(8, Duration::from_secs(10), PRAGMAS).test_before_acquire(false).connect(url).await?;
+    Ok((pool, file))
+}
+
+/// A connection to the SQLite `file` for the calling thread alone, with the pool's settings.
+///
+/// A pooled connection runs each statement on a thread of its own: every statement is a
+/// round trip to that thread, and under load each wake-up waits for a core. A thread that runs
+/// a short transaction on every step (the consumer's batch of creates) runs it on this
+/// connection itself, with no wake-up between its statements. Its commits are as durable as
+/// the pool's (`synchronous = FULL`).
+pub fn open_direct(file: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    // One thread uses it at a time (it is not `Sync`), so SQLite's own mutex is not needed.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = rusqlite::Connection::open_with_flags(file, flags)?;
+    connection.execute_batch(PRAGMAS)?;
+    Ok(connection)
+}
+
+/// [`error_class`] of a failure on an [`open_direct`] connection: anything that is not a
+/// result code of the engine (a type mismatch, a closed connection) is the store's.
+pub fn direct_error_class(error: &rusqlite::Error) -> ErrorClass {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) => error_class(failure.extended_code),
+        _ => ErrorClass::Store,
+    }
 }
 
 /// SQLite result codes (primary or extended) that are the store's fault.
