@@ -166,7 +166,7 @@ impl Consumer {
 
     /// On a SQLite store, runs each batch transaction of new messages on a connection of the
     /// consumer's own, on the thread that runs the consumer, rather than on a pooled
-    /// connection's thread: its five statements then wait on no other thread (see
+    /// connection's thread: its statements then wait on no other thread (see
     /// [`crate::direct`]). Only for a consumer with a thread of its own (the standalone
     /// server's): the transaction blocks the thread it runs on, for up to the store's busy
     /// timeout while another connection writes.

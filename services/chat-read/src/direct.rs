@@ -2,10 +2,10 @@
 //!
 //! A pooled SQLite connection runs its statements on a thread of its own, so each statement
 //! of a batch's transaction is a round trip between the consumer and that thread: two
-//! wake-ups, each waiting for a core while the HTTP connections keep both busy. The
-//! transaction of a batch of creates has five statements, and every create in the batch
+//! wake-ups, each waiting for a core while the HTTP connections keep both busy. There the
+//! transaction of a batch of creates is five such round trips, and every create in the batch
 //! waits for all of them. On the consumer's own connection the thread that runs the consumer
-//! runs them itself, one after the other.
+//! runs the statements itself, one after the other.
 //!
 //! The statements are the pooled path's ([`crate::changes::numbers_statement`],
 //! [`crate::consumer`]'s INSERT, [`crate::reads::counting_inserted`]), and so are the
