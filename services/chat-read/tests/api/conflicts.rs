@@ -58,6 +58,7 @@ async fn a_second_command_with_a_taken_number_is_parked_not_dropped(mut harness:
 
 on_every_store!(
     sqlite_parks_a_second_command_with_a_taken_number,
+    sqlite_pooled_parks_a_second_command_with_a_taken_number,
     mysql_parks_a_second_command_with_a_taken_number,
     a_second_command_with_a_taken_number_is_parked_not_dropped
 );

@@ -23,9 +23,17 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// On SQLite, with retries due after a few milliseconds.
+    /// On SQLite, with retries due after a few milliseconds; the consumer writes batches of
+    /// creates on its own connection, as the standalone server's does.
     pub async fn sqlite() -> Self {
-        Self::start(None, ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }).await
+        Self::open(None, ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }, true)
+            .await
+    }
+
+    /// [`Harness::sqlite`] with every statement on the pool, as in a chat-read of its own.
+    pub async fn sqlite_pooled() -> Self {
+        Self::open(None, ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }, false)
+            .await
     }
 
     /// On a fresh database of the MySQL server in `DATABASE_URL`; `None` (the test skipped)
@@ -40,6 +48,12 @@ impl Harness {
     /// On the store of `database_url` (SQLite under a temp dir when `None`) with the embedded
     /// queue and index, the consumer configured by `config`.
     pub async fn start(database_url: Option<String>, config: ConsumerConfig) -> Self {
+        Self::open(database_url, config, true).await
+    }
+
+    /// [`Harness::start`]; `own_connection`: on SQLite, the consumer writes batches of creates
+    /// on a connection of its own ([`Consumer::with_own_connection`]).
+    async fn open(database_url: Option<String>, config: ConsumerConfig, own_connection: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let backends = BackendConfig {
             data_dir: dir.path().to_owned(),
@@ -51,8 +65,8 @@ impl Harness {
         let search = shared::backends::open_search(&backends, true).await.unwrap();
         let state = ChatRead::new(connected.db, connected.counters, connected.queue, search, &backends.namespace);
         state.migrate().await.unwrap();
-        // The standalone server's consumer: on SQLite, batches of creates on its own connection.
-        let consumer = Consumer::new(state.clone(), config).await.unwrap().with_own_connection().unwrap();
+        let consumer = Consumer::new(state.clone(), config).await.unwrap();
+        let consumer = if own_connection { consumer.with_own_connection().unwrap() } else { consumer };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = Api::new(&format!("http://{}", listener.local_addr().unwrap()));
         let (trigger, shutdown) = shared::shutdown::channel();
@@ -108,13 +122,18 @@ impl Harness {
     }
 }
 
-/// One test per store for `check` (an async fn taking a [`Harness`]): on SQLite, and on MySQL
-/// where `DATABASE_URL` is set.
+/// One test per store for `check` (an async fn taking a [`Harness`]): on SQLite with the
+/// consumer's own connection and with the pool alone, and on MySQL where `DATABASE_URL` is set.
 macro_rules! on_every_store {
-    ($sqlite:ident, $mysql:ident, $check:ident) => {
+    ($sqlite:ident, $sqlite_pooled:ident, $mysql:ident, $check:ident) => {
         #[tokio::test]
         async fn $sqlite() {
             $check($crate::harness::Harness::sqlite().await).await;
+        }
+
+        #[tokio::test]
+        async fn $sqlite_pooled() {
+            $check($crate::harness::Harness::sqlite_pooled().await).await;
         }
 
         #[tokio::test]

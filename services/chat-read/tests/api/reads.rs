@@ -31,6 +31,7 @@ async fn a_step_persists_what_was_queued(mut harness: Harness) {
 
 on_every_store!(
     sqlite_a_step_persists_what_was_queued,
+    sqlite_pooled_a_step_persists_what_was_queued,
     mysql_a_step_persists_what_was_queued,
     a_step_persists_what_was_queued
 );
@@ -78,6 +79,7 @@ async fn a_redelivered_create_keeps_a_later_edit(mut harness: Harness) {
 
 on_every_store!(
     sqlite_a_redelivered_create_keeps_a_later_edit,
+    sqlite_pooled_a_redelivered_create_keeps_a_later_edit,
     mysql_a_redelivered_create_keeps_a_later_edit,
     a_redelivered_create_keeps_a_later_edit
 );
@@ -118,6 +120,7 @@ async fn a_queued_delete_waits_for_its_message(mut harness: Harness) {
 
 on_every_store!(
     sqlite_a_queued_delete_waits_for_its_message,
+    sqlite_pooled_a_queued_delete_waits_for_its_message,
     mysql_a_queued_delete_waits_for_its_message,
     a_queued_delete_waits_for_its_message
 );
@@ -164,6 +167,7 @@ async fn a_message_stored_under_a_read_position_is_read(mut harness: Harness) {
 
 on_every_store!(
     sqlite_a_message_stored_under_a_read_position_is_read,
+    sqlite_pooled_a_message_stored_under_a_read_position_is_read,
     mysql_a_message_stored_under_a_read_position_is_read,
     a_message_stored_under_a_read_position_is_read
 );

@@ -113,4 +113,31 @@ mod tests {
         let refused = sqlx::query("INSERT INTO t (id) VALUES (3)").execute(&mut reader).await.unwrap_err();
         assert_eq!(class_of(&refused), ErrorClass::Store, "{refused}");
     }
+
+    /// A connection of one's own writes the pool's file with the pool's durability, and its
+    /// failures are classified as the pool's are.
+    #[tokio::test]
+    async fn an_own_connection_shares_the_pools_file_and_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_sqlite(dir.path(), "own.db").await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)").execute(db.pool()).await.unwrap();
+        let own = open_direct(db.sqlite_file().expect("a file")).unwrap();
+        let journal: String = own.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(journal, "wal");
+        let synchronous: i64 = own.query_row("PRAGMA synchronous", [], |row| row.get(0)).unwrap();
+        assert_eq!(synchronous, 2, "FULL: a commit is durable when it returns");
+
+        own.execute("INSERT INTO t (id) VALUES (1)", []).unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(db.pool()).await.unwrap();
+        assert_eq!(seen, 1, "the pool reads what the own connection committed");
+        let duplicate = own.execute("INSERT INTO t (id) VALUES (1)", []).unwrap_err();
+        assert_eq!(direct_error_class(&duplicate), ErrorClass::Data, "{duplicate}");
+
+        let mut holder = db.pool().acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *holder).await.unwrap();
+        own.execute_batch("PRAGMA busy_timeout = 0").unwrap();
+        let busy = own.execute("INSERT INTO t (id) VALUES (2)", []).unwrap_err();
+        assert_eq!(direct_error_class(&busy), ErrorClass::Store, "{busy}");
+        sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+    }
 }
