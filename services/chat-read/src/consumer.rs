@@ -167,9 +167,10 @@ impl Consumer {
     /// On a SQLite store, runs each batch transaction of new messages on a connection of the
     /// consumer's own, on the thread that runs the consumer, rather than on a pooled
     /// connection's thread: its statements then wait on no other thread (see
-    /// [`crate::direct`]). Only for a consumer with a thread of its own (the standalone
-    /// server's): the transaction blocks the thread it runs on, for up to the store's busy
-    /// timeout while another connection writes.
+    /// [`crate::direct`]). The transaction blocks the thread it runs on, for up to the store's
+    /// busy timeout while another connection writes: for a consumer with a thread of its own
+    /// (the standalone server's), or one that runs while nothing else on its thread writes
+    /// (the start-up drain, tests that step it).
     pub fn with_own_connection(mut self) -> BackendResult<Self> {
         self.store.own = crate::direct::OwnConnection::open(&self.state.db)?;
         Ok(self)

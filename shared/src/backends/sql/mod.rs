@@ -56,7 +56,8 @@ pub fn text(row: &AnyRow, index: usize) -> Result<Option<String>, sqlx::Error> {
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
-    /// The file of a SQLite store, for a connection of one's own ([`sqlite::open_direct`]).
+    /// The file of a SQLite store, for a connection of one's own ([`sqlite::open_direct`]);
+    /// `None` where that would not open the same database (in memory, read-only, another VFS).
     sqlite_file: Option<PathBuf>,
 }
 
@@ -67,9 +68,8 @@ impl Database {
         if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             Ok(Self { pool: mysql::connect(url).await?, dialect: Dialect::MySql, sqlite_file: None })
         } else if url.starts_with("sqlite:") {
-            let (pool, file) = sqlite::connect(url).await?;
-            let in_memory = file == Path::new(":memory:") || url.contains("mode=memory");
-            Ok(Self { pool, dialect: Dialect::Sqlite, sqlite_file: (!in_memory).then_some(file) })
+            let (pool, sqlite_file) = sqlite::connect(url).await?;
+            Ok(Self { pool, dialect: Dialect::Sqlite, sqlite_file })
         } else {
             Err(BackendError::Other(format!("unsupported database url scheme: {}", redact(url))))
         }
@@ -90,7 +90,7 @@ impl Database {
         self.dialect
     }
 
-    /// The file of a SQLite store (`None` on MySQL).
+    /// The file of a SQLite store that a connection of one's own may open (`None` on MySQL).
     pub fn sqlite_file(&self) -> Option<&Path> {
         self.sqlite_file.as_deref()
     }

@@ -27,11 +27,28 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRA
 /// file in this process cannot drop, and the ping is a round trip to the connection's thread
 /// before every statement or transaction, on the path of every create's batch.
 ///
-/// Returns the pool and the file it opened.
-pub(super) async fn connect(url: &str) -> Result<(AnyPool, PathBuf), sqlx::Error> {
-    let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?.get_filename().to_owned();
+/// Returns the pool, and its file where [`open_direct`] opens the same database
+/// ([`plain_file`]).
+pub(super) async fn connect(url: &str) -> Result<(AnyPool, Option<PathBuf>), sqlx::Error> {
+    let file = plain_file(url)?;
     let pool = pool_options(8, Duration::from_secs(10), PRAGMAS).test_before_acquire(false).connect(url).await?;
     Ok((pool, file))
+}
+
+/// The file of `url` where it is one opened read-write with the default VFS: not an in-memory
+/// database (whose name sqlx makes up), nor one opened read-only, immutable or through another
+/// VFS, which [`open_direct`] would open otherwise.
+fn plain_file(url: &str) -> Result<Option<PathBuf>, sqlx::Error> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    // The parameters sqlx reads: `mode`, `cache`, `immutable` and `vfs`.
+    let (database, parameters) = url.split_once('?').unwrap_or((url, ""));
+    let plain = !database.ends_with(":memory:")
+        && parameters.split('&').filter(|pair| !pair.is_empty()).all(|pair| match pair.split_once('=') {
+            Some(("mode", mode)) => mode == "rw" || mode == "rwc",
+            Some(("cache", _)) => true,
+            _ => false,
+        });
+    Ok(plain.then(|| options.get_filename().to_owned()))
 }
 
 /// A connection to the SQLite `file` for the calling thread alone, with the pool's settings.
@@ -112,6 +129,23 @@ mod tests {
         let mut reader = read_only.connect().await.unwrap();
         let refused = sqlx::query("INSERT INTO t (id) VALUES (3)").execute(&mut reader).await.unwrap_err();
         assert_eq!(class_of(&refused), ErrorClass::Store, "{refused}");
+    }
+
+    /// Only a file opened read-write with the default VFS is one [`open_direct`] opens too.
+    #[test]
+    fn only_a_plain_file_is_offered_to_an_own_connection() {
+        let plain = |url: &str| plain_file(url).unwrap();
+        assert_eq!(plain("sqlite:///data/chatmesh.db?mode=rwc"), Some(PathBuf::from("/data/chatmesh.db")));
+        assert_eq!(plain("sqlite://chatmesh.db"), Some(PathBuf::from("chatmesh.db")));
+        for other in [
+            "sqlite::memory:",
+            "sqlite://chatmesh.db?mode=memory",
+            "sqlite://chatmesh.db?mode=ro",
+            "sqlite://chatmesh.db?immutable=true",
+            "sqlite://chatmesh.db?mode=rwc&vfs=unix-dotfile",
+        ] {
+            assert_eq!(plain(other), None, "{other}");
+        }
     }
 
     /// A connection of one's own writes the pool's file with the pool's durability, and its
