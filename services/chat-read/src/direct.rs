@@ -26,7 +26,11 @@ use crate::consumer::{Inserted, ReadyMessage, counts_by_chat, insert_sql, number
 const PREPARED: usize = 100;
 
 /// A SQLite connection of the consumer's own.
-pub(crate) struct OwnConnection(Connection);
+pub(crate) struct OwnConnection {
+    connection: Connection,
+    /// The store's `INSERT OR IGNORE` ([`Database::insert_ignore`]).
+    insert_ignore: &'static str,
+}
 
 impl OwnConnection {
     /// The connection, on a SQLite store kept in a file; `None` on any other.
@@ -34,13 +38,13 @@ impl OwnConnection {
         let Some(file) = db.sqlite_file() else { return Ok(None) };
         let connection = open_direct(file)?;
         connection.set_prepared_statement_cache_capacity(PREPARED);
-        Ok(Some(Self(connection)))
+        Ok(Some(Self { connection, insert_ignore: db.insert_ignore() }))
     }
 
     /// [`crate::consumer`]'s `insert_messages`, on this connection.
     pub(crate) fn insert_messages(&mut self, chunk: &[ReadyMessage<'_>]) -> BackendResult<Inserted> {
         let counts = counts_by_chat(chunk);
-        let tx = self.0.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (sql, values) = crate::changes::numbers_statement(&counts, true, true, true);
         let mut taken = HashMap::with_capacity(counts.len());
         {
@@ -51,19 +55,18 @@ impl OwnConnection {
             }
         }
         let inserted = {
-            let mut insert = tx.prepare_cached(&insert_sql("INSERT OR IGNORE", chunk.len()))?;
-            let mut index = 0;
-            for (chat_id, number, content, created_at, seq) in numbered(chunk, &counts, &taken) {
-                for value in [chat_id, number] {
-                    index += 1;
-                    insert.raw_bind_parameter(index, value)?;
-                }
-                index += 1;
-                insert.raw_bind_parameter(index, content)?;
-                for value in [created_at, created_at, seq] {
-                    index += 1;
-                    insert.raw_bind_parameter(index, value)?;
-                }
+            let mut insert = tx.prepare_cached(&insert_sql(self.insert_ignore, chunk.len()))?;
+            // Six values a row, in the order the pooled path binds them (parameters count from 1).
+            for (row, (chat_id, number, content, created_at, seq)) in
+                numbered(chunk, &counts, &taken).into_iter().enumerate()
+            {
+                let at = row * 6;
+                insert.raw_bind_parameter(at + 1, chat_id)?;
+                insert.raw_bind_parameter(at + 2, number)?;
+                insert.raw_bind_parameter(at + 3, content)?;
+                insert.raw_bind_parameter(at + 4, created_at)?;
+                insert.raw_bind_parameter(at + 5, created_at)?;
+                insert.raw_bind_parameter(at + 6, seq)?;
             }
             insert.raw_execute()? as u64
         };
