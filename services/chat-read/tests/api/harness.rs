@@ -22,18 +22,21 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The consumer's defaults, with retries due after a few milliseconds.
+fn quick_retries() -> ConsumerConfig {
+    ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }
+}
+
 impl Harness {
     /// On SQLite, with retries due after a few milliseconds; the consumer writes batches of
     /// creates on its own connection, as the standalone server's does.
     pub async fn sqlite() -> Self {
-        Self::open(None, ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }, true)
-            .await
+        Self::open(None, quick_retries(), true).await
     }
 
     /// [`Harness::sqlite`] with every statement on the pool, as in a chat-read of its own.
     pub async fn sqlite_pooled() -> Self {
-        Self::open(None, ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() }, false)
-            .await
+        Self::open(None, quick_retries(), false).await
     }
 
     /// On a fresh database of the MySQL server in `DATABASE_URL`; `None` (the test skipped)
@@ -41,8 +44,7 @@ impl Harness {
     pub async fn mysql(test: &str) -> Option<Self> {
         let url = shared::testing::backend_url("DATABASE_URL", test)?;
         let url = shared::testing::fresh_mysql_database(&url).await;
-        let config = ConsumerConfig { retry_base: Duration::from_millis(10), ..ConsumerConfig::default() };
-        Some(Self::start(Some(url), config).await)
+        Some(Self::start(Some(url), quick_retries()).await)
     }
 
     /// On the store of `database_url` (SQLite under a temp dir when `None`) with the embedded
